@@ -1,0 +1,161 @@
+//! Types shared by the eBPF programs (`tcptrace-ebpf`) and the agent
+//! (`tcptrace`). Every type here crosses the kernel/user boundary, so each is
+//! `#[repr(C)]` with explicit padding and no enums: the agent validates raw
+//! values (states, families) when it decodes them instead of trusting bytes.
+#![no_std]
+
+/// Linux TCP state numbers as the kernel uses them (`include/net/tcp_states.h`).
+/// Kept as plain constants: the wire carries `u8`s, decoding is the agent's job.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// `TransitionEvent::flags`: the transition ran in process context (a syscall of
+/// the socket's owner: connect, listen, close, shutdown...), so `pid`/`comm` name
+/// the owner. Without it the transition ran in softirq context (packet receive,
+/// timers) and `pid`/`comm` are whatever task happened to be interrupted.
+pub const FLAG_PROCESS_CTX: u32 = 1 << 0;
+/// `TransitionEvent::flags`: the old state is the initial state of a new socket
+/// (`CLOSE` before connect/listen, or `LISTEN` inherited by an accepted child),
+/// so there is no meaningful time spent in it.
+pub const FLAG_NEW_SOCKET: u32 = 1 << 1;
+/// `TransitionEvent::flags`: the socket's entry into the old state was not seen
+/// (it predates the tracer, an event was lost, or the tracking map was full);
+/// `dur_ns` is 0 and means "unknown", not "zero".
+pub const FLAG_DUR_UNKNOWN: u32 = 1 << 2;
+
+/// One `sock:inet_sock_set_state` transition of a TCP socket, as sent through
+/// the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransitionEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the transition.
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock`: stable for the socket's life, so it
+    /// identifies one socket across its transitions.
+    pub skaddr: u64,
+    /// Nanoseconds spent in `oldstate`; valid only when neither
+    /// `FLAG_NEW_SOCKET` nor `FLAG_DUR_UNKNOWN` is set.
+    pub dur_ns: u64,
+    /// Local address: IPv4 in the first 4 bytes for `AF_INET`, else IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address, same encoding as `saddr`.
+    pub daddr: [u8; 16],
+    /// Thread group id (the "pid" users know) of the current task.
+    pub pid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; 16],
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Transitions dropped because the ring buffer was full.
+    pub const LOST: u32 = 0;
+    /// Sockets that could not be tracked because `SOCKETS` was full.
+    pub const TRACK_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Per-socket state kept in the kernel's `SOCKETS` map, keyed by `skaddr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// When the socket entered `state` (`bpf_ktime_get_ns()`).
+    pub since_ns: u64,
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Layout of the `sock:inet_sock_set_state` record that the eBPF program reads
+/// directly (constant offsets are what the verifier allows for cheap context
+/// loads). The agent checks it field by field against the tracepoint's `format`
+/// file before loading, and refuses to run on a kernel where it differs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InetSockSetStateArgs {
+    /// `common_type`, `common_flags`, `common_preempt_count`, `common_pid`.
+    pub common: u64,
+    pub skaddr: u64,
+    pub oldstate: i32,
+    pub newstate: i32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub saddr_v6: [u8; 16],
+    pub daddr_v6: [u8; 16],
+}
+
+/// (name, offset, size) of each `InetSockSetStateArgs` field after the common
+/// header, in the spelling of the tracepoint's `format` file.
+pub const INET_SOCK_SET_STATE_FIELDS: [(&str, usize, usize); 11] = [
+    ("skaddr", 8, 8),
+    ("oldstate", 16, 4),
+    ("newstate", 20, 4),
+    ("sport", 24, 2),
+    ("dport", 26, 2),
+    ("family", 28, 2),
+    ("protocol", 30, 2),
+    ("saddr", 32, 4),
+    ("daddr", 36, 4),
+    ("saddr_v6", 40, 16),
+    ("daddr_v6", 56, 16),
+];
+
+// The table above must describe the struct exactly; checked at compile time.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    type A = InetSockSetStateArgs;
+    assert!(offset_of!(A, skaddr) == 8);
+    assert!(offset_of!(A, oldstate) == 16);
+    assert!(offset_of!(A, newstate) == 20);
+    assert!(offset_of!(A, sport) == 24);
+    assert!(offset_of!(A, dport) == 26);
+    assert!(offset_of!(A, family) == 28);
+    assert!(offset_of!(A, protocol) == 30);
+    assert!(offset_of!(A, saddr) == 32);
+    assert!(offset_of!(A, daddr) == 36);
+    assert!(offset_of!(A, saddr_v6) == 40);
+    assert!(offset_of!(A, daddr_v6) == 56);
+    assert!(size_of::<A>() == 72);
+    assert!(size_of::<TransitionEvent>() == 96);
+    assert!(size_of::<SockState>() == 16);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, `#[repr(C)]`, integer fields only, padding explicit.
+    unsafe impl aya::Pod for super::TransitionEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockState {}
+}

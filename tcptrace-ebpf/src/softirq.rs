@@ -1,0 +1,41 @@
+//! `irq:softirq_entry` / `irq:softirq_exit` as raw tracepoints
+//! (`TP_PROTO(unsigned int vec_nr)`; the argument is not needed).
+//!
+//! They maintain a per-CPU "in softirq" flag so that `inet_sock_set_state` can
+//! tell a transition made by the socket's owner (a syscall: connect, listen,
+//! close...) from one made while serving a softirq (packet receive, TCP
+//! timers), where the current task is just whoever was interrupted — on
+//! loopback often the peer process. Softirqs do not nest on one CPU, so a flag
+//! (not a depth counter) is enough, and it heals itself at the next softirq if
+//! an exit was ever missed. Raw tracepoints are used because they are the
+//! cheapest hook: these fire for every softirq on the host.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+
+use crate::maps::IN_SOFTIRQ;
+
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn softirq_entry(_ctx: RawTracePointContext) -> i32 {
+    set_flag(1);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn softirq_exit(_ctx: RawTracePointContext) -> i32 {
+    set_flag(0);
+    0
+}
+
+#[inline(always)]
+fn set_flag(value: u8) {
+    if let Some(ptr) = IN_SOFTIRQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot written only by programs running on this CPU.
+        unsafe { *ptr = value };
+    }
+}
+
+/// Whether this CPU is serving a softirq right now.
+#[inline(always)]
+pub fn in_softirq() -> bool {
+    IN_SOFTIRQ.get(0).is_some_and(|flag| *flag != 0)
+}

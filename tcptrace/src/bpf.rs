@@ -1,0 +1,194 @@
+//! Loading and attaching the eBPF programs, and reading their counters.
+//! Programs are detached when the `Tracer` is dropped.
+
+use std::{
+    fs,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, TracePoint},
+};
+use tcptrace_common::counter;
+
+/// The eBPF object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace-ebpf"));
+
+const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_entry", "softirq_exit"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[from] EbpfError),
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF program {name}: {}", short(source))]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+}
+
+/// Load-time settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Size of the events ring buffer in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Pending bytes at which the eBPF side wakes the agent.
+    pub wakeup_bytes: u64,
+    /// Capacity of the per-socket tracking map.
+    pub max_sockets: u32,
+    /// aya-log level for eBPF diagnostics (0: off).
+    pub log_level: u8,
+}
+
+/// Counters kept by the eBPF programs, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Transitions dropped because the ring buffer was full.
+    pub lost: u64,
+    /// Sockets whose durations are unknown because the tracking map was full.
+    pub track_full: u64,
+}
+
+pub struct Tracer {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl Tracer {
+    /// Loads the programs and attaches them; returns the tracer and the events
+    /// ring buffer. Call only after `system::ensure_tracefs`.
+    pub fn attach(config: &Config) -> Result<(Self, RingBuf<MapData>), BpfError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .map_max_entries("SOCKETS", config.max_sockets)
+            .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
+            .override_global(aya_log::LEVEL, &config.log_level, false)
+            .load(OBJECT)?;
+
+        // The softirq flag must be maintained before transitions are classified.
+        for name in SOFTIRQ_PROGRAMS {
+            let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
+            program
+                .load()
+                .map_err(|source| BpfError::Program { name, source })?;
+            program
+                .attach(name)
+                .map_err(|source| BpfError::Program { name, source })?;
+        }
+        let program: &mut TracePoint = program_mut(&mut ebpf, INET_SOCK_SET_STATE)?;
+        let err = |source| BpfError::Program {
+            name: INET_SOCK_SET_STATE,
+            source,
+        };
+        program.load().map_err(err)?;
+        program.attach("sock", INET_SOCK_SET_STATE).map_err(err)?;
+
+        let events = take_map(&mut ebpf, "EVENTS")?;
+        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        Ok((Self { ebpf, counters }, events))
+    }
+
+    /// The eBPF ring of aya-log records, for `-v`.
+    pub fn logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+
+    pub fn counters(&self) -> Result<Counters, BpfError> {
+        let sum = |index: u32| -> Result<u64, BpfError> {
+            let values = self
+                .counters
+                .get(&index, 0)
+                .map_err(|source| BpfError::Map {
+                    name: "COUNTERS",
+                    source,
+                })?;
+            Ok(values.iter().sum())
+        };
+        Ok(Counters {
+            lost: sum(counter::LOST)?,
+            track_full: sum(counter::TRACK_FULL)?,
+        })
+    }
+
+    /// Program runs the kernel skipped because another BPF program was running
+    /// on the same CPU (`recursion_misses` in the programs' fdinfo).
+    pub fn recursion_misses(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .filter_map(|fd| {
+                fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()
+            })
+            .map(|info| fdinfo_value(&info, "recursion_misses"))
+            .sum()
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::MissingProgram(name))?;
+    program
+        .try_into()
+        .map_err(|source| BpfError::Program { name, source })
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(BpfError::MissingMap(name))?;
+    map.try_into()
+        .map_err(|source| BpfError::Map { name, source })
+}
+
+/// A one-line description of a program error: a verifier rejection carries the
+/// verifier's whole log, which is logged at debug level (`-v`) instead.
+fn short(err: &ProgramError) -> String {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            log::debug!("verifier log:\n{verifier_log}");
+            format!("the kernel refused to load it ({io_error}); run with -v for the verifier log")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Reads a numeric `key:\tvalue` line of an fdinfo file (0 if absent).
+fn fdinfo_value(info: &str, key: &str) -> u64 {
+    info.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(k, _)| k.trim() == key)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fdinfo_fields() {
+        let info = "pos:\t0\nflags:\t02000002\nprog_type:\t5\nrun_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t3\n";
+        assert_eq!(fdinfo_value(info, "recursion_misses"), 3);
+        assert_eq!(fdinfo_value(info, "verified_insns"), 0);
+    }
+}

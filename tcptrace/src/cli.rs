@@ -1,0 +1,165 @@
+//! Command line.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+const ABOUT: &str = "Trace TCP state transitions live, with eBPF";
+
+const LONG_ABOUT: &str = "\
+Trace TCP state transitions live, with eBPF.
+
+tcptrace prints one line for every state change of every TCP socket on the host
+(IPv4 and IPv6): connects, accepts, closes, resets. For each it shows the time,
+the process (when the change ran in the socket owner's own system call), the
+local and remote endpoints, the old and new state, and how long the socket
+spent in the old state, measured in the kernel to the nanosecond.
+
+It exists for the outages where CPU, memory and disk look fine but the service
+is down: ports exhausted by TIME_WAIT, CLOSE_WAIT piling up because an
+application never closes, RST storms, a full listen backlog.
+
+COLUMNS
+  TIME    wall-clock time of the transition (local time; --utc for UTC)
+  PID     process whose system call made the transition (connect, listen,
+  COMM    close, shutdown...); '-' when it ran in softirq context (a packet
+          arrived or a TCP timer fired): the task interrupted there is not
+          the socket's owner, so no name is shown rather than a wrong one
+  LOCAL   local address:port ('*' while not yet chosen)
+  REMOTE  remote address:port ('*:*' for a listener)
+  OLD, NEW  the transition; names as in ss(8)
+  MS      milliseconds spent in OLD; '-' when OLD is the initial state of a
+          new socket, '?' when unknown (the socket predates tcptrace, or an
+          event was lost). Never a made-up 0.
+
+Needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with BTF.
+If tracefs is not mounted, tcptrace mounts it on /sys/kernel/tracing and says so.";
+
+const EXAMPLES: &str = "\
+EXAMPLES
+  sudo tcptrace                       every transition, live
+  sudo tcptrace --json | jq .         JSON lines, one object per transition
+  sudo tcptrace --utc > trace.log     log to a file with UTC timestamps
+  sudo tcptrace | grep CLOSE_WAIT     what is entering or leaving CLOSE_WAIT
+
+Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
+seen, transitions lost because the ring buffer was full, run time. Losses are
+also reported live. Closing stdout (tcptrace | head) ends tcptrace quietly.";
+
+#[derive(Debug, Parser)]
+#[command(name = "tcptrace", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+pub struct Cli {
+    /// Print JSON lines (one object per transition) instead of columns.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print TIME in UTC instead of local time (JSON times are always UTC).
+    #[arg(long)]
+    pub utc: bool,
+
+    /// Show eBPF-side diagnostics and the agent's own debug messages on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Size of the kernel ring buffer that carries transitions to tcptrace
+    /// (a power of two: 64K, 4M, 16M...). Raise it if transitions are lost.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size, help_heading = "Tuning")]
+    pub ring_size: u32,
+
+    /// Wake tcptrace as soon as this much data is pending in the ring buffer
+    /// [default: a quarter of --ring-size]. Below it, tcptrace reads every
+    /// --drain-interval: one wake-up per transition would cost the host more
+    /// than the tracing itself.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Tuning")]
+    pub wakeup: Option<u64>,
+
+    /// How often to read the ring buffer when it is not full enough to wake
+    /// tcptrace, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Tuning")]
+    pub drain_interval: u64,
+
+    /// How many sockets the kernel side follows at once (for time-in-state).
+    /// Sockets beyond that show '?' and are counted in the summary.
+    #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
+    pub max_sockets: u32,
+}
+
+impl Cli {
+    pub fn drain_interval(&self) -> Duration {
+        Duration::from_millis(self.drain_interval)
+    }
+
+    pub fn wakeup_bytes(&self) -> u64 {
+        self.wakeup.unwrap_or(u64::from(self.ring_size) / 4)
+    }
+}
+
+/// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (examples: 4096, 64K, 4M)"))?;
+    value
+        .checked_shl(shift)
+        .filter(|v| v >> shift == value)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// A ring buffer size: a power of two between one page and 1 GiB.
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let size = parse_size(text)?;
+    let page = 4096;
+    if !size.is_power_of_two() || !(page..=1 << 30).contains(&size) {
+        return Err(format!("`{text}` must be a power of two between 4K and 1G"));
+    }
+    Ok(size as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("4m"), Ok(4 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("x4M").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("4K"), Ok(4096));
+        assert_eq!(parse_ring_size("16M"), Ok(16 << 20));
+        assert!(parse_ring_size("3M").is_err());
+        assert!(parse_ring_size("2K").is_err());
+        assert!(parse_ring_size("2G").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["tcptrace"]).unwrap();
+        assert_eq!(cli.ring_size, 4 << 20);
+        assert_eq!(cli.wakeup_bytes(), 1 << 20);
+        assert_eq!(cli.drain_interval(), Duration::from_millis(20));
+        let err = Cli::try_parse_from(["tcptrace", "--ring-size", "5K"]).unwrap_err();
+        assert!(err.to_string().contains("must be a power of two"), "{err}");
+    }
+}

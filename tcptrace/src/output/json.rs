@@ -1,0 +1,131 @@
+//! `--json`: one JSON object per line. Field names are part of the interface
+//! (documented in README.md); add fields, never rename them.
+
+use std::{io, net::SocketAddr};
+
+use serde::Serialize;
+
+use crate::{clock::WallClock, event::Transition};
+
+pub struct JsonPrinter {
+    clock: WallClock,
+    time: String,
+}
+
+/// The kernel socket address as "0xffff…": a string, because JSON numbers
+/// above 2^53 lose precision in many parsers.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: &'a str,
+    ts_ns: u64,
+    sock: Hex,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    comm: Option<&'a str>,
+    family: &'static str,
+    laddr: std::net::IpAddr,
+    lport: u16,
+    raddr: std::net::IpAddr,
+    rport: u16,
+    old: &'static str,
+    new: &'static str,
+    dur_ns: Option<u64>,
+    dur: &'static str,
+}
+
+impl JsonPrinter {
+    pub fn new(clock: WallClock) -> Self {
+        Self {
+            clock,
+            time: String::with_capacity(40),
+        }
+    }
+
+    pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
+        self.time.clear();
+        self.clock.push_rfc3339(&mut self.time, t.ts_ns);
+        let comm = t.task.as_ref().map(|task| task.comm.as_str());
+        let record = Record {
+            kind: "transition",
+            time: &self.time,
+            ts_ns: t.ts_ns,
+            sock: Hex(t.sock),
+            pid: t.task.map(|task| task.pid),
+            tid: t.task.map(|task| task.tid),
+            comm: comm.as_deref(),
+            family: family(&t.local),
+            laddr: t.local.ip(),
+            lport: t.local.port(),
+            raddr: t.remote.ip(),
+            rport: t.remote.port(),
+            old: t.old.name(),
+            new: t.new.name(),
+            dur_ns: t.in_old.ns(),
+            dur: t.in_old.kind(),
+        };
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")
+    }
+}
+
+fn family(addr: &SocketAddr) -> &'static str {
+    match addr {
+        SocketAddr::V4(_) => "ipv4",
+        SocketAddr::V6(_) => "ipv6",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        clock::Zone,
+        event::{Comm, Task, TcpState, TimeInState},
+    };
+
+    const OFFSET: i64 = 1_795_316_645_000_000_000 - 1_000_000_000_000;
+
+    #[test]
+    fn json_snapshot() {
+        let mut p = JsonPrinter::new(WallClock::with_offset(OFFSET, Zone::Utc));
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let mut t = Transition {
+            ts_ns: 1_000_000_000_000 + 42,
+            sock: 0xffff_8880_0000_1000,
+            local: "[::1]:41000".parse().unwrap(),
+            remote: "[::1]:8080".parse().unwrap(),
+            old: TcpState::FinWait1,
+            new: TcpState::FinWait2,
+            in_old: TimeInState::Measured(12_345),
+            task: Some(Task {
+                pid: 7,
+                tid: 8,
+                comm: Comm::new(comm),
+            }),
+        };
+        let mut out = Vec::new();
+        p.transition(&mut out, &t).unwrap();
+        t.task = None;
+        t.in_old = TimeInState::Unknown;
+        p.transition(&mut out, &t).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let expected = concat!(
+            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","pid":7,"tid":8,"comm":"curl","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":12345,"dur":"measured"}"#,
+            "\n",
+            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","pid":null,"tid":null,"comm":null,"family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":null,"dur":"unknown"}"#,
+            "\n"
+        );
+        assert_eq!(text, expected);
+    }
+}

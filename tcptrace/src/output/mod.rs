@@ -1,0 +1,71 @@
+//! Printers for transitions. They are generic over the writer and do no other
+//! I/O, so they are tested against in-memory buffers.
+
+mod json;
+mod text;
+
+use std::{fmt::Write as _, io, net::SocketAddr};
+
+pub use json::JsonPrinter;
+pub use text::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, TextPrinter};
+
+use crate::event::Transition;
+
+/// The selected output format.
+pub enum Printer {
+    Text(TextPrinter),
+    Json(JsonPrinter),
+}
+
+impl Printer {
+    pub fn header<W: io::Write>(&mut self, out: &mut W) -> io::Result<()> {
+        match self {
+            Self::Text(p) => p.header(out),
+            Self::Json(_) => Ok(()),
+        }
+    }
+
+    pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
+        match self {
+            Self::Text(p) => p.transition(out, t),
+            Self::Json(p) => p.transition(out, t),
+        }
+    }
+}
+
+/// Appends `addr:port` the way `ss` does: IPv6 in brackets, `*` for an
+/// unspecified address or port (a listener's remote end, or a connecting
+/// socket before its source is chosen).
+pub fn push_endpoint(out: &mut String, addr: &SocketAddr) {
+    let ip = addr.ip();
+    let _ = match ip {
+        _ if ip.is_unspecified() => write!(out, "*"),
+        std::net::IpAddr::V4(v4) => write!(out, "{v4}"),
+        std::net::IpAddr::V6(v6) => write!(out, "[{v6}]"),
+    };
+    out.push(':');
+    match addr.port() {
+        0 => out.push('*'),
+        port => out.push_str(itoa::Buffer::new().format(port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(s: &str) -> String {
+        let mut out = String::new();
+        push_endpoint(&mut out, &s.parse().unwrap());
+        out
+    }
+
+    #[test]
+    fn endpoints_print_like_ss() {
+        assert_eq!(endpoint("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(endpoint("0.0.0.0:0"), "*:*");
+        assert_eq!(endpoint("[::1]:443"), "[::1]:443");
+        assert_eq!(endpoint("[::]:0"), "*:*");
+        assert_eq!(endpoint("[::ffff:10.0.0.1]:22"), "[::ffff:10.0.0.1]:22");
+    }
+}

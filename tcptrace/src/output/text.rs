@@ -1,0 +1,194 @@
+//! The default live log: one fixed-width line per transition.
+
+use std::io;
+
+use crate::{
+    clock::{WallClock, push_padded},
+    event::{TimeInState, Transition},
+    output::push_endpoint,
+};
+
+/// Width of an address column that fits any IPv4 endpoint ("255.255.255.255:65535").
+pub const ADDR_WIDTH_V4: usize = 21;
+/// Width of an address column that fits v4-mapped IPv6 endpoints and most IPv6
+/// ones; longer IPv6 endpoints overflow their column rather than being cut.
+pub const ADDR_WIDTH_V6: usize = 30;
+
+pub struct TextPrinter {
+    clock: WallClock,
+    addr_width: usize,
+    line: String,
+    scratch: String,
+}
+
+impl TextPrinter {
+    pub fn new(clock: WallClock, addr_width: usize) -> Self {
+        Self {
+            clock,
+            addr_width,
+            line: String::with_capacity(256),
+            scratch: String::with_capacity(64),
+        }
+    }
+
+    pub fn header<W: io::Write>(&mut self, out: &mut W) -> io::Result<()> {
+        let w = self.addr_width;
+        writeln!(
+            out,
+            "{:<15} {:<7} {:<16} {:<w$} {:<w$} {:<12}    {:<12} {:>10}",
+            "TIME", "PID", "COMM", "LOCAL", "REMOTE", "OLD", "NEW", "MS"
+        )
+    }
+
+    pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
+        let line = &mut self.line;
+        line.clear();
+        self.clock.push_time_of_day(line, t.ts_ns);
+        line.push(' ');
+        match &t.task {
+            Some(task) => {
+                pad(line, itoa::Buffer::new().format(task.pid), 7);
+                line.push(' ');
+                pad(line, &task.comm.as_str(), 16);
+            }
+            None => {
+                pad(line, "-", 7);
+                line.push(' ');
+                pad(line, "-", 16);
+            }
+        }
+        for addr in [&t.local, &t.remote] {
+            line.push(' ');
+            self.scratch.clear();
+            push_endpoint(&mut self.scratch, addr);
+            pad(line, &self.scratch, self.addr_width);
+        }
+        line.push(' ');
+        pad(line, t.old.name(), 12);
+        line.push_str(" -> ");
+        pad(line, t.new.name(), 12);
+        line.push(' ');
+        self.scratch.clear();
+        match t.in_old {
+            TimeInState::Measured(ns) => push_ms(&mut self.scratch, ns),
+            TimeInState::NewSocket => self.scratch.push('-'),
+            TimeInState::Unknown => self.scratch.push('?'),
+        }
+        for _ in self.scratch.len()..10 {
+            line.push(' ');
+        }
+        line.push_str(&self.scratch);
+        line.push('\n');
+        out.write_all(line.as_bytes())
+    }
+}
+
+/// Appends `s` left-aligned in `width` columns (never truncated).
+fn pad(line: &mut String, s: &str, width: usize) {
+    line.push_str(s);
+    for _ in s.chars().count()..width {
+        line.push(' ');
+    }
+}
+
+/// Appends nanoseconds as milliseconds with three decimals ("1.235").
+pub fn push_ms(out: &mut String, ns: u64) {
+    out.push_str(itoa::Buffer::new().format(ns / 1_000_000));
+    out.push('.');
+    // Rounded to the microsecond below; exact values are in --json.
+    push_padded(out, (ns / 1_000) % 1_000, 3);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        clock::Zone,
+        event::{Comm, Task, TcpState},
+    };
+
+    const OFFSET: i64 = 1_795_316_645_000_000_000 - 1_000_000_000_000;
+
+    fn printer(width: usize) -> TextPrinter {
+        TextPrinter::new(WallClock::with_offset(OFFSET, Zone::Utc), width)
+    }
+
+    fn transition() -> Transition {
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"nginx");
+        Transition {
+            ts_ns: 1_000_000_000_000 + 5_000,
+            sock: 0xffff_8880_0000_1000,
+            local: "10.0.0.1:41000".parse().unwrap(),
+            remote: "10.0.0.2:8080".parse().unwrap(),
+            old: TcpState::SynSent,
+            new: TcpState::Established,
+            in_old: TimeInState::Measured(1_234_567),
+            task: Some(Task {
+                pid: 4242,
+                tid: 4242,
+                comm: Comm::new(comm),
+            }),
+        }
+    }
+
+    fn render(p: &mut TextPrinter, t: &Transition) -> String {
+        let mut out = Vec::new();
+        p.transition(&mut out, t).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn line_snapshot() {
+        let mut p = printer(ADDR_WIDTH_V4);
+        let mut out = Vec::new();
+        p.header(&mut out).unwrap();
+        let t = transition();
+        let mut softirq = t;
+        softirq.task = None;
+        softirq.old = TcpState::Established;
+        softirq.new = TcpState::CloseWait;
+        softirq.in_old = TimeInState::Unknown;
+        let mut new = t;
+        new.old = TcpState::Close;
+        new.new = TcpState::SynSent;
+        new.in_old = TimeInState::NewSocket;
+        new.local = "0.0.0.0:0".parse().unwrap();
+        let text = String::from_utf8(out).unwrap()
+            + &render(&mut p, &new)
+            + &render(&mut p, &t)
+            + &render(&mut p, &softirq);
+        let expected = "\
+TIME            PID     COMM             LOCAL                 REMOTE                OLD             NEW                  MS
+03:04:05.000005 4242    nginx            *:*                   10.0.0.2:8080         CLOSE        -> SYN_SENT              -
+03:04:05.000005 4242    nginx            10.0.0.1:41000        10.0.0.2:8080         SYN_SENT     -> ESTABLISHED       1.234
+03:04:05.000005 -       -                10.0.0.1:41000        10.0.0.2:8080         ESTABLISHED  -> CLOSE_WAIT            ?
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn columns_stay_aligned_for_ipv6() {
+        let mut p = printer(ADDR_WIDTH_V6);
+        let mut t = transition();
+        let a = render(&mut p, &t);
+        t.local = "[::ffff:192.168.100.200]:65535".parse().unwrap();
+        t.remote = "[fe80::1]:1".parse().unwrap();
+        let b = render(&mut p, &t);
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.find("SYN_SENT"), b.find("SYN_SENT"));
+    }
+
+    #[test]
+    fn milliseconds() {
+        let ms = |ns| {
+            let mut s = String::new();
+            push_ms(&mut s, ns);
+            s
+        };
+        assert_eq!(ms(0), "0.000");
+        assert_eq!(ms(999), "0.000");
+        assert_eq!(ms(1_000), "0.001");
+        assert_eq!(ms(61_234_567_890), "61234.567");
+    }
+}

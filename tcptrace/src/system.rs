@@ -1,0 +1,276 @@
+//! Checks and preparation of the host before anything is loaded: privileges,
+//! kernel BTF, tracefs, and the tracepoint's record layout. Each failure is one
+//! clear sentence for the user.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use tcptrace_common::INET_SOCK_SET_STATE_FIELDS;
+
+pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+const TRACEFS_LEGACY: &str = "/sys/kernel/debug/tracing";
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error(
+        "must run as root (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN); try: sudo tcptrace"
+    )]
+    NotPrivileged,
+    #[error("cannot read own capabilities from /proc/self/status: {0}")]
+    Capabilities(io::Error),
+    #[error("no kernel BTF at {0} (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux 5.4 or newer)")]
+    NoBtf(PathBuf),
+    #[error("tracefs is not mounted and mounting it on {path} failed: {err}")]
+    TracefsMount { path: PathBuf, err: nix::Error },
+    #[error("tracepoint {0} not found in tracefs (needs Linux 4.16 or newer)")]
+    TracepointMissing(&'static str),
+    #[error("cannot read the format of tracepoint {tp}: {err}")]
+    FormatRead { tp: &'static str, err: io::Error },
+    #[error("tracepoint {tp} has an unexpected layout on this kernel: {what}")]
+    Layout { tp: &'static str, what: String },
+}
+
+/// Whether the effective capability set allows loading and attaching tracing
+/// programs. `status` is the text of /proc/self/status.
+pub fn privileged(status: &str) -> Result<bool, SystemError> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .ok_or_else(|| SystemError::Capabilities(io::Error::other("no CapEff line")))?;
+    let caps = u64::from_str_radix(hex.trim(), 16)
+        .map_err(|e| SystemError::Capabilities(io::Error::other(e)))?;
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    Ok(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))
+}
+
+pub fn check_privileges() -> Result<(), SystemError> {
+    let status = fs::read_to_string("/proc/self/status").map_err(SystemError::Capabilities)?;
+    if privileged(&status)? {
+        Ok(())
+    } else {
+        Err(SystemError::NotPrivileged)
+    }
+}
+
+pub fn check_btf(path: &Path) -> Result<(), SystemError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(SystemError::NoBtf(path.to_owned()))
+    }
+}
+
+/// Where tracefs is, and whether we had to mount it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tracefs {
+    pub path: PathBuf,
+    pub mounted_by_us: bool,
+}
+
+/// A usable tracefs is a directory with entries in it (an empty mount point is
+/// what the kernel leaves when tracefs is not mounted).
+fn populated(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Finds tracefs, mounting it on /sys/kernel/tracing if it is not mounted
+/// (classic tracepoints are attached by the id tracefs publishes).
+pub fn ensure_tracefs() -> Result<Tracefs, SystemError> {
+    for path in [TRACEFS, TRACEFS_LEGACY] {
+        if populated(Path::new(path)) {
+            return Ok(Tracefs {
+                path: path.into(),
+                mounted_by_us: false,
+            });
+        }
+    }
+    let path = PathBuf::from(TRACEFS);
+    nix::mount::mount(
+        Some("tracefs"),
+        &path,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|err| SystemError::TracefsMount {
+        path: path.clone(),
+        err,
+    })?;
+    Ok(Tracefs {
+        path,
+        mounted_by_us: true,
+    })
+}
+
+/// One `field:` line of a tracepoint format file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// Parses the `field:` lines of a tracepoint `format` file.
+pub fn parse_format(text: &str) -> Vec<Field> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().split(';').map(str::trim);
+            let decl = parts.next()?.strip_prefix("field:")?;
+            // "const void * skaddr" or "__u8 saddr[4]": the name is the last
+            // word, without an array suffix.
+            let name = decl.rsplit([' ', '*']).next()?;
+            let name = name.split('[').next()?.to_owned();
+            let mut number = |key: &str| -> Option<usize> {
+                parts.next()?.strip_prefix(key)?.trim().parse().ok()
+            };
+            let offset = number("offset:")?;
+            let size = number("size:")?;
+            Some(Field { name, offset, size })
+        })
+        .collect()
+}
+
+pub const INET_SOCK_SET_STATE: &str = "sock:inet_sock_set_state";
+
+/// Checks that the kernel's `inet_sock_set_state` record matches the layout the
+/// eBPF program was compiled for.
+pub fn check_layout(format: &str) -> Result<(), SystemError> {
+    let fields = parse_format(format);
+    for (name, offset, size) in INET_SOCK_SET_STATE_FIELDS {
+        let layout = |what| SystemError::Layout {
+            tp: INET_SOCK_SET_STATE,
+            what,
+        };
+        let field = fields
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| layout(format!("field {name} is missing")))?;
+        if (field.offset, field.size) != (offset, size) {
+            return Err(layout(format!(
+                "field {name} is at offset {} size {}, expected offset {offset} size {size}",
+                field.offset, field.size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks the format file of `sock:inet_sock_set_state`.
+pub fn check_tracepoint(tracefs: &Path) -> Result<(), SystemError> {
+    let path = tracefs.join("events/sock/inet_sock_set_state/format");
+    let format = fs::read_to_string(&path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => SystemError::TracepointMissing(INET_SOCK_SET_STATE),
+        _ => SystemError::FormatRead {
+            tp: INET_SOCK_SET_STATE,
+            err,
+        },
+    })?;
+    check_layout(&format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT_6_18: &str = "name: inet_sock_set_state
+ID: 2287
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
+
+print fmt: \"family=%s ...\"
+";
+
+    #[test]
+    fn parses_format_fields() {
+        let fields = parse_format(FORMAT_6_18);
+        assert_eq!(fields.len(), 15);
+        assert_eq!(
+            fields[4],
+            Field {
+                name: "skaddr".into(),
+                offset: 8,
+                size: 8
+            }
+        );
+        assert_eq!(
+            fields[14],
+            Field {
+                name: "daddr_v6".into(),
+                offset: 56,
+                size: 16
+            }
+        );
+    }
+
+    #[test]
+    fn accepts_the_6_18_layout() {
+        check_layout(FORMAT_6_18).unwrap();
+    }
+
+    #[test]
+    fn rejects_a_moved_or_missing_field() {
+        let moved = FORMAT_6_18.replace("offset:30;\tsize:2", "offset:32;\tsize:2");
+        let err = check_layout(&moved).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "tracepoint sock:inet_sock_set_state has an unexpected layout on this kernel: \
+             field protocol is at offset 32 size 2, expected offset 30 size 2"
+        );
+        let missing = FORMAT_6_18.replace("protocol", "proto");
+        assert!(
+            check_layout(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("field protocol is missing")
+        );
+    }
+
+    #[test]
+    fn capability_sets() {
+        let status = |caps: &str| format!("Name:\ttcptrace\nCapInh:\t0\nCapEff:\t{caps}\n");
+        assert!(privileged(&status("000001ffffffffff")).unwrap()); // root
+        assert!(!privileged(&status("0000000000000000")).unwrap()); // nobody
+        assert!(privileged(&status("000000c000000000")).unwrap()); // CAP_BPF + CAP_PERFMON
+        assert!(!privileged(&status("0000008000000000")).unwrap()); // CAP_BPF only
+        assert!(privileged(&status("0000000000200000")).unwrap()); // CAP_SYS_ADMIN
+        assert!(privileged("Name: x\n").is_err());
+    }
+
+    #[test]
+    fn missing_btf_and_tracepoint_are_clear_errors() {
+        let err = check_btf(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no kernel BTF at /nonexistent/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux 5.4 or newer)"
+        );
+        let err = check_tracepoint(Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tracepoint sock:inet_sock_set_state not found in tracefs (needs Linux 4.16 or newer)"
+        );
+    }
+}
