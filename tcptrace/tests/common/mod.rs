@@ -1,0 +1,228 @@
+//! Harness for the integration tests: runs the real `tcptrace` binary (which
+//! loads the real eBPF programs on the running kernel) and collects its output.
+//! These tests need root. They do not skip without it: CI runs as root, and a
+//! skipped tracer test proves nothing.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, ChildStdout, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tcptrace");
+
+/// A running `tcptrace`.
+pub struct Tracer {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+fn collect<R: std::io::Read + Send + 'static>(
+    stream: R,
+    lines: Arc<Mutex<Vec<String>>>,
+    ready: Option<mpsc::Sender<()>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if line.contains("tracing TCP state transitions")
+                && let Some(ready) = &ready
+            {
+                let _ = ready.send(());
+            }
+            lines.lock().unwrap().push(line);
+        }
+    })
+}
+
+impl Tracer {
+    /// Starts `tcptrace ARGS` and waits until its programs are attached.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcptrace");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone(), None),
+            collect(child.stderr.take().unwrap(), stderr.clone(), Some(ready_tx)),
+        ];
+        let mut tracer = Self {
+            child,
+            stdout,
+            stderr,
+            readers,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = tracer.child.kill();
+            let finished = tracer.finish();
+            panic!(
+                "tcptrace did not start (this test needs root and a BPF-capable kernel): {}",
+                finished.stderr.join("\n")
+            );
+        }
+        tracer
+    }
+
+    /// Stops with SIGINT, as Ctrl-C would, after giving the periodic drain
+    /// time to pick up the last transitions.
+    pub fn stop(self) -> Finished {
+        thread::sleep(Duration::from_millis(100));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("signal tcptrace");
+        self.finish()
+    }
+
+    fn finish(mut self) -> Finished {
+        let status =
+            wait_timeout(&mut self.child, Duration::from_secs(30)).expect("tcptrace exits");
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        Finished {
+            status,
+            stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+        }
+    }
+
+    pub fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+impl Finished {
+    /// The JSON transition records, parsed.
+    pub fn json(&self) -> Vec<Value> {
+        self.stdout
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// The exit summary's numbers: (transitions, lost).
+    pub fn summary(&self) -> (u64, u64) {
+        let line = self
+            .stderr
+            .iter()
+            .find(|l| l.contains(" transitions in "))
+            .unwrap_or_else(|| panic!("no summary in stderr: {:?}", self.stderr));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let transitions = words[1].parse().unwrap();
+        let lost_at = words.iter().position(|w| *w == "lost").unwrap();
+        let lost = words[lost_at - 1].parse().unwrap();
+        (transitions, lost)
+    }
+}
+
+/// A client/server exchange on one connection where the client closes first,
+/// then the server; the listener is closed last. Returns (listener address,
+/// client address).
+pub fn client_closes_first(bind: &str, hold: Duration) -> (SocketAddr, SocketAddr) {
+    let listener = TcpListener::bind(bind).unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut client = TcpStream::connect(server).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    std::io::Write::write_all(&mut client, b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    accepted.read_exact(&mut buf).unwrap();
+    thread::sleep(hold);
+    drop(client);
+    // Wait for the client's FIN before closing, so the server side passes
+    // through CLOSE_WAIT and LAST_ACK.
+    assert_eq!(accepted.read(&mut buf).unwrap(), 0);
+    drop(accepted);
+    drop(listener);
+    (server, client_addr)
+}
+
+/// Transitions of one socket, as "OLD->NEW" strings, in order.
+pub fn sequence(records: &[&Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            format!(
+                "{}->{}",
+                r["old"].as_str().unwrap(),
+                r["new"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Records whose local or remote endpoint is `addr`.
+pub fn touching<'a>(records: &'a [Value], addr: &SocketAddr) -> Vec<&'a Value> {
+    let ip = addr.ip().to_string();
+    records
+        .iter()
+        .filter(|r| {
+            (r["laddr"] == ip.as_str() && r["lport"] == addr.port())
+                || (r["raddr"] == ip.as_str() && r["rport"] == addr.port())
+        })
+        .collect()
+}
+
+/// Groups records by socket address, keeping each socket's order.
+pub fn by_socket<'a>(records: &[&'a Value]) -> Vec<(String, Vec<&'a Value>)> {
+    let mut groups: Vec<(String, Vec<&Value>)> = Vec::new();
+    for r in records {
+        let sock = r["sock"].as_str().unwrap().to_owned();
+        match groups.iter_mut().find(|(s, _)| *s == sock) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((sock, vec![r])),
+        }
+    }
+    groups
+}
+
+/// Reads whatever a child wrote to stdout so far, line by line, until `n` lines.
+pub fn read_lines(stdout: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        lines.push(line);
+    }
+    lines
+}

@@ -1,0 +1,322 @@
+//! The live log on the real kernel: loopback connections over IPv4 and IPv6,
+//! JSON parsed back, the text columns, a closed stdout, and lost events.
+
+mod common;
+
+use std::{
+    io::BufReader,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const HOLD: Duration = Duration::from_millis(50);
+
+/// Asserts the exact transitions of both ends of one client-closes-first
+/// connection, and of the listener, as PLATFORM.md records them.
+fn assert_loopback_connection(bind: &str, family: &str) {
+    let tracer = Tracer::start(&["--json"]);
+    let (server, client) = client_closes_first(bind, HOLD);
+    let finished = tracer.stop();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    let records = finished.json();
+    let ours = touching(&records, &server);
+    let sockets = by_socket(&ours);
+    assert_eq!(
+        sockets.len(),
+        3,
+        "listener, client and accepted socket: {ours:#?}"
+    );
+
+    let find = |first: &str| {
+        sockets
+            .iter()
+            .find(|(_, recs)| sequence(&recs[..1]) == [first])
+            .map(|(_, recs)| recs.clone())
+            .unwrap_or_else(|| panic!("no socket starting with {first}: {ours:#?}"))
+    };
+    let listener = find("CLOSE->LISTEN");
+    let client_sock = find("CLOSE->SYN_SENT");
+    let accepted = find("LISTEN->SYN_RECV");
+    assert_eq!(sequence(&listener), ["CLOSE->LISTEN", "LISTEN->CLOSE"]);
+    assert_eq!(
+        sequence(&client_sock),
+        [
+            "CLOSE->SYN_SENT",
+            "SYN_SENT->ESTABLISHED",
+            "ESTABLISHED->FIN_WAIT1",
+            "FIN_WAIT1->FIN_WAIT2",
+            "FIN_WAIT2->CLOSE"
+        ]
+    );
+    assert_eq!(
+        sequence(&accepted),
+        [
+            "LISTEN->SYN_RECV",
+            "SYN_RECV->ESTABLISHED",
+            "ESTABLISHED->CLOSE_WAIT",
+            "CLOSE_WAIT->LAST_ACK",
+            "LAST_ACK->CLOSE"
+        ]
+    );
+
+    // The interleaving of the two ends, in the order the kernel produced them.
+    let order: Vec<String> = sequence(&ours);
+    let pos = |t: &str| {
+        order
+            .iter()
+            .position(|x| x == t)
+            .unwrap_or_else(|| panic!("{t} missing from {order:?}"))
+    };
+    assert!(pos("CLOSE->LISTEN") < pos("CLOSE->SYN_SENT"));
+    assert!(pos("CLOSE->SYN_SENT") < pos("LISTEN->SYN_RECV"));
+    assert!(pos("ESTABLISHED->FIN_WAIT1") < pos("ESTABLISHED->CLOSE_WAIT"));
+    assert!(pos("CLOSE_WAIT->LAST_ACK") < pos("LAST_ACK->CLOSE"));
+    assert!(pos("LAST_ACK->CLOSE") < pos("LISTEN->CLOSE"));
+
+    // Addresses and ports, from each end's point of view.
+    for r in &ours {
+        assert_eq!(r["family"], family);
+    }
+    let established = client_sock[1];
+    assert_eq!(established["laddr"], client.ip().to_string());
+    assert_eq!(established["lport"], client.port());
+    assert_eq!(established["rport"], server.port());
+    assert_eq!(accepted[1]["lport"], server.port());
+    assert_eq!(accepted[1]["rport"], client.port());
+    assert_eq!(
+        listener[0]["raddr"],
+        if family == "ipv4" { "0.0.0.0" } else { "::" }
+    );
+
+    // Time in state: the first transition of each socket has none, the others
+    // are measured; the client held the connection ESTABLISHED for HOLD.
+    for recs in [&listener, &client_sock, &accepted] {
+        assert_eq!(recs[0]["dur"], "new");
+        assert_eq!(recs[0]["dur_ns"], Value::Null);
+        for r in &recs[1..] {
+            assert_eq!(r["dur"], "measured", "{r}");
+            assert!(r["dur_ns"].as_u64().is_some(), "{r}");
+        }
+    }
+    let established_ns = client_sock[2]["dur_ns"].as_u64().unwrap();
+    assert!(
+        established_ns >= HOLD.as_nanos() as u64,
+        "ESTABLISHED lasted {established_ns} ns"
+    );
+    assert!(
+        established_ns < 10_000_000_000,
+        "ESTABLISHED lasted {established_ns} ns"
+    );
+
+    // Process attribution: syscall-driven transitions carry this process;
+    // softirq-driven ones (the accepted socket's birth, the FIN exchange
+    // handled on receive) carry none rather than a wrong one.
+    let me = std::process::id();
+    for r in [
+        listener[0],
+        listener[1],
+        client_sock[0],
+        client_sock[2],
+        accepted[3],
+    ] {
+        assert_eq!(r["pid"], me, "{r}");
+        assert!(r["comm"].as_str().is_some_and(|c| !c.is_empty()), "{r}");
+    }
+    for r in [accepted[0], accepted[2]] {
+        assert_eq!(r["pid"], Value::Null, "{r}");
+        assert_eq!(r["comm"], Value::Null, "{r}");
+    }
+    // Stable JSON fields.
+    let t = client_sock[1];
+    assert_eq!(t["type"], "transition");
+    assert!(t["time"].as_str().unwrap().ends_with('Z'));
+    assert!(t["sock"].as_str().unwrap().starts_with("0x"));
+    assert!(t["ts_ns"].as_u64().unwrap() > 0);
+    let (seen, lost) = finished.summary();
+    assert_eq!(lost, 0);
+    assert!(seen >= 12, "summary counted {seen}");
+}
+
+#[test]
+fn loopback_ipv4_connection() {
+    assert_loopback_connection("127.0.0.1:0", "ipv4");
+}
+
+#[test]
+fn loopback_ipv6_connection() {
+    assert_loopback_connection("[::1]:0", "ipv6");
+}
+
+#[test]
+fn v4_mapped_connection_is_ipv6_with_mapped_addresses() {
+    // A dual-stack listener on :: accepting an IPv4 client: the accepted
+    // socket is AF_INET6 with ::ffff:127.0.0.1 addresses.
+    let tracer = Tracer::start(&["--json"]);
+    let listener = TcpListener::bind("[::]:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    drop(client);
+    drop(accepted);
+    drop(listener);
+    let finished = tracer.stop();
+    let records = finished.json();
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
+    let server_side = touching(&records, &mapped);
+    assert!(
+        !server_side.is_empty(),
+        "no v4-mapped records for port {port}"
+    );
+    assert_eq!(sequence(&server_side[..1]), ["LISTEN->SYN_RECV"]);
+    for r in server_side {
+        assert_eq!(r["family"], "ipv6");
+        assert_eq!(r["raddr"], "::ffff:127.0.0.1");
+    }
+}
+
+#[test]
+fn text_log_has_aligned_columns() {
+    let tracer = Tracer::start(&[]);
+    let (server, _client) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+    let finished = tracer.stop();
+    let header = &finished.stdout[0];
+    assert!(header.starts_with("TIME "), "{header}");
+    let port = format!("127.0.0.1:{}", server.port());
+    let lines: Vec<&String> = finished
+        .stdout
+        .iter()
+        .filter(|l| l.contains(&port))
+        .collect();
+    assert_eq!(lines.len(), 12, "{lines:#?}");
+    let col = |name: &str| header.find(name).unwrap();
+    for line in &lines {
+        assert_eq!(line.len(), header.len(), "{line}");
+        assert_eq!(&line[col("OLD") + 13..col("OLD") + 15], "->", "{line}");
+        assert!(line[col("TIME")..].chars().nth(2) == Some(':'), "{line}");
+    }
+    let listen = lines
+        .iter()
+        .find(|l| l.contains("CLOSE        -> LISTEN"))
+        .unwrap();
+    assert_eq!(
+        listen[col("PID")..].split_whitespace().next().unwrap(),
+        std::process::id().to_string()
+    );
+    assert!(
+        listen.trim_end().ends_with(" -"),
+        "new socket shows '-': {listen}"
+    );
+    let syn_recv = lines
+        .iter()
+        .find(|l| l.contains("LISTEN       -> SYN_RECV"))
+        .unwrap();
+    assert_eq!(
+        &syn_recv[col("PID")..col("PID") + 1],
+        "-",
+        "softirq transition has no pid: {syn_recv}"
+    );
+    let finished_line = lines
+        .iter()
+        .find(|l| l.contains("LAST_ACK     -> CLOSE"))
+        .unwrap();
+    let ms: f64 = finished_line
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..10_000.0).contains(&ms), "{finished_line}");
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let mut child = Command::new(BIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Like `tcptrace | head -3`: read three lines, then close the pipe.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = Arc::new(AtomicBool::new(false));
+    let generating = done.clone();
+    let generator = thread::spawn(move || {
+        while Instant::now() < deadline && !generating.load(Ordering::Relaxed) {
+            let _ = client_closes_first("127.0.0.1:0", Duration::ZERO);
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let lines = read_lines(&mut stdout, 3);
+    assert_eq!(lines.len(), 3);
+    drop(stdout);
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    done.store(true, Ordering::Relaxed);
+    let status = status.expect("tcptrace exits after its reader left");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status:?}, stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.to_lowercase().contains("broken pipe"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(" transitions in "),
+        "no summary on a closed pipe: {stderr}"
+    );
+    generator.join().unwrap();
+}
+
+#[test]
+fn full_ring_buffer_counts_lost_events() {
+    // A one-page ring holds about 39 records; with wake-ups off and a slow
+    // drain, a burst of connections must overflow it.
+    let tracer = Tracer::start(&[
+        "--json",
+        "--ring-size",
+        "4K",
+        "--wakeup",
+        "1G",
+        "--drain-interval",
+        "3000",
+    ]);
+    const CONNECTIONS: usize = 100;
+    let mut ports = Vec::new();
+    for _ in 0..CONNECTIONS {
+        ports.push(client_closes_first("127.0.0.1:0", Duration::ZERO).0);
+    }
+    // Let the once-a-second loss check run before stopping.
+    thread::sleep(Duration::from_millis(1500));
+    let live_warning = tracer
+        .stderr_so_far()
+        .iter()
+        .any(|l| l.contains("warning:") && l.contains("lost"));
+    let finished = tracer.stop();
+    let (seen, lost) = finished.summary();
+    assert!(lost > 0, "nothing lost: {:?}", finished.stderr);
+    assert!(live_warning, "no live loss warning: {:?}", finished.stderr);
+    // Every transition is either received or counted as lost: our 12 per
+    // connection, plus whatever else the host did meanwhile.
+    let ours: usize = ports
+        .iter()
+        .map(|p| touching(&finished.json(), p).len())
+        .sum();
+    assert!(
+        ours < 12 * CONNECTIONS,
+        "all {ours} received despite the loss"
+    );
+    assert!(
+        seen + lost >= (12 * CONNECTIONS) as u64,
+        "seen {seen} + lost {lost} < {}",
+        12 * CONNECTIONS
+    );
+    assert_eq!(seen as usize, finished.stdout.len());
+}
