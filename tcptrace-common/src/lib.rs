@@ -2,7 +2,7 @@
 //! (`tcptrace`). Every type here crosses the kernel/user boundary, so each is
 //! `#[repr(C)]` with explicit padding and no enums: the agent validates raw
 //! values (states, families) when it decodes them instead of trusting bytes.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Linux TCP state numbers as the kernel uses them (`include/net/tcp_states.h`).
 /// Kept as plain constants: the wire carries `u8`s, decoding is the agent's job.
@@ -29,18 +29,28 @@ pub const IPPROTO_TCP: u16 = 6;
 /// the socket's owner: connect, listen, close, shutdown...), so `pid`/`comm` name
 /// the owner. Without it the transition ran in softirq context (packet receive,
 /// timers) and `pid`/`comm` are whatever task happened to be interrupted.
-pub const FLAG_PROCESS_CTX: u32 = 1 << 0;
+pub const FLAG_PROCESS_CTX: u16 = 1 << 0;
 /// `TransitionEvent::flags`: the old state is the initial state of a new socket
 /// (`CLOSE` before connect/listen, or `LISTEN` inherited by an accepted child),
 /// so there is no meaningful time spent in it.
-pub const FLAG_NEW_SOCKET: u32 = 1 << 1;
+pub const FLAG_NEW_SOCKET: u16 = 1 << 1;
 /// `TransitionEvent::flags`: the socket's entry into the old state was not seen
 /// (it predates the tracer, an event was lost, or the tracking map was full);
 /// `dur_ns` is 0 and means "unknown", not "zero".
-pub const FLAG_DUR_UNKNOWN: u32 = 1 << 2;
+pub const FLAG_DUR_UNKNOWN: u16 = 1 << 2;
 
-/// One `sock:inet_sock_set_state` transition of a TCP socket, as sent through
-/// the `EVENTS` ring buffer.
+/// `TransitionEvent::kind`: a `sock:inet_sock_set_state` transition.
+pub const KIND_TRANSITION: u8 = 1;
+/// `TransitionEvent::kind`: `tcp:tcp_send_reset` for a full socket: this host
+/// sent a RST on it. `oldstate` is the socket's state then, `newstate` 0, and
+/// only `ts_ns`, `skaddr`, `netns` and the task fields are filled in.
+pub const KIND_RESET_SENT: u8 = 2;
+/// `TransitionEvent::kind`: `tcp:tcp_receive_reset`: the peer reset the socket.
+/// Filled in like `KIND_RESET_SENT`.
+pub const KIND_RESET_RECEIVED: u8 = 3;
+
+/// One event of a TCP socket, as sent through the `EVENTS` ring buffer: a
+/// state transition, or a reset sent or received (see `KIND_*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransitionEvent {
@@ -71,8 +81,13 @@ pub struct TransitionEvent {
     pub oldstate: u8,
     pub newstate: u8,
     /// `FLAG_*` bits.
-    pub flags: u32,
-    pub _pad: u32,
+    pub flags: u16,
+    /// `KIND_*`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// Inode number of the socket's network namespace (as in
+    /// /proc/PID/ns/net), 0 if unknown.
+    pub netns: u32,
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -91,7 +106,61 @@ pub struct SockState {
     /// When the socket entered `state` (`bpf_ktime_get_ns()`).
     pub since_ns: u64,
     pub state: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Network namespace inode, read once when the socket is first seen.
+    pub netns: u32,
+}
+
+/// Up to this many ports per `--lport` / `--rport` filter (kernel side).
+pub const MAX_PORT_FILTER: usize = 8;
+
+/// Load-time filter, applied in the kernel before anything is recorded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelFilter {
+    /// `AF_INET` or `AF_INET6`; 0 for both.
+    pub family: u16,
+    pub lport_count: u16,
+    pub rport_count: u16,
+    pub _pad: u16,
+    pub lports: [u16; MAX_PORT_FILTER],
+    pub rports: [u16; MAX_PORT_FILTER],
+}
+
+impl KernelFilter {
+    /// Whether a socket with this family and ports passes.
+    #[inline(always)]
+    pub fn accepts(&self, family: u16, lport: u16, rport: u16) -> bool {
+        (self.family == 0 || self.family == family)
+            && listed(&self.lports, self.lport_count, lport)
+            && listed(&self.rports, self.rport_count, rport)
+    }
+}
+
+#[inline(always)]
+fn listed(ports: &[u16; MAX_PORT_FILTER], count: u16, port: u16) -> bool {
+    if count == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < MAX_PORT_FILTER {
+        if (i as u16) < count && ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Offsets in kernel structures, taken from the running kernel's BTF by the
+/// agent and passed as a load-time global. 0 means "not available".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct sock` -> `__sk_common.skc_net.net` (a `struct net *`).
+    pub sock_net: u32,
+    /// `struct net` -> `ns.inum` (a `u32`).
+    pub net_inum: u32,
 }
 
 /// Layout of the `sock:inet_sock_set_state` record that the eBPF program reads
@@ -115,6 +184,12 @@ pub struct InetSockSetStateArgs {
     pub saddr_v6: [u8; 16],
     pub daddr_v6: [u8; 16],
 }
+
+/// The fields of `tcp:tcp_send_reset` that the eBPF program reads
+/// (name, offset, size): `skaddr` is NULL for resets sent without a socket.
+pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 2] = [("skaddr", 16, 8), ("state", 24, 4)];
+/// The fields of `tcp:tcp_receive_reset` that the eBPF program reads.
+pub const TCP_RECEIVE_RESET_FIELDS: [(&str, usize, usize); 1] = [("skaddr", 8, 8)];
 
 /// (name, offset, size) of each `InetSockSetStateArgs` field after the common
 /// header, in the spelling of the tracepoint's `format` file.
@@ -150,6 +225,7 @@ const _: () = {
     assert!(size_of::<A>() == 72);
     assert!(size_of::<TransitionEvent>() == 96);
     assert!(size_of::<SockState>() == 16);
+    assert!(size_of::<KernelFilter>() == 40);
 };
 
 #[cfg(feature = "user")]
@@ -158,4 +234,35 @@ mod pod {
     unsafe impl aya::Pod for super::TransitionEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelFilter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_filter() {
+        let any = KernelFilter::default();
+        assert!(any.accepts(AF_INET, 1, 2));
+        let mut f = KernelFilter {
+            family: AF_INET6,
+            lport_count: 2,
+            ..KernelFilter::default()
+        };
+        f.lports[..2].copy_from_slice(&[80, 443]);
+        assert!(f.accepts(AF_INET6, 443, 5000));
+        assert!(!f.accepts(AF_INET, 443, 5000));
+        assert!(!f.accepts(AF_INET6, 8080, 5000));
+        f.rport_count = 1;
+        f.rports[0] = 5000;
+        assert!(f.accepts(AF_INET6, 80, 5000));
+        assert!(!f.accepts(AF_INET6, 80, 5001));
+        // Ports past the count are ignored.
+        f.lports[2] = 8080;
+        assert!(!f.accepts(AF_INET6, 8080, 5000));
+    }
 }

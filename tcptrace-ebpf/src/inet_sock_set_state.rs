@@ -26,19 +26,19 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use tcptrace_common::{
-    AF_INET, FLAG_DUR_UNKNOWN, FLAG_NEW_SOCKET, FLAG_PROCESS_CTX, IPPROTO_TCP,
-    InetSockSetStateArgs, SockState, TransitionEvent, counter, tcp_state,
+    AF_INET, FLAG_DUR_UNKNOWN, FLAG_NEW_SOCKET, IPPROTO_TCP, InetSockSetStateArgs, KIND_TRANSITION,
+    SockState, TransitionEvent, counter, tcp_state,
 };
 
 use crate::{
-    maps::{EVENTS, SOCKETS, WAKEUP_BYTES, count},
-    softirq::in_softirq,
+    maps::{EVENTS, FILTER, SOCKETS, WAKEUP_BYTES, count, netns_of},
+    softirq::task,
 };
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -83,22 +83,19 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
     if field!(ctx, u16, protocol) != IPPROTO_TCP {
         return;
     }
+    let family = field!(ctx, u16, family);
+    let sport = field!(ctx, u16, sport);
+    let dport = field!(ctx, u16, dport);
+    if !FILTER.load().accepts(family, sport, dport) {
+        return;
+    }
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let skaddr = field!(ctx, u64, skaddr);
     // States are 1..=12; the agent rejects anything else when decoding.
     let oldstate = field!(ctx, i32, oldstate) as u8;
     let newstate = field!(ctx, i32, newstate) as u8;
-    let family = field!(ctx, u16, family);
-    let (dur_ns, mut flags) = track(ctx, skaddr, oldstate, newstate, ts_ns);
-
-    let (mut pid, mut tid, mut comm) = (0, 0, [0u8; 16]);
-    if !in_softirq() {
-        flags |= FLAG_PROCESS_CTX;
-        let pid_tgid = bpf_get_current_pid_tgid();
-        pid = (pid_tgid >> 32) as u32;
-        tid = pid_tgid as u32;
-        comm = bpf_get_current_comm().unwrap_or_default();
-    }
+    let (dur_ns, flags, netns) = track(ctx, skaddr, oldstate, newstate, ts_ns);
+    let (pid, tid, comm, ctx_flag) = task();
 
     let (saddr, daddr) = if family == AF_INET {
         let (mut saddr, mut daddr) = ([0u8; 16], [0u8; 16]);
@@ -122,33 +119,52 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
         pid,
         tid,
         comm,
-        sport: field!(ctx, u16, sport),
-        dport: field!(ctx, u16, dport),
+        sport,
+        dport,
         family,
         oldstate,
         newstate,
-        flags,
+        flags: flags | ctx_flag,
+        kind: KIND_TRANSITION,
         _pad: 0,
+        netns,
     });
-    // Wake the agent only when enough is pending; its periodic drain takes the rest.
+    entry.submit(wakeup_flag());
+}
+
+/// Wake the agent only when enough is pending; its periodic drain takes the rest.
+#[inline(always)]
+pub fn wakeup_flag() -> u64 {
     let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(wake as u64);
+    wake as u64
 }
 
-/// Updates the per-socket state map and returns (time spent in `oldstate`, flags).
+/// Updates the per-socket state map and returns (time spent in `oldstate`,
+/// flags, network namespace).
 #[inline(always)]
-fn track(ctx: &TracePointContext, sk: u64, oldstate: u8, newstate: u8, now: u64) -> (u64, u32) {
+fn track(
+    ctx: &TracePointContext,
+    sk: u64,
+    oldstate: u8,
+    newstate: u8,
+    now: u64,
+) -> (u64, u16, u32) {
     let fresh = oldstate == tcp_state::CLOSE
         || (oldstate == tcp_state::LISTEN && newstate == tcp_state::SYN_RECV);
     let existing = SOCKETS.get_ptr_mut(&sk);
-    let result = match existing {
+    // SAFETY (all derefs below): pointer into a map value; a socket's
+    // transitions are serialized by the socket lock, so nobody else writes
+    // this entry concurrently.
+    let netns = match existing {
+        Some(state) if !fresh && unsafe { (*state).netns } != 0 => unsafe { (*state).netns },
+        _ => netns_of(sk),
+    };
+    let (dur, flags) = match existing {
         _ if fresh => (0, FLAG_NEW_SOCKET),
-        // SAFETY: pointer into a map value; a socket's transitions are serialized
-        // by the socket lock, so nobody else writes this entry concurrently.
         Some(state) if unsafe { (*state).state } == oldstate => {
             (now.saturating_sub(unsafe { (*state).since_ns }), 0)
         }
@@ -164,12 +180,14 @@ fn track(ctx: &TracePointContext, sk: u64, oldstate: u8, newstate: u8, now: u64)
         unsafe {
             (*state).since_ns = now;
             (*state).state = newstate;
+            (*state).netns = netns;
         }
     } else {
         let value = SockState {
             since_ns: now,
             state: newstate,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            netns,
         };
         if SOCKETS.insert(&sk, &value, 0).is_err() && count(counter::TRACK_FULL) == 1 {
             // Off the hot path: only the first failure on each CPU is logged.
@@ -179,5 +197,5 @@ fn track(ctx: &TracePointContext, sk: u64, oldstate: u8, newstate: u8, now: u64)
             );
         }
     }
-    result
+    (dur, flags, netns)
 }

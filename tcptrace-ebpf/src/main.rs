@@ -8,6 +8,7 @@
 
 mod inet_sock_set_state;
 mod maps;
+mod resets;
 mod softirq;
 
 #[cfg(target_arch = "bpf")]

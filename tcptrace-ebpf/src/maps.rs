@@ -1,13 +1,14 @@
 //! Maps and load-time globals shared by the programs. Sizes here are defaults;
 //! the agent overrides them at load time (`--ring-size`, `--max-sockets`).
 
+use aya_ebpf::helpers::bpf_probe_read_kernel;
 use aya_ebpf::{
     Global,
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{SockState, counter};
+use tcptrace_common::{KernelFilter, KernelOffsets, SockState, counter};
 
 /// Transitions for the agent (`TransitionEvent` records).
 #[map]
@@ -33,6 +34,42 @@ pub static IN_SOFTIRQ: PerCpuArray<u8> = PerCpuArray::with_max_entries(1, 0);
 /// picks them up. A wake-up per event would cost the host far more.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: Global<u64> = Global::new(1 << 20);
+
+/// Which sockets to trace (`--lport`, `--rport`, `-4`, `-6`); the default
+/// accepts all.
+#[unsafe(no_mangle)]
+pub static FILTER: Global<KernelFilter> = Global::new(KernelFilter {
+    family: 0,
+    lport_count: 0,
+    rport_count: 0,
+    _pad: 0,
+    lports: [0; tcptrace_common::MAX_PORT_FILTER],
+    rports: [0; tcptrace_common::MAX_PORT_FILTER],
+});
+
+/// Structure offsets from the running kernel's BTF (0: unavailable).
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    sock_net: 0,
+    net_inum: 0,
+});
+
+/// The inode number of a socket's network namespace, 0 if unknown.
+#[inline(always)]
+pub fn netns_of(sk: u64) -> u32 {
+    let offsets = OFFSETS.load();
+    if offsets.sock_net == 0 || offsets.net_inum == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the addresses; offsets come from BTF.
+    let net: u64 =
+        unsafe { bpf_probe_read_kernel((sk + u64::from(offsets.sock_net)) as *const u64) }
+            .unwrap_or(0);
+    if net == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel((net + u64::from(offsets.net_inum)) as *const u32) }.unwrap_or(0)
+}
 
 /// Adds one to a per-CPU counter and returns its new value (0 if unavailable).
 #[inline(always)]

@@ -10,7 +10,12 @@
 //! an exit was ever missed. Raw tracepoints are used because they are the
 //! cheapest hook: these fire for every softirq on the host.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use tcptrace_common::FLAG_PROCESS_CTX;
 
 use crate::maps::IN_SOFTIRQ;
 
@@ -36,6 +41,24 @@ fn set_flag(value: u8) {
 
 /// Whether this CPU is serving a softirq right now.
 #[inline(always)]
-pub fn in_softirq() -> bool {
+fn in_softirq() -> bool {
     IN_SOFTIRQ.get(0).is_some_and(|flag| *flag != 0)
+}
+
+/// (pid, tid, comm, FLAG_PROCESS_CTX) of the current task when this runs in
+/// process context; zeros when serving a softirq, where the current task is
+/// not the socket's owner.
+#[inline(always)]
+pub fn task() -> (u32, u32, [u8; 16], u16) {
+    if in_softirq() {
+        return (0, 0, [0; 16], 0);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    (
+        (pid_tgid >> 32) as u32,
+        pid_tgid as u32,
+        comm,
+        FLAG_PROCESS_CTX,
+    )
 }

@@ -15,8 +15,11 @@ use tokio::{
 
 use crate::{
     bpf::{BpfError, Counters, Tracer},
-    event::Transition,
-    output::Printer,
+    conn::{Closed, Tracker},
+    event::Event,
+    filter::Filter,
+    output::{Printer, summary::Report},
+    stats::{Stats, open_by_state},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,8 @@ pub struct Summary {
     pub counters: Counters,
     pub recursion_misses: u64,
     pub undecodable: u64,
+    /// Connections tcptrace could not follow (--max-sockets reached).
+    pub untracked_conns: u64,
     pub elapsed: Duration,
 }
 
@@ -73,6 +78,13 @@ impl fmt::Display for Summary {
                 self.counters.track_full
             )?;
         }
+        if self.untracked_conns > 0 {
+            write!(
+                f,
+                ", {} connections not followed (--max-sockets)",
+                self.untracked_conns
+            )?;
+        }
         if self.undecodable > 0 {
             write!(f, ", {} undecodable records", self.undecodable)?;
         }
@@ -80,31 +92,48 @@ impl fmt::Display for Summary {
     }
 }
 
+/// How the agent runs.
+pub struct Options {
+    /// Periodic drain of the ring buffer.
+    pub drain_interval: Duration,
+    /// Periodic summaries.
+    pub interval: Option<Duration>,
+    /// Summaries only, no per-event lines.
+    pub summary_only: bool,
+    pub verbose: bool,
+    pub filter: Filter,
+    /// Bound on connections followed in the agent.
+    pub max_conns: usize,
+}
+
 pub struct Agent<W: io::Write> {
     tracer: Tracer,
     printer: Printer,
     out: W,
-    drain_interval: Duration,
-    verbose: bool,
+    options: Options,
+    tracker: Tracker,
+    stats: Stats,
     transitions: u64,
     undecodable: u64,
     reported: Counters,
 }
 
+/// CLOCK_MONOTONIC now, in the kernel timestamps' time base.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
 impl<W: io::Write> Agent<W> {
-    pub fn new(
-        tracer: Tracer,
-        printer: Printer,
-        out: W,
-        drain_interval: Duration,
-        verbose: bool,
-    ) -> Self {
+    pub fn new(tracer: Tracer, printer: Printer, out: W, options: Options) -> Self {
         Self {
             tracer,
             printer,
             out,
-            drain_interval,
-            verbose,
+            tracker: Tracker::new(options.max_conns),
+            options,
+            stats: Stats::new(),
             transitions: 0,
             undecodable: 0,
             reported: Counters::default(),
@@ -119,7 +148,7 @@ impl<W: io::Write> Agent<W> {
         // until the AsyncFd (and with it the ring buffer) is dropped.
         let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| AgentError::Poll(e.into()))?;
-        let mut logger = match self.verbose {
+        let mut logger = match self.options.verbose {
             // SAFETY: as above, for the aya-log ring buffer.
             true => self.tracer.logger().and_then(|l| {
                 unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }.ok()
@@ -128,20 +157,26 @@ impl<W: io::Write> Agent<W> {
         };
         let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-        let mut drain_tick = interval(self.drain_interval);
+        let mut drain_tick = interval(self.options.drain_interval);
         drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut counters_tick = interval(Duration::from_secs(1));
         counters_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut summary_tick = self.options.interval.map(|every| {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        });
 
-        if let Err(err) = self
-            .printer
-            .header(&mut self.out)
-            .and_then(|()| self.out.flush())
+        if !self.options.summary_only
+            && let Err(err) = self
+                .printer
+                .header(&mut self.out)
+                .and_then(|()| self.out.flush())
         {
             return self.output_failed(err, started);
         }
         let ending = loop {
-            let drained = tokio::select! {
+            let result = tokio::select! {
                 guard = events.readable_mut() => {
                     let mut guard = guard.map_err(AgentError::Poll)?;
                     let result = self.drain(guard.get_inner_mut());
@@ -153,7 +188,18 @@ impl<W: io::Write> Agent<W> {
                     self.report_losses()?;
                     Ok(())
                 }
-                Some(guard) = async { match logger.as_mut() { Some(l) => l.readable_mut().await.ok(), None => std::future::pending().await } } => {
+                _ = async {
+                    match summary_tick.as_mut() {
+                        Some(tick) => tick.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.drain(events.get_mut()).and_then(|()| self.print_summary(started)),
+                Some(guard) = async {
+                    match logger.as_mut() {
+                        Some(l) => l.readable_mut().await.ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
                     let mut guard = guard;
                     guard.get_inner_mut().flush();
                     guard.clear_ready();
@@ -162,12 +208,18 @@ impl<W: io::Write> Agent<W> {
                 _ = sigint.recv() => break Ending::Signal,
                 _ = sigterm.recv() => break Ending::Signal,
             };
-            if let Err(err) = drained {
+            if let Err(err) = result {
                 return self.output_failed(err, started);
             }
         };
-        // Whatever arrived before the signal is still printed.
-        if let Err(err) = self.drain(events.get_mut()) {
+        // Whatever arrived before the signal is still printed and counted.
+        let last = self.drain(events.get_mut()).and_then(|()| {
+            for c in self.tracker.settle_all() {
+                self.closed(c)?;
+            }
+            self.print_summary(started)
+        });
+        if let Err(err) = last {
             return self.output_failed(err, started);
         }
         Ok((ending, self.summary(started)?))
@@ -184,13 +236,31 @@ impl<W: io::Write> Agent<W> {
         }
     }
 
-    /// Prints every pending record, then flushes once.
+    /// Processes every pending record, then flushes once.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
         while let Some(item) = ring.next() {
-            match Transition::decode(&item) {
-                Ok(t) => {
+            match Event::decode(&item) {
+                Ok(Event::Transition(mut t)) => {
                     self.transitions += 1;
-                    self.printer.transition(&mut self.out, &t)?;
+                    let closed = self.tracker.on_transition(&mut t);
+                    if self
+                        .options
+                        .filter
+                        .accepts(t.owner.as_ref(), &t.local, &t.remote, t.netns)
+                    {
+                        self.stats.record_transition(&t);
+                        if !self.options.summary_only {
+                            self.printer.transition(&mut self.out, &t)?;
+                        }
+                    }
+                    if let Some(c) = closed {
+                        self.closed(c)?;
+                    }
+                }
+                Ok(Event::Reset(r)) => {
+                    if let Some(c) = self.tracker.on_reset(&r) {
+                        self.closed(c)?;
+                    }
                 }
                 Err(err) => {
                     if self.undecodable == 0 {
@@ -200,6 +270,43 @@ impl<W: io::Write> Agent<W> {
                 }
             }
         }
+        for c in self.tracker.end_batch() {
+            self.closed(c)?;
+        }
+        self.out.flush()
+    }
+
+    fn closed(&mut self, c: Closed) -> io::Result<()> {
+        if !self
+            .options
+            .filter
+            .accepts(c.owner.as_ref(), &c.local, &c.remote, c.netns)
+        {
+            return Ok(());
+        }
+        self.stats.record_closed(&c);
+        if self.options.summary_only {
+            Ok(())
+        } else {
+            self.printer.closed(&mut self.out, &c)
+        }
+    }
+
+    fn print_summary(&mut self, started: Instant) -> io::Result<()> {
+        let now = monotonic_ns();
+        let filter = &self.options.filter;
+        let open = self
+            .tracker
+            .open()
+            .filter(|o| filter.accepts(o.owner, &o.local, &o.remote, o.netns));
+        let report = Report {
+            elapsed: started.elapsed(),
+            transitions: self.transitions,
+            lost: self.reported.lost,
+            stats: &self.stats,
+            open: open_by_state(open, now),
+        };
+        self.printer.summary(&mut self.out, &report, now)?;
         self.out.flush()
     }
 
@@ -226,6 +333,7 @@ impl<W: io::Write> Agent<W> {
             counters: self.tracer.counters()?,
             recursion_misses: self.tracer.recursion_misses(),
             undecodable: self.undecodable,
+            untracked_conns: self.tracker.untracked,
             elapsed: started.elapsed(),
         })
     }

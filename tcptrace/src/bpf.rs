@@ -11,13 +11,22 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
-use tcptrace_common::counter;
+use tcptrace_common::{KernelFilter, KernelOffsets, counter};
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace-ebpf"));
 
-const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
-const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_entry", "softirq_exit"];
+/// Exit first: attaching entry first would let a softirq that starts between
+/// the two attaches leave its CPU's flag set until the next softirq there, and
+/// misattribute that CPU's transitions meanwhile.
+const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_exit", "softirq_entry"];
+/// Classic tracepoint programs, named after their tracepoints; the state
+/// transitions last, once everything they rely on is in place.
+const TRACEPOINTS: [(&str, &str); 3] = [
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_receive_reset"),
+    ("sock", "inet_sock_set_state"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -50,6 +59,10 @@ pub struct Config {
     pub max_sockets: u32,
     /// aya-log level for eBPF diagnostics (0: off).
     pub log_level: u8,
+    /// Family and port filters, applied in the kernel.
+    pub filter: KernelFilter,
+    /// Offsets from the kernel's BTF (zeros: no network namespaces).
+    pub offsets: KernelOffsets,
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -74,6 +87,8 @@ impl Tracer {
             .map_max_entries("EVENTS", config.ring_bytes)
             .map_max_entries("SOCKETS", config.max_sockets)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
+            .override_global("FILTER", &config.filter, true)
+            .override_global("OFFSETS", &config.offsets, true)
             .override_global(aya_log::LEVEL, &config.log_level, false)
             .load(OBJECT)?;
 
@@ -87,13 +102,12 @@ impl Tracer {
                 .attach(name)
                 .map_err(|source| BpfError::Program { name, source })?;
         }
-        let program: &mut TracePoint = program_mut(&mut ebpf, INET_SOCK_SET_STATE)?;
-        let err = |source| BpfError::Program {
-            name: INET_SOCK_SET_STATE,
-            source,
-        };
-        program.load().map_err(err)?;
-        program.attach("sock", INET_SOCK_SET_STATE).map_err(err)?;
+        for (category, name) in TRACEPOINTS {
+            let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
+            let err = |source| BpfError::Program { name, source };
+            program.load().map_err(err)?;
+            program.attach(category, name).map_err(err)?;
+        }
 
         let events = take_map(&mut ebpf, "EVENTS")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;

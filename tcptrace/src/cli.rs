@@ -1,8 +1,9 @@
 //! Command line.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use clap::Parser;
+use ipnet::IpNet;
 
 const ABOUT: &str = "Trace TCP state transitions live, with eBPF";
 
@@ -32,6 +33,26 @@ COLUMNS
           new socket, '?' when unknown (the socket predates tcptrace, or an
           event was lost). Never a made-up 0.
 
+When a connection ends, a 'closed' line gives its verdict (who closed first),
+its lifetime in MS, its role (active: this host connected; passive: it
+accepted) and the time it spent in each state:
+  local           this host sent the first FIN; this side holds TIME_WAIT
+  peer            the remote side sent the first FIN
+  simultaneous    both FINs crossed (FIN_WAIT1 -> CLOSING)
+  abort-sent      this host reset it (SO_LINGER 0, close with unread data)
+  abort-received  the peer reset it
+  refused         the connect was answered with a RST
+  connect-failed  the connect failed otherwise (timeout, ICMP error)
+  timeout         the kernel gave up on it without FIN or RST
+PID and COMM are the socket's owner: the process whose system calls
+(connect, listen, close...) drove it, or for an accepted socket the process
+listening on its port. '-' when unknown, never a guess.
+
+On exit, and every --interval, a summary: time-in-state histograms (log2 and
+p50/p90/p99/max), who closes first by process, remote endpoint and listening
+port (most TIME_WAIT-prone first), and open connections by state with the
+oldest one (a CLOSE_WAIT that never closes shows its age here).
+
 Needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with BTF.
 If tracefs is not mounted, tcptrace mounts it on /sys/kernel/tracing and says so.";
 
@@ -41,6 +62,10 @@ EXAMPLES
   sudo tcptrace --json | jq .         JSON lines, one object per transition
   sudo tcptrace --utc > trace.log     log to a file with UTC timestamps
   sudo tcptrace | grep CLOSE_WAIT     what is entering or leaving CLOSE_WAIT
+  sudo tcptrace --lport 80,443        connections on local ports 80 and 443
+  sudo tcptrace -c nginx --raddr 10.0.0.0/8
+                                      nginx's connections to 10.0.0.0/8
+  sudo tcptrace --summary -i 10       only summaries, every 10 seconds
 
 Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
 seen, transitions lost because the ring buffer was full, run time. Losses are
@@ -61,6 +86,75 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// Print only summaries (on exit and every --interval), no per-transition lines.
+    #[arg(long)]
+    pub summary: bool,
+
+    /// Print a summary every SECS seconds (cumulative since start).
+    #[arg(short, long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// Only sockets owned by these processes.
+    #[arg(
+        short,
+        long,
+        value_name = "PID,...",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub pid: Vec<u32>,
+
+    /// Only sockets owned by processes with these command names (exact, as in
+    /// /proc/PID/comm).
+    #[arg(
+        short,
+        long,
+        value_name = "COMM,...",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub comm: Vec<String>,
+
+    /// Only these local ports (in the kernel; at most 8). A connecting socket's
+    /// first transition has no local port yet and is not shown.
+    #[arg(long, value_name = "PORT,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), help_heading = "Filters")]
+    pub lport: Vec<u16>,
+
+    /// Only these remote ports (in the kernel; at most 8).
+    #[arg(long, value_name = "PORT,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), help_heading = "Filters")]
+    pub rport: Vec<u16>,
+
+    /// Only these local addresses or networks (10.0.0.1, 10.0.0.0/8, ::1).
+    #[arg(long, value_name = "ADDR[/LEN],...", value_delimiter = ',', value_parser = parse_net, help_heading = "Filters")]
+    pub laddr: Vec<IpNet>,
+
+    /// Only these remote addresses or networks.
+    #[arg(long, value_name = "ADDR[/LEN],...", value_delimiter = ',', value_parser = parse_net, help_heading = "Filters")]
+    pub raddr: Vec<IpNet>,
+
+    /// Only IPv4 sockets (in the kernel).
+    #[arg(
+        short = '4',
+        long = "ipv4",
+        conflicts_with = "ipv6",
+        help_heading = "Filters"
+    )]
+    pub ipv4: bool,
+
+    /// Only IPv6 sockets, including v4-mapped ones (in the kernel).
+    #[arg(short = '6', long = "ipv6", help_heading = "Filters")]
+    pub ipv6: bool,
+
+    /// Only sockets in these network namespaces (inode numbers, as in
+    /// `ls -L -i /proc/PID/ns/net` or `lsns -t net`).
+    #[arg(
+        long,
+        value_name = "INODE,...",
+        value_delimiter = ',',
+        help_heading = "Filters"
+    )]
+    pub netns: Vec<u32>,
+
     /// Size of the kernel ring buffer that carries transitions to tcptrace
     /// (a power of two: 64K, 4M, 16M...). Raise it if transitions are lost.
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size, help_heading = "Tuning")]
@@ -78,8 +172,9 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Tuning")]
     pub drain_interval: u64,
 
-    /// How many sockets the kernel side follows at once (for time-in-state).
-    /// Sockets beyond that show '?' and are counted in the summary.
+    /// How many sockets are followed at once (for time-in-state, in the
+    /// kernel, and for verdicts, in tcptrace). Sockets beyond that show '?'
+    /// and are counted in the summary.
     #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
     pub max_sockets: u32,
 }
@@ -92,6 +187,26 @@ impl Cli {
     pub fn wakeup_bytes(&self) -> u64 {
         self.wakeup.unwrap_or(u64::from(self.ring_size) / 4)
     }
+
+    /// The agent-side filters.
+    pub fn filter(&self) -> crate::filter::Filter {
+        crate::filter::Filter {
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            laddrs: self.laddr.clone(),
+            raddrs: self.raddr.clone(),
+            netns: self.netns.clone(),
+        }
+    }
+}
+
+/// An address ("10.0.0.1": one host) or a network ("10.0.0.0/8").
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("`{text}` is not an address or network (examples: 10.0.0.1, 10.0.0.0/8, ::1)")
+        })
 }
 
 /// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
@@ -151,6 +266,33 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn filters() {
+        let cli = Cli::try_parse_from([
+            "tcptrace",
+            "-p",
+            "1,2",
+            "-c",
+            "nginx",
+            "--lport",
+            "80,443",
+            "--raddr",
+            "10.0.0.0/8,::1",
+            "-4",
+        ])
+        .unwrap();
+        assert_eq!(cli.pid, [1, 2]);
+        assert_eq!(cli.lport, [80, 443]);
+        assert_eq!(cli.raddr[1], "::1/128".parse::<IpNet>().unwrap());
+        assert!(cli.ipv4);
+        let err = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(err(&["tcptrace", "--raddr", "10.0.0/8"]).contains("is not an address or network"));
+        assert!(err(&["tcptrace", "--lport", "0"]).contains("invalid value"));
+        assert!(err(&["tcptrace", "--lport", "http"]).contains("invalid value"));
+        assert!(err(&["tcptrace", "-4", "-6"]).contains("cannot be used with"));
+        assert!(err(&["tcptrace", "-p", "x"]).contains("invalid value"));
     }
 
     #[test]

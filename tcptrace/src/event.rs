@@ -10,8 +10,8 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, FLAG_DUR_UNKNOWN, FLAG_NEW_SOCKET, FLAG_PROCESS_CTX, TransitionEvent,
-    tcp_state,
+    AF_INET, AF_INET6, FLAG_DUR_UNKNOWN, FLAG_NEW_SOCKET, FLAG_PROCESS_CTX, KIND_RESET_RECEIVED,
+    KIND_RESET_SENT, KIND_TRANSITION, TransitionEvent, tcp_state,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum DecodeError {
     State(u8),
     #[error("unknown address family {0}")]
     Family(u16),
+    #[error("unknown record kind {0}")]
+    Kind(u8),
 }
 
 /// A TCP state, as numbered in `include/net/tcp_states.h`.
@@ -163,6 +165,72 @@ pub struct Task {
     pub comm: Comm,
 }
 
+/// Which side sent a RST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+/// A RST sent or received on a socket tcptrace follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub ts_ns: u64,
+    pub sock: u64,
+    pub netns: u32,
+    pub direction: ResetDirection,
+    /// The task in whose system call the RST was sent or processed, if any.
+    pub task: Option<Task>,
+}
+
+/// One decoded record of the ring buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Transition(Transition),
+    Reset(Reset),
+}
+
+impl Event {
+    /// Decodes one ring buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < size_of::<TransitionEvent>() {
+            return Err(DecodeError::Short(
+                bytes.len(),
+                size_of::<TransitionEvent>(),
+            ));
+        }
+        // SAFETY: length checked; TransitionEvent is plain integers (any bit
+        // pattern is valid) and read_unaligned makes no alignment assumption.
+        let raw: TransitionEvent =
+            unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TransitionEvent>()) };
+        Self::from_raw(&raw)
+    }
+
+    pub fn from_raw(raw: &TransitionEvent) -> Result<Self, DecodeError> {
+        let direction = match raw.kind {
+            KIND_TRANSITION => return Transition::from_raw(raw).map(Self::Transition),
+            KIND_RESET_SENT => ResetDirection::Sent,
+            KIND_RESET_RECEIVED => ResetDirection::Received,
+            other => return Err(DecodeError::Kind(other)),
+        };
+        Ok(Self::Reset(Reset {
+            ts_ns: raw.ts_ns,
+            sock: raw.skaddr,
+            netns: raw.netns,
+            direction,
+            task: task(raw),
+        }))
+    }
+}
+
+fn task(raw: &TransitionEvent) -> Option<Task> {
+    (raw.flags & FLAG_PROCESS_CTX != 0).then(|| Task {
+        pid: raw.pid,
+        tid: raw.tid,
+        comm: Comm::new(raw.comm),
+    })
+}
+
 /// One decoded TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -170,6 +238,8 @@ pub struct Transition {
     pub ts_ns: u64,
     /// Kernel address of the socket: identifies it across its transitions.
     pub sock: u64,
+    /// Network namespace inode (0: unknown).
+    pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub old: TcpState,
@@ -178,6 +248,9 @@ pub struct Transition {
     /// The task in whose syscall the transition ran; `None` for transitions made
     /// in softirq context (packets, timers), where the current task is unrelated.
     pub task: Option<Task>,
+    /// The socket's owner as the connection tracker knows it (filled in by
+    /// `conn::Tracker`; initially `task`): what the output shows.
+    pub owner: Option<Task>,
 }
 
 impl Transition {
@@ -212,20 +285,18 @@ impl Transition {
         } else {
             TimeInState::Measured(raw.dur_ns)
         };
-        let task = (raw.flags & FLAG_PROCESS_CTX != 0).then(|| Task {
-            pid: raw.pid,
-            tid: raw.tid,
-            comm: Comm::new(raw.comm),
-        });
+        let task = task(raw);
         Ok(Self {
             ts_ns: raw.ts_ns,
             sock: raw.skaddr,
+            netns: raw.netns,
             local: SocketAddr::new(local_ip, raw.sport),
             remote: SocketAddr::new(remote_ip, raw.dport),
             old: TcpState::try_from(raw.oldstate)?,
             new: TcpState::try_from(raw.newstate)?,
             in_old,
             task,
+            owner: task,
         })
     }
 }
@@ -261,7 +332,9 @@ pub(crate) mod tests {
             oldstate: old,
             newstate: new,
             flags: FLAG_PROCESS_CTX,
+            kind: KIND_TRANSITION,
             _pad: 0,
+            netns: 4026531840,
         }
     }
 
@@ -279,7 +352,10 @@ pub(crate) mod tests {
     #[test]
     fn decodes_ipv4_record() {
         let raw = raw_v4(tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
-        let t = Transition::decode(&bytes_of(&raw)).unwrap();
+        let Event::Transition(t) = Event::decode(&bytes_of(&raw)).unwrap() else {
+            panic!("not a transition")
+        };
+        assert_eq!(t.netns, 4026531840);
         assert_eq!(t.local, "127.0.0.1:41000".parse().unwrap());
         assert_eq!(t.remote, "10.1.2.3:80".parse().unwrap());
         assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
@@ -339,6 +415,27 @@ pub(crate) mod tests {
             Transition::decode(&[0u8; 10]),
             Err(DecodeError::Short(10, 96))
         );
+    }
+
+    #[test]
+    fn decodes_resets() {
+        let mut raw = raw_v4(tcp_state::ESTABLISHED, 0);
+        raw.kind = KIND_RESET_RECEIVED;
+        raw.flags = 0;
+        let Event::Reset(r) = Event::from_raw(&raw).unwrap() else {
+            panic!("not a reset")
+        };
+        assert_eq!(
+            (r.direction, r.task, r.sock),
+            (ResetDirection::Received, None, raw.skaddr)
+        );
+        raw.kind = KIND_RESET_SENT;
+        raw.flags = FLAG_PROCESS_CTX;
+        let Event::Reset(r) = Event::from_raw(&raw).unwrap() else {
+            panic!("not a reset")
+        };
+        assert_eq!(r.direction, ResetDirection::Sent);
+        assert_eq!(r.task.unwrap().pid, 4242);
     }
 
     #[test]

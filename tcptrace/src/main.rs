@@ -9,11 +9,13 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
-    agent::{Agent, Ending},
+    agent::{Agent, Ending, Options},
     bpf::{self, Tracer},
+    btf::{self, Btf},
     cli::Cli,
     clock::{WallClock, Zone},
-    output::{JsonPrinter, Printer, TextPrinter},
+    filter,
+    output::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, JsonPrinter, Printer, TextPrinter},
     system,
 };
 
@@ -38,8 +40,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
     system::check_privileges()?;
-    system::check_btf(Path::new(system::BTF_PATH))?;
+    let btf_path = Path::new(system::BTF_PATH);
+    system::check_btf(btf_path)?;
+    let offsets = Btf::from_file(btf_path)
+        .and_then(|btf| btf::kernel_offsets(&btf))
+        .unwrap_or_else(|err| {
+            eprintln!(
+                "tcptrace: warning: network namespaces unavailable ({err}); netns is shown as 0"
+            );
+            Default::default()
+        });
     let tracefs = system::ensure_tracefs()?;
     if tracefs.mounted_by_us {
         eprintln!(
@@ -47,13 +59,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             tracefs.path.display()
         );
     }
-    system::check_tracepoint(&tracefs.path)?;
+    system::check_tracepoints(&tracefs.path)?;
 
     let zone = if cli.utc { Zone::Utc } else { Zone::Local };
     let clock = WallClock::new(zone).context("reading the clocks")?;
     let printer = match cli.json {
         true => Printer::Json(JsonPrinter::new(clock)),
-        false => Printer::Text(TextPrinter::new(clock, tcptrace::output::ADDR_WIDTH_V6)),
+        false => Printer::Text(TextPrinter::new(
+            clock,
+            if cli.ipv4 {
+                ADDR_WIDTH_V4
+            } else {
+                ADDR_WIDTH_V6
+            },
+        )),
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -71,11 +90,21 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         } else {
             0
         },
+        filter: kernel_filter,
+        offsets,
     })?;
     eprintln!("tcptrace: tracing TCP state transitions; Ctrl-C to stop");
 
     let out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut agent = Agent::new(tracer, printer, out, cli.drain_interval(), cli.verbose);
+    let options = Options {
+        drain_interval: cli.drain_interval(),
+        interval: cli.interval.map(std::time::Duration::from_secs),
+        summary_only: cli.summary,
+        verbose: cli.verbose,
+        filter: cli.filter(),
+        max_conns: cli.max_sockets as usize,
+    };
+    let mut agent = Agent::new(tracer, printer, out, options);
     let (ending, summary) = runtime.block_on(agent.run(events))?;
     if ending == Ending::Signal {
         let _ = io::stdout().flush();

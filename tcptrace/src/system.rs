@@ -7,7 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tcptrace_common::INET_SOCK_SET_STATE_FIELDS;
+use tcptrace_common::{
+    INET_SOCK_SET_STATE_FIELDS, TCP_RECEIVE_RESET_FIELDS, TCP_SEND_RESET_FIELDS,
+};
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -29,12 +31,12 @@ pub enum SystemError {
     NoBtf(PathBuf),
     #[error("tracefs is not mounted and mounting it on {path} failed: {err}")]
     TracefsMount { path: PathBuf, err: nix::Error },
-    #[error("tracepoint {0} not found in tracefs (needs Linux 4.16 or newer)")]
-    TracepointMissing(&'static str),
+    #[error("tracepoint {0} not found in tracefs (needs Linux 5.5 or newer)")]
+    TracepointMissing(String),
     #[error("cannot read the format of tracepoint {tp}: {err}")]
-    FormatRead { tp: &'static str, err: io::Error },
+    FormatRead { tp: String, err: io::Error },
     #[error("tracepoint {tp} has an unexpected layout on this kernel: {what}")]
-    Layout { tp: &'static str, what: String },
+    Layout { tp: String, what: String },
 }
 
 /// Whether the effective capability set allows loading and attaching tracing
@@ -139,18 +141,30 @@ pub fn parse_format(text: &str) -> Vec<Field> {
         .collect()
 }
 
-pub const INET_SOCK_SET_STATE: &str = "sock:inet_sock_set_state";
+/// Fields a program reads from a tracepoint record: (name, offset, size).
+pub type Fields = [(&'static str, usize, usize)];
 
-/// Checks that the kernel's `inet_sock_set_state` record matches the layout the
-/// eBPF program was compiled for.
-pub fn check_layout(format: &str) -> Result<(), SystemError> {
-    let fields = parse_format(format);
-    for (name, offset, size) in INET_SOCK_SET_STATE_FIELDS {
+/// The tracepoints tcptrace reads with fixed layouts, and the fields it reads.
+pub const TRACEPOINTS: [(&str, &str, &Fields); 3] = [
+    ("sock", "inet_sock_set_state", &INET_SOCK_SET_STATE_FIELDS),
+    ("tcp", "tcp_send_reset", &TCP_SEND_RESET_FIELDS),
+    ("tcp", "tcp_receive_reset", &TCP_RECEIVE_RESET_FIELDS),
+];
+
+/// Checks that a tracepoint's record (its `format` file's text) has `fields`
+/// where the eBPF programs read them.
+pub fn check_layout(
+    tp: &str,
+    format: &str,
+    fields: &[(&str, usize, usize)],
+) -> Result<(), SystemError> {
+    let parsed = parse_format(format);
+    for &(name, offset, size) in fields {
         let layout = |what| SystemError::Layout {
-            tp: INET_SOCK_SET_STATE,
+            tp: tp.to_owned(),
             what,
         };
-        let field = fields
+        let field = parsed
             .iter()
             .find(|f| f.name == name)
             .ok_or_else(|| layout(format!("field {name} is missing")))?;
@@ -164,17 +178,21 @@ pub fn check_layout(format: &str) -> Result<(), SystemError> {
     Ok(())
 }
 
-/// Reads and checks the format file of `sock:inet_sock_set_state`.
-pub fn check_tracepoint(tracefs: &Path) -> Result<(), SystemError> {
-    let path = tracefs.join("events/sock/inet_sock_set_state/format");
-    let format = fs::read_to_string(&path).map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound => SystemError::TracepointMissing(INET_SOCK_SET_STATE),
-        _ => SystemError::FormatRead {
-            tp: INET_SOCK_SET_STATE,
-            err,
-        },
-    })?;
-    check_layout(&format)
+/// Reads and checks the format files of every tracepoint in `TRACEPOINTS`.
+pub fn check_tracepoints(tracefs: &Path) -> Result<(), SystemError> {
+    for (category, name, fields) in TRACEPOINTS {
+        let tp = format!("{category}:{name}");
+        let path = tracefs.join(format!("events/{category}/{name}/format"));
+        let format = fs::read_to_string(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => SystemError::TracepointMissing(tp.clone()),
+            _ => SystemError::FormatRead {
+                tp: tp.clone(),
+                err,
+            },
+        })?;
+        check_layout(&tp, &format, fields)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -228,13 +246,25 @@ print fmt: \"family=%s ...\"
 
     #[test]
     fn accepts_the_6_18_layout() {
-        check_layout(FORMAT_6_18).unwrap();
+        check_layout(
+            "sock:inet_sock_set_state",
+            FORMAT_6_18,
+            &INET_SOCK_SET_STATE_FIELDS,
+        )
+        .unwrap();
     }
 
     #[test]
     fn rejects_a_moved_or_missing_field() {
         let moved = FORMAT_6_18.replace("offset:30;\tsize:2", "offset:32;\tsize:2");
-        let err = check_layout(&moved).unwrap_err().to_string();
+        let check = |format: &str| {
+            check_layout(
+                "sock:inet_sock_set_state",
+                format,
+                &INET_SOCK_SET_STATE_FIELDS,
+            )
+        };
+        let err = check(&moved).unwrap_err().to_string();
         assert_eq!(
             err,
             "tracepoint sock:inet_sock_set_state has an unexpected layout on this kernel: \
@@ -242,7 +272,7 @@ print fmt: \"family=%s ...\"
         );
         let missing = FORMAT_6_18.replace("protocol", "proto");
         assert!(
-            check_layout(&missing)
+            check(&missing)
                 .unwrap_err()
                 .to_string()
                 .contains("field protocol is missing")
@@ -267,10 +297,10 @@ print fmt: \"family=%s ...\"
             err.to_string(),
             "no kernel BTF at /nonexistent/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux 5.4 or newer)"
         );
-        let err = check_tracepoint(Path::new("/nonexistent")).unwrap_err();
+        let err = check_tracepoints(Path::new("/nonexistent")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "tracepoint sock:inet_sock_set_state not found in tracefs (needs Linux 4.16 or newer)"
+            "tracepoint sock:inet_sock_set_state not found in tracefs (needs Linux 5.5 or newer)"
         );
     }
 }

@@ -27,7 +27,7 @@ fn assert_loopback_connection(bind: &str, family: &str) {
     let (server, client) = client_closes_first(bind, HOLD);
     let finished = tracer.stop();
     assert!(finished.status.success(), "{:?}", finished.stderr);
-    let records = finished.json();
+    let records = finished.records("transition");
     let ours = touching(&records, &server);
     let sockets = by_socket(&ours);
     assert_eq!(
@@ -117,10 +117,8 @@ fn assert_loopback_connection(bind: &str, family: &str) {
         "ESTABLISHED lasted {established_ns} ns"
     );
 
-    // Process attribution: syscall-driven transitions carry this process;
-    // softirq-driven ones (the accepted socket's birth, the FIN exchange
-    // handled on receive) carry none rather than a wrong one.
-    let me = std::process::id();
+    // Context: syscall-driven transitions run in process context, the
+    // accepted socket's birth and the FIN handled on receive in softirq.
     for r in [
         listener[0],
         listener[1],
@@ -128,13 +126,35 @@ fn assert_loopback_connection(bind: &str, family: &str) {
         client_sock[2],
         accepted[3],
     ] {
-        assert_eq!(r["pid"], me, "{r}");
-        assert!(r["comm"].as_str().is_some_and(|c| !c.is_empty()), "{r}");
+        assert_eq!(r["ctx"], "process", "{r}");
     }
     for r in [accepted[0], accepted[2]] {
-        assert_eq!(r["pid"], Value::Null, "{r}");
-        assert_eq!(r["comm"], Value::Null, "{r}");
+        assert_eq!(r["ctx"], "softirq", "{r}");
     }
+    // Ownership: this process owns all three sockets (the accepted one through
+    // its listener), softirq transitions included.
+    let me = std::process::id();
+    for r in &ours {
+        assert_eq!(r["pid"], me, "{r}");
+        assert!(r["comm"].as_str().is_some_and(|c| !c.is_empty()), "{r}");
+        assert!(r["netns"].as_u64().is_some_and(|n| n > 0), "{r}");
+    }
+    // One verdict per connection end: the client closed first.
+    let closed = finished.records("closed");
+    let verdict = |local: u16, remote: u16| {
+        let found: Vec<&Value> = closed
+            .iter()
+            .filter(|c| c["lport"] == local && c["rport"] == remote)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one closed record for {local}->{remote}: {closed:#?}"
+        );
+        found[0]["verdict"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(verdict(client.port(), server.port()), "local");
+    assert_eq!(verdict(server.port(), client.port()), "peer");
     // Stable JSON fields.
     let t = client_sock[1];
     assert_eq!(t["type"], "transition");
@@ -169,7 +189,7 @@ fn v4_mapped_connection_is_ipv6_with_mapped_addresses() {
     drop(accepted);
     drop(listener);
     let finished = tracer.stop();
-    let records = finished.json();
+    let records = finished.records("transition");
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
     let server_side = touching(&records, &mapped);
     assert!(
@@ -194,7 +214,7 @@ fn text_log_has_aligned_columns() {
     let lines: Vec<&String> = finished
         .stdout
         .iter()
-        .filter(|l| l.contains(&port))
+        .filter(|l| l.contains(&port) && l.contains(" -> "))
         .collect();
     assert_eq!(lines.len(), 12, "{lines:#?}");
     let col = |name: &str| header.find(name).unwrap();
@@ -220,9 +240,26 @@ fn text_log_has_aligned_columns() {
         .find(|l| l.contains("LISTEN       -> SYN_RECV"))
         .unwrap();
     assert_eq!(
-        &syn_recv[col("PID")..col("PID") + 1],
-        "-",
-        "softirq transition has no pid: {syn_recv}"
+        syn_recv[col("PID")..].split_whitespace().next().unwrap(),
+        std::process::id().to_string(),
+        "an accepted socket belongs to its listener's process: {syn_recv}"
+    );
+    let closed: Vec<&String> = finished
+        .stdout
+        .iter()
+        .filter(|l| l.contains(&port) && l.contains("closed       :: "))
+        .collect();
+    assert_eq!(closed.len(), 2, "{closed:#?}");
+    assert!(
+        closed.iter().any(|l| l.contains(":: local "))
+            && closed.iter().any(|l| l.contains(":: peer "))
+    );
+    assert!(
+        finished
+            .stdout
+            .iter()
+            .any(|l| l.starts_with("--- summary after")),
+        "exit summary"
     );
     let finished_line = lines
         .iter()
@@ -305,10 +342,8 @@ fn full_ring_buffer_counts_lost_events() {
     assert!(live_warning, "no live loss warning: {:?}", finished.stderr);
     // Every transition is either received or counted as lost: our 12 per
     // connection, plus whatever else the host did meanwhile.
-    let ours: usize = ports
-        .iter()
-        .map(|p| touching(&finished.json(), p).len())
-        .sum();
+    let transitions = finished.records("transition");
+    let ours: usize = ports.iter().map(|p| touching(&transitions, p).len()).sum();
     assert!(
         ours < 12 * CONNECTIONS,
         "all {ours} received despite the loss"
@@ -318,5 +353,5 @@ fn full_ring_buffer_counts_lost_events() {
         "seen {seen} + lost {lost} < {}",
         12 * CONNECTIONS
     );
-    assert_eq!(seen as usize, finished.stdout.len());
+    assert_eq!(seen as usize, transitions.len());
 }

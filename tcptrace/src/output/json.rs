@@ -5,7 +5,12 @@ use std::{io, net::SocketAddr};
 
 use serde::Serialize;
 
-use crate::{clock::WallClock, event::Transition};
+use crate::{
+    clock::WallClock,
+    conn::Closed,
+    event::{TcpState, Transition},
+    output::summary::{self, Report},
+};
 
 pub struct JsonPrinter {
     clock: WallClock,
@@ -29,9 +34,11 @@ struct Record<'a> {
     time: &'a str,
     ts_ns: u64,
     sock: Hex,
+    netns: u32,
     pid: Option<u32>,
     tid: Option<u32>,
     comm: Option<&'a str>,
+    ctx: &'static str,
     family: &'static str,
     laddr: std::net::IpAddr,
     lport: u16,
@@ -54,15 +61,21 @@ impl JsonPrinter {
     pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
         self.time.clear();
         self.clock.push_rfc3339(&mut self.time, t.ts_ns);
-        let comm = t.task.as_ref().map(|task| task.comm.as_str());
+        let comm = t.owner.as_ref().map(|task| task.comm.as_str());
         let record = Record {
             kind: "transition",
             time: &self.time,
             ts_ns: t.ts_ns,
             sock: Hex(t.sock),
-            pid: t.task.map(|task| task.pid),
-            tid: t.task.map(|task| task.tid),
+            netns: t.netns,
+            pid: t.owner.map(|task| task.pid),
+            tid: t.owner.map(|task| task.tid),
             comm: comm.as_deref(),
+            ctx: if t.task.is_some() {
+                "process"
+            } else {
+                "softirq"
+            },
             family: family(&t.local),
             laddr: t.local.ip(),
             lport: t.local.port(),
@@ -74,6 +87,81 @@ impl JsonPrinter {
             dur: t.in_old.kind(),
         };
         serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")
+    }
+}
+
+#[derive(Serialize)]
+struct StateTime {
+    state: &'static str,
+    ns: u64,
+}
+
+#[derive(Serialize)]
+struct ClosedRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: &'a str,
+    ts_ns: u64,
+    sock: Hex,
+    netns: u32,
+    pid: Option<u32>,
+    comm: Option<&'a str>,
+    family: &'static str,
+    laddr: std::net::IpAddr,
+    lport: u16,
+    raddr: std::net::IpAddr,
+    rport: u16,
+    role: &'static str,
+    verdict: &'static str,
+    lifetime_ns: Option<u64>,
+    states: Vec<StateTime>,
+}
+
+impl JsonPrinter {
+    pub fn closed<W: io::Write>(&mut self, out: &mut W, c: &Closed) -> io::Result<()> {
+        self.time.clear();
+        self.clock.push_rfc3339(&mut self.time, c.ts_ns);
+        let comm = c.owner.as_ref().map(|task| task.comm.as_str());
+        let record = ClosedRecord {
+            kind: "closed",
+            time: &self.time,
+            ts_ns: c.ts_ns,
+            sock: Hex(c.sock),
+            netns: c.netns,
+            pid: c.owner.map(|o| o.pid),
+            comm: comm.as_deref(),
+            family: family(&c.local),
+            laddr: c.local.ip(),
+            lport: c.local.port(),
+            raddr: c.remote.ip(),
+            rport: c.remote.port(),
+            role: c.role.name(),
+            verdict: c.verdict.name(),
+            lifetime_ns: c.lifetime_ns,
+            states: c
+                .in_state
+                .iter()
+                .map(|(s, ns): &(TcpState, u64)| StateTime {
+                    state: s.name(),
+                    ns: *ns,
+                })
+                .collect(),
+        };
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")
+    }
+
+    /// A summary object, at the current time.
+    pub fn summary<W: io::Write>(
+        &mut self,
+        out: &mut W,
+        report: &Report<'_>,
+        now_mono_ns: u64,
+    ) -> io::Result<()> {
+        self.time.clear();
+        self.clock.push_rfc3339(&mut self.time, now_mono_ns);
+        serde_json::to_writer(&mut *out, &summary::to_json(report, &self.time))?;
         out.write_all(b"\n")
     }
 }
@@ -113,17 +201,23 @@ mod tests {
                 tid: 8,
                 comm: Comm::new(comm),
             }),
+            owner: Some(Task {
+                pid: 7,
+                tid: 8,
+                comm: Comm::new(comm),
+            }),
+            netns: 4026531840,
         };
         let mut out = Vec::new();
         p.transition(&mut out, &t).unwrap();
-        t.task = None;
+        t.owner = None;
         t.in_old = TimeInState::Unknown;
         p.transition(&mut out, &t).unwrap();
         let text = String::from_utf8(out).unwrap();
         let expected = concat!(
-            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","pid":7,"tid":8,"comm":"curl","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":12345,"dur":"measured"}"#,
+            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","netns":4026531840,"pid":7,"tid":8,"comm":"curl","ctx":"process","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":12345,"dur":"measured"}"#,
             "\n",
-            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","pid":null,"tid":null,"comm":null,"family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":null,"dur":"unknown"}"#,
+            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","netns":4026531840,"pid":null,"tid":null,"comm":null,"ctx":"process","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":null,"dur":"unknown"}"#,
             "\n"
         );
         assert_eq!(text, expected);

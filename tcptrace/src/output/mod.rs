@@ -2,6 +2,7 @@
 //! I/O, so they are tested against in-memory buffers.
 
 mod json;
+pub mod summary;
 mod text;
 
 use std::{fmt::Write as _, io, net::SocketAddr};
@@ -9,7 +10,7 @@ use std::{fmt::Write as _, io, net::SocketAddr};
 pub use json::JsonPrinter;
 pub use text::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, TextPrinter};
 
-use crate::event::Transition;
+use crate::{conn::Closed, event::Transition};
 
 /// The selected output format.
 pub enum Printer {
@@ -29,6 +30,25 @@ impl Printer {
         match self {
             Self::Text(p) => p.transition(out, t),
             Self::Json(p) => p.transition(out, t),
+        }
+    }
+
+    pub fn closed<W: io::Write>(&mut self, out: &mut W, c: &Closed) -> io::Result<()> {
+        match self {
+            Self::Text(p) => p.closed(out, c),
+            Self::Json(p) => p.closed(out, c),
+        }
+    }
+
+    pub fn summary<W: io::Write>(
+        &mut self,
+        out: &mut W,
+        report: &summary::Report<'_>,
+        now_mono_ns: u64,
+    ) -> io::Result<()> {
+        match self {
+            Self::Text(_) => summary::write_text(out, report),
+            Self::Json(p) => p.summary(out, report, now_mono_ns),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The default live log: one fixed-width line per transition.
 
-use std::io;
+use std::{io, net::SocketAddr};
 
 use crate::{
     clock::{WallClock, push_padded},
-    event::{TimeInState, Transition},
+    conn::Closed,
+    event::{Task, TimeInState, Transition},
     output::push_endpoint,
 };
 
@@ -41,11 +42,63 @@ impl TextPrinter {
     }
 
     pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
+        self.start_line(t.ts_ns, t.owner.as_ref(), &t.local, &t.remote);
+        let line = &mut self.line;
+        pad(line, t.old.name(), 12);
+        line.push_str(" -> ");
+        pad(line, t.new.name(), 12);
+        line.push(' ');
+        self.scratch.clear();
+        match t.in_old {
+            TimeInState::Measured(ns) => push_ms(&mut self.scratch, ns),
+            TimeInState::NewSocket => self.scratch.push('-'),
+            TimeInState::Unknown => self.scratch.push('?'),
+        }
+        right(line, &self.scratch, 10);
+        line.push('\n');
+        out.write_all(line.as_bytes())
+    }
+
+    /// A `closed` line: `closed :: VERDICT` where the transition goes, the
+    /// lifetime in the MS column, then the role and the time in each state.
+    pub fn closed<W: io::Write>(&mut self, out: &mut W, c: &Closed) -> io::Result<()> {
+        self.start_line(c.ts_ns, c.owner.as_ref(), &c.local, &c.remote);
+        let line = &mut self.line;
+        pad(line, "closed", 12);
+        line.push_str(" :: ");
+        pad(line, c.verdict.name(), 12);
+        line.push(' ');
+        self.scratch.clear();
+        match c.lifetime_ns {
+            Some(ns) => push_ms(&mut self.scratch, ns),
+            None => self.scratch.push('?'),
+        }
+        right(line, &self.scratch, 10);
+        line.push_str("  ");
+        line.push_str(c.role.name());
+        for (state, ns) in &c.in_state {
+            line.push(' ');
+            line.push_str(state.name());
+            line.push('=');
+            push_ms(line, *ns);
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes())
+    }
+
+    /// Starts a line with TIME, PID, COMM, LOCAL and REMOTE.
+    fn start_line(
+        &mut self,
+        ts_ns: u64,
+        owner: Option<&Task>,
+        local: &SocketAddr,
+        remote: &SocketAddr,
+    ) {
         let line = &mut self.line;
         line.clear();
-        self.clock.push_time_of_day(line, t.ts_ns);
+        self.clock.push_time_of_day(line, ts_ns);
         line.push(' ');
-        match &t.task {
+        match owner {
             Some(task) => {
                 pad(line, itoa::Buffer::new().format(task.pid), 7);
                 line.push(' ');
@@ -57,30 +110,22 @@ impl TextPrinter {
                 pad(line, "-", 16);
             }
         }
-        for addr in [&t.local, &t.remote] {
+        for addr in [local, remote] {
             line.push(' ');
             self.scratch.clear();
             push_endpoint(&mut self.scratch, addr);
             pad(line, &self.scratch, self.addr_width);
         }
         line.push(' ');
-        pad(line, t.old.name(), 12);
-        line.push_str(" -> ");
-        pad(line, t.new.name(), 12);
-        line.push(' ');
-        self.scratch.clear();
-        match t.in_old {
-            TimeInState::Measured(ns) => push_ms(&mut self.scratch, ns),
-            TimeInState::NewSocket => self.scratch.push('-'),
-            TimeInState::Unknown => self.scratch.push('?'),
-        }
-        for _ in self.scratch.len()..10 {
-            line.push(' ');
-        }
-        line.push_str(&self.scratch);
-        line.push('\n');
-        out.write_all(line.as_bytes())
     }
+}
+
+/// Appends `s` right-aligned in `width` columns.
+fn right(line: &mut String, s: &str, width: usize) {
+    for _ in s.len()..width {
+        line.push(' ');
+    }
+    line.push_str(s);
 }
 
 /// Appends `s` left-aligned in `width` columns (never truncated).
@@ -129,6 +174,12 @@ mod tests {
                 tid: 4242,
                 comm: Comm::new(comm),
             }),
+            owner: Some(Task {
+                pid: 4242,
+                tid: 4242,
+                comm: Comm::new(comm),
+            }),
+            netns: 1,
         }
     }
 
@@ -146,6 +197,7 @@ mod tests {
         let t = transition();
         let mut softirq = t;
         softirq.task = None;
+        softirq.owner = None;
         softirq.old = TcpState::Established;
         softirq.new = TcpState::CloseWait;
         softirq.in_old = TimeInState::Unknown;
@@ -165,6 +217,38 @@ TIME            PID     COMM             LOCAL                 REMOTE           
 03:04:05.000005 -       -                10.0.0.1:41000        10.0.0.2:8080         ESTABLISHED  -> CLOSE_WAIT            ?
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn closed_line_snapshot() {
+        let mut p = printer(ADDR_WIDTH_V4);
+        let t = transition();
+        let closed = Closed {
+            ts_ns: t.ts_ns,
+            sock: t.sock,
+            netns: 1,
+            local: t.local,
+            remote: t.remote,
+            role: crate::conn::Role::Active,
+            owner: t.owner,
+            verdict: crate::conn::Verdict::Local,
+            lifetime_ns: Some(201_213_000),
+            in_state: vec![
+                (TcpState::SynSent, 75_000),
+                (TcpState::Established, 200_627_000),
+            ],
+        };
+        let mut out = Vec::new();
+        p.closed(&mut out, &closed).unwrap();
+        let mut midlife = closed.clone();
+        midlife.lifetime_ns = None;
+        midlife.owner = None;
+        p.closed(&mut out, &midlife).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "03:04:05.000005 4242    nginx            10.0.0.1:41000        10.0.0.2:8080         closed       :: local           201.213  active SYN_SENT=0.075 ESTABLISHED=200.627\n\
+             03:04:05.000005 -       -                10.0.0.1:41000        10.0.0.2:8080         closed       :: local                 ?  active SYN_SENT=0.075 ESTABLISHED=200.627\n"
+        );
     }
 
     #[test]

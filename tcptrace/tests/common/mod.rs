@@ -138,6 +138,14 @@ impl Finished {
             .collect()
     }
 
+    /// The JSON records of one `type` ("transition", "closed", "summary").
+    pub fn records(&self, kind: &str) -> Vec<Value> {
+        self.json()
+            .into_iter()
+            .filter(|r| r["type"] == kind)
+            .collect()
+    }
+
     /// The exit summary's numbers: (transitions, lost).
     pub fn summary(&self) -> (u64, u64) {
         let line = self

@@ -1,0 +1,154 @@
+//! Filters. Family and ports are applied in the kernel (load-time globals, so
+//! filtered-out traffic costs next to nothing); process, addresses and network
+//! namespace here, once the connection's owner is known.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use tcptrace_common::{AF_INET, AF_INET6, KernelFilter, MAX_PORT_FILTER};
+
+use crate::event::Task;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("at most {MAX_PORT_FILTER} ports per --{0}")]
+    TooManyPorts(&'static str),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub laddrs: Vec<IpNet>,
+    pub raddrs: Vec<IpNet>,
+    pub netns: Vec<u32>,
+}
+
+fn matches(nets: &[IpNet], ip: IpAddr) -> bool {
+    if nets.is_empty() {
+        return true;
+    }
+    // A v4-mapped IPv6 address is the IPv4 host it maps.
+    let v4 = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    nets.iter()
+        .any(|net| net.contains(&ip) || v4.is_some_and(|v4| net.contains(&v4)))
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+            && self.comms.is_empty()
+            && self.laddrs.is_empty()
+            && self.raddrs.is_empty()
+            && self.netns.is_empty()
+    }
+
+    /// Whether a socket with this owner, endpoints and namespace is shown.
+    pub fn accepts(
+        &self,
+        owner: Option<&Task>,
+        local: &SocketAddr,
+        remote: &SocketAddr,
+        netns: u32,
+    ) -> bool {
+        (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && (self.comms.is_empty()
+                || owner.is_some_and(|o| self.comms.iter().any(|c| *c == o.comm.as_str())))
+            && matches(&self.laddrs, local.ip())
+            && matches(&self.raddrs, remote.ip())
+            && (self.netns.is_empty() || self.netns.contains(&netns))
+    }
+}
+
+/// The kernel-side part of the filters.
+pub fn kernel_filter(
+    ipv4: bool,
+    ipv6: bool,
+    lports: &[u16],
+    rports: &[u16],
+) -> Result<KernelFilter, FilterError> {
+    let mut f = KernelFilter {
+        family: match (ipv4, ipv6) {
+            (true, false) => AF_INET,
+            (false, true) => AF_INET6,
+            _ => 0,
+        },
+        ..KernelFilter::default()
+    };
+    for (ports, list, count, name) in [
+        (lports, &mut f.lports, &mut f.lport_count, "lport"),
+        (rports, &mut f.rports, &mut f.rport_count, "rport"),
+    ] {
+        if ports.len() > MAX_PORT_FILTER {
+            return Err(FilterError::TooManyPorts(name));
+        }
+        list[..ports.len()].copy_from_slice(ports);
+        *count = ports.len() as u16;
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::tests::task;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn agent_filters() {
+        let nginx = task(10, "nginx");
+        let (l, r) = (addr("10.0.0.1:80"), addr("192.0.2.7:5000"));
+        assert!(Filter::default().accepts(None, &l, &r, 1));
+        let f = Filter {
+            pids: vec![10],
+            ..Filter::default()
+        };
+        assert!(f.accepts(Some(&nginx), &l, &r, 1));
+        assert!(
+            !f.accepts(None, &l, &r, 1),
+            "unknown owner does not match a pid"
+        );
+        let f = Filter {
+            comms: vec!["nginx".into()],
+            ..Filter::default()
+        };
+        assert!(f.accepts(Some(&nginx), &l, &r, 1));
+        assert!(!f.accepts(Some(&task(11, "curl")), &l, &r, 1));
+        let f = Filter {
+            raddrs: vec!["192.0.2.0/24".parse().unwrap()],
+            ..Filter::default()
+        };
+        assert!(f.accepts(None, &l, &r, 1));
+        assert!(
+            f.accepts(None, &l, &addr("[::ffff:192.0.2.9]:1"), 1),
+            "v4-mapped"
+        );
+        assert!(!f.accepts(None, &l, &addr("198.51.100.1:1"), 1));
+        let f = Filter {
+            laddrs: vec!["10.0.0.1/32".parse().unwrap()],
+            netns: vec![7],
+            ..Filter::default()
+        };
+        assert!(!f.accepts(None, &l, &r, 1));
+        assert!(f.accepts(None, &l, &r, 7));
+    }
+
+    #[test]
+    fn kernel_side() {
+        let f = kernel_filter(true, false, &[80, 443], &[]).unwrap();
+        assert_eq!((f.family, f.lport_count, f.rport_count), (AF_INET, 2, 0));
+        assert!(f.accepts(AF_INET, 443, 1));
+        assert!(!f.accepts(AF_INET6, 443, 1));
+        assert_eq!(kernel_filter(false, false, &[], &[]).unwrap().family, 0);
+        assert_eq!(
+            kernel_filter(false, false, &[1; 9], &[]),
+            Err(FilterError::TooManyPorts("lport"))
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! The periodic and exit summaries, as text or as one JSON object.
+
+use std::{io, time::Duration};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    conn::Verdict,
+    event::Comm,
+    output::{push_endpoint, text::push_ms},
+    stats::{Distribution, HISTOGRAM_STATES, OpenState, Stats, VerdictCounts, sorted_rows},
+};
+
+/// Rows per "who closes first" table.
+const TABLE_ROWS: usize = 10;
+
+/// Everything a summary shows.
+pub struct Report<'a> {
+    pub elapsed: Duration,
+    pub transitions: u64,
+    pub lost: u64,
+    pub stats: &'a Stats,
+    pub open: Vec<OpenState>,
+}
+
+fn process_name(key: &Option<(u32, Comm)>) -> String {
+    match key {
+        Some((pid, comm)) => format!("{}[{pid}]", comm.as_str()),
+        None => "-".into(),
+    }
+}
+
+fn ms(ns: u64) -> String {
+    let mut s = String::new();
+    push_ms(&mut s, ns);
+    s
+}
+
+fn counts_line(label: &str, counts: &VerdictCounts) -> String {
+    let mut line = format!("  {label:<28}");
+    for (v, n) in Verdict::ALL.iter().zip(counts) {
+        line.push_str(&format!(" {n:>width$}", width = v.name().len()));
+    }
+    line
+}
+
+pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n--- summary after {:.1} s: {} transitions, {} lost ---",
+        r.elapsed.as_secs_f64(),
+        r.transitions,
+        r.lost
+    )?;
+    writeln!(
+        out,
+        "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  (ms)",
+        "TIME IN STATE", "COUNT", "P50", "P90", "P99", "MAX"
+    )?;
+    for (state, about) in HISTOGRAM_STATES {
+        let Some(h) = r.stats.histogram(state) else {
+            continue;
+        };
+        let d = Distribution::of(h);
+        if d.count == 0 {
+            writeln!(
+                out,
+                "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  {about}",
+                state.name(),
+                0,
+                "-",
+                "-",
+                "-",
+                "-"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  {about}",
+                state.name(),
+                d.count,
+                ms(d.p50_ns),
+                ms(d.p90_ns),
+                ms(d.p99_ns),
+                ms(d.max_ns)
+            )?;
+        }
+    }
+    for (state, about) in HISTOGRAM_STATES {
+        let Some(h) = r.stats.histogram(state) else {
+            continue;
+        };
+        let d = Distribution::of(h);
+        if d.count == 0 {
+            continue;
+        }
+        writeln!(out, "\n{} ({about})", state.name())?;
+        writeln!(out, "{:>24} : {:<8} distribution", "usecs", "count")?;
+        let top = d.log2_us.iter().map(|b| b.2).max().unwrap_or(1).max(1);
+        for (lo, hi, n) in &d.log2_us {
+            let stars = (n * 40).div_ceil(top) as usize;
+            writeln!(
+                out,
+                "{:>10} -> {:<10} : {:<8} |{:<40}|",
+                lo,
+                hi,
+                n,
+                "*".repeat(stars)
+            )?;
+        }
+    }
+
+    let mut header = format!("\n{:<30}", "WHO CLOSES FIRST");
+    for v in Verdict::ALL {
+        header.push(' ');
+        header.push_str(v.name());
+    }
+    writeln!(out, "{header}")?;
+    writeln!(out, "{}", counts_line("all connections", &r.stats.verdicts))?;
+    writeln!(out, "by process")?;
+    for (key, counts) in sorted_rows(&r.stats.by_process, TABLE_ROWS) {
+        writeln!(out, "{}", counts_line(&process_name(&key), &counts))?;
+    }
+    writeln!(out, "by remote endpoint (connections this host opened)")?;
+    for (key, counts) in sorted_rows(&r.stats.by_remote, TABLE_ROWS) {
+        let label = key.map_or_else(
+            || "(others)".into(),
+            |a| {
+                let mut s = String::new();
+                push_endpoint(&mut s, &a);
+                s
+            },
+        );
+        writeln!(out, "{}", counts_line(&label, &counts))?;
+    }
+    writeln!(
+        out,
+        "by local listening port (connections this host accepted)"
+    )?;
+    for (key, counts) in sorted_rows(&r.stats.by_listen_port, TABLE_ROWS) {
+        let label = key.map_or_else(|| "(others)".into(), |p| format!(":{p}"));
+        writeln!(out, "{}", counts_line(&label, &counts))?;
+    }
+
+    writeln!(out, "\nOPEN CONNECTIONS (by current state)")?;
+    if r.open.is_empty() {
+        writeln!(out, "  none seen")?;
+    }
+    for s in &r.open {
+        match &s.oldest {
+            Some((age, c)) => {
+                let (mut local, mut remote) = (String::new(), String::new());
+                push_endpoint(&mut local, &c.local);
+                push_endpoint(&mut remote, &c.remote);
+                writeln!(
+                    out,
+                    "  {:<12} {:>8}   oldest: {} s in {}, {} {} <-> {}",
+                    s.state.name(),
+                    s.count,
+                    ms(*age / 1000).trim_end_matches('0').trim_end_matches('.'),
+                    s.state.name(),
+                    process_name(&c.owner),
+                    local,
+                    remote
+                )?;
+            }
+            None => writeln!(out, "  {:<12} {:>8}", s.state.name(), s.count)?,
+        }
+    }
+    writeln!(out, "---")
+}
+
+fn verdict_map(counts: &VerdictCounts) -> Value {
+    let map: Map<String, Value> = Verdict::ALL
+        .iter()
+        .map(|v| (v.name().to_owned(), json!(counts[v.index()])))
+        .collect();
+    Value::Object(map)
+}
+
+#[derive(Serialize)]
+struct StateJson {
+    state: &'static str,
+    #[serde(flatten)]
+    distribution: Distribution,
+}
+
+pub fn to_json(r: &Report<'_>, time: &str) -> Value {
+    let states: Vec<StateJson> = HISTOGRAM_STATES
+        .iter()
+        .filter_map(|(s, _)| {
+            r.stats.histogram(*s).map(|h| StateJson {
+                state: s.name(),
+                distribution: Distribution::of(h),
+            })
+        })
+        .collect();
+    let by_process: Vec<Value> = sorted_rows(&r.stats.by_process, usize::MAX)
+        .iter()
+        .map(|(k, c)| {
+            json!({"pid": k.map(|k| k.0), "comm": k.map(|k| k.1.as_str().into_owned()), "verdicts": verdict_map(c)})
+        })
+        .collect();
+    let by_remote: Vec<Value> = sorted_rows(&r.stats.by_remote, usize::MAX)
+        .iter()
+        .map(|(k, c)| json!({"raddr": k.map(|a| a.ip()), "rport": k.map(|a| a.port()), "verdicts": verdict_map(c)}))
+        .collect();
+    let by_listen_port: Vec<Value> = sorted_rows(&r.stats.by_listen_port, usize::MAX)
+        .iter()
+        .map(|(k, c)| json!({"lport": k, "verdicts": verdict_map(c)}))
+        .collect();
+    let open: Vec<Value> = r
+        .open
+        .iter()
+        .map(|s| {
+            let oldest = s.oldest.as_ref().map(|(age, c)| {
+                json!({
+                    "age_ns": age, "laddr": c.local.ip(), "lport": c.local.port(), "raddr": c.remote.ip(),
+                    "rport": c.remote.port(), "netns": c.netns, "pid": c.owner.map(|o| o.0),
+                    "comm": c.owner.map(|o| o.1.as_str().into_owned()),
+                })
+            });
+            json!({"state": s.state.name(), "count": s.count, "oldest": oldest})
+        })
+        .collect();
+    json!({
+        "type": "summary",
+        "time": time,
+        "elapsed_ns": r.elapsed.as_nanos() as u64,
+        "transitions": r.transitions,
+        "lost": r.lost,
+        "states": states,
+        "verdicts": verdict_map(&r.stats.verdicts),
+        "by_process": by_process,
+        "by_remote": by_remote,
+        "by_listen_port": by_listen_port,
+        "open": open,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        conn::{
+            Closed, Role,
+            tests::{Script, task},
+        },
+        event::{TcpState, TimeInState},
+        stats::open_by_state,
+    };
+
+    fn report_stats() -> Stats {
+        let mut stats = Stats::new();
+        let mut s = Script { ts: 0 };
+        let mut t = s.t(
+            1,
+            "10.0.0.1:40000",
+            "10.0.0.2:80",
+            TcpState::SynSent,
+            TcpState::Established,
+            None,
+        );
+        t.in_old = TimeInState::Measured(250_000);
+        stats.record_transition(&t);
+        stats.record_closed(&Closed {
+            ts_ns: 1,
+            sock: 1,
+            netns: 1,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+            role: Role::Active,
+            owner: Some(task(42, "curl")),
+            verdict: Verdict::Local,
+            lifetime_ns: Some(1),
+            in_state: vec![],
+        });
+        stats
+    }
+
+    #[test]
+    fn text_summary() {
+        let stats = report_stats();
+        let owner = task(7, "app");
+        let open = [crate::conn::Open {
+            state: TcpState::CloseWait,
+            since_ns: Some(1_000_000_000),
+            local: "10.0.0.1:8080".parse().unwrap(),
+            remote: "10.0.0.3:5555".parse().unwrap(),
+            netns: 1,
+            owner: Some(&owner),
+        }];
+        let report = Report {
+            elapsed: Duration::from_secs(3),
+            transitions: 9,
+            lost: 0,
+            stats: &stats,
+            open: open_by_state(open.into_iter(), 4_500_000_000),
+        };
+        let mut out = Vec::new();
+        write_text(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("--- summary after 3.0 s: 9 transitions, 0 lost ---"),
+            "{text}"
+        );
+        assert!(text.contains("SYN_SENT              1        0.250        0.250        0.250        0.250  connect latency"), "{text}");
+        assert!(
+            text.contains(
+                "       128 -> 256        : 1        |****************************************|"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("curl[42]"), "{text}");
+        assert!(text.contains("10.0.0.2:80"), "{text}");
+        assert!(text.contains("CLOSE_WAIT          1   oldest: 3.5 s in CLOSE_WAIT, app[7] 10.0.0.1:8080 <-> 10.0.0.3:5555"), "{text}");
+        for (state, _) in HISTOGRAM_STATES {
+            assert!(text.contains(state.name()), "{state:?} missing");
+        }
+    }
+
+    #[test]
+    fn json_summary() {
+        let stats = report_stats();
+        let report = Report {
+            elapsed: Duration::from_secs(1),
+            transitions: 2,
+            lost: 1,
+            stats: &stats,
+            open: vec![],
+        };
+        let v = to_json(&report, "T");
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["lost"], 1);
+        assert_eq!(v["states"][0]["state"], "SYN_SENT");
+        assert_eq!(v["states"][0]["count"], 1);
+        assert_eq!(v["states"][0]["p99_ns"].as_u64().unwrap() / 1000, 250);
+        assert_eq!(v["verdicts"]["local"], 1);
+        assert_eq!(v["by_process"][0]["comm"], "curl");
+        assert_eq!(v["by_remote"][0]["rport"], 80);
+    }
+}

@@ -1,0 +1,355 @@
+//! What the summaries report: per-state duration histograms, "who closes
+//! first" tables, open connections by state with their age. Cumulative since
+//! start; I/O-free (printing is in `output::summary`).
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    conn::{Closed, Open, Role, Verdict},
+    event::{Comm, TcpState, TimeInState, Transition},
+};
+
+/// States whose durations are kept, in the order they are printed.
+pub const HISTOGRAM_STATES: [(TcpState, &str); 8] = [
+    (TcpState::SynSent, "connect latency"),
+    (TcpState::SynRecv, "handshake, server side"),
+    (TcpState::Established, "connection lifetime"),
+    (TcpState::FinWait1, "our FIN unacknowledged"),
+    (TcpState::FinWait2, "waiting for the peer's FIN"),
+    (TcpState::CloseWait, "peer closed, we have not"),
+    (TcpState::LastAck, "our FIN unacknowledged after theirs"),
+    (TcpState::Closing, "FINs crossed"),
+];
+
+/// Longest duration a histogram tells apart (30 days); longer ones count as this.
+const MAX_TRACKED_NS: u64 = 30 * 24 * 3600 * 1_000_000_000;
+
+/// At most this many keys per "who closes first" table; the rest are pooled.
+const MAX_KEYS: usize = 10_000;
+
+pub type VerdictCounts = [u64; Verdict::ALL.len()];
+
+/// A process as a table key: `None` when the owner is unknown.
+pub type ProcessKey = Option<(u32, Comm)>;
+
+pub struct Stats {
+    histograms: Vec<Histogram<u64>>,
+    pub verdicts: VerdictCounts,
+    pub by_process: HashMap<ProcessKey, VerdictCounts>,
+    /// Active connections, by the endpoint they connected to.
+    pub by_remote: HashMap<Option<SocketAddr>, VerdictCounts>,
+    /// Passive connections, by the local port they were accepted on.
+    pub by_listen_port: HashMap<Option<u16>, VerdictCounts>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Adds one to `key`'s counts, pooling new keys under `None` once full.
+fn count<K: std::hash::Hash + Eq>(
+    table: &mut HashMap<Option<K>, VerdictCounts>,
+    key: Option<K>,
+    v: Verdict,
+) {
+    let key = if table.len() >= MAX_KEYS && !table.contains_key(&key) {
+        None
+    } else {
+        key
+    };
+    table.entry(key).or_default()[v.index()] += 1;
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        let histograms = HISTOGRAM_STATES
+            .iter()
+            .map(|_| {
+                Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("valid histogram bounds")
+            })
+            .collect();
+        Self {
+            histograms,
+            verdicts: VerdictCounts::default(),
+            by_process: HashMap::new(),
+            by_remote: HashMap::new(),
+            by_listen_port: HashMap::new(),
+        }
+    }
+
+    pub fn record_transition(&mut self, t: &Transition) {
+        if let TimeInState::Measured(ns) = t.in_old
+            && let Some(i) = HISTOGRAM_STATES.iter().position(|(s, _)| *s == t.old)
+        {
+            self.histograms[i].saturating_record(ns.max(1));
+        }
+    }
+
+    pub fn record_closed(&mut self, c: &Closed) {
+        self.verdicts[c.verdict.index()] += 1;
+        count(
+            &mut self.by_process,
+            c.owner.map(|o| (o.pid, o.comm)),
+            c.verdict,
+        );
+        match c.role {
+            Role::Active => count(&mut self.by_remote, Some(c.remote), c.verdict),
+            Role::Passive => count(&mut self.by_listen_port, Some(c.local.port()), c.verdict),
+            Role::Unknown => {}
+        }
+    }
+
+    /// The histogram of time spent in `state`, if it is one that is kept.
+    pub fn histogram(&self, state: TcpState) -> Option<&Histogram<u64>> {
+        HISTOGRAM_STATES
+            .iter()
+            .position(|(s, _)| *s == state)
+            .map(|i| &self.histograms[i])
+    }
+}
+
+/// Count, percentiles and log2 buckets of one histogram, in nanoseconds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Distribution {
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    /// (low µs inclusive, high µs exclusive, count), power-of-two buckets from
+    /// the first non-empty one to the last.
+    pub log2_us: Vec<(u64, u64, u64)>,
+}
+
+impl Distribution {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let mut buckets: Vec<(u64, u64, u64)> = Vec::new();
+        for (i, slot) in log2_counts(h).into_iter().enumerate() {
+            let (lo, hi) = if i == 0 {
+                (0, 1)
+            } else {
+                (1 << (i - 1), 1 << i)
+            };
+            buckets.push((lo, hi, slot));
+        }
+        let first = buckets
+            .iter()
+            .position(|b| b.2 > 0)
+            .unwrap_or(buckets.len());
+        let last = buckets.iter().rposition(|b| b.2 > 0).map_or(0, |i| i + 1);
+        Self {
+            count: h.len(),
+            p50_ns: h.value_at_quantile(0.5),
+            p90_ns: h.value_at_quantile(0.9),
+            p99_ns: h.value_at_quantile(0.99),
+            max_ns: h.max(),
+            log2_us: if first < last {
+                buckets[first..last].to_vec()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// Counts per power-of-two microsecond bucket: index 0 is [0, 1) µs, index k
+/// is [2^(k-1), 2^k) µs.
+fn log2_counts(h: &Histogram<u64>) -> Vec<u64> {
+    let mut slots = vec![0u64; 64];
+    for v in h.iter_recorded() {
+        let us = h.lowest_equivalent(v.value_iterated_to()) / 1_000;
+        let slot = if us == 0 {
+            0
+        } else {
+            64 - us.leading_zeros() as usize
+        };
+        slots[slot.min(63)] += v.count_at_value();
+    }
+    slots
+}
+
+/// Open connections in one state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenState {
+    pub state: TcpState,
+    pub count: u64,
+    /// The one that has been in this state the longest, with its age.
+    pub oldest: Option<(u64, OpenConn)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenConn {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: u32,
+    pub owner: Option<(u32, Comm)>,
+}
+
+/// Groups open connections by state, oldest first within each.
+pub fn open_by_state<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> Vec<OpenState> {
+    let mut states: Vec<OpenState> = Vec::new();
+    for o in open {
+        let entry = match states.iter_mut().find(|s| s.state == o.state) {
+            Some(entry) => entry,
+            None => {
+                states.push(OpenState {
+                    state: o.state,
+                    count: 0,
+                    oldest: None,
+                });
+                states.last_mut().expect("just pushed")
+            }
+        };
+        entry.count += 1;
+        if let Some(since) = o.since_ns {
+            let age = now_ns.saturating_sub(since);
+            if entry.oldest.as_ref().is_none_or(|(a, _)| age > *a) {
+                let conn = OpenConn {
+                    local: o.local,
+                    remote: o.remote,
+                    netns: o.netns,
+                    owner: o.owner.map(|t| (t.pid, t.comm)),
+                };
+                entry.oldest = Some((age, conn));
+            }
+        }
+    }
+    states.sort_by_key(|s| s.state);
+    states
+}
+
+/// Table rows sorted by the side that accumulates TIME_WAIT (most `local`
+/// first), then by total.
+pub fn sorted_rows<K: Clone>(
+    table: &HashMap<K, VerdictCounts>,
+    limit: usize,
+) -> Vec<(K, VerdictCounts)> {
+    let mut rows: Vec<(K, VerdictCounts)> = table.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    rows.sort_by_key(|(_, v)| {
+        std::cmp::Reverse((v[Verdict::Local.index()], v.iter().sum::<u64>()))
+    });
+    rows.truncate(limit);
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::tests::{Script, task};
+
+    #[test]
+    fn histograms_keep_measured_durations_only() {
+        let mut stats = Stats::new();
+        let mut s = Script { ts: 0 };
+        let mut t = s.t(
+            1,
+            "10.0.0.1:1",
+            "10.0.0.2:2",
+            TcpState::SynSent,
+            TcpState::Established,
+            None,
+        );
+        for ns in [1_000u64, 3_000, 1_000_000] {
+            t.in_old = TimeInState::Measured(ns);
+            stats.record_transition(&t);
+        }
+        t.in_old = TimeInState::Unknown;
+        stats.record_transition(&t);
+        let d = Distribution::of(stats.histogram(TcpState::SynSent).unwrap());
+        assert_eq!(d.count, 3);
+        assert_eq!(d.p50_ns / 100, 3_000 / 100);
+        assert!(d.max_ns >= 1_000_000 && d.max_ns < 1_001_000);
+        // 1 µs -> [1,2), 3 µs -> [2,4), 1000 µs -> [512,1024).
+        assert_eq!(d.log2_us.first(), Some(&(1, 2, 1)));
+        assert_eq!(d.log2_us[1], (2, 4, 1));
+        assert_eq!(d.log2_us.last(), Some(&(512, 1024, 1)));
+        assert_eq!(d.log2_us.len(), 10);
+        assert_eq!(
+            Distribution::of(stats.histogram(TcpState::Closing).unwrap()).log2_us,
+            []
+        );
+        assert!(stats.histogram(TcpState::Listen).is_none());
+    }
+
+    fn closed(verdict: Verdict, role: Role, pid: u32, remote: &str) -> Closed {
+        Closed {
+            ts_ns: 10,
+            sock: 1,
+            netns: 1,
+            local: "10.0.0.1:8080".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            role,
+            owner: Some(task(pid, "app")),
+            verdict,
+            lifetime_ns: Some(5),
+            in_state: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn verdict_tables() {
+        let mut stats = Stats::new();
+        stats.record_closed(&closed(Verdict::Peer, Role::Passive, 1, "10.0.0.2:5000"));
+        stats.record_closed(&closed(Verdict::Local, Role::Active, 2, "10.0.0.3:80"));
+        stats.record_closed(&closed(Verdict::Local, Role::Active, 2, "10.0.0.3:80"));
+        stats.record_closed(&closed(Verdict::AbortSent, Role::Active, 3, "10.0.0.4:80"));
+        assert_eq!(stats.verdicts[Verdict::Local.index()], 2);
+        let rows = sorted_rows(&stats.by_process, 10);
+        assert_eq!(rows[0].0.unwrap().0, 2, "most TIME_WAIT first");
+        assert_eq!(rows[0].1[Verdict::Local.index()], 2);
+        assert_eq!(stats.by_listen_port[&Some(8080)][Verdict::Peer.index()], 1);
+        assert_eq!(stats.by_remote.len(), 2);
+        assert_eq!(sorted_rows(&stats.by_process, 1).len(), 1);
+    }
+
+    #[test]
+    fn tables_are_bounded() {
+        let mut table: HashMap<Option<u16>, VerdictCounts> = HashMap::new();
+        for port in 0..(MAX_KEYS as u16 + 5) {
+            count(&mut table, Some(port), Verdict::Local);
+        }
+        assert!(table.len() <= MAX_KEYS + 1);
+        assert_eq!(table[&None][0], 5);
+    }
+
+    #[test]
+    fn open_connections_by_state() {
+        let a = task(7, "srv");
+        let open = [
+            Open {
+                state: TcpState::CloseWait,
+                since_ns: Some(100),
+                local: "1.1.1.1:1".parse().unwrap(),
+                remote: "2.2.2.2:2".parse().unwrap(),
+                netns: 1,
+                owner: Some(&a),
+            },
+            Open {
+                state: TcpState::CloseWait,
+                since_ns: Some(50),
+                local: "1.1.1.1:1".parse().unwrap(),
+                remote: "2.2.2.2:3".parse().unwrap(),
+                netns: 1,
+                owner: None,
+            },
+            Open {
+                state: TcpState::Established,
+                since_ns: None,
+                local: "1.1.1.1:1".parse().unwrap(),
+                remote: "2.2.2.2:4".parse().unwrap(),
+                netns: 1,
+                owner: None,
+            },
+        ];
+        let states = open_by_state(open.into_iter(), 1_000);
+        assert_eq!(states.len(), 2);
+        assert_eq!(states[0].state, TcpState::Established);
+        assert_eq!(states[0].oldest, None);
+        let (age, conn) = states[1].oldest.clone().unwrap();
+        assert_eq!((states[1].count, age, conn.remote.port()), (2, 950, 3));
+    }
+}
