@@ -355,3 +355,73 @@ fn full_ring_buffer_counts_lost_events() {
     );
     assert_eq!(seen as usize, transitions.len());
 }
+
+#[test]
+fn filters_select_connections() {
+    // Kernel-side port and family filters and agent-side pid and CIDR filters,
+    // each in its own tracer, over the same traffic.
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    drop((a, b));
+    let by_lport = Tracer::start(&["--json", "--lport", &pa.to_string()]);
+    let by_rport_v4 = Tracer::start(&["--json", "--rport", &pb.to_string(), "-4"]);
+    let by_v6 = Tracer::start(&["--json", "-6", "--raddr", "::1/128"]);
+    let by_other_pid = Tracer::start(&["--json", "-p", "1"]);
+    let by_my_pid = Tracer::start(&[
+        "--json",
+        "-p",
+        &std::process::id().to_string(),
+        "--laddr",
+        "127.0.0.0/8",
+    ]);
+
+    let (server_a, client_a) = client_closes_first(&format!("127.0.0.1:{pa}"), Duration::ZERO);
+    let (server_b, _) = client_closes_first(&format!("127.0.0.1:{pb}"), Duration::ZERO);
+    let (server_6, _) = client_closes_first("[::1]:0", Duration::ZERO);
+
+    let records = |t: Tracer| t.stop().records("transition");
+    let lport = records(by_lport);
+    assert!(!lport.is_empty());
+    assert!(lport.iter().all(|r| r["lport"] == pa), "{lport:#?}");
+    // The listener and the accepted socket; not the client (its local port differs).
+    assert_eq!(touching(&lport, &server_a).len(), 7);
+    assert!(touching(&lport, &client_a).iter().all(|r| r["lport"] == pa));
+
+    let rport = records(by_rport_v4);
+    assert!(
+        rport
+            .iter()
+            .all(|r| r["rport"] == pb && r["family"] == "ipv4"),
+        "{rport:#?}"
+    );
+    assert_eq!(
+        touching(&rport, &server_b).len(),
+        5,
+        "the client end of the connection to b"
+    );
+
+    let v6 = records(by_v6);
+    assert!(
+        v6.iter()
+            .all(|r| r["family"] == "ipv6" && r["raddr"] == "::1"),
+        "{v6:#?}"
+    );
+    assert!(!touching(&v6, &server_6).is_empty());
+
+    let other = records(by_other_pid);
+    assert!(
+        touching(&other, &server_a).is_empty() && touching(&other, &server_b).is_empty(),
+        "{other:#?}"
+    );
+
+    let mine = records(by_my_pid);
+    assert_eq!(touching(&mine, &server_a).len(), 12);
+    assert!(
+        touching(&mine, &server_6).is_empty(),
+        "--laddr 127.0.0.0/8 excludes ::1"
+    );
+}

@@ -38,6 +38,7 @@ pub fn run() -> Result<()> {
     let root = workspace_root()?;
     bpf_linker(&root)?;
     tracefs();
+    debian_packages()?;
     if !Path::new("/sys/kernel/btf/vmlinux").is_file() {
         eprintln!("xtask: warning: no /sys/kernel/btf/vmlinux; tcptrace needs a kernel with BTF");
     }
@@ -117,6 +118,45 @@ fn bpf_linker(root: &Path) -> Result<()> {
     }
     fs::write(&stamp_path, stamp)?;
     Ok(())
+}
+
+/// Debian packages the scenario tests need: `nft` (nftables) drops chosen
+/// packets inside the test namespaces. `ip` (iproute2) ships with the machine.
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = [("nft", "nftables"), ("ip", "iproute2")]
+        .into_iter()
+        .filter(|(bin, _)| {
+            !["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(bin).exists())
+        })
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "xtask: warning: {} missing (needed by the scenario tests); install as root",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} from Debian", missing.join(", "));
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install)
 }
 
 /// Mounts tracefs if it is not mounted (classic tracepoints are attached by

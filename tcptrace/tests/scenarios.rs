@@ -1,0 +1,903 @@
+//! Scenario tests: a client and a server, each its own process with its own
+//! command name, in two network namespaces joined by a veth pair; tcptrace
+//! traces them and each scenario asserts, for both ends, the state sequence,
+//! the verdict and the process attribution.
+//!
+//! The binary is its own peer: `scenarios peer NETNS NAME ROLE MODE ADDR`
+//! joins NETNS, renames itself NAME and plays ROLE. Needs root, `ip` and `nft`
+//! (installed by `./x setup`). Namespaces are removed on the way out.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    panic,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::Tracer;
+use serde_json::Value;
+
+const SERVER_IP: &str = "10.77.0.1";
+const CLIENT_IP: &str = "10.77.0.2";
+const PORT: u16 = 8080;
+
+// ---------------------------------------------------------------- peers --
+
+fn set_sockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
+    // SAFETY: value points to a T of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {level}/{name}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn linger_zero(stream: &TcpStream) {
+    set_sockopt(
+        stream.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    );
+}
+
+fn read_to_eof(stream: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+fn say(what: &str) {
+    println!("{what}");
+    std::io::stdout().flush().unwrap();
+}
+
+/// Runs a peer; never returns.
+fn peer(args: &[String]) -> ! {
+    let [netns, name, role, mode, addr] = args else {
+        panic!("peer NETNS NAME ROLE MODE ADDR")
+    };
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    match role.as_str() {
+        "server" => {
+            let listener = TcpListener::bind(addr).unwrap();
+            say("ready");
+            let (mut conn, _) = listener.accept().unwrap();
+            match mode.as_str() {
+                // Wait for the client's FIN, then close.
+                "eof-then-close" => read_to_eof(&mut conn),
+                // Close first, then let the client finish.
+                "close-first" => conn.write_all(b"bye").unwrap(),
+                // Close with the client's data unread: the kernel resets.
+                "abort-unread" => thread::sleep(Duration::from_millis(300)),
+                // Never close after the client's FIN: CLOSE_WAIT stays.
+                "never-close" => {
+                    read_to_eof(&mut conn);
+                    say("eof");
+                    thread::sleep(Duration::from_secs(600));
+                }
+                // Close at a deadline shared with the client.
+                "close-at" => {
+                    say("connected");
+                    close_at_deadline();
+                }
+                other => panic!("server mode {other}"),
+            }
+            drop(conn);
+            drop(listener);
+        }
+        "client" => match mode.as_str() {
+            // The connect is expected to fail; print how.
+            "expect-failure" => {
+                let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(30));
+                say(&format!("{:?}", stream.map(|_| ()).map_err(|e| e.kind())));
+            }
+            "syn-once" => {
+                // One SYN retransmission: the connect times out after ~3 s.
+                let socket = socket_with_syncnt(addr, 1);
+                say(&format!("{:?}", socket.map_err(|e| e.kind())));
+            }
+            _ => {
+                let mut conn = TcpStream::connect(addr).unwrap();
+                match mode.as_str() {
+                    "close-first" => conn.write_all(b"hi").unwrap(),
+                    "wait-eof" => read_to_eof(&mut conn),
+                    "linger0" => {
+                        conn.write_all(b"hi").unwrap();
+                        thread::sleep(Duration::from_millis(100));
+                        linger_zero(&conn);
+                    }
+                    "send-then-wait-eof" => {
+                        conn.write_all(b"unread data").unwrap();
+                        read_to_eof(&mut conn);
+                    }
+                    "close-at" => {
+                        say("connected");
+                        close_at_deadline();
+                    }
+                    other => panic!("client mode {other}"),
+                }
+                drop(conn);
+            }
+        },
+        other => panic!("role {other}"),
+    }
+    std::process::exit(0)
+}
+
+/// A blocking connect with TCP_SYNCNT set (std has no knob for it).
+fn socket_with_syncnt(addr: SocketAddr, syncnt: i32) -> std::io::Result<()> {
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0);
+    set_sockopt(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, &syncnt);
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sin is a valid sockaddr_in of the size passed.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    let result = if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    result
+}
+
+// ------------------------------------------------------------ namespaces --
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair; removed on drop.
+struct Net {
+    client: String,
+    server: String,
+    client_ino: u64,
+    server_ino: u64,
+}
+
+impl Net {
+    fn new(tag: &str) -> Self {
+        let id = std::process::id();
+        let (client, server) = (format!("tt-{id}-{tag}-c"), format!("tt-{id}-{tag}-s"));
+        let (cdev, sdev) = (
+            format!("tt{}c", id % 100_000),
+            format!("tt{}s", id % 100_000),
+        );
+        let _ = Command::new("ip").args(["netns", "del", &client]).output();
+        let _ = Command::new("ip").args(["netns", "del", &server]).output();
+        run("ip", &["netns", "add", &client]);
+        run("ip", &["netns", "add", &server]);
+        let net = Net {
+            client_ino: ino(&client),
+            server_ino: ino(&server),
+            client,
+            server,
+        };
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &cdev,
+                "netns",
+                &net.client,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &sdev,
+                "netns",
+                &net.server,
+            ],
+        );
+        for (ns, dev, ip) in [
+            (&net.client, &cdev, CLIENT_IP),
+            (&net.server, &sdev, SERVER_IP),
+        ] {
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+            );
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    fn nft(&self, ns: &str, script: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (run ./x setup)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft failed: {script}");
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .output();
+    }
+}
+
+fn ino(ns: &str) -> u64 {
+    std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
+}
+
+/// A running peer process; killed on drop.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(netns: &str, name: &str, role: &str, mode: &str, addr: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["peer", netns, name, role, mode, addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn expect(&mut self, what: &str) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(
+            line.trim().starts_with(what),
+            "peer said {line:?}, expected {what:?}"
+        );
+        line.trim().to_owned()
+    }
+
+    fn tell(&mut self, what: &str) {
+        writeln!(self.stdin, "{what}").unwrap();
+    }
+
+    fn wait(&mut self) {
+        let status =
+            common::wait_timeout(&mut self.child, Duration::from_secs(60)).expect("peer exits");
+        assert!(status.success(), "peer failed: {status:?}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------ assertions --
+
+/// What tcptrace reported about one network namespace.
+struct Side<'a> {
+    transitions: Vec<&'a Value>,
+    closed: Vec<&'a Value>,
+}
+
+fn side<'a>(transitions: &'a [Value], closed: &'a [Value], ino: u64) -> Side<'a> {
+    Side {
+        transitions: transitions.iter().filter(|r| r["netns"] == ino).collect(),
+        closed: closed.iter().filter(|r| r["netns"] == ino).collect(),
+    }
+}
+
+impl Side<'_> {
+    /// The transitions, in order, that `connection` picks out. (Not grouped
+    /// by socket address: the kernel reuses those.)
+    fn sequence(&self, connection: impl Fn(&Value) -> bool) -> Vec<String> {
+        self.transitions
+            .iter()
+            .filter(|r| connection(r))
+            .map(|r| {
+                format!(
+                    "{}->{}",
+                    r["old"].as_str().unwrap(),
+                    r["new"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    /// The closed records of the sockets that `connection` picks out.
+    fn verdicts(&self, connection: impl Fn(&Value) -> bool) -> Vec<String> {
+        self.closed
+            .iter()
+            .filter(|r| connection(r))
+            .map(|r| r["verdict"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Every transition and closed record of this side names `pid`/`comm`.
+    fn owned_by(&self, pid: u32, comm: &str) {
+        assert!(!self.transitions.is_empty(), "no transitions");
+        for r in self.transitions.iter().chain(&self.closed) {
+            assert_eq!(r["pid"], pid, "wrong owner: {r}");
+            assert_eq!(r["comm"], comm, "wrong owner: {r}");
+        }
+    }
+
+    fn verdict(&self) -> String {
+        assert_eq!(
+            self.closed.len(),
+            1,
+            "one closed record: {:#?}",
+            self.closed
+        );
+        self.closed[0]["verdict"].as_str().unwrap().to_owned()
+    }
+}
+
+fn client_conn(r: &Value) -> bool {
+    r["raddr"] == SERVER_IP && r["rport"] == PORT
+}
+
+fn server_conn(r: &Value) -> bool {
+    r["laddr"] == SERVER_IP && r["lport"] == PORT && r["raddr"] == CLIENT_IP
+}
+
+const CLIENT_OPEN: [&str; 2] = ["CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED"];
+const SERVER_OPEN: [&str; 2] = ["LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED"];
+
+fn seq(open: &[&str], rest: &[&str]) -> Vec<String> {
+    open.iter().chain(rest).map(|s| s.to_string()).collect()
+}
+
+/// Traces one client/server exchange and returns tcptrace's JSON records.
+struct Run {
+    transitions: Vec<Value>,
+    closed: Vec<Value>,
+    summary: Value,
+    client_pid: u32,
+    server_pid: u32,
+}
+
+fn trace(
+    net: &Net,
+    server_mode: Option<&str>,
+    client_mode: &str,
+    client_to: &str,
+    script: impl FnOnce(&mut Option<Peer>, &mut Peer),
+) -> Run {
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+    let mut server = server_mode.map(|mode| {
+        let mut s = Peer::spawn(
+            &net.server,
+            "tt-server",
+            "server",
+            mode,
+            &format!("{SERVER_IP}:{PORT}"),
+        );
+        s.expect("ready");
+        s
+    });
+    let mut client = Peer::spawn(&net.client, "tt-client", "client", client_mode, client_to);
+    script(&mut server, &mut client);
+    let (client_pid, server_pid) = (client.pid(), server.as_ref().map_or(0, Peer::pid));
+    // Let the last transitions and their verdicts reach the agent.
+    thread::sleep(Duration::from_millis(300));
+    let finished = tracer.stop();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    let summaries = finished.records("summary");
+    Run {
+        transitions: finished.records("transition"),
+        closed: finished.records("closed"),
+        summary: summaries.last().cloned().expect("an exit summary"),
+        client_pid,
+        server_pid,
+    }
+}
+
+// ------------------------------------------------------------- scenarios --
+
+fn client_closes_first() {
+    let net = Net::new("ccf");
+    let run = trace(
+        &net,
+        Some("eof-then-close"),
+        "close-first",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(
+            &CLIENT_OPEN,
+            &[
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE"
+            ]
+        )
+    );
+    assert_eq!(
+        server.sequence(server_conn),
+        seq(
+            &SERVER_OPEN,
+            &[
+                "ESTABLISHED->CLOSE_WAIT",
+                "CLOSE_WAIT->LAST_ACK",
+                "LAST_ACK->CLOSE"
+            ]
+        )
+    );
+    assert_eq!(
+        (client.verdict(), server.verdict()),
+        ("local".into(), "peer".into())
+    );
+    client.owned_by(run.client_pid, "tt-client");
+    server.owned_by(run.server_pid, "tt-server");
+    assert_eq!(server.closed[0]["role"], "passive");
+    assert_eq!(client.closed[0]["role"], "active");
+}
+
+fn server_closes_first() {
+    let net = Net::new("scf");
+    let run = trace(
+        &net,
+        Some("close-first"),
+        "wait-eof",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(
+            &CLIENT_OPEN,
+            &[
+                "ESTABLISHED->CLOSE_WAIT",
+                "CLOSE_WAIT->LAST_ACK",
+                "LAST_ACK->CLOSE"
+            ]
+        )
+    );
+    assert_eq!(
+        server.sequence(server_conn),
+        seq(
+            &SERVER_OPEN,
+            &[
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE"
+            ]
+        )
+    );
+    assert_eq!(
+        (client.verdict(), server.verdict()),
+        ("peer".into(), "local".into())
+    );
+    client.owned_by(run.client_pid, "tt-client");
+    server.owned_by(run.server_pid, "tt-server");
+}
+
+fn simultaneous_close() {
+    // The FINs cross only if each arrives while the other side's own FIN is
+    // unacknowledged: both peers close at one CLOCK_MONOTONIC deadline,
+    // busy-waiting for it on the two CPUs. That crosses often but not every
+    // time on a veth pair, so up to 40 connections run under one tracer; each
+    // must get verdicts consistent with what the kernel reported, and at least
+    // one must cross on both ends.
+    const ATTEMPTS: u16 = 40;
+    let net = Net::new("sim");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+    let mut pids = Vec::new();
+    for attempt in 0..ATTEMPTS {
+        let addr = format!("{SERVER_IP}:{}", 9000 + attempt);
+        let mut server = Peer::spawn(&net.server, "tt-server", "server", "close-at", &addr);
+        server.expect("ready");
+        let mut client = Peer::spawn(&net.client, "tt-client", "client", "close-at", &addr);
+        client.expect("connected");
+        server.expect("connected");
+        let deadline = monotonic_ns() + 50_000_000;
+        client.tell(&format!("go {deadline}"));
+        server.tell(&format!("go {deadline}"));
+        client.wait();
+        server.wait();
+        pids.push((client.pid(), server.pid()));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let finished = tracer.stop();
+    let (transitions, closed) = (finished.records("transition"), finished.records("closed"));
+    let client = side(&transitions, &closed, net.client_ino);
+    let server = side(&transitions, &closed, net.server_ino);
+    let crossing = seq(
+        &["ESTABLISHED->FIN_WAIT1"],
+        &["FIN_WAIT1->CLOSING", "CLOSING->CLOSE"],
+    );
+    let mut crossed = 0;
+    for (attempt, (client_pid, server_pid)) in (0..ATTEMPTS).zip(pids) {
+        let port = 9000 + attempt;
+        let to_server = |r: &Value| r["rport"] == port && r["raddr"] == SERVER_IP;
+        let at_server = |r: &Value| r["lport"] == port && r["raddr"] == CLIENT_IP;
+        let (cs, ss) = (client.sequence(to_server), server.sequence(at_server));
+        let (cv, sv) = (client.verdicts(to_server), server.verdicts(at_server));
+        assert_eq!(
+            (cv.len(), sv.len()),
+            (1, 1),
+            "one verdict per end: {cv:?} {sv:?}"
+        );
+        // Each verdict follows from what the kernel reported for that end.
+        for (s, v) in [(&cs, &cv[0]), (&ss, &sv[0])] {
+            let has = |t: &str| s.iter().any(|x| x == t);
+            let expected = if has("FIN_WAIT1->CLOSING") {
+                "simultaneous"
+            } else if has("ESTABLISHED->FIN_WAIT1") {
+                "local"
+            } else if has("ESTABLISHED->CLOSE_WAIT") {
+                "peer"
+            } else {
+                panic!("no FIN in {s:?}")
+            };
+            assert_eq!(v, expected, "{s:?}");
+        }
+        assert!(
+            !(cv[0] == "peer" && sv[0] == "peer"),
+            "both ends cannot have received the first FIN"
+        );
+        for r in client.transitions.iter().filter(|r| to_server(r)) {
+            assert_eq!(
+                (
+                    r["pid"].as_u64().unwrap() as u32,
+                    r["comm"].as_str().unwrap()
+                ),
+                (client_pid, "tt-client")
+            );
+        }
+        for r in server.transitions.iter().filter(|r| at_server(r)) {
+            assert_eq!(
+                (
+                    r["pid"].as_u64().unwrap() as u32,
+                    r["comm"].as_str().unwrap()
+                ),
+                (server_pid, "tt-server")
+            );
+        }
+        if cs.ends_with(&crossing) && ss.ends_with(&crossing) {
+            crossed += 1;
+        }
+    }
+    eprintln!("    (FINs crossed on both ends in {crossed} of {ATTEMPTS} connections)");
+    assert!(crossed > 0, "the FINs never crossed on both ends");
+}
+
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Waits for "go DEADLINE" on stdin, then spins until CLOCK_MONOTONIC reaches it.
+fn close_at_deadline() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    let deadline: u64 = line.trim().strip_prefix("go ").unwrap().parse().unwrap();
+    while monotonic_ns() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+fn linger_zero_abort() {
+    let net = Net::new("lz");
+    let run = trace(
+        &net,
+        Some("eof-then-close"),
+        "linger0",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(&CLIENT_OPEN, &["ESTABLISHED->CLOSE"])
+    );
+    assert_eq!(
+        server.sequence(server_conn),
+        seq(&SERVER_OPEN, &["ESTABLISHED->CLOSE"])
+    );
+    assert_eq!(
+        (client.verdict(), server.verdict()),
+        ("abort-sent".into(), "abort-received".into())
+    );
+    client.owned_by(run.client_pid, "tt-client");
+    server.owned_by(run.server_pid, "tt-server");
+}
+
+fn abort_received() {
+    // The server closes with the client's data unread: its kernel resets.
+    let net = Net::new("ar");
+    let run = trace(
+        &net,
+        Some("abort-unread"),
+        "send-then-wait-eof",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(&CLIENT_OPEN, &["ESTABLISHED->CLOSE"])
+    );
+    assert_eq!(
+        server.sequence(server_conn),
+        seq(&SERVER_OPEN, &["ESTABLISHED->CLOSE"])
+    );
+    assert_eq!(
+        (client.verdict(), server.verdict()),
+        ("abort-received".into(), "abort-sent".into())
+    );
+    client.owned_by(run.client_pid, "tt-client");
+    server.owned_by(run.server_pid, "tt-server");
+}
+
+fn connection_refused() {
+    let net = Net::new("ref");
+    let run = trace(
+        &net,
+        None,
+        "expect-failure",
+        &format!("{SERVER_IP}:{PORT}"),
+        |_, client| {
+            assert_eq!(client.expect("Err"), "Err(ConnectionRefused)");
+            client.wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"]
+    );
+    assert_eq!(client.verdict(), "refused");
+    client.owned_by(run.client_pid, "tt-client");
+    assert!(
+        side(&run.transitions, &run.closed, net.server_ino)
+            .transitions
+            .is_empty()
+    );
+}
+
+fn connect_timeout() {
+    let net = Net::new("cto");
+    net.nft(&net.server, "table inet tt {\n chain in {\n type filter hook input priority 0;\n tcp dport 8080 drop\n }\n}\n");
+    let run = trace(
+        &net,
+        Some("eof-then-close"),
+        "syn-once",
+        &format!("{SERVER_IP}:{PORT}"),
+        |_, client| {
+            let started = Instant::now();
+            assert_eq!(client.expect("Err"), "Err(TimedOut)");
+            assert!(
+                started.elapsed() >= Duration::from_secs(2),
+                "timed out too early"
+            );
+            client.wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"]
+    );
+    assert_eq!(client.verdict(), "connect-failed");
+    client.owned_by(run.client_pid, "tt-client");
+    let syn_sent_ns = client
+        .transitions
+        .iter()
+        .find(|r| r["old"] == "SYN_SENT")
+        .unwrap()["dur_ns"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        syn_sent_ns >= 2_000_000_000,
+        "SYN_SENT lasted {syn_sent_ns} ns"
+    );
+    // The server never saw the SYN.
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    assert!(
+        server.transitions.iter().all(|r| r["new"] == "LISTEN"),
+        "{:#?}",
+        server.transitions
+    );
+}
+
+fn server_never_closes() {
+    let net = Net::new("nc");
+    let mut server_pid = 0;
+    let run = trace(
+        &net,
+        Some("never-close"),
+        "close-first",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            let server = server.as_mut().unwrap();
+            server.expect("eof");
+            server_pid = server.pid();
+            thread::sleep(Duration::from_millis(500));
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    assert_eq!(
+        server.sequence(server_conn),
+        seq(&SERVER_OPEN, &["ESTABLISHED->CLOSE_WAIT"])
+    );
+    // The client's socket, orphaned in FIN_WAIT2, is handed at once to a
+    // timewait socket with the FIN_WAIT2 substate: the full socket closes.
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(
+            &CLIENT_OPEN,
+            &[
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE"
+            ]
+        )
+    );
+    assert_eq!(client.verdict(), "local");
+    assert!(server.closed.is_empty(), "the server's end has not ended");
+    server.owned_by(server_pid, "tt-server");
+    client.owned_by(run.client_pid, "tt-client");
+    // The summary shows the connection stuck in CLOSE_WAIT, with its age and owner.
+    let open = run.summary["open"].as_array().unwrap();
+    let close_wait = open
+        .iter()
+        .find(|o| o["state"] == "CLOSE_WAIT")
+        .expect("CLOSE_WAIT in the summary");
+    assert_eq!(close_wait["count"], 1);
+    let oldest = &close_wait["oldest"];
+    assert!(
+        oldest["age_ns"].as_u64().unwrap() >= 500_000_000,
+        "{oldest}"
+    );
+    assert_eq!(
+        (
+            oldest["pid"].as_u64().unwrap() as u32,
+            oldest["comm"].as_str().unwrap()
+        ),
+        (server_pid, "tt-server")
+    );
+    assert_eq!(oldest["lport"], PORT);
+}
+
+// ---------------------------------------------------------------- harness --
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("peer") {
+        peer(&args[2..]);
+    }
+    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let scenarios: [(&str, fn()); 8] = [
+        ("client_closes_first", client_closes_first),
+        ("server_closes_first", server_closes_first),
+        ("simultaneous_close", simultaneous_close),
+        ("linger_zero_abort", linger_zero_abort),
+        ("abort_received", abort_received),
+        ("connection_refused", connection_refused),
+        ("connect_timeout", connect_timeout),
+        ("server_never_closes", server_never_closes),
+    ];
+    let started = Instant::now();
+    let (mut passed, mut failed, mut filtered) = (0, Vec::new(), 0);
+    println!("\nrunning {} tests", scenarios.len());
+    for (name, scenario) in scenarios {
+        if filter.is_some_and(|f| !name.contains(f.as_str())) {
+            filtered += 1;
+            continue;
+        }
+        match panic::catch_unwind(scenario) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(name);
+            }
+        }
+    }
+    let result = if failed.is_empty() { "ok" } else { "FAILED" };
+    if !failed.is_empty() {
+        println!("\nfailures:\n    {}", failed.join("\n    "));
+    }
+    println!(
+        "\ntest result: {result}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
