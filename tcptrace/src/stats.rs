@@ -36,6 +36,8 @@ pub type ProcessKey = Option<(u32, Comm)>;
 
 pub struct Stats {
     histograms: Vec<Histogram<u64>>,
+    /// Exact maxima (the histograms keep 3 significant digits).
+    max_ns: [u64; HISTOGRAM_STATES.len()],
     pub verdicts: VerdictCounts,
     pub by_process: HashMap<ProcessKey, VerdictCounts>,
     /// Active connections, by the endpoint they connected to.
@@ -74,6 +76,7 @@ impl Stats {
             .collect();
         Self {
             histograms,
+            max_ns: [0; HISTOGRAM_STATES.len()],
             verdicts: VerdictCounts::default(),
             by_process: HashMap::new(),
             by_remote: HashMap::new(),
@@ -86,6 +89,7 @@ impl Stats {
             && let Some(i) = HISTOGRAM_STATES.iter().position(|(s, _)| *s == t.old)
         {
             self.histograms[i].saturating_record(ns.max(1));
+            self.max_ns[i] = self.max_ns[i].max(ns);
         }
     }
 
@@ -103,12 +107,19 @@ impl Stats {
         }
     }
 
-    /// The histogram of time spent in `state`, if it is one that is kept.
-    pub fn histogram(&self, state: TcpState) -> Option<&Histogram<u64>> {
-        HISTOGRAM_STATES
-            .iter()
-            .position(|(s, _)| *s == state)
-            .map(|i| &self.histograms[i])
+    /// The distribution of time spent in `state`, if it is one that is kept.
+    pub fn distribution(&self, state: TcpState) -> Option<Distribution> {
+        let i = HISTOGRAM_STATES.iter().position(|(s, _)| *s == state)?;
+        let d = Distribution::of(&self.histograms[i]);
+        // A percentile is the middle of its bucket; it can never exceed the max.
+        let max_ns = self.max_ns[i];
+        Some(Distribution {
+            p50_ns: d.p50_ns.min(max_ns),
+            p90_ns: d.p90_ns.min(max_ns),
+            p99_ns: d.p99_ns.min(max_ns),
+            max_ns,
+            ..d
+        })
     }
 }
 
@@ -143,9 +154,9 @@ impl Distribution {
         let last = buckets.iter().rposition(|b| b.2 > 0).map_or(0, |i| i + 1);
         Self {
             count: h.len(),
-            p50_ns: h.value_at_quantile(0.5),
-            p90_ns: h.value_at_quantile(0.9),
-            p99_ns: h.value_at_quantile(0.99),
+            p50_ns: h.median_equivalent(h.value_at_quantile(0.5)),
+            p90_ns: h.median_equivalent(h.value_at_quantile(0.9)),
+            p99_ns: h.median_equivalent(h.value_at_quantile(0.99)),
             max_ns: h.max(),
             log2_us: if first < last {
                 buckets[first..last].to_vec()
@@ -259,20 +270,29 @@ mod tests {
         }
         t.in_old = TimeInState::Unknown;
         stats.record_transition(&t);
-        let d = Distribution::of(stats.histogram(TcpState::SynSent).unwrap());
+        let d = stats.distribution(TcpState::SynSent).unwrap();
         assert_eq!(d.count, 3);
         assert_eq!(d.p50_ns / 100, 3_000 / 100);
-        assert!(d.max_ns >= 1_000_000 && d.max_ns < 1_001_000);
+        assert_eq!(d.max_ns, 1_000_000, "exact, not the histogram bucket's top");
+        // Two values in one bucket: percentiles stay within the exact max.
+        let mut one = Stats::new();
+        for ns in [200_674_000u64, 200_718_000] {
+            t.in_old = TimeInState::Measured(ns);
+            one.record_transition(&t);
+        }
+        let close = one.distribution(TcpState::SynSent).unwrap();
+        assert!(
+            close.p50_ns <= close.max_ns && close.p99_ns <= close.max_ns,
+            "{close:?}"
+        );
+        assert!(close.p50_ns.abs_diff(200_700_000) < 200_000, "{close:?}");
         // 1 µs -> [1,2), 3 µs -> [2,4), 1000 µs -> [512,1024).
         assert_eq!(d.log2_us.first(), Some(&(1, 2, 1)));
         assert_eq!(d.log2_us[1], (2, 4, 1));
         assert_eq!(d.log2_us.last(), Some(&(512, 1024, 1)));
         assert_eq!(d.log2_us.len(), 10);
-        assert_eq!(
-            Distribution::of(stats.histogram(TcpState::Closing).unwrap()).log2_us,
-            []
-        );
-        assert!(stats.histogram(TcpState::Listen).is_none());
+        assert_eq!(stats.distribution(TcpState::Closing).unwrap().log2_us, []);
+        assert!(stats.distribution(TcpState::Listen).is_none());
     }
 
     fn closed(verdict: Verdict, role: Role, pid: u32, remote: &str) -> Closed {

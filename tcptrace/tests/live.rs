@@ -425,3 +425,46 @@ fn filters_select_connections() {
         "--laddr 127.0.0.0/8 excludes ::1"
     );
 }
+
+#[test]
+fn summary_mode_prints_periodic_summaries_only() {
+    let tracer = Tracer::start(&["--json", "--summary", "--interval", "1"]);
+    let (server, _client) = client_closes_first("127.0.0.1:0", Duration::from_millis(20));
+    thread::sleep(Duration::from_millis(2300));
+    let finished = tracer.stop();
+    let records = finished.json();
+    assert!(
+        records.iter().all(|r| r["type"] == "summary"),
+        "only summaries: {:?}",
+        finished.stdout
+    );
+    assert!(
+        records.len() >= 3,
+        "two periodic summaries and the exit one: {}",
+        records.len()
+    );
+    let last = records.last().unwrap();
+    // Cumulative: our connection's client end closed first, the server's end did not.
+    assert!(last["verdicts"]["local"].as_u64().unwrap() >= 1);
+    assert!(last["verdicts"]["peer"].as_u64().unwrap() >= 1);
+    let ports: Vec<&Value> = last["by_listen_port"].as_array().unwrap().iter().collect();
+    let ours = ports
+        .iter()
+        .find(|p| p["lport"] == server.port())
+        .expect("our listening port");
+    assert_eq!(ours["verdicts"]["peer"], 1);
+    let remotes = last["by_remote"].as_array().unwrap();
+    assert!(
+        remotes
+            .iter()
+            .any(|r| r["rport"] == server.port() && r["verdicts"]["local"] == 1)
+    );
+    let established = last["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["state"] == "ESTABLISHED")
+        .unwrap();
+    assert!(established["count"].as_u64().unwrap() >= 2);
+    assert!(established["max_ns"].as_u64().unwrap() >= 20_000_000);
+}

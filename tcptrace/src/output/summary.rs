@@ -59,10 +59,9 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         "TIME IN STATE", "COUNT", "P50", "P90", "P99", "MAX"
     )?;
     for (state, about) in HISTOGRAM_STATES {
-        let Some(h) = r.stats.histogram(state) else {
+        let Some(d) = r.stats.distribution(state) else {
             continue;
         };
-        let d = Distribution::of(h);
         if d.count == 0 {
             writeln!(
                 out,
@@ -88,10 +87,9 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         }
     }
     for (state, about) in HISTOGRAM_STATES {
-        let Some(h) = r.stats.histogram(state) else {
+        let Some(d) = r.stats.distribution(state) else {
             continue;
         };
-        let d = Distribution::of(h);
         if d.count == 0 {
             continue;
         }
@@ -190,9 +188,9 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
     let states: Vec<StateJson> = HISTOGRAM_STATES
         .iter()
         .filter_map(|(s, _)| {
-            r.stats.histogram(*s).map(|h| StateJson {
+            r.stats.distribution(*s).map(|distribution| StateJson {
                 state: s.name(),
-                distribution: Distribution::of(h),
+                distribution,
             })
         })
         .collect();
