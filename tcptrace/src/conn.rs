@@ -7,9 +7,56 @@
 //! owner's own system calls); accepted sockets belong to the process that
 //! listens on their port. Where the owner is unknown it stays unknown.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::event::{Reset, ResetDirection, Task, TcpState, TimeInState, Transition};
+
+/// Time spent in each state, without allocating: a slot per state, listed in
+/// the order a connection passes through them (its states never repeat).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateTimes {
+    ns: [u64; 12],
+    visited: u16,
+}
+
+/// The order states are listed in.
+const STATE_ORDER: [TcpState; 12] = [
+    TcpState::SynSent,
+    TcpState::SynRecv,
+    TcpState::Established,
+    TcpState::FinWait1,
+    TcpState::FinWait2,
+    TcpState::Closing,
+    TcpState::CloseWait,
+    TcpState::LastAck,
+    TcpState::TimeWait,
+    TcpState::NewSynRecv,
+    TcpState::Listen,
+    TcpState::Close,
+];
+
+impl StateTimes {
+    fn slot(state: TcpState) -> usize {
+        STATE_ORDER.iter().position(|s| *s == state).unwrap_or(0)
+    }
+
+    pub fn add(&mut self, state: TcpState, ns: u64) {
+        let i = Self::slot(state);
+        self.ns[i] += ns;
+        self.visited |= 1 << i;
+    }
+
+    /// (state, total ns) for each state seen, in passing order.
+    pub fn iter(&self) -> impl Iterator<Item = (TcpState, u64)> + '_ {
+        STATE_ORDER
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.visited & (1 << i) != 0)
+            .map(|(i, s)| (*s, self.ns[i]))
+    }
+}
 
 /// Who closed a connection first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,7 +147,7 @@ pub struct Closed {
     /// From the socket's first transition to CLOSE; `None` if first seen mid-life.
     pub lifetime_ns: Option<u64>,
     /// Measured time in each state it passed through, in order.
-    pub in_state: Vec<(TcpState, u64)>,
+    pub in_state: StateTimes,
 }
 
 /// A connection still open, for the summaries.
@@ -127,7 +174,7 @@ struct Conn {
     since_ns: Option<u64>,
     first_close: Option<Verdict>,
     rst_sent: bool,
-    in_state: Vec<(TcpState, u64)>,
+    in_state: StateTimes,
 }
 
 /// A connection that reached CLOSE without FIN or RST evidence yet: an
@@ -156,8 +203,8 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(max_conns: usize) -> Self {
         Self {
-            conns: HashMap::new(),
-            listeners: HashMap::new(),
+            conns: HashMap::default(),
+            listeners: HashMap::default(),
             pending: Vec::new(),
             max_conns,
             untracked: 0,
@@ -207,7 +254,7 @@ impl Tracker {
                 since_ns: None,
                 first_close: None,
                 rst_sent: false,
-                in_state: Vec::new(),
+                in_state: StateTimes::default(),
             };
             self.conns.insert(t.sock, conn);
         }
@@ -220,10 +267,7 @@ impl Tracker {
         conn.local = t.local;
         conn.remote = t.remote;
         if let TimeInState::Measured(ns) = t.in_old {
-            match conn.in_state.last_mut() {
-                Some((state, total)) if *state == t.old => *total += ns,
-                _ => conn.in_state.push((t.old, ns)),
-            }
+            conn.in_state.add(t.old, ns);
         }
         // Being in a closing state tells who closed first, even when the
         // transition into it was not seen (socket first seen mid-life, or a
@@ -523,7 +567,7 @@ pub(crate) mod tests {
         assert_eq!(client.role, Role::Active);
         assert_eq!(client.local, CLI.parse().unwrap());
         assert_eq!(
-            client.in_state,
+            client.in_state.iter().collect::<Vec<_>>(),
             [
                 (SynSent, 1_000),
                 (Established, 1_000),
@@ -644,7 +688,10 @@ pub(crate) mod tests {
             (closed.verdict, closed.role, closed.lifetime_ns),
             (Verdict::Peer, Role::Unknown, None)
         );
-        assert_eq!(closed.in_state, [(LastAck, 1_000)]);
+        assert_eq!(
+            closed.in_state.iter().collect::<Vec<_>>(),
+            [(LastAck, 1_000)]
+        );
         assert_eq!(closed.owner.unwrap().pid, 300);
     }
 

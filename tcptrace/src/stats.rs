@@ -36,7 +36,8 @@ pub type ProcessKey = Option<(u32, Comm)>;
 
 pub struct Stats {
     histograms: Vec<Histogram<u64>>,
-    /// Exact maxima (the histograms keep 3 significant digits).
+    /// Exact maxima (the histograms keep 2 significant digits: 1% error, and
+    /// small enough to stay in cache).
     max_ns: [u64; HISTOGRAM_STATES.len()],
     pub verdicts: VerdictCounts,
     pub by_process: HashMap<ProcessKey, VerdictCounts>,
@@ -71,7 +72,7 @@ impl Stats {
         let histograms = HISTOGRAM_STATES
             .iter()
             .map(|_| {
-                Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("valid histogram bounds")
+                Histogram::new_with_bounds(1, MAX_TRACKED_NS, 2).expect("valid histogram bounds")
             })
             .collect();
         Self {
@@ -306,7 +307,7 @@ mod tests {
             owner: Some(task(pid, "app")),
             verdict,
             lifetime_ns: Some(5),
-            in_state: Vec::new(),
+            in_state: Default::default(),
         }
     }
 

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::{
     clock::WallClock,
-    conn::Closed,
-    event::{TcpState, Transition},
+    conn::{Closed, StateTimes},
+    event::Transition,
     output::summary::{self, Report},
 };
 
@@ -27,6 +27,33 @@ impl Serialize for Hex {
     }
 }
 
+/// An address as a JSON string; IPv4 formatted by hand (see `push_endpoint`).
+struct Ip(std::net::IpAddr);
+
+impl Serialize for Ip {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            std::net::IpAddr::V4(v4) => {
+                let mut buf = [0u8; 15];
+                let mut len = 0;
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[len] = b'.';
+                        len += 1;
+                    }
+                    let d = digits.format(octet).as_bytes();
+                    buf[len..len + d.len()].copy_from_slice(d);
+                    len += d.len();
+                }
+                // Only ASCII digits and dots were written.
+                s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+            }
+            std::net::IpAddr::V6(v6) => s.collect_str(&v6),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Record<'a> {
     #[serde(rename = "type")]
@@ -40,9 +67,9 @@ struct Record<'a> {
     comm: Option<&'a str>,
     ctx: &'static str,
     family: &'static str,
-    laddr: std::net::IpAddr,
+    laddr: Ip,
     lport: u16,
-    raddr: std::net::IpAddr,
+    raddr: Ip,
     rport: u16,
     old: &'static str,
     new: &'static str,
@@ -77,9 +104,9 @@ impl JsonPrinter {
                 "softirq"
             },
             family: family(&t.local),
-            laddr: t.local.ip(),
+            laddr: Ip(t.local.ip()),
             lport: t.local.port(),
-            raddr: t.remote.ip(),
+            raddr: Ip(t.remote.ip()),
             rport: t.remote.port(),
             old: t.old.name(),
             new: t.new.name(),
@@ -108,14 +135,26 @@ struct ClosedRecord<'a> {
     pid: Option<u32>,
     comm: Option<&'a str>,
     family: &'static str,
-    laddr: std::net::IpAddr,
+    laddr: Ip,
     lport: u16,
-    raddr: std::net::IpAddr,
+    raddr: Ip,
     rport: u16,
     role: &'static str,
     verdict: &'static str,
     lifetime_ns: Option<u64>,
-    states: Vec<StateTime>,
+    states: States<'a>,
+}
+
+/// Time per state as a JSON array of {state, ns}, written without collecting.
+struct States<'a>(&'a StateTimes);
+
+impl Serialize for States<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(state, ns)| StateTime {
+            state: state.name(),
+            ns,
+        }))
+    }
 }
 
 impl JsonPrinter {
@@ -132,21 +171,14 @@ impl JsonPrinter {
             pid: c.owner.map(|o| o.pid),
             comm: comm.as_deref(),
             family: family(&c.local),
-            laddr: c.local.ip(),
+            laddr: Ip(c.local.ip()),
             lport: c.local.port(),
-            raddr: c.remote.ip(),
+            raddr: Ip(c.remote.ip()),
             rport: c.remote.port(),
             role: c.role.name(),
             verdict: c.verdict.name(),
             lifetime_ns: c.lifetime_ns,
-            states: c
-                .in_state
-                .iter()
-                .map(|(s, ns): &(TcpState, u64)| StateTime {
-                    state: s.name(),
-                    ns: *ns,
-                })
-                .collect(),
+            states: States(&c.in_state),
         };
         serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")
@@ -221,5 +253,25 @@ mod tests {
             "\n"
         );
         assert_eq!(text, expected);
+    }
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use super::Ip;
+
+    #[test]
+    fn addresses_serialize_as_strings() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.20.3.4",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let json = serde_json::to_string(&Ip(ip.parse().unwrap())).unwrap();
+            assert_eq!(json, format!("\"{ip}\""));
+        }
     }
 }

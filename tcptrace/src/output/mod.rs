@@ -58,11 +58,23 @@ impl Printer {
 /// socket before its source is chosen).
 pub fn push_endpoint(out: &mut String, addr: &SocketAddr) {
     let ip = addr.ip();
-    let _ = match ip {
-        _ if ip.is_unspecified() => write!(out, "*"),
-        std::net::IpAddr::V4(v4) => write!(out, "{v4}"),
-        std::net::IpAddr::V6(v6) => write!(out, "[{v6}]"),
-    };
+    match ip {
+        _ if ip.is_unspecified() => out.push('*'),
+        // By hand: the live log formats two endpoints per line, and
+        // `Ipv4Addr`'s Display goes through the whole formatting machinery.
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "[{v6}]");
+        }
+    }
     out.push(':');
     match addr.port() {
         0 => out.push('*'),

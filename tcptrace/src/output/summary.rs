@@ -272,7 +272,7 @@ mod tests {
             owner: Some(task(42, "curl")),
             verdict: Verdict::Local,
             lifetime_ns: Some(1),
-            in_state: vec![],
+            in_state: Default::default(),
         });
         stats
     }

@@ -76,11 +76,11 @@ impl TextPrinter {
         right(line, &self.scratch, 10);
         line.push_str("  ");
         line.push_str(c.role.name());
-        for (state, ns) in &c.in_state {
+        for (state, ns) in c.in_state.iter() {
             line.push(' ');
             line.push_str(state.name());
             line.push('=');
-            push_ms(line, *ns);
+            push_ms(line, ns);
         }
         line.push('\n');
         out.write_all(line.as_bytes())
@@ -122,18 +122,21 @@ impl TextPrinter {
 
 /// Appends `s` right-aligned in `width` columns.
 fn right(line: &mut String, s: &str, width: usize) {
-    for _ in s.len()..width {
-        line.push(' ');
-    }
+    line.push_str(&SPACES[..width.saturating_sub(s.len()).min(SPACES.len())]);
     line.push_str(s);
 }
+
+const SPACES: &str = "                                                                ";
 
 /// Appends `s` left-aligned in `width` columns (never truncated).
 fn pad(line: &mut String, s: &str, width: usize) {
     line.push_str(s);
-    for _ in s.chars().count()..width {
-        line.push(' ');
-    }
+    let used = if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    };
+    line.push_str(&SPACES[..width.saturating_sub(used).min(SPACES.len())]);
 }
 
 /// Appends nanoseconds as milliseconds with three decimals ("1.235").
@@ -233,10 +236,12 @@ TIME            PID     COMM             LOCAL                 REMOTE           
             owner: t.owner,
             verdict: crate::conn::Verdict::Local,
             lifetime_ns: Some(201_213_000),
-            in_state: vec![
-                (TcpState::SynSent, 75_000),
-                (TcpState::Established, 200_627_000),
-            ],
+            in_state: {
+                let mut times = crate::conn::StateTimes::default();
+                times.add(TcpState::Established, 200_627_000);
+                times.add(TcpState::SynSent, 75_000);
+                times
+            },
         };
         let mut out = Vec::new();
         p.closed(&mut out, &closed).unwrap();
