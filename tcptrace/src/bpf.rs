@@ -33,14 +33,11 @@ pub enum BpfError {
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[from] EbpfError),
     #[error("eBPF program {0} is missing from the object")]
-    MissingProgram(&'static str),
+    MissingProgram(String),
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF program {name}: {}", short(source))]
-    Program {
-        name: &'static str,
-        source: ProgramError,
-    },
+    Program { name: String, source: ProgramError },
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -63,6 +60,8 @@ pub struct Config {
     pub filter: KernelFilter,
     /// Offsets from the kernel's BTF (zeros: no network namespaces).
     pub offsets: KernelOffsets,
+    /// Attach the empty "floor" programs instead (benchmark only).
+    pub floor: bool,
 }
 
 /// Counters kept by the eBPF programs, summed over CPUs.
@@ -92,21 +91,29 @@ impl Tracer {
             .override_global(aya_log::LEVEL, &config.log_level, false)
             .load(OBJECT)?;
 
+        // Programs are named after their hooks; the benchmark's empty ones
+        // carry a "floor_" prefix.
+        let prefix = if config.floor { "floor_" } else { "" };
         // The softirq flag must be maintained before transitions are classified.
-        for name in SOFTIRQ_PROGRAMS {
-            let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| BpfError::Program { name, source })?;
-            program
-                .attach(name)
-                .map_err(|source| BpfError::Program { name, source })?;
-        }
-        for (category, name) in TRACEPOINTS {
-            let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
-            let err = |source| BpfError::Program { name, source };
+        for hook in SOFTIRQ_PROGRAMS {
+            let name = format!("{prefix}{hook}");
+            let program: &mut RawTracePoint = program_mut(&mut ebpf, &name)?;
+            let err = |source| BpfError::Program {
+                name: name.clone(),
+                source,
+            };
             program.load().map_err(err)?;
-            program.attach(category, name).map_err(err)?;
+            program.attach(hook).map_err(err)?;
+        }
+        for (category, hook) in TRACEPOINTS {
+            let name = format!("{prefix}{hook}");
+            let program: &mut TracePoint = program_mut(&mut ebpf, &name)?;
+            let err = |source| BpfError::Program {
+                name: name.clone(),
+                source,
+            };
+            program.load().map_err(err)?;
+            program.attach(category, hook).map_err(err)?;
         }
 
         let events = take_map(&mut ebpf, "EVENTS")?;
@@ -150,16 +157,17 @@ impl Tracer {
     }
 }
 
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, BpfError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let program = ebpf
         .program_mut(name)
-        .ok_or(BpfError::MissingProgram(name))?;
-    program
-        .try_into()
-        .map_err(|source| BpfError::Program { name, source })
+        .ok_or_else(|| BpfError::MissingProgram(name.to_owned()))?;
+    program.try_into().map_err(|source| BpfError::Program {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>

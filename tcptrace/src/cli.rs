@@ -177,6 +177,10 @@ pub struct Cli {
     /// and are counted in the summary.
     #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
     pub max_sockets: u32,
+
+    /// Benchmark only: attach empty programs to the same hooks and print nothing.
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
 }
 
 impl Cli {

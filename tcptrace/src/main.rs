@@ -92,6 +92,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         },
         filter: kernel_filter,
         offsets,
+        floor: cli.bench_floor,
     })?;
     eprintln!("tcptrace: tracing TCP state transitions; Ctrl-C to stop");
 

@@ -4,6 +4,8 @@
 //!
 //! Run through `./x`, which first installs the pinned toolchain.
 
+mod bench;
+mod churn;
 mod setup;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
@@ -37,6 +39,11 @@ enum Job {
     /// Set up, then run the whole test suite: formatting, clippy, unit tests,
     /// and the integration tests that load the real programs (needs root).
     Test,
+    /// Set up, build, and measure tcptrace's overhead under connection churn
+    /// (needs root): a table on stdout, target/bench/results.json.
+    Bench(bench::BenchArgs),
+    /// The benchmark's load alone: loopback connection churn; prints a JSON report.
+    Churn(churn::ChurnArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +88,16 @@ fn run(args: Args) -> Result<()> {
         Job::Test => {
             setup::run()?;
             test()
+        }
+        Job::Bench(args) => {
+            setup::run()?;
+            build_release()?;
+            bench::run(args, &root)
+        }
+        Job::Churn(args) => {
+            let report = churn::run(args)?;
+            println!("{}", report.to_json());
+            Ok(())
         }
     }
 }

@@ -1,0 +1,34 @@
+//! Empty programs on the hooks tcptrace uses: the benchmark's floor. Attached
+//! instead of the real ones by `tcptrace --bench-floor`, they measure what the
+//! kernel charges for running any BPF program there, so the benchmark can
+//! tell that cost from tcptrace's own.
+
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn floor_inet_sock_set_state(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn floor_tcp_send_reset(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn floor_tcp_receive_reset(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn floor_softirq_entry(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn floor_softirq_exit(_ctx: RawTracePointContext) -> i32 {
+    0
+}

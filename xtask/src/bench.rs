@@ -1,0 +1,350 @@
+//! `./x bench`: tcptrace's overhead and losses under loopback connection
+//! churn, as ratios measured within one run. Configurations are interleaved
+//! (A B C ... A B C ...) so that the shared machine's drift hits them alike;
+//! each reports medians and spreads.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::churn::ChurnArgs;
+
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Repetitions of each configuration (interleaved).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    #[command(flatten)]
+    pub churn: ChurnArgs,
+}
+
+/// A configuration under test: a name and tcptrace's arguments (None: no tracer).
+struct Config {
+    name: &'static str,
+    args: Option<&'static [&'static str]>,
+}
+
+const CONFIGS: [Config; 5] = [
+    Config {
+        name: "baseline (no tracer)",
+        args: None,
+    },
+    Config {
+        name: "floor (empty programs)",
+        args: Some(&["--bench-floor"]),
+    },
+    Config {
+        name: "live log to a file",
+        args: Some(&[]),
+    },
+    Config {
+        name: "--json to a file",
+        args: Some(&["--json"]),
+    },
+    Config {
+        name: "--summary",
+        args: Some(&["--summary"]),
+    },
+];
+
+/// One measured run.
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    conns_per_s: f64,
+    /// Churn CPU (its own process) per connection, µs.
+    churn_cpu_us_per_conn: f64,
+    caused: u64,
+    received: u64,
+    lost: u64,
+    /// Agent CPU per received event, ns.
+    agent_ns_per_event: f64,
+    agent_peak_rss_kib: u64,
+    kernel_map_kib: u64,
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// utime + stime of a process, in seconds.
+fn process_cpu(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / ticks_per_second())
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Memory the kernel charges for the BPF maps a process holds ("memlock" in
+/// each map fd's fdinfo).
+fn map_memory_kib(pid: u32) -> u64 {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("map_type:"))
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum::<u64>()
+        / 1024
+}
+
+struct RunningTracer {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTracer> {
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdout(fs::File::create(out)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().context("stderr")?;
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("tcptrace did not start")?;
+        if line.contains("tracing TCP state transitions") {
+            return Ok(RunningTracer { child, stderr: rx });
+        }
+    }
+}
+
+/// Stops the tracer with SIGINT; returns (received, lost) from its summary line.
+fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tracer.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = tracer.child.wait()?;
+    if !status.success() {
+        bail!("tcptrace exited with {status}");
+    }
+    let summary = tracer
+        .stderr
+        .try_iter()
+        .find(|l| l.contains(" transitions in "))
+        .context("no summary from tcptrace")?;
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let received = words[1].parse()?;
+    let lost = words[words.iter().position(|w| *w == "lost").context("lost")? - 1].parse()?;
+    Ok((received, lost))
+}
+
+/// Runs the churn generator as its own process (so its CPU is its own).
+fn churn(args: &ChurnArgs) -> Result<Value> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "churn",
+        "--connections",
+        &args.connections.to_string(),
+        "--threads",
+        &args.threads.to_string(),
+    ]);
+    if args.server_first {
+        cmd.arg("--server-first");
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("churn failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) -> Result<Sample> {
+    let tracer = match config.args {
+        Some(tracer_args) => {
+            let out = out_dir.join(format!(
+                "{}.out",
+                config
+                    .name
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("run")
+                    .trim_start_matches('-')
+            ));
+            Some(start_tracer(binary, tracer_args, &out)?)
+        }
+        None => None,
+    };
+    let pid = tracer.as_ref().map(|t| t.child.id());
+    let cpu_before = pid.map(process_cpu).transpose()?.unwrap_or(0.0);
+    let report = churn(&args.churn)?;
+    // Let the periodic drain pick up the tail before reading the counters.
+    thread::sleep(Duration::from_millis(200));
+    let cpu = pid.map(process_cpu).transpose()?.unwrap_or(0.0) - cpu_before;
+    let rss = pid.map_or(0, |p| status_kib(p, "VmHWM:"));
+    let maps = pid.map_or(0, map_memory_kib);
+    let (received, lost) = match tracer {
+        Some(t) => stop_tracer(t)?,
+        None => (0, 0),
+    };
+    let connections = report["connections"].as_u64().unwrap_or(0) as f64;
+    let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+    Ok(Sample {
+        conns_per_s: connections / seconds,
+        churn_cpu_us_per_conn: report["cpu_seconds"].as_f64().unwrap_or(0.0) * 1e6 / connections,
+        caused: report["transitions"].as_u64().unwrap_or(0),
+        received,
+        lost,
+        agent_ns_per_event: if received > 0 {
+            cpu * 1e9 / received as f64
+        } else {
+            0.0
+        },
+        agent_peak_rss_kib: rss,
+        kernel_map_kib: maps,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
+    let binary = root.join("target/release/tcptrace");
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CONFIGS.len()];
+    for rep in 0..args.repeat {
+        for (i, config) in CONFIGS.iter().enumerate() {
+            let s = run_once(config, &binary, &out_dir, &args)
+                .with_context(|| format!("{} (repetition {})", config.name, rep + 1))?;
+            eprintln!(
+                "xtask: bench {}/{} {:<24} {:>8.0} conn/s",
+                rep + 1,
+                args.repeat,
+                config.name,
+                s.conns_per_s
+            );
+            samples[i].push(s);
+        }
+    }
+    // Ratios of each run to the baseline median.
+    let base = median(samples[0].iter().map(|s| s.conns_per_s).collect());
+    let base_cpu = median(samples[0].iter().map(|s| s.churn_cpu_us_per_conn).collect());
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "configuration",
+        "conn/s",
+        "ratio (min-max)",
+        "churn CPU",
+        "caused",
+        "received",
+        "lost",
+        "agent",
+        "agent RSS",
+        "maps"
+    );
+    println!(
+        "{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "", "median", "to baseline", "µs/conn", "", "", "", "ns/event", "peak KiB", "KiB"
+    );
+    for (config, runs) in CONFIGS.iter().zip(&samples) {
+        let ratios: Vec<f64> = runs.iter().map(|s| s.conns_per_s / base).collect();
+        let (lo, hi) = spread(&ratios);
+        let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+        let row = json!({
+            "configuration": config.name,
+            "tracer_args": config.args,
+            "conns_per_s_median": m(|s| s.conns_per_s),
+            "ratio_median": median(ratios.clone()),
+            "ratio_min": lo,
+            "ratio_max": hi,
+            "churn_cpu_us_per_conn_median": m(|s| s.churn_cpu_us_per_conn),
+            "churn_cpu_ratio": m(|s| s.churn_cpu_us_per_conn) / base_cpu,
+            "caused_per_run": runs.first().map_or(0, |s| s.caused),
+            "received_median": m(|s| s.received as f64),
+            "lost_total": runs.iter().map(|s| s.lost).sum::<u64>(),
+            "unaccounted_total": runs.iter().map(|s| (s.caused as i64) - (s.received + s.lost) as i64).sum::<i64>(),
+            "agent_ns_per_event_median": m(|s| s.agent_ns_per_event),
+            "agent_peak_rss_kib_max": runs.iter().map(|s| s.agent_peak_rss_kib).max(),
+            "kernel_map_kib": runs.iter().map(|s| s.kernel_map_kib).max(),
+        });
+        println!(
+            "{:<24} {:>8.0} {:>5.2} ({:.2}-{:.2}) {:>10.2} {:>10} {:>10.0} {:>10} {:>9.0} {:>10} {:>9}",
+            config.name,
+            m(|s| s.conns_per_s),
+            median(ratios.clone()),
+            lo,
+            hi,
+            m(|s| s.churn_cpu_us_per_conn),
+            runs.first().map_or(0, |s| s.caused),
+            m(|s| s.received as f64),
+            runs.iter().map(|s| s.lost).sum::<u64>(),
+            m(|s| s.agent_ns_per_event),
+            runs.iter().map(|s| s.agent_peak_rss_kib).max().unwrap_or(0),
+            runs.iter().map(|s| s.kernel_map_kib).max().unwrap_or(0),
+        );
+        rows.push(row);
+    }
+    println!(
+        "\n{} connections per run, {} client threads, {} closes first, {} repetitions interleaved; lost is summed over runs;\n\
+         caused - received - lost is other TCP traffic on the host during the runs (0 on a quiet host).",
+        args.churn.connections,
+        args.churn.threads,
+        if args.churn.server_first {
+            "the server"
+        } else {
+            "the client"
+        },
+        args.repeat
+    );
+    let machine = json!({
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    });
+    let result = json!({"machine": machine, "connections": args.churn.connections, "threads": args.churn.threads,
+        "server_first": args.churn.server_first, "repeat": args.repeat, "results": rows});
+    let path: PathBuf = out_dir.join("results.json");
+    fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    println!("results: {}", path.display());
+    Ok(())
+}
