@@ -254,21 +254,6 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// Decodes one ring buffer record.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() < size_of::<TransitionEvent>() {
-            return Err(DecodeError::Short(
-                bytes.len(),
-                size_of::<TransitionEvent>(),
-            ));
-        }
-        // SAFETY: length checked; TransitionEvent is plain integers (any bit
-        // pattern is valid) and read_unaligned makes no alignment assumption.
-        let raw: TransitionEvent =
-            unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TransitionEvent>()) };
-        Self::from_raw(&raw)
-    }
-
     pub fn from_raw(raw: &TransitionEvent) -> Result<Self, DecodeError> {
         let (local_ip, remote_ip) = match raw.family {
             AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
@@ -411,10 +396,7 @@ pub(crate) mod tests {
         let mut raw = raw_v4(tcp_state::CLOSE, tcp_state::LISTEN);
         raw.family = 1;
         assert_eq!(Transition::from_raw(&raw), Err(DecodeError::Family(1)));
-        assert_eq!(
-            Transition::decode(&[0u8; 10]),
-            Err(DecodeError::Short(10, 96))
-        );
+        assert_eq!(Event::decode(&[0u8; 10]), Err(DecodeError::Short(10, 96)));
     }
 
     #[test]

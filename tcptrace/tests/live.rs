@@ -25,7 +25,7 @@ const HOLD: Duration = Duration::from_millis(50);
 fn assert_loopback_connection(bind: &str, family: &str) {
     let tracer = Tracer::start(&["--json"]);
     let (server, client) = client_closes_first(bind, HOLD);
-    let finished = tracer.stop();
+    let finished = tracer.stop_lossless();
     assert!(finished.status.success(), "{:?}", finished.stderr);
     let records = finished.records("transition");
     let ours = touching(&records, &server);
@@ -188,7 +188,7 @@ fn v4_mapped_connection_is_ipv6_with_mapped_addresses() {
     drop(client);
     drop(accepted);
     drop(listener);
-    let finished = tracer.stop();
+    let finished = tracer.stop_lossless();
     let records = finished.records("transition");
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
     let server_side = touching(&records, &mapped);
@@ -207,7 +207,7 @@ fn v4_mapped_connection_is_ipv6_with_mapped_addresses() {
 fn text_log_has_aligned_columns() {
     let tracer = Tracer::start(&[]);
     let (server, _client) = client_closes_first("127.0.0.1:0", Duration::ZERO);
-    let finished = tracer.stop();
+    let finished = tracer.stop_lossless();
     let header = &finished.stdout[0];
     assert!(header.starts_with("TIME "), "{header}");
     let port = format!("127.0.0.1:{}", server.port());
@@ -383,7 +383,7 @@ fn filters_select_connections() {
     let (server_b, _) = client_closes_first(&format!("127.0.0.1:{pb}"), Duration::ZERO);
     let (server_6, _) = client_closes_first("[::1]:0", Duration::ZERO);
 
-    let records = |t: Tracer| t.stop().records("transition");
+    let records = |t: Tracer| t.stop_lossless().records("transition");
     let lport = records(by_lport);
     assert!(!lport.is_empty());
     assert!(lport.iter().all(|r| r["lport"] == pa), "{lport:#?}");
@@ -431,7 +431,7 @@ fn summary_mode_prints_periodic_summaries_only() {
     let tracer = Tracer::start(&["--json", "--summary", "--interval", "1"]);
     let (server, _client) = client_closes_first("127.0.0.1:0", Duration::from_millis(20));
     thread::sleep(Duration::from_millis(2300));
-    let finished = tracer.stop();
+    let finished = tracer.stop_lossless();
     let records = finished.json();
     assert!(
         records.iter().all(|r| r["type"] == "summary"),

@@ -357,17 +357,13 @@ impl Side<'_> {
     /// The transitions, in order, that `connection` picks out. (Not grouped
     /// by socket address: the kernel reuses those.)
     fn sequence(&self, connection: impl Fn(&Value) -> bool) -> Vec<String> {
-        self.transitions
+        let picked: Vec<&Value> = self
+            .transitions
             .iter()
+            .copied()
             .filter(|r| connection(r))
-            .map(|r| {
-                format!(
-                    "{}->{}",
-                    r["old"].as_str().unwrap(),
-                    r["new"].as_str().unwrap()
-                )
-            })
-            .collect()
+            .collect();
+        common::sequence(&picked)
     }
 
     /// The closed records of the sockets that `connection` picks out.
@@ -448,7 +444,7 @@ fn trace(
     let (client_pid, server_pid) = (client.pid(), server.as_ref().map_or(0, Peer::pid));
     // Let the last transitions and their verdicts reach the agent.
     thread::sleep(Duration::from_millis(300));
-    let finished = tracer.stop();
+    let finished = tracer.stop_lossless();
     assert!(finished.status.success(), "{:?}", finished.stderr);
     let summaries = finished.records("summary");
     Run {
@@ -462,12 +458,21 @@ fn trace(
 
 // ------------------------------------------------------------- scenarios --
 
-fn client_closes_first() {
-    let net = Net::new("ccf");
+/// A client and a server that each run one mode to completion: asserts each
+/// end's transitions after the handshake, both verdicts, and both owners.
+fn exchange(
+    tag: &str,
+    server_mode: &str,
+    client_mode: &str,
+    client_end: &[&str],
+    server_end: &[&str],
+    verdicts: (&str, &str),
+) -> Run {
+    let net = Net::new(tag);
     let run = trace(
         &net,
-        Some("eof-then-close"),
-        "close-first",
+        Some(server_mode),
+        client_mode,
         &format!("{SERVER_IP}:{PORT}"),
         |server, client| {
             client.wait();
@@ -476,80 +481,60 @@ fn client_closes_first() {
     );
     let client = side(&run.transitions, &run.closed, net.client_ino);
     let server = side(&run.transitions, &run.closed, net.server_ino);
-    assert_eq!(
-        client.sequence(client_conn),
-        seq(
-            &CLIENT_OPEN,
-            &[
-                "ESTABLISHED->FIN_WAIT1",
-                "FIN_WAIT1->FIN_WAIT2",
-                "FIN_WAIT2->CLOSE"
-            ]
-        )
-    );
-    assert_eq!(
-        server.sequence(server_conn),
-        seq(
-            &SERVER_OPEN,
-            &[
-                "ESTABLISHED->CLOSE_WAIT",
-                "CLOSE_WAIT->LAST_ACK",
-                "LAST_ACK->CLOSE"
-            ]
-        )
-    );
+    assert_eq!(client.sequence(client_conn), seq(&CLIENT_OPEN, client_end));
+    assert_eq!(server.sequence(server_conn), seq(&SERVER_OPEN, server_end));
     assert_eq!(
         (client.verdict(), server.verdict()),
-        ("local".into(), "peer".into())
+        (verdicts.0.to_owned(), verdicts.1.to_owned())
     );
     client.owned_by(run.client_pid, "tt-client");
     server.owned_by(run.server_pid, "tt-server");
-    assert_eq!(server.closed[0]["role"], "passive");
-    assert_eq!(client.closed[0]["role"], "active");
+    run
+}
+
+fn client_closes_first() {
+    let run = exchange(
+        "ccf",
+        "eof-then-close",
+        "close-first",
+        &[
+            "ESTABLISHED->FIN_WAIT1",
+            "FIN_WAIT1->FIN_WAIT2",
+            "FIN_WAIT2->CLOSE",
+        ],
+        &[
+            "ESTABLISHED->CLOSE_WAIT",
+            "CLOSE_WAIT->LAST_ACK",
+            "LAST_ACK->CLOSE",
+        ],
+        ("local", "peer"),
+    );
+    let role = |verdict: &str| {
+        run.closed.iter().find(|c| c["verdict"] == verdict).unwrap()["role"].clone()
+    };
+    assert_eq!(
+        (role("local"), role("peer")),
+        ("active".into(), "passive".into())
+    );
 }
 
 fn server_closes_first() {
-    let net = Net::new("scf");
-    let run = trace(
-        &net,
-        Some("close-first"),
+    exchange(
+        "scf",
+        "close-first",
         "wait-eof",
-        &format!("{SERVER_IP}:{PORT}"),
-        |server, client| {
-            client.wait();
-            server.as_mut().unwrap().wait();
-        },
+        &[
+            "ESTABLISHED->CLOSE_WAIT",
+            "CLOSE_WAIT->LAST_ACK",
+            "LAST_ACK->CLOSE",
+        ],
+        &[
+            "ESTABLISHED->FIN_WAIT1",
+            "FIN_WAIT1->FIN_WAIT2",
+            "FIN_WAIT2->CLOSE",
+        ],
+        ("peer", "local"),
     );
-    let client = side(&run.transitions, &run.closed, net.client_ino);
-    let server = side(&run.transitions, &run.closed, net.server_ino);
-    assert_eq!(
-        client.sequence(client_conn),
-        seq(
-            &CLIENT_OPEN,
-            &[
-                "ESTABLISHED->CLOSE_WAIT",
-                "CLOSE_WAIT->LAST_ACK",
-                "LAST_ACK->CLOSE"
-            ]
-        )
-    );
-    assert_eq!(
-        server.sequence(server_conn),
-        seq(
-            &SERVER_OPEN,
-            &[
-                "ESTABLISHED->FIN_WAIT1",
-                "FIN_WAIT1->FIN_WAIT2",
-                "FIN_WAIT2->CLOSE"
-            ]
-        )
-    );
-    assert_eq!(
-        (client.verdict(), server.verdict()),
-        ("peer".into(), "local".into())
-    );
-    client.owned_by(run.client_pid, "tt-client");
-    server.owned_by(run.server_pid, "tt-server");
 }
 
 fn simultaneous_close() {
@@ -579,7 +564,7 @@ fn simultaneous_close() {
         pids.push((client.pid(), server.pid()));
     }
     thread::sleep(Duration::from_millis(300));
-    let finished = tracer.stop();
+    let finished = tracer.stop_lossless();
     let (transitions, closed) = (finished.records("transition"), finished.records("closed"));
     let client = side(&transitions, &closed, net.client_ino);
     let server = side(&transitions, &closed, net.server_ino);
@@ -659,64 +644,26 @@ fn close_at_deadline() {
 }
 
 fn linger_zero_abort() {
-    let net = Net::new("lz");
-    let run = trace(
-        &net,
-        Some("eof-then-close"),
+    exchange(
+        "lz",
+        "eof-then-close",
         "linger0",
-        &format!("{SERVER_IP}:{PORT}"),
-        |server, client| {
-            client.wait();
-            server.as_mut().unwrap().wait();
-        },
+        &["ESTABLISHED->CLOSE"],
+        &["ESTABLISHED->CLOSE"],
+        ("abort-sent", "abort-received"),
     );
-    let client = side(&run.transitions, &run.closed, net.client_ino);
-    let server = side(&run.transitions, &run.closed, net.server_ino);
-    assert_eq!(
-        client.sequence(client_conn),
-        seq(&CLIENT_OPEN, &["ESTABLISHED->CLOSE"])
-    );
-    assert_eq!(
-        server.sequence(server_conn),
-        seq(&SERVER_OPEN, &["ESTABLISHED->CLOSE"])
-    );
-    assert_eq!(
-        (client.verdict(), server.verdict()),
-        ("abort-sent".into(), "abort-received".into())
-    );
-    client.owned_by(run.client_pid, "tt-client");
-    server.owned_by(run.server_pid, "tt-server");
 }
 
 fn abort_received() {
     // The server closes with the client's data unread: its kernel resets.
-    let net = Net::new("ar");
-    let run = trace(
-        &net,
-        Some("abort-unread"),
+    exchange(
+        "ar",
+        "abort-unread",
         "send-then-wait-eof",
-        &format!("{SERVER_IP}:{PORT}"),
-        |server, client| {
-            client.wait();
-            server.as_mut().unwrap().wait();
-        },
+        &["ESTABLISHED->CLOSE"],
+        &["ESTABLISHED->CLOSE"],
+        ("abort-received", "abort-sent"),
     );
-    let client = side(&run.transitions, &run.closed, net.client_ino);
-    let server = side(&run.transitions, &run.closed, net.server_ino);
-    assert_eq!(
-        client.sequence(client_conn),
-        seq(&CLIENT_OPEN, &["ESTABLISHED->CLOSE"])
-    );
-    assert_eq!(
-        server.sequence(server_conn),
-        seq(&SERVER_OPEN, &["ESTABLISHED->CLOSE"])
-    );
-    assert_eq!(
-        (client.verdict(), server.verdict()),
-        ("abort-received".into(), "abort-sent".into())
-    );
-    client.owned_by(run.client_pid, "tt-client");
-    server.owned_by(run.server_pid, "tt-server");
 }
 
 fn connection_refused() {

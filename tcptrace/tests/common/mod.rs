@@ -110,6 +110,19 @@ impl Tracer {
         }
     }
 
+    /// Stops like `stop`, and fails the test if the tracer lost events: the
+    /// assertions that follow would fail less clearly.
+    pub fn stop_lossless(self) -> Finished {
+        let finished = self.stop();
+        let (_, lost) = finished.summary();
+        assert_eq!(
+            lost, 0,
+            "tcptrace lost {lost} events (was the host too busy?): {:?}",
+            finished.stderr
+        );
+        finished
+    }
+
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
