@@ -140,6 +140,11 @@ impl<W: io::Write> Agent<W> {
         }
     }
 
+    /// Learns the sockets that existed before tracing started (their owners).
+    pub fn seed(&mut self, existing: Vec<crate::snapshot::Existing>) {
+        self.tracker.seed(existing);
+    }
+
     /// Runs until a signal or a closed stdout. Must be called inside a tokio
     /// runtime with I/O and time enabled.
     pub async fn run(&mut self, events: RingBuf<MapData>) -> Result<(Ending, Summary), AgentError> {

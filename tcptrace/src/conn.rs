@@ -194,6 +194,9 @@ type Listeners = Vec<(u64, Option<Task>)>;
 pub struct Tracker {
     conns: HashMap<u64, Conn>,
     listeners: HashMap<(u32, u16), Listeners>,
+    /// Owners of connections that existed at start-up, by (netns, local,
+    /// remote), taken when the connection is first seen.
+    seeded: HashMap<(u32, SocketAddr, SocketAddr), Task>,
     pending: Vec<Pending>,
     max_conns: usize,
     /// Sockets not followed because `max_conns` was reached.
@@ -205,9 +208,31 @@ impl Tracker {
         Self {
             conns: HashMap::default(),
             listeners: HashMap::default(),
+            seeded: HashMap::default(),
             pending: Vec::new(),
             max_conns,
             untracked: 0,
+        }
+    }
+
+    /// Learns the sockets that existed at start-up: listeners' owners (for the
+    /// sockets they will accept) and connections' owners. Listeners seeded
+    /// this way have no socket address (the kernel's is not exposed); the
+    /// first listener on their port to close removes them.
+    pub fn seed(&mut self, existing: impl IntoIterator<Item = crate::snapshot::Existing>) {
+        for e in existing {
+            match (e.state, e.owner) {
+                (TcpState::Listen, owner) => {
+                    self.listeners
+                        .entry((e.netns, e.local.port()))
+                        .or_default()
+                        .push((0, owner));
+                }
+                (_, Some(owner)) if self.seeded.len() < self.max_conns => {
+                    self.seeded.insert((e.netns, e.local, e.remote), owner);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -240,14 +265,18 @@ impl Tracker {
                         .or_else(|| self.listener_owner(t.netns, t.local.port())),
                     Some(t.ts_ns),
                 ),
-                _ => (Role::Unknown, t.task, None),
+                _ => {
+                    let seeded = self.seeded.remove(&(t.netns, t.local, t.remote));
+                    (Role::Unknown, t.task.or(seeded), None)
+                }
             };
             let conn = Conn {
                 netns: t.netns,
                 local: t.local,
                 remote: t.remote,
                 role,
-                listener: t.new == Listen,
+                // A listener first seen closing predates tcptrace.
+                listener: t.new == Listen || t.old == Listen && t.new == Close,
                 owner,
                 born_ns,
                 state: t.old,
@@ -310,7 +339,7 @@ impl Tracker {
         if conn.listener {
             let key = (conn.netns, conn.local.port());
             if let Some(listeners) = self.listeners.get_mut(&key) {
-                listeners.retain(|(sock, _)| *sock != t.sock);
+                listeners.retain(|(sock, _)| *sock != t.sock && *sock != 0);
                 if listeners.is_empty() {
                     self.listeners.remove(&key);
                 }
@@ -752,6 +781,68 @@ pub(crate) mod tests {
         assert_eq!(closed.unwrap().verdict, Verdict::Local);
         assert!(tracker.settle_all().is_empty());
         assert_eq!(tracker.open().count(), 0);
+    }
+
+    #[test]
+    fn start_up_snapshot_gives_owners() {
+        use crate::snapshot::Existing;
+        let mut tracker = Tracker::new(10);
+        let nginx = task(80, "nginx");
+        let app = task(90, "app");
+        tracker.seed([
+            Existing {
+                netns: 1,
+                local: SRV.parse().unwrap(),
+                remote: ANY.parse().unwrap(),
+                state: Listen,
+                owner: Some(nginx),
+            },
+            Existing {
+                netns: 1,
+                local: SRV.parse().unwrap(),
+                remote: CLI.parse().unwrap(),
+                state: Established,
+                owner: Some(app),
+            },
+        ]);
+        let mut s = Script { ts: 0 };
+        // A new connection accepted by the listener that predates tcptrace.
+        let mut t = s.t(5, SRV, "10.0.0.9:1234", Listen, SynRecv, None);
+        tracker.on_transition(&mut t);
+        assert_eq!(t.owner.unwrap().pid, 80);
+        // The connection that predates tcptrace, first seen now.
+        let mut t = s.t(6, SRV, CLI, Established, CloseWait, None);
+        t.in_old = TimeInState::Unknown;
+        tracker.on_transition(&mut t);
+        assert_eq!(t.owner.unwrap().pid, 90);
+        // Another namespace's connection with the same tuple is not it.
+        let mut t = s.t(7, SRV, CLI, Established, CloseWait, None);
+        t.netns = 2;
+        tracker.on_transition(&mut t);
+        assert_eq!(t.owner, None);
+    }
+
+    #[test]
+    fn listener_predating_tcptrace_closes_without_a_verdict() {
+        let mut tracker = Tracker::new(10);
+        let mut s = Script { ts: 0 };
+        tracker.seed([crate::snapshot::Existing {
+            netns: 1,
+            local: SRV.parse().unwrap(),
+            remote: ANY.parse().unwrap(),
+            state: Listen,
+            owner: Some(task(80, "nginx")),
+        }]);
+        let mut t = s.t(1, SRV, ANY, Listen, Close, Some(task(80, "nginx")));
+        t.in_old = TimeInState::Unknown;
+        assert_eq!(tracker.on_transition(&mut t), None);
+        assert!(
+            tracker.settle_all().is_empty(),
+            "a listener is not a connection"
+        );
+        let mut t = s.t(5, SRV, CLI, Listen, SynRecv, None);
+        tracker.on_transition(&mut t);
+        assert_eq!(t.owner, None, "the closed listener no longer owns the port");
     }
 
     #[test]

@@ -17,5 +17,6 @@ pub mod conn;
 pub mod event;
 pub mod filter;
 pub mod output;
+pub mod snapshot;
 pub mod stats;
 pub mod system;

@@ -16,7 +16,7 @@ use tcptrace::{
     clock::{WallClock, Zone},
     filter,
     output::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, JsonPrinter, Printer, TextPrinter},
-    system,
+    snapshot, system,
 };
 
 fn main() -> ExitCode {
@@ -94,7 +94,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         offsets,
         floor: cli.bench_floor,
     })?;
-    eprintln!("tcptrace: tracing TCP state transitions; Ctrl-C to stop");
 
     let out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let options = Options {
@@ -106,6 +105,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         max_conns: cli.max_sockets as usize,
     };
     let mut agent = Agent::new(tracer, printer, out, options);
+    // After attaching, so that no socket falls between the two.
+    let existing = snapshot::take();
+    log::debug!("{} TCP sockets existed at start-up", existing.len());
+    agent.seed(existing);
+    // Ready: what happens from here on is traced and attributed.
+    eprintln!("tcptrace: tracing TCP state transitions; Ctrl-C to stop");
     let (ending, summary) = runtime.block_on(agent.run(events))?;
     if ending == Ending::Signal {
         let _ = io::stdout().flush();

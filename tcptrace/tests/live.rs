@@ -468,3 +468,85 @@ fn summary_mode_prints_periodic_summaries_only() {
     assert!(established["count"].as_u64().unwrap() >= 2);
     assert!(established["max_ns"].as_u64().unwrap() >= 20_000_000);
 }
+
+#[test]
+fn sockets_that_predate_tcptrace_have_owners() {
+    // A listener and a connection made before tcptrace starts.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let old_client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let old_client_port = old_client.local_addr().unwrap().port();
+    let (mut old_server, _) = listener.accept().unwrap();
+
+    let tracer = Tracer::start(&["--json"]);
+    // A new connection accepted by the old listener: its birth runs in
+    // softirq, so only the start-up snapshot can name its owner.
+    let new_client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let new_client_port = new_client.local_addr().unwrap().port();
+    let (mut new_server, _) = listener.accept().unwrap();
+    drop(new_client);
+    let mut buf = [0u8; 8];
+    assert_eq!(std::io::Read::read(&mut new_server, &mut buf).unwrap(), 0);
+    drop(new_server);
+    // The old connection closes, client first: the server end's FIN arrives
+    // in softirq, again attributable only through the snapshot.
+    drop(old_client);
+    assert_eq!(std::io::Read::read(&mut old_server, &mut buf).unwrap(), 0);
+    drop(old_server);
+    drop(listener);
+    let finished = tracer.stop_lossless();
+    let transitions = finished.records("transition");
+    let closed = finished.records("closed");
+    let me = std::process::id();
+
+    let at_server = |remote_port: u16| {
+        transitions
+            .iter()
+            .filter(move |r| r["lport"] == port && r["rport"] == remote_port)
+            .collect::<Vec<_>>()
+    };
+    let born = at_server(new_client_port);
+    assert_eq!(sequence(&born[..1]), ["LISTEN->SYN_RECV"]);
+    assert_eq!(
+        (born[0]["ctx"].as_str(), born[0]["pid"].as_u64()),
+        (Some("softirq"), Some(me as u64))
+    );
+    let old = at_server(old_client_port);
+    assert_eq!(sequence(&old[..1]), ["ESTABLISHED->CLOSE_WAIT"]);
+    assert_eq!(
+        (old[0]["ctx"].as_str(), old[0]["pid"].as_u64()),
+        (Some("softirq"), Some(me as u64))
+    );
+    assert_eq!(old[0]["dur"], "unknown", "the connection predates tcptrace");
+
+    let verdict = |lport: u16, rport: u16| {
+        let c = closed
+            .iter()
+            .find(|c| c["lport"] == lport && c["rport"] == rport)
+            .expect("closed record");
+        (
+            c["verdict"].as_str().unwrap().to_owned(),
+            c["role"].as_str().unwrap().to_owned(),
+            c["pid"].as_u64(),
+        )
+    };
+    assert_eq!(
+        verdict(port, old_client_port),
+        ("peer".into(), "unknown".into(), Some(me as u64))
+    );
+    assert_eq!(
+        verdict(old_client_port, port),
+        ("local".into(), "unknown".into(), Some(me as u64))
+    );
+    assert_eq!(
+        verdict(port, new_client_port),
+        ("peer".into(), "passive".into(), Some(me as u64))
+    );
+    // The old listener's close is not a connection's end.
+    assert!(
+        closed
+            .iter()
+            .all(|c| !(c["lport"] == port && c["rport"] == 0)),
+        "{closed:#?}"
+    );
+}

@@ -1,0 +1,194 @@
+//! The TCP sockets that exist when tcptrace starts, with their owners, so
+//! that a server already running is attributed from the first transition:
+//! `/proc/PID/net/tcp` and `tcp6` (read once per network namespace, through a
+//! process inside it) give each socket's endpoints, state and inode, and
+//! `/proc/PID/fd` tells which process holds which socket inode — what `ss -p`
+//! does. (The kernel address column there is hashed, so sockets are matched by
+//! endpoints and namespace, not by address.)
+
+use std::{
+    collections::HashMap,
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::unix::fs::MetadataExt as _,
+};
+
+use crate::event::{Comm, Task, TcpState};
+
+/// One socket found at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Existing {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    pub owner: Option<Task>,
+}
+
+/// A line of /proc/net/tcp{,6}: (local, remote, state, inode).
+pub fn parse_line(line: &str) -> Option<(SocketAddr, SocketAddr, u8, u64)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.len() < 10 || !fields[0].ends_with(':') {
+        return None;
+    }
+    let state = u8::from_str_radix(fields[3], 16).ok()?;
+    let inode = fields[9].parse().ok()?;
+    Some((endpoint(fields[1])?, endpoint(fields[2])?, state, inode))
+}
+
+/// "0100007F:1F90" (IPv4: one 32-bit word in host order) or 32 hex digits
+/// (IPv6: four such words), then the port in hex.
+fn endpoint(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        // The kernel prints each 32-bit word as a number in host order.
+        Some(w.to_ne_bytes())
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The link target of a socket fd: "socket:[12345]".
+fn socket_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+fn comm_of(pid: u32) -> Comm {
+    let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let mut raw = [0u8; 16];
+    let name = name.trim_end_matches('\n').as_bytes();
+    let len = name.len().min(15);
+    raw[..len].copy_from_slice(&name[..len]);
+    Comm::new(raw)
+}
+
+/// Every TCP socket of every network namespace that has a process, with the
+/// process holding it where one does. Best effort: processes that exit
+/// meanwhile are skipped.
+pub fn take() -> Vec<Existing> {
+    let mut owners: HashMap<u64, Task> = HashMap::new();
+    let mut namespaces: HashMap<u32, u32> = HashMap::new(); // netns -> a pid inside it
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in procs.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/net")) {
+            namespaces.entry(meta.ino() as u32).or_insert(pid);
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let mut comm = None;
+        for fd in fds.filter_map(Result::ok) {
+            let Some(inode) = fs::read_link(fd.path())
+                .ok()
+                .and_then(|t| socket_inode(t.to_str()?))
+            else {
+                continue;
+            };
+            let comm = *comm.get_or_insert_with(|| comm_of(pid));
+            // The first holder found wins; sockets shared across a fork
+            // belong to both, and either is a right answer.
+            owners.entry(inode).or_insert(Task {
+                pid,
+                tid: pid,
+                comm,
+            });
+        }
+    }
+    let mut found = Vec::new();
+    for (netns, pid) in namespaces {
+        for file in ["tcp", "tcp6"] {
+            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+                continue;
+            };
+            for (local, remote, state, inode) in text.lines().skip(1).filter_map(parse_line) {
+                // TIME_WAIT entries are timewait sockets, not full ones.
+                let Ok(state) = TcpState::try_from(state) else {
+                    continue;
+                };
+                if state == TcpState::TimeWait {
+                    continue;
+                }
+                let owner = (inode != 0).then(|| owners.get(&inode).copied()).flatten();
+                found.push(Existing {
+                    netns,
+                    local,
+                    remote,
+                    state,
+                    owner,
+                });
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 42477357 1 000000004591c920 100 0 0 10 0";
+        let (local, remote, state, inode) = parse_line(v4).unwrap();
+        assert_eq!(local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(remote, "0.0.0.0:0".parse().unwrap());
+        assert_eq!((state, inode), (0x0A, 42477357));
+        let v6 = "   1: 00000000000000000000000001000000:01BB 0000000000000000FFFF00000100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 99 1 0000000000000000 20 4 30 10 -1";
+        let (local, remote, state, inode) = parse_line(v6).unwrap();
+        assert_eq!(local, "[::1]:443".parse().unwrap());
+        assert_eq!(remote, "[::ffff:127.0.0.1]:50000".parse().unwrap());
+        assert_eq!((state, inode), (1, 99));
+        assert_eq!(
+            parse_line("  sl  local_address rem_address   st tx_queue"),
+            None
+        );
+        assert_eq!(parse_line("   0: nonsense"), None);
+    }
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode("socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode("pipe:[12345]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    /// On the real host: a listener this test opens is found with this process as its owner.
+    #[test]
+    fn finds_own_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let found = take();
+        let mine = found
+            .iter()
+            .find(|e| e.state == TcpState::Listen && e.local.port() == port)
+            .expect("our listener");
+        assert_eq!(mine.owner.unwrap().pid, std::process::id());
+        let own_ns = fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        assert_eq!(mine.netns, own_ns);
+    }
+}
