@@ -217,7 +217,9 @@ impl<W: io::Write> Agent<W> {
                 return self.output_failed(err, started);
             }
         };
-        // Whatever arrived before the signal is still printed and counted.
+        // Whatever arrived before the signal is still printed and counted,
+        // and the final summary has fresh loss counters.
+        self.report_losses()?;
         let last = self.drain(events.get_mut()).and_then(|()| {
             for c in self.tracker.settle_all() {
                 self.closed(c)?;

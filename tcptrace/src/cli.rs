@@ -12,9 +12,9 @@ Trace TCP state transitions live, with eBPF.
 
 tcptrace prints one line for every state change of every TCP socket on the host
 (IPv4 and IPv6): connects, accepts, closes, resets. For each it shows the time,
-the process (when the change ran in the socket owner's own system call), the
-local and remote endpoints, the old and new state, and how long the socket
-spent in the old state, measured in the kernel to the nanosecond.
+the process that owns the socket, the local and remote endpoints, the old and
+new state, and how long the socket spent in the old state, measured in the
+kernel to the nanosecond.
 
 It exists for the outages where CPU, memory and disk look fine but the service
 is down: ports exhausted by TIME_WAIT, CLOSE_WAIT piling up because an
@@ -22,10 +22,11 @@ application never closes, RST storms, a full listen backlog.
 
 COLUMNS
   TIME    wall-clock time of the transition (local time; --utc for UTC)
-  PID     process whose system call made the transition (connect, listen,
-  COMM    close, shutdown...); '-' when it ran in softirq context (a packet
-          arrived or a TCP timer fired): the task interrupted there is not
-          the socket's owner, so no name is shown rather than a wrong one
+  PID     the socket's owner: the process whose system calls (connect,
+  COMM    listen, close, shutdown...) drove it, or for an accepted socket the
+          process listening on its port; sockets that exist at start-up are
+          looked up as ss -p does. Never the task that a softirq (a packet, a
+          TCP timer) happened to interrupt: '-' when unknown, not a guess
   LOCAL   local address:port ('*' while not yet chosen)
   REMOTE  remote address:port ('*:*' for a listener)
   OLD, NEW  the transition; names as in ss(8)
@@ -44,10 +45,6 @@ accepted) and the time it spent in each state:
   refused         the connect was answered with a RST
   connect-failed  the connect failed otherwise (timeout, ICMP error)
   timeout         the kernel gave up on it without FIN or RST
-PID and COMM are the socket's owner: the process whose system calls
-(connect, listen, close...) drove it, or for an accepted socket the process
-listening on its port. '-' when unknown, never a guess.
-
 On exit, and every --interval, a summary: time-in-state histograms (log2 and
 p50/p90/p99/max), who closes first by process, remote endpoint and listening
 port (most TIME_WAIT-prone first), and open connections by state with the
@@ -74,7 +71,8 @@ also reported live. Closing stdout (tcptrace | head) ends tcptrace quietly.";
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
 pub struct Cli {
-    /// Print JSON lines (one object per transition) instead of columns.
+    /// Print JSON lines instead of columns: one object per transition, per
+    /// closed connection and per summary (fields in README.md).
     #[arg(long)]
     pub json: bool,
 
