@@ -9,6 +9,7 @@
 use std::{
     collections::HashMap,
     fs,
+    io::{BufRead as _, BufReader},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::unix::fs::MetadataExt as _,
 };
@@ -122,10 +123,13 @@ pub fn take() -> Vec<Existing> {
     let mut found = Vec::new();
     for (netns, pid) in namespaces {
         for file in ["tcp", "tcp6"] {
-            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            // Streamed: with many TIME_WAIT sockets these files run to tens of
+            // megabytes, and reading one whole showed in tcptrace's peak RSS.
+            let Ok(file) = fs::File::open(format!("/proc/{pid}/net/{file}")) else {
                 continue;
             };
-            for (local, remote, state, inode) in text.lines().skip(1).filter_map(parse_line) {
+            let lines = BufReader::new(file).lines().map_while(Result::ok).skip(1);
+            for (local, remote, state, inode) in lines.filter_map(|line| parse_line(&line)) {
                 // TIME_WAIT entries are timewait sockets, not full ones.
                 let Ok(state) = TcpState::try_from(state) else {
                     continue;

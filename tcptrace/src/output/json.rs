@@ -1,7 +1,10 @@
 //! `--json`: one JSON object per line. Field names are part of the interface
 //! (documented in README.md); add fields, never rename them.
 
-use std::{io, net::SocketAddr};
+use std::{
+    io::{self, Write as _},
+    net::SocketAddr,
+};
 
 use serde::Serialize;
 
@@ -15,6 +18,8 @@ use crate::{
 pub struct JsonPrinter {
     clock: WallClock,
     time: String,
+    /// The record being written, reused.
+    buf: Vec<u8>,
 }
 
 /// The kernel socket address as "0xffff…": a string, because JSON numbers
@@ -27,54 +32,37 @@ impl Serialize for Hex {
     }
 }
 
-/// An address as a JSON string; IPv4 formatted by hand (see `push_endpoint`).
+/// Longest address text: a v4-mapped IPv6 address ("ffff:...:255.255.255.255").
+const IP_MAX: usize = 48;
+
+/// An address as text, without allocating; IPv4 by hand (see `push_endpoint`).
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; IP_MAX]) -> &str {
+    let mut cursor = io::Cursor::new(&mut buf[..]);
+    let _ = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            let [a, b, c, d] = v4.octets();
+            [a, b, c, d].iter().enumerate().try_for_each(|(i, octet)| {
+                if i > 0 {
+                    cursor.write_all(b".")?;
+                }
+                cursor.write_all(digits.format(*octet).as_bytes())
+            })
+        }
+        std::net::IpAddr::V6(v6) => write!(cursor, "{v6}"),
+    };
+    let len = cursor.position() as usize;
+    // Only ASCII digits, hex, dots and colons were written.
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+}
+
+/// An address as a JSON string.
 struct Ip(std::net::IpAddr);
 
 impl Serialize for Ip {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            std::net::IpAddr::V4(v4) => {
-                let mut buf = [0u8; 15];
-                let mut len = 0;
-                let mut digits = itoa::Buffer::new();
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        buf[len] = b'.';
-                        len += 1;
-                    }
-                    let d = digits.format(octet).as_bytes();
-                    buf[len..len + d.len()].copy_from_slice(d);
-                    len += d.len();
-                }
-                // Only ASCII digits and dots were written.
-                s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
-            }
-            std::net::IpAddr::V6(v6) => s.collect_str(&v6),
-        }
+        s.serialize_str(format_ip(self.0, &mut [0u8; IP_MAX]))
     }
-}
-
-#[derive(Serialize)]
-struct Record<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: &'a str,
-    ts_ns: u64,
-    sock: Hex,
-    netns: u32,
-    pid: Option<u32>,
-    tid: Option<u32>,
-    comm: Option<&'a str>,
-    ctx: &'static str,
-    family: &'static str,
-    laddr: Ip,
-    lport: u16,
-    raddr: Ip,
-    rport: u16,
-    old: &'static str,
-    new: &'static str,
-    dur_ns: Option<u64>,
-    dur: &'static str,
 }
 
 impl JsonPrinter {
@@ -82,39 +70,65 @@ impl JsonPrinter {
         Self {
             clock,
             time: String::with_capacity(40),
+            buf: Vec::with_capacity(512),
         }
     }
 
+    /// One transition. Written by hand, not through serde: every key and
+    /// most values are fixed ASCII, and this is the per-event path. Only
+    /// `comm` can need escaping, and gets serde_json's.
     pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
         self.time.clear();
         self.clock.push_rfc3339(&mut self.time, t.ts_ns);
-        let comm = t.owner.as_ref().map(|task| task.comm.as_str());
-        let record = Record {
-            kind: "transition",
-            time: &self.time,
-            ts_ns: t.ts_ns,
-            sock: Hex(t.sock),
-            netns: t.netns,
-            pid: t.owner.map(|task| task.pid),
-            tid: t.owner.map(|task| task.tid),
-            comm: comm.as_deref(),
-            ctx: if t.task.is_some() {
-                "process"
-            } else {
-                "softirq"
-            },
-            family: family(&t.local),
-            laddr: Ip(t.local.ip()),
-            lport: t.local.port(),
-            raddr: Ip(t.remote.ip()),
-            rport: t.remote.port(),
-            old: t.old.name(),
-            new: t.new.name(),
-            dur_ns: t.in_old.ns(),
-            dur: t.in_old.kind(),
-        };
-        serde_json::to_writer(&mut *out, &record)?;
-        out.write_all(b"\n")
+        let b = &mut self.buf;
+        b.clear();
+        let mut n = itoa::Buffer::new();
+        b.extend_from_slice(b"{\"type\":\"transition\",\"time\":\"");
+        b.extend_from_slice(self.time.as_bytes());
+        b.extend_from_slice(b"\",\"ts_ns\":");
+        b.extend_from_slice(n.format(t.ts_ns).as_bytes());
+        let _ = write!(b, ",\"sock\":\"{:#x}\",\"netns\":", t.sock);
+        b.extend_from_slice(n.format(t.netns).as_bytes());
+        match &t.owner {
+            Some(owner) => {
+                b.extend_from_slice(b",\"pid\":");
+                b.extend_from_slice(n.format(owner.pid).as_bytes());
+                b.extend_from_slice(b",\"tid\":");
+                b.extend_from_slice(n.format(owner.tid).as_bytes());
+                b.extend_from_slice(b",\"comm\":");
+                serde_json::to_writer(&mut *b, &*owner.comm.as_str())?;
+            }
+            None => b.extend_from_slice(b",\"pid\":null,\"tid\":null,\"comm\":null"),
+        }
+        b.extend_from_slice(if t.task.is_some() {
+            b",\"ctx\":\"process\""
+        } else {
+            b",\"ctx\":\"softirq\""
+        });
+        b.extend_from_slice(b",\"family\":\"");
+        b.extend_from_slice(family(&t.local).as_bytes());
+        let mut ip = [0u8; IP_MAX];
+        b.extend_from_slice(b"\",\"laddr\":\"");
+        b.extend_from_slice(format_ip(t.local.ip(), &mut ip).as_bytes());
+        b.extend_from_slice(b"\",\"lport\":");
+        b.extend_from_slice(n.format(t.local.port()).as_bytes());
+        b.extend_from_slice(b",\"raddr\":\"");
+        b.extend_from_slice(format_ip(t.remote.ip(), &mut ip).as_bytes());
+        b.extend_from_slice(b"\",\"rport\":");
+        b.extend_from_slice(n.format(t.remote.port()).as_bytes());
+        b.extend_from_slice(b",\"old\":\"");
+        b.extend_from_slice(t.old.name().as_bytes());
+        b.extend_from_slice(b"\",\"new\":\"");
+        b.extend_from_slice(t.new.name().as_bytes());
+        b.extend_from_slice(b"\",\"dur_ns\":");
+        match t.in_old.ns() {
+            Some(ns) => b.extend_from_slice(n.format(ns).as_bytes()),
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"dur\":\"");
+        b.extend_from_slice(t.in_old.kind().as_bytes());
+        b.extend_from_slice(b"\"}\n");
+        out.write_all(b)
     }
 }
 
@@ -273,5 +287,52 @@ mod ip_tests {
             let json = serde_json::to_string(&Ip(ip.parse().unwrap())).unwrap();
             assert_eq!(json, format!("\"{ip}\""));
         }
+    }
+}
+
+#[cfg(test)]
+mod escaping_tests {
+    use super::*;
+    use crate::{
+        clock::Zone,
+        event::{Comm, Task, TcpState, TimeInState},
+    };
+
+    #[test]
+    fn hand_written_records_stay_valid_json() {
+        let mut p = JsonPrinter::new(WallClock::with_offset(0, Zone::Utc));
+        let mut raw = [0u8; 16];
+        raw[..7].copy_from_slice(b"a\"b\\c\n\x01");
+        let task = Task {
+            pid: 1,
+            tid: 2,
+            comm: Comm::new(raw),
+        };
+        let t = Transition {
+            ts_ns: 5,
+            sock: 0xffff_8880_0000_0001,
+            netns: 7,
+            local: "10.0.0.1:80".parse().unwrap(),
+            remote: "[::ffff:192.0.2.1]:5000".parse().unwrap(),
+            old: TcpState::Established,
+            new: TcpState::CloseWait,
+            in_old: TimeInState::Measured(9),
+            task: None,
+            owner: Some(task),
+        };
+        let mut out = Vec::new();
+        p.transition(&mut out, &t).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["comm"], "a\"b\\c\n\u{1}");
+        assert_eq!(
+            (v["laddr"].as_str(), v["lport"].as_u64()),
+            (Some("10.0.0.1"), Some(80))
+        );
+        assert_eq!(v["raddr"], "::ffff:192.0.2.1");
+        assert_eq!(
+            (v["ctx"].as_str(), v["pid"].as_u64(), v["tid"].as_u64()),
+            (Some("softirq"), Some(1), Some(2))
+        );
+        assert_eq!(v["dur_ns"], 9);
     }
 }
