@@ -58,41 +58,25 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  (ms)",
         "TIME IN STATE", "COUNT", "P50", "P90", "P99", "MAX"
     )?;
-    for (state, about) in HISTOGRAM_STATES {
-        let Some(d) = r.stats.distribution(state) else {
-            continue;
-        };
-        if d.count == 0 {
-            writeln!(
-                out,
-                "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  {about}",
-                state.name(),
-                0,
-                "-",
-                "-",
-                "-",
-                "-"
-            )?;
+    // Each distribution walks its whole histogram: compute it once.
+    let distributions: Vec<_> = HISTOGRAM_STATES
+        .iter()
+        .filter_map(|&(state, about)| Some((state, about, r.stats.distribution(state)?)))
+        .collect();
+    for (state, about, d) in &distributions {
+        let [p50, p90, p99, max] = if d.count == 0 {
+            ["-".into(), "-".into(), "-".into(), "-".into()]
         } else {
-            writeln!(
-                out,
-                "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  {about}",
-                state.name(),
-                d.count,
-                ms(d.p50_ns),
-                ms(d.p90_ns),
-                ms(d.p99_ns),
-                ms(d.max_ns)
-            )?;
-        }
-    }
-    for (state, about) in HISTOGRAM_STATES {
-        let Some(d) = r.stats.distribution(state) else {
-            continue;
+            [ms(d.p50_ns), ms(d.p90_ns), ms(d.p99_ns), ms(d.max_ns)]
         };
-        if d.count == 0 {
-            continue;
-        }
+        writeln!(
+            out,
+            "{:<14} {:>8} {p50:>12} {p90:>12} {p99:>12} {max:>12}  {about}",
+            state.name(),
+            d.count
+        )?;
+    }
+    for (state, about, d) in distributions.iter().filter(|(_, _, d)| d.count > 0) {
         writeln!(out, "\n{} ({about})", state.name())?;
         writeln!(out, "{:>24} : {:<8} distribution", "usecs", "count")?;
         let top = d.log2_us.iter().map(|b| b.2).max().unwrap_or(1).max(1);
