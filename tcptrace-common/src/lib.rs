@@ -49,6 +49,32 @@ pub const KIND_RESET_SENT: u8 = 2;
 /// Filled in like `KIND_RESET_SENT`.
 pub const KIND_RESET_RECEIVED: u8 = 3;
 
+/// `TransitionEvent::kind`: the timer of a timewait socket was armed
+/// (`timer:timer_start` with `tw_timer_handler`): a new timewait socket, or a
+/// re-arm (the agent tells them apart by `skaddr`). `skaddr` is the timewait
+/// socket, the endpoints and `netns` are its own, `oldstate` is its substate
+/// (`TIME_WAIT`, or `FIN_WAIT2` for an orphan), and `dur_ns` holds the timer's
+/// length in *jiffies* (`expires - now`), not nanoseconds.
+pub const KIND_TW_ARMED: u8 = 4;
+/// `TransitionEvent::kind`: the timer of a timewait socket was taken off the
+/// timer wheel (`timer:timer_cancel`): right before it runs (expiry), before a
+/// re-arm, or because the socket is ended early. Filled in like
+/// `KIND_TW_ARMED` (without `dur_ns`), plus the task fields and
+/// `FLAG_NET_DYING`.
+pub const KIND_TW_CANCEL: u8 = 5;
+/// `TransitionEvent::kind`: a timewait socket's timer ran out
+/// (`timer:timer_expire_entry`). Filled in like `KIND_TW_CANCEL`.
+pub const KIND_TW_EXPIRED: u8 = 6;
+/// `TransitionEvent::kind`: a request socket was created (its SYN-ACK timer
+/// armed) on a CPU that had just ended a timewait socket while serving a
+/// softirq: the SYN that reopened it. `skaddr` is the request socket; the
+/// endpoints and `netns` are its own.
+pub const KIND_TW_REQUEST: u8 = 7;
+
+/// `TransitionEvent::flags` of `KIND_TW_CANCEL`: the socket's network
+/// namespace was being dismantled (its reference count was 0).
+pub const FLAG_NET_DYING: u16 = 1 << 3;
+
 /// One event of a TCP socket, as sent through the `EVENTS` ring buffer: a
 /// state transition, or a reset sent or received (see `KIND_*`).
 #[repr(C)]
@@ -163,6 +189,53 @@ pub struct KernelOffsets {
     pub net_inum: u32,
 }
 
+/// What the timewait programs need, found by the agent at run time: timer
+/// callback addresses from /proc/kallsyms and structure offsets from the
+/// kernel's BTF. `tw_handler` 0 turns TIME_WAIT tracking off;
+/// `reqsk_handler` 0 only turns off the detection of reopened sockets;
+/// `net_refcount` 0 only that of purged ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimewaitConfig {
+    /// Address of `tw_timer_handler`.
+    pub tw_handler: u64,
+    /// Address of `reqsk_timer_handler`.
+    pub reqsk_handler: u64,
+    /// `struct inet_timewait_sock` -> `tw_timer` (a `struct timer_list`).
+    pub tw_timer: u32,
+    /// `struct inet_timewait_sock` -> `tw_substate` (a byte).
+    pub tw_substate: u32,
+    /// `struct request_sock` -> `rsk_timer`.
+    pub rsk_timer: u32,
+    /// `struct timer_list` -> `function`.
+    pub timer_function: u32,
+    /// `struct sock_common` members, shared by full, timewait and request
+    /// sockets: remote and local IPv4 address (network order), remote port
+    /// (network order), local port (host order), family, IPv6 addresses.
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `struct net` -> its namespace reference count (a `u32`).
+    pub net_refcount: u32,
+}
+
+/// The fields of `timer:timer_start` that the timewait programs read.
+pub const TIMER_START_FIELDS: [(&str, usize, usize); 4] = [
+    ("timer", 8, 8),
+    ("function", 16, 8),
+    ("expires", 24, 8),
+    ("now", 40, 8),
+];
+/// The fields of `timer:timer_cancel` that the timewait programs read.
+pub const TIMER_CANCEL_FIELDS: [(&str, usize, usize); 1] = [("timer", 8, 8)];
+/// The fields of `timer:timer_expire_entry` that the timewait programs read.
+pub const TIMER_EXPIRE_ENTRY_FIELDS: [(&str, usize, usize); 2] =
+    [("timer", 8, 8), ("function", 24, 8)];
+
 /// Layout of the `sock:inet_sock_set_state` record that the eBPF program reads
 /// directly (constant offsets are what the verifier allows for cheap context
 /// loads). The agent checks it field by field against the tracepoint's `format`
@@ -226,6 +299,7 @@ const _: () = {
     assert!(size_of::<TransitionEvent>() == 96);
     assert!(size_of::<SockState>() == 16);
     assert!(size_of::<KernelFilter>() == 40);
+    assert!(size_of::<TimewaitConfig>() == 64);
 };
 
 #[cfg(feature = "user")]
@@ -238,6 +312,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelFilter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TimewaitConfig {}
 }
 
 #[cfg(test)]

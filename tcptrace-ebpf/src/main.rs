@@ -11,6 +11,7 @@ mod inet_sock_set_state;
 mod maps;
 mod resets;
 mod softirq;
+mod timewait;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{KernelFilter, KernelOffsets, SockState, counter};
+use tcptrace_common::{KernelFilter, KernelOffsets, SockState, TimewaitConfig, counter};
 
 /// Transitions for the agent (`TransitionEvent` records).
 #[map]
@@ -28,6 +28,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// `softirq_entry`/`softirq_exit` programs.
 #[map]
 pub static IN_SOFTIRQ: PerCpuArray<u8> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU time (`bpf_ktime_get_ns`) at which a timewait socket was last ended
+/// while serving a softirq, 0 once consumed; see `timewait::try_reopened`.
+#[map]
+pub static REOPEN_WATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Wake the agent when at least this many bytes are pending in `EVENTS`; below
 /// it, records are submitted without a wake-up and the agent's periodic drain
@@ -54,21 +59,50 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     net_inum: 0,
 });
 
+/// What the timewait programs need (zeros: they are not attached).
+#[unsafe(no_mangle)]
+pub static TIMEWAIT: Global<TimewaitConfig> = Global::new(TimewaitConfig {
+    tw_handler: 0,
+    reqsk_handler: 0,
+    tw_timer: 0,
+    tw_substate: 0,
+    rsk_timer: 0,
+    timer_function: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_family: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    net_refcount: 0,
+});
+
+/// The `struct net` of a socket (full, timewait or request: they share
+/// `struct sock_common`), if known.
+#[inline(always)]
+pub fn net_of(sk: u64) -> Option<u64> {
+    let offset = OFFSETS.load().sock_net;
+    if offset == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes from BTF.
+    unsafe { bpf_probe_read_kernel((sk + u64::from(offset)) as *const u64) }
+        .ok()
+        .filter(|net| *net != 0)
+}
+
 /// The inode number of a socket's network namespace, 0 if unknown.
 #[inline(always)]
 pub fn netns_of(sk: u64) -> u32 {
-    let offsets = OFFSETS.load();
-    if offsets.sock_net == 0 || offsets.net_inum == 0 {
-        return 0;
+    let inum = OFFSETS.load().net_inum;
+    match net_of(sk) {
+        // SAFETY: as in `net_of`.
+        Some(net) if inum != 0 => {
+            unsafe { bpf_probe_read_kernel((net + u64::from(inum)) as *const u32) }.unwrap_or(0)
+        }
+        _ => 0,
     }
-    // SAFETY: bpf_probe_read_kernel checks the addresses; offsets come from BTF.
-    let net: u64 =
-        unsafe { bpf_probe_read_kernel((sk + u64::from(offsets.sock_net)) as *const u64) }
-            .unwrap_or(0);
-    if net == 0 {
-        return 0;
-    }
-    unsafe { bpf_probe_read_kernel((net + u64::from(offsets.net_inum)) as *const u32) }.unwrap_or(0)
 }
 
 /// Adds one to a per-CPU counter and returns its new value (0 if unavailable).

@@ -2,6 +2,7 @@
 //! print, watch the loss counters, stop on a signal or a closed stdout.
 
 use std::{
+    collections::HashMap,
     fmt, io,
     time::{Duration, Instant},
 };
@@ -16,10 +17,12 @@ use tokio::{
 use crate::{
     bpf::{BpfError, Counters, Tracer},
     conn::{Closed, Tracker},
-    event::Event,
+    event::{Event, TcpState, Transition},
     filter::Filter,
     output::{Printer, summary::Report},
     stats::{Stats, open_by_state},
+    system,
+    timewait::{Timewaits, TwOutput},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,9 @@ pub enum AgentError {
     #[error(transparent)]
     Bpf(#[from] BpfError),
 }
+
+/// Network namespaces whose TIME_WAIT overflows are watched, at most.
+const MAX_WATCHED_NETNS: usize = 256;
 
 /// How the run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -102,8 +108,21 @@ pub struct Options {
     pub summary_only: bool,
     pub verbose: bool,
     pub filter: Filter,
-    /// Bound on connections followed in the agent.
+    /// Bound on connections (and on timewait sockets) followed in the agent.
     pub max_conns: usize,
+    /// Whether timewait sockets are traced.
+    pub timewait: bool,
+    /// The kernel's timer frequency, if known.
+    pub hz: Option<u32>,
+}
+
+/// `TcpExtTCPTimeWaitOverflow` of one network namespace, read through a
+/// process inside it.
+struct OverflowWatch {
+    pid: u32,
+    /// The value when tcptrace first read it.
+    base: u64,
+    last: u64,
 }
 
 pub struct Agent<W: io::Write> {
@@ -112,6 +131,9 @@ pub struct Agent<W: io::Write> {
     out: W,
     options: Options,
     tracker: Tracker,
+    timewaits: Timewaits,
+    tw_out: Vec<TwOutput>,
+    overflows: HashMap<u32, OverflowWatch>,
     stats: Stats,
     transitions: u64,
     undecodable: u64,
@@ -132,6 +154,9 @@ impl<W: io::Write> Agent<W> {
             printer,
             out,
             tracker: Tracker::new(options.max_conns),
+            timewaits: Timewaits::new(options.max_conns, options.hz),
+            tw_out: Vec::new(),
+            overflows: HashMap::new(),
             options,
             stats: Stats::new(),
             transitions: 0,
@@ -140,9 +165,43 @@ impl<W: io::Write> Agent<W> {
         }
     }
 
-    /// Learns the sockets that existed before tracing started (their owners).
-    pub fn seed(&mut self, existing: Vec<crate::snapshot::Existing>) {
-        self.tracker.seed(existing);
+    /// Learns the sockets that existed before tracing started: owners,
+    /// timewait sockets, and a process in each network namespace.
+    pub fn seed(&mut self, snapshot: crate::snapshot::Snapshot) {
+        self.timewaits.seed(
+            snapshot
+                .sockets
+                .iter()
+                .filter(|e| e.timewait)
+                .map(|e| (e.netns, e.local, e.remote, e.state)),
+        );
+        self.tracker
+            .seed(snapshot.sockets.into_iter().filter(|e| !e.timewait));
+        for (netns, pid) in snapshot.namespaces {
+            self.watch_overflows(netns, pid);
+        }
+    }
+
+    /// Live timewait sockets per network namespace.
+    pub fn timewait_counts(&self) -> impl Iterator<Item = (u32, crate::timewait::TwCount)> + '_ {
+        self.timewaits.counts()
+    }
+
+    /// Starts watching a namespace's `TcpExtTCPTimeWaitOverflow` through `pid`.
+    fn watch_overflows(&mut self, netns: u32, pid: u32) {
+        if !self.options.timewait || self.overflows.len() >= MAX_WATCHED_NETNS {
+            return;
+        }
+        if let Ok(value) = system::tw_overflows(pid, netns) {
+            self.overflows.insert(
+                netns,
+                OverflowWatch {
+                    pid,
+                    base: value,
+                    last: value,
+                },
+            );
+        }
     }
 
     /// Runs until a signal or a closed stdout. Must be called inside a tokio
@@ -224,6 +283,8 @@ impl<W: io::Write> Agent<W> {
             for c in self.tracker.settle_all() {
                 self.closed(c)?;
             }
+            self.timewaits.settle_all(&mut self.tw_out);
+            self.timewait_output()?;
             self.print_summary(started)
         });
         if let Err(err) = last {
@@ -249,20 +310,28 @@ impl<W: io::Write> Agent<W> {
             match Event::decode(&item) {
                 Ok(Event::Transition(mut t)) => {
                     self.transitions += 1;
-                    let closed = self.tracker.on_transition(&mut t);
-                    if self
-                        .options
-                        .filter
-                        .accepts(t.owner.as_ref(), &t.local, &t.remote, t.netns)
-                    {
-                        self.stats.record_transition(&t);
-                        if !self.options.summary_only {
-                            self.printer.transition(&mut self.out, &t)?;
+                    let mut closed = self.tracker.on_transition(&mut t);
+                    if let Some(task) = t.task {
+                        if t.old == TcpState::Close && t.new == TcpState::SynSent {
+                            self.timewaits.note_connect(&t);
+                        }
+                        if t.netns != 0 && !self.overflows.contains_key(&t.netns) {
+                            self.watch_overflows(t.netns, task.pid);
                         }
                     }
+                    // The connection lives on in a timewait socket: its
+                    // verdict counts now, its record comes when that ends.
+                    if let Some(c) = self.timewaits.join(&mut t, &mut closed) {
+                        count_closed(&mut self.stats, &self.options.filter, c);
+                    }
+                    self.transition(&t)?;
                     if let Some(c) = closed {
                         self.closed(c)?;
                     }
+                }
+                Ok(Event::Timewait(e)) => {
+                    self.timewaits.on_event(&e, &mut self.tw_out);
+                    self.timewait_output()?;
                 }
                 Ok(Event::Reset(r)) => {
                     if let Some(c) = self.tracker.on_reset(&r) {
@@ -280,23 +349,60 @@ impl<W: io::Write> Agent<W> {
         for c in self.tracker.end_batch() {
             self.closed(c)?;
         }
+        self.timewaits.end_batch(&mut self.tw_out);
+        self.timewait_output()?;
         self.out.flush()
     }
 
-    fn closed(&mut self, c: Closed) -> io::Result<()> {
+    /// Counts and prints a transition that passes the filters.
+    fn transition(&mut self, t: &Transition) -> io::Result<()> {
         if !self
             .options
             .filter
-            .accepts(c.owner.as_ref(), &c.local, &c.remote, c.netns)
+            .accepts(t.owner.as_ref(), &t.local, &t.remote, t.netns)
         {
             return Ok(());
         }
-        self.stats.record_closed(&c);
-        if self.options.summary_only {
-            Ok(())
-        } else {
-            self.printer.closed(&mut self.out, &c)
+        self.stats.record_transition(t);
+        if t.timewait.is_some() {
+            self.stats.record_timewait(t);
         }
+        if self.options.summary_only {
+            return Ok(());
+        }
+        self.printer.transition(&mut self.out, t)
+    }
+
+    /// Prints and counts what the timewait tracker produced.
+    fn timewait_output(&mut self) -> io::Result<()> {
+        let mut items = std::mem::take(&mut self.tw_out);
+        let mut result = Ok(());
+        for item in items.drain(..) {
+            result = result.and_then(|()| match item {
+                TwOutput::Transition(t) => self.transition(&t),
+                // Counted when its full socket closed.
+                TwOutput::Closed(c) => self.print_closed(&c),
+            });
+        }
+        self.tw_out = items;
+        result
+    }
+
+    fn print_closed(&mut self, c: &Closed) -> io::Result<()> {
+        if self.options.summary_only
+            || !self
+                .options
+                .filter
+                .accepts(c.owner.as_ref(), &c.local, &c.remote, c.netns)
+        {
+            return Ok(());
+        }
+        self.printer.closed(&mut self.out, c)
+    }
+
+    fn closed(&mut self, c: Closed) -> io::Result<()> {
+        count_closed(&mut self.stats, &self.options.filter, &c);
+        self.print_closed(&c)
     }
 
     fn print_summary(&mut self, started: Instant) -> io::Result<()> {
@@ -312,6 +418,18 @@ impl<W: io::Write> Agent<W> {
             lost: self.reported.lost,
             stats: &self.stats,
             open: open_by_state(open, now),
+            timewait: self
+                .options
+                .timewait
+                .then(|| crate::output::summary::TimewaitReport {
+                    live: self.timewaits.counts().collect(),
+                    overflows: self
+                        .overflows
+                        .iter()
+                        .map(|(netns, w)| (*netns, w.last - w.base))
+                        .filter(|(_, n)| *n > 0)
+                        .collect(),
+                }),
         };
         self.printer.summary(&mut self.out, &report, now)?;
         self.out.flush()
@@ -331,7 +449,30 @@ impl<W: io::Write> Agent<W> {
             eprintln!("tcptrace: warning: socket tracking map full; raise --max-sockets");
         }
         self.reported = now;
+        self.report_overflows();
         Ok(())
+    }
+
+    /// Says on stderr when connections got no timewait socket because the
+    /// namespace's `tcp_max_tw_buckets` was reached.
+    fn report_overflows(&mut self) {
+        self.overflows.retain(|netns, w| {
+            // A namespace whose process is gone is watched again through the
+            // next one seen in it.
+            let Ok(value) = system::tw_overflows(w.pid, *netns) else {
+                return false;
+            };
+            if value > w.last {
+                eprintln!(
+                    "tcptrace: warning: netns {netns}: {} connections closed without a timewait socket \
+                     (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; {} since start)",
+                    value - w.last,
+                    value - w.base
+                );
+            }
+            w.last = value;
+            true
+        });
     }
 
     fn summary(&self, started: Instant) -> Result<Summary, AgentError> {
@@ -343,6 +484,13 @@ impl<W: io::Write> Agent<W> {
             untracked_conns: self.tracker.untracked,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// Counts a connection's verdict, if it passes the filters.
+fn count_closed(stats: &mut Stats, filter: &Filter, c: &Closed) {
+    if filter.accepts(c.owner.as_ref(), &c.local, &c.remote, c.netns) {
+        stats.record_closed(c);
     }
 }
 

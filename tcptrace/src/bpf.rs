@@ -11,7 +11,7 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
-use tcptrace_common::{KernelFilter, KernelOffsets, counter};
+use tcptrace_common::{KernelFilter, KernelOffsets, TimewaitConfig, counter};
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace-ebpf"));
@@ -20,6 +20,14 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 /// the two attaches leave its CPU's flag set until the next softirq there, and
 /// misattribute that CPU's transitions meanwhile.
 const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_exit", "softirq_entry"];
+/// The timewait programs, attached (when TIME_WAIT is tracked) before the
+/// state transitions, so that no timewait socket's start is missed for a
+/// connection whose CLOSE is seen.
+const TIMEWAIT_TRACEPOINTS: [(&str, &str); 3] = [
+    ("timer", "timer_start"),
+    ("timer", "timer_cancel"),
+    ("timer", "timer_expire_entry"),
+];
 /// Classic tracepoint programs, named after their tracepoints; the state
 /// transitions last, once everything they rely on is in place.
 const TRACEPOINTS: [(&str, &str); 3] = [
@@ -60,6 +68,8 @@ pub struct Config {
     pub filter: KernelFilter,
     /// Offsets from the kernel's BTF (zeros: no network namespaces).
     pub offsets: KernelOffsets,
+    /// What the timewait programs need; `None`: TIME_WAIT is not tracked.
+    pub timewait: Option<TimewaitConfig>,
     /// Attach the empty "floor" programs instead (benchmark only).
     pub floor: bool,
 }
@@ -88,6 +98,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
             .override_global("FILTER", &config.filter, true)
             .override_global("OFFSETS", &config.offsets, true)
+            .override_global("TIMEWAIT", &config.timewait.unwrap_or_default(), true)
             .override_global(aya_log::LEVEL, &config.log_level, false)
             .load(OBJECT)?;
 
@@ -105,7 +116,11 @@ impl Tracer {
             program.load().map_err(err)?;
             program.attach(hook).map_err(err)?;
         }
-        for (category, hook) in TRACEPOINTS {
+        let timewait = match config.timewait {
+            Some(_) => &TIMEWAIT_TRACEPOINTS[..],
+            None => &[],
+        };
+        for &(category, hook) in timewait.iter().chain(&TRACEPOINTS) {
             let name = format!("{prefix}{hook}");
             let program: &mut TracePoint = program_mut(&mut ebpf, &name)?;
             let err = |source| BpfError::Program {

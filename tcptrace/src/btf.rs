@@ -232,6 +232,33 @@ pub fn kernel_offsets(btf: &Btf) -> Result<tcptrace_common::KernelOffsets, BtfEr
     })
 }
 
+/// The offsets the timewait programs need (callback addresses left 0 for the
+/// caller). The namespace reference count is optional: without it, purged
+/// timewait sockets are reported as killed.
+pub fn timewait_offsets(btf: &Btf) -> Result<tcptrace_common::TimewaitConfig, BtfError> {
+    let common = |member: &str| btf.member_offset("sock_common", &[member]);
+    let net_refcount = ["__ns_ref", "count"]
+        .iter()
+        .find_map(|name| btf.member_offset("net", &["ns", name]).ok())
+        .unwrap_or(0);
+    Ok(tcptrace_common::TimewaitConfig {
+        tw_handler: 0,
+        reqsk_handler: 0,
+        tw_timer: btf.member_offset("inet_timewait_sock", &["tw_timer"])?,
+        tw_substate: btf.member_offset("inet_timewait_sock", &["tw_substate"])?,
+        rsk_timer: btf.member_offset("request_sock", &["rsk_timer"])?,
+        timer_function: btf.member_offset("timer_list", &["function"])?,
+        skc_daddr: common("skc_daddr")?,
+        skc_rcv_saddr: common("skc_rcv_saddr")?,
+        skc_dport: common("skc_dport")?,
+        skc_num: common("skc_num")?,
+        skc_family: common("skc_family")?,
+        skc_v6_daddr: common("skc_v6_daddr")?,
+        skc_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+        net_refcount,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +372,23 @@ mod tests {
         assert!(
             offsets.net_inum > 0 && offsets.net_inum < 4096,
             "{offsets:?}"
+        );
+        // Timewait and request sockets start with the same sock_common.
+        for ty in ["inet_timewait_sock", "request_sock"] {
+            let first = if ty == "request_sock" {
+                "__req_common"
+            } else {
+                "__tw_common"
+            };
+            assert_eq!(btf.member_offset(ty, &[first]).unwrap(), 0, "{ty}");
+        }
+        let tw = timewait_offsets(&btf).unwrap();
+        assert_eq!((tw.skc_daddr, tw.skc_rcv_saddr), (0, 4), "{tw:?}");
+        assert_eq!((tw.skc_dport, tw.skc_num), (12, 14), "{tw:?}");
+        assert!(tw.net_refcount > 0, "{tw:?}");
+        assert!(
+            tw.tw_timer > 0 && tw.tw_substate > 0 && tw.rsk_timer > 0,
+            "{tw:?}"
         );
     }
 }

@@ -45,10 +45,28 @@ accepted) and the time it spent in each state:
   refused         the connect was answered with a RST
   connect-failed  the connect failed otherwise (timeout, ICMP error)
   timeout         the kernel gave up on it without FIN or RST
+TIME_WAIT, which no other tracer shows (the kernel hands a closing connection
+to a separate timewait socket that inet_sock_set_state never reports), is
+followed through the kernel's timers: 'FIN_WAIT2 -> TIME_WAIT' when it starts
+(its timer's length after MS), 'TIME_WAIT -> CLOSE' when it ends, with its
+real duration in MS and why it ended:
+  expired         its timer ran out (60 s on Linux, plus timer-wheel slack)
+  reused          a connect() took its 4-tuple over (net.ipv4.tcp_tw_reuse)
+  reopened        a new SYN for its 4-tuple was accepted by a listener
+  killed          ended early: a RST (net.ipv4.tcp_rfc1337=0), ss -K...
+  purged          its network namespace went away
+and how often its timer was re-armed (a retransmitted FIN extends it). An
+orphan whose peer never sends its FIN shows as FIN_WAIT2 in a timewait socket
+(net.ipv4.tcp_fin_timeout), not as TIME_WAIT. A connection that had a timewait
+socket gets its 'closed' line when that ends, TIME_WAIT included.
 On exit, and every --interval, a summary: time-in-state histograms (log2 and
 p50/p90/p99/max), who closes first by process, remote endpoint and listening
 port (most TIME_WAIT-prone first), and open connections by state with the
-oldest one (a CLOSE_WAIT that never closes shows its age here).
+oldest one (a CLOSE_WAIT that never closes shows its age here), and TIME_WAIT:
+how long it lasted next to its timer's length, why it ended, how many timewait
+sockets each network namespace has now (counted from start-up, existing ones
+included), and connections that got none because net.ipv4.tcp_max_tw_buckets
+was reached (also reported live).
 
 Needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with BTF.
 If tracefs is not mounted, tcptrace mounts it on /sys/kernel/tracing and says so.";
@@ -175,6 +193,11 @@ pub struct Cli {
     /// and are counted in the summary.
     #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
     pub max_sockets: u32,
+
+    /// Do not follow timewait sockets: no TIME_WAIT lines, and no hooks on
+    /// the kernel's timers (which fire for every timer on the host).
+    #[arg(long, help_heading = "Tuning")]
+    pub no_timewait: bool,
 
     /// Benchmark only: attach empty programs to the same hooks and print nothing.
     #[arg(long, hide = true)]

@@ -148,6 +148,17 @@ pub struct Closed {
     pub lifetime_ns: Option<u64>,
     /// Measured time in each state it passed through, in order.
     pub in_state: StateTimes,
+    /// How its timewait socket ended, if it had one (the record then comes
+    /// at that end, and `ts_ns`, `lifetime_ns` and `in_state` include it).
+    pub timewait: Option<ClosedTw>,
+}
+
+/// The end of a connection's timewait socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedTw {
+    pub reason: crate::event::TwEnd,
+    /// Times its timer was re-armed (a retransmitted FIN extends TIME_WAIT).
+    pub rearms: u32,
 }
 
 /// A connection still open, for the summaries.
@@ -441,6 +452,7 @@ fn close(sock: u64, ts_ns: u64, conn: Conn, verdict: Verdict) -> Closed {
         verdict,
         lifetime_ns: conn.born_ns.map(|born| ts_ns.saturating_sub(born)),
         in_state: conn.in_state,
+        timewait: None,
     }
 }
 
@@ -492,6 +504,7 @@ pub(crate) mod tests {
                 },
                 task,
                 owner: task,
+                timewait: None,
             }
         }
     }
@@ -796,6 +809,8 @@ pub(crate) mod tests {
                 remote: ANY.parse().unwrap(),
                 state: Listen,
                 owner: Some(nginx),
+                timewait: false,
+                remaining_ms: None,
             },
             Existing {
                 netns: 1,
@@ -803,6 +818,8 @@ pub(crate) mod tests {
                 remote: CLI.parse().unwrap(),
                 state: Established,
                 owner: Some(app),
+                timewait: false,
+                remaining_ms: None,
             },
         ]);
         let mut s = Script { ts: 0 };
@@ -832,6 +849,8 @@ pub(crate) mod tests {
             remote: ANY.parse().unwrap(),
             state: Listen,
             owner: Some(task(80, "nginx")),
+            timewait: false,
+            remaining_ms: None,
         }]);
         let mut t = s.t(1, SRV, ANY, Listen, Close, Some(task(80, "nginx")));
         t.in_old = TimeInState::Unknown;

@@ -10,8 +10,9 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, FLAG_DUR_UNKNOWN, FLAG_NEW_SOCKET, FLAG_PROCESS_CTX, KIND_RESET_RECEIVED,
-    KIND_RESET_SENT, KIND_TRANSITION, TransitionEvent, tcp_state,
+    AF_INET, AF_INET6, FLAG_DUR_UNKNOWN, FLAG_NET_DYING, FLAG_NEW_SOCKET, FLAG_PROCESS_CTX,
+    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL,
+    KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent, tcp_state,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -183,11 +184,41 @@ pub struct Reset {
     pub task: Option<Task>,
 }
 
+/// What happened to a timewait socket (see `tcptrace_common::KIND_TW_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwAction {
+    /// Its timer was armed for this many jiffies: a new timewait socket or a
+    /// re-arm.
+    Armed { jiffies: u64 },
+    /// Its timer was taken off the wheel, in `task`'s system call if any;
+    /// `net_dying`: its network namespace was being dismantled.
+    Cancelled { task: Option<Task>, net_dying: bool },
+    /// Its timer ran out.
+    Expired,
+    /// A request socket (a SYN taken over by a listener) appeared right after
+    /// a timewait socket ended in a softirq; `sock` is the request.
+    Request,
+}
+
+/// A record about a timewait socket (or, for `Request`, a request socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwEvent {
+    pub ts_ns: u64,
+    pub sock: u64,
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// `TIME_WAIT`, or `FIN_WAIT2` for an orphan waiting for the peer's FIN.
+    pub substate: TcpState,
+    pub action: TwAction,
+}
+
 /// One decoded record of the ring buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Transition(Transition),
     Reset(Reset),
+    Timewait(TwEvent),
 }
 
 impl Event {
@@ -207,6 +238,34 @@ impl Event {
     }
 
     pub fn from_raw(raw: &TransitionEvent) -> Result<Self, DecodeError> {
+        let action = match raw.kind {
+            KIND_TW_ARMED => Some(TwAction::Armed {
+                jiffies: raw.dur_ns,
+            }),
+            KIND_TW_CANCEL => Some(TwAction::Cancelled {
+                task: task(raw),
+                net_dying: raw.flags & FLAG_NET_DYING != 0,
+            }),
+            KIND_TW_EXPIRED => Some(TwAction::Expired),
+            KIND_TW_REQUEST => Some(TwAction::Request),
+            _ => None,
+        };
+        if let Some(action) = action {
+            let (local, remote) = endpoints(raw)?;
+            return Ok(Self::Timewait(TwEvent {
+                ts_ns: raw.ts_ns,
+                sock: raw.skaddr,
+                netns: raw.netns,
+                local,
+                remote,
+                substate: match action {
+                    // A request socket has no substate.
+                    TwAction::Request => TcpState::SynRecv,
+                    _ => TcpState::try_from(raw.oldstate)?,
+                },
+                action,
+            }));
+        }
         let direction = match raw.kind {
             KIND_TRANSITION => return Transition::from_raw(raw).map(Self::Transition),
             KIND_RESET_SENT => ResetDirection::Sent,
@@ -251,18 +310,92 @@ pub struct Transition {
     /// The socket's owner as the connection tracker knows it (filled in by
     /// `conn::Tracker`; initially `task`): what the output shows.
     pub owner: Option<Task>,
+    /// Set on the transitions of a connection's timewait socket.
+    pub timewait: Option<TwNote>,
+}
+
+/// Why a timewait socket ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TwEnd {
+    /// Its timer ran out.
+    Expired,
+    /// A connect() took its 4-tuple over (`tcp_tw_reuse`).
+    Reused,
+    /// A new SYN for its 4-tuple was accepted by a listener.
+    Reopened,
+    /// Ended early by the kernel: a RST, a segment an orphan could not take,
+    /// `ss -K`...
+    Killed,
+    /// Its network namespace went away.
+    Purged,
+}
+
+impl TwEnd {
+    pub const ALL: [TwEnd; 5] = [
+        Self::Expired,
+        Self::Reused,
+        Self::Reopened,
+        Self::Killed,
+        Self::Purged,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Reused => "reused",
+            Self::Reopened => "reopened",
+            Self::Killed => "killed",
+            Self::Purged => "purged",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a transition of a timewait socket adds to the states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwNote {
+    /// The connection moved to a timewait socket (the kernel's CLOSE of the
+    /// full socket, shown as the connection sees it); its timer runs this
+    /// long (`None` if the kernel's HZ is unknown).
+    Begins { timer_ns: Option<u64> },
+    /// An orphan's timewait socket received the peer's FIN: FIN_WAIT2 ->
+    /// TIME_WAIT, with a new timer.
+    Changes { timer_ns: Option<u64> },
+    /// The timewait socket ended; its timer had been re-armed `rearms` times.
+    /// `by`: the task whose system call ended it, if any. `fin_unseen`: it
+    /// was an orphan in FIN_WAIT2 and got the peer's FIN at a moment the
+    /// kernel did not show (a re-arm within one timer-wheel bucket fires no
+    /// timer tracepoint); its time is counted from when it was last seen.
+    Ends {
+        reason: TwEnd,
+        rearms: u32,
+        by: Option<Task>,
+        fin_unseen: bool,
+    },
+}
+
+/// The endpoints of a record, decoded by its family.
+fn endpoints(raw: &TransitionEvent) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+    let (local_ip, remote_ip) = match raw.family {
+        AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
+        AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(raw.saddr)),
+            IpAddr::V6(Ipv6Addr::from(raw.daddr)),
+        ),
+        other => return Err(DecodeError::Family(other)),
+    };
+    Ok((
+        SocketAddr::new(local_ip, raw.sport),
+        SocketAddr::new(remote_ip, raw.dport),
+    ))
 }
 
 impl Transition {
     pub fn from_raw(raw: &TransitionEvent) -> Result<Self, DecodeError> {
-        let (local_ip, remote_ip) = match raw.family {
-            AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
-            AF_INET6 => (
-                IpAddr::V6(Ipv6Addr::from(raw.saddr)),
-                IpAddr::V6(Ipv6Addr::from(raw.daddr)),
-            ),
-            other => return Err(DecodeError::Family(other)),
-        };
+        let (local, remote) = endpoints(raw)?;
         let in_old = if raw.flags & FLAG_NEW_SOCKET != 0 {
             TimeInState::NewSocket
         } else if raw.flags & FLAG_DUR_UNKNOWN != 0 {
@@ -275,13 +408,14 @@ impl Transition {
             ts_ns: raw.ts_ns,
             sock: raw.skaddr,
             netns: raw.netns,
-            local: SocketAddr::new(local_ip, raw.sport),
-            remote: SocketAddr::new(remote_ip, raw.dport),
+            local,
+            remote,
             old: TcpState::try_from(raw.oldstate)?,
             new: TcpState::try_from(raw.newstate)?,
             in_old,
             task,
             owner: task,
+            timewait: None,
         })
     }
 }

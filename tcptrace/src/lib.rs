@@ -4,7 +4,8 @@
 //! The pieces, in the order data flows: [`system`] prepares the host, [`btf`]
 //! reads kernel structure offsets, [`bpf`] loads and attaches the programs,
 //! [`agent`] drains the ring buffer, [`event`] decodes records, [`conn`]
-//! follows connections and gives verdicts, [`filter`] selects, [`stats`]
+//! follows connections and gives verdicts, [`timewait`] follows their
+//! timewait sockets, [`filter`] selects, [`stats`]
 //! aggregates, [`output`] prints. Only `bpf`, `btf`, `system` and `agent`
 //! touch the kernel; the rest is I/O-free and unit tested.
 
@@ -20,3 +21,4 @@ pub mod output;
 pub mod snapshot;
 pub mod stats;
 pub mod system;
+pub mod timewait;

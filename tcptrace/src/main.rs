@@ -44,8 +44,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     system::check_privileges()?;
     let btf_path = Path::new(system::BTF_PATH);
     system::check_btf(btf_path)?;
-    let offsets = Btf::from_file(btf_path)
-        .and_then(|btf| btf::kernel_offsets(&btf))
+    let btf = Btf::from_file(btf_path);
+    let offsets = btf
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|btf| btf::kernel_offsets(btf).map_err(|e| e.to_string()))
         .unwrap_or_else(|err| {
             eprintln!(
                 "tcptrace: warning: network namespaces unavailable ({err}); netns is shown as 0"
@@ -59,7 +62,30 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             tracefs.path.display()
         );
     }
-    system::check_tracepoints(&tracefs.path)?;
+    system::check_tracepoints(&tracefs.path, &system::TRACEPOINTS)?;
+    let timewait = match (&btf, cli.no_timewait) {
+        (_, true) => None,
+        (Err(err), false) => {
+            eprintln!("tcptrace: warning: TIME_WAIT not tracked: {err}");
+            None
+        }
+        (Ok(btf), false) => match system::timewait_config(btf, &tracefs.path) {
+            Ok(config) => {
+                if config.reqsk_handler == 0 {
+                    eprintln!(
+                        "tcptrace: warning: reqsk_timer_handler not in /proc/kallsyms: \
+                         reopened timewait sockets are reported as killed"
+                    );
+                }
+                Some(config)
+            }
+            Err(err) => {
+                eprintln!("tcptrace: warning: TIME_WAIT not tracked: {err}");
+                None
+            }
+        },
+    };
+    drop(btf);
 
     let zone = if cli.utc { Zone::Utc } else { Zone::Local };
     let clock = WallClock::new(zone).context("reading the clocks")?;
@@ -92,6 +118,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         },
         filter: kernel_filter,
         offsets,
+        timewait,
         floor: cli.bench_floor,
     })?;
 
@@ -103,14 +130,40 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         verbose: cli.verbose,
         filter: cli.filter(),
         max_conns: cli.max_sockets as usize,
+        timewait: timewait.is_some(),
+        hz: system::kernel_hz(),
     };
     let mut agent = Agent::new(tracer, printer, out, options);
     // After attaching, so that no socket falls between the two.
     let existing = snapshot::take();
-    log::debug!("{} TCP sockets existed at start-up", existing.len());
+    log::debug!("{} TCP sockets existed at start-up", existing.sockets.len());
+    let longest_tw = existing.sockets.iter().filter_map(|e| e.remaining_ms).max();
     agent.seed(existing);
+    if timewait.is_some() {
+        let counts: Vec<String> = agent
+            .timewait_counts()
+            .map(|(netns, c)| match c.fin_wait2 {
+                0 => format!("netns {netns}: {}", c.time_wait),
+                n => format!("netns {netns}: {} (+{n} orphans in FIN_WAIT2)", c.time_wait),
+            })
+            .collect();
+        if let Some(ms) = longest_tw {
+            eprintln!(
+                "tcptrace: timewait sockets at start-up: {}; the last ends in {:.1} s",
+                counts.join(", "),
+                ms as f64 / 1000.0
+            );
+        }
+    }
     // Ready: what happens from here on is traced and attributed.
-    eprintln!("tcptrace: tracing TCP state transitions; Ctrl-C to stop");
+    eprintln!(
+        "tcptrace: tracing TCP state transitions{}; Ctrl-C to stop",
+        if timewait.is_some() {
+            " and TIME_WAIT"
+        } else {
+            ""
+        }
+    );
     let (ending, summary) = runtime.block_on(agent.run(events))?;
     if ending == Ending::Signal {
         let _ = io::stdout().flush();

@@ -22,19 +22,59 @@ pub struct Existing {
     pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// For a timewait socket, its substate (TIME_WAIT, or FIN_WAIT2 for an
+    /// orphan).
     pub state: TcpState,
     pub owner: Option<Task>,
+    /// A timewait socket, not a full one.
+    pub timewait: bool,
+    /// Time left on its timer (timewait sockets only; 10 ms resolution).
+    pub remaining_ms: Option<u64>,
 }
 
-/// A line of /proc/net/tcp{,6}: (local, remote, state, inode).
-pub fn parse_line(line: &str) -> Option<(SocketAddr, SocketAddr, u8, u64)> {
+/// What tcptrace found at start-up.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub sockets: Vec<Existing>,
+    /// Every network namespace with a process, and one process inside it.
+    pub namespaces: Vec<(u32, u32)>,
+}
+
+/// A line of /proc/net/tcp{,6}.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The state; a timewait socket's substate.
+    pub state: u8,
+    pub inode: u64,
+    /// `timer_active`: 3 is a timewait socket's timer.
+    pub timer: u8,
+    /// Time left on the timer, in clock ticks (`USER_HZ`).
+    pub when: u64,
+}
+
+/// `timer_active` of a timewait socket in /proc/net/tcp.
+const TIMER_TIMEWAIT: u8 = 3;
+/// The kernel prints timer values in `USER_HZ` ticks, 100 per second on
+/// every architecture Linux runs on with /proc/net/tcp (jiffies_to_clock_t).
+const USER_HZ: u64 = 100;
+
+/// Parses a line of /proc/net/tcp{,6}.
+pub fn parse_line(line: &str) -> Option<Line> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     if fields.len() < 10 || !fields[0].ends_with(':') {
         return None;
     }
-    let state = u8::from_str_radix(fields[3], 16).ok()?;
-    let inode = fields[9].parse().ok()?;
-    Some((endpoint(fields[1])?, endpoint(fields[2])?, state, inode))
+    let (timer, when) = fields[5].split_once(':')?;
+    Some(Line {
+        local: endpoint(fields[1])?,
+        remote: endpoint(fields[2])?,
+        state: u8::from_str_radix(fields[3], 16).ok()?,
+        inode: fields[9].parse().ok()?,
+        timer: u8::from_str_radix(timer, 16).ok()?,
+        when: u64::from_str_radix(when, 16).ok()?,
+    })
 }
 
 /// "0100007F:1F90" (IPv4: one 32-bit word in host order) or 32 hex digits
@@ -79,14 +119,14 @@ fn comm_of(pid: u32) -> Comm {
     Comm::new(raw)
 }
 
-/// Every TCP socket of every network namespace that has a process, with the
-/// process holding it where one does. Best effort: processes that exit
-/// meanwhile are skipped.
-pub fn take() -> Vec<Existing> {
+/// Every TCP socket (timewait ones included) of every network namespace that
+/// has a process, with the process holding it where one does. Best effort:
+/// processes that exit meanwhile are skipped.
+pub fn take() -> Snapshot {
     let mut owners: HashMap<u64, Task> = HashMap::new();
     let mut namespaces: HashMap<u32, u32> = HashMap::new(); // netns -> a pid inside it
     let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
+        return Snapshot::default();
     };
     for entry in procs.filter_map(Result::ok) {
         let Some(pid) = entry
@@ -121,7 +161,7 @@ pub fn take() -> Vec<Existing> {
         }
     }
     let mut found = Vec::new();
-    for (netns, pid) in namespaces {
+    for (&netns, &pid) in &namespaces {
         for file in ["tcp", "tcp6"] {
             // Streamed: with many TIME_WAIT sockets these files run to tens of
             // megabytes, and reading one whole showed in tcptrace's peak RSS.
@@ -129,26 +169,30 @@ pub fn take() -> Vec<Existing> {
                 continue;
             };
             let lines = BufReader::new(file).lines().map_while(Result::ok).skip(1);
-            for (local, remote, state, inode) in lines.filter_map(|line| parse_line(&line)) {
-                // TIME_WAIT entries are timewait sockets, not full ones.
-                let Ok(state) = TcpState::try_from(state) else {
+            for line in lines.filter_map(|line| parse_line(&line)) {
+                let Ok(state) = TcpState::try_from(line.state) else {
                     continue;
                 };
-                if state == TcpState::TimeWait {
-                    continue;
-                }
-                let owner = (inode != 0).then(|| owners.get(&inode).copied()).flatten();
+                let timewait = line.timer == TIMER_TIMEWAIT;
+                let owner = (line.inode != 0 && !timewait)
+                    .then(|| owners.get(&line.inode).copied())
+                    .flatten();
                 found.push(Existing {
                     netns,
-                    local,
-                    remote,
+                    local: line.local,
+                    remote: line.remote,
                     state,
                     owner,
+                    timewait,
+                    remaining_ms: timewait.then_some(line.when * 1000 / USER_HZ),
                 });
             }
         }
     }
-    found
+    Snapshot {
+        sockets: found,
+        namespaces: namespaces.into_iter().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -158,15 +202,19 @@ mod tests {
     #[test]
     fn parses_proc_net_tcp() {
         let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 42477357 1 000000004591c920 100 0 0 10 0";
-        let (local, remote, state, inode) = parse_line(v4).unwrap();
-        assert_eq!(local, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(remote, "0.0.0.0:0".parse().unwrap());
-        assert_eq!((state, inode), (0x0A, 42477357));
+        let l = parse_line(v4).unwrap();
+        assert_eq!(l.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(l.remote, "0.0.0.0:0".parse().unwrap());
+        assert_eq!((l.state, l.inode, l.timer, l.when), (0x0A, 42477357, 0, 0));
         let v6 = "   1: 00000000000000000000000001000000:01BB 0000000000000000FFFF00000100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 99 1 0000000000000000 20 4 30 10 -1";
-        let (local, remote, state, inode) = parse_line(v6).unwrap();
-        assert_eq!(local, "[::1]:443".parse().unwrap());
-        assert_eq!(remote, "[::ffff:127.0.0.1]:50000".parse().unwrap());
-        assert_eq!((state, inode), (1, 99));
+        let l = parse_line(v6).unwrap();
+        assert_eq!(l.local, "[::1]:443".parse().unwrap());
+        assert_eq!(l.remote, "[::ffff:127.0.0.1]:50000".parse().unwrap());
+        assert_eq!((l.state, l.inode), (1, 99));
+        // A timewait socket: substate, timer 3, 59.31 s left, no inode.
+        let tw = "   7: 0100007F:9C40 0100007F:1F90 06 00000000:00000000 03:0000172B 00000000     0        0 0 3 0000000000000000";
+        let l = parse_line(tw).unwrap();
+        assert_eq!((l.state, l.timer, l.when, l.inode), (6, 3, 5931, 0));
         assert_eq!(
             parse_line("  sl  local_address rem_address   st tx_queue"),
             None
@@ -188,6 +236,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let found = take();
         let mine = found
+            .sockets
             .iter()
             .find(|e| e.state == TcpState::Listen && e.local.port() == port)
             .expect("our listener");

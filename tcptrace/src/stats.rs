@@ -8,11 +8,11 @@ use hdrhistogram::Histogram;
 
 use crate::{
     conn::{Closed, Open, Role, Verdict},
-    event::{Comm, TcpState, TimeInState, Transition},
+    event::{Comm, TcpState, TimeInState, Transition, TwEnd, TwNote},
 };
 
 /// States whose durations are kept, in the order they are printed.
-pub const HISTOGRAM_STATES: [(TcpState, &str); 8] = [
+pub const HISTOGRAM_STATES: [(TcpState, &str); 9] = [
     (TcpState::SynSent, "connect latency"),
     (TcpState::SynRecv, "handshake, server side"),
     (TcpState::Established, "connection lifetime"),
@@ -21,6 +21,7 @@ pub const HISTOGRAM_STATES: [(TcpState, &str); 8] = [
     (TcpState::CloseWait, "peer closed, we have not"),
     (TcpState::LastAck, "our FIN unacknowledged after theirs"),
     (TcpState::Closing, "FINs crossed"),
+    (TcpState::TimeWait, "timewait socket, however it ended"),
 ];
 
 /// Longest duration a histogram tells apart (30 days); longer ones count as this.
@@ -45,6 +46,15 @@ pub struct Stats {
     pub by_remote: HashMap<Option<SocketAddr>, VerdictCounts>,
     /// Passive connections, by the local port they were accepted on.
     pub by_listen_port: HashMap<Option<u16>, VerdictCounts>,
+    /// Timewait sockets ended, by reason (`TwEnd::index`).
+    pub tw_ends: [u64; TwEnd::ALL.len()],
+    /// Re-arms of the timers of the timewait sockets that ended.
+    pub tw_rearms: u64,
+    /// How long TIME_WAIT lasted when its timer ran out, and the exact max.
+    tw_expired: Histogram<u64>,
+    tw_expired_max: u64,
+    /// Length of the latest TIME_WAIT timer armed (the configured length).
+    pub tw_timer_ns: Option<u64>,
 }
 
 impl Default for Stats {
@@ -67,14 +77,13 @@ fn count<K: std::hash::Hash + Eq>(
     table.entry(key).or_default()[v.index()] += 1;
 }
 
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 2).expect("valid histogram bounds")
+}
+
 impl Stats {
     pub fn new() -> Self {
-        let histograms = HISTOGRAM_STATES
-            .iter()
-            .map(|_| {
-                Histogram::new_with_bounds(1, MAX_TRACKED_NS, 2).expect("valid histogram bounds")
-            })
-            .collect();
+        let histograms = HISTOGRAM_STATES.iter().map(|_| histogram()).collect();
         Self {
             histograms,
             max_ns: [0; HISTOGRAM_STATES.len()],
@@ -82,6 +91,14 @@ impl Stats {
             by_process: HashMap::new(),
             by_remote: HashMap::new(),
             by_listen_port: HashMap::new(),
+            tw_ends: [0; TwEnd::ALL.len()],
+            tw_rearms: 0,
+            // 3 significant digits: 60 ms at 60 s, where the timer wheel's
+            // slack is what users look for.
+            tw_expired: Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3)
+                .expect("valid histogram bounds"),
+            tw_expired_max: 0,
+            tw_timer_ns: None,
         }
     }
 
@@ -92,6 +109,34 @@ impl Stats {
             self.histograms[i].saturating_record(ns.max(1));
             self.max_ns[i] = self.max_ns[i].max(ns);
         }
+    }
+
+    /// Counts what a timewait socket's transition says: its timer's length,
+    /// how it ended, and how long TIME_WAIT lasted when it ran out.
+    pub fn record_timewait(&mut self, t: &Transition) {
+        match t.timewait {
+            Some(TwNote::Begins { timer_ns } | TwNote::Changes { timer_ns })
+                if t.new == TcpState::TimeWait && timer_ns.is_some() =>
+            {
+                self.tw_timer_ns = timer_ns;
+            }
+            Some(TwNote::Ends { reason, rearms, .. }) => {
+                self.tw_ends[reason.index()] += 1;
+                self.tw_rearms += u64::from(rearms);
+                if let (TwEnd::Expired, TcpState::TimeWait, TimeInState::Measured(ns)) =
+                    (reason, t.old, t.in_old)
+                {
+                    self.tw_expired.saturating_record(ns.max(1));
+                    self.tw_expired_max = self.tw_expired_max.max(ns);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// How long TIME_WAIT lasted when its timer ran out.
+    pub fn tw_expired(&self) -> Distribution {
+        Distribution::of(&self.tw_expired).capped(self.tw_expired_max)
     }
 
     pub fn record_closed(&mut self, c: &Closed) {
@@ -111,16 +156,7 @@ impl Stats {
     /// The distribution of time spent in `state`, if it is one that is kept.
     pub fn distribution(&self, state: TcpState) -> Option<Distribution> {
         let i = HISTOGRAM_STATES.iter().position(|(s, _)| *s == state)?;
-        let d = Distribution::of(&self.histograms[i]);
-        // A percentile is the middle of its bucket; it can never exceed the max.
-        let max_ns = self.max_ns[i];
-        Some(Distribution {
-            p50_ns: d.p50_ns.min(max_ns),
-            p90_ns: d.p90_ns.min(max_ns),
-            p99_ns: d.p99_ns.min(max_ns),
-            max_ns,
-            ..d
-        })
+        Some(Distribution::of(&self.histograms[i]).capped(self.max_ns[i]))
     }
 }
 
@@ -138,6 +174,18 @@ pub struct Distribution {
 }
 
 impl Distribution {
+    /// With the exact maximum: a percentile is the middle of its bucket, and
+    /// can never exceed it.
+    fn capped(self, max_ns: u64) -> Self {
+        Self {
+            p50_ns: self.p50_ns.min(max_ns),
+            p90_ns: self.p90_ns.min(max_ns),
+            p99_ns: self.p99_ns.min(max_ns),
+            max_ns,
+            ..self
+        }
+    }
+
     pub fn of(h: &Histogram<u64>) -> Self {
         let mut buckets: Vec<(u64, u64, u64)> = Vec::new();
         for (i, slot) in log2_counts(h).into_iter().enumerate() {
@@ -308,6 +356,7 @@ mod tests {
             verdict,
             lifetime_ns: Some(5),
             in_state: Default::default(),
+            timewait: None,
         }
     }
 

@@ -3,12 +3,15 @@
 //! clear sentence for the user.
 
 use std::{
-    fs, io,
+    fs,
+    io::{self, BufRead as _, BufReader},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use tcptrace_common::{
     INET_SOCK_SET_STATE_FIELDS, TCP_RECEIVE_RESET_FIELDS, TCP_SEND_RESET_FIELDS,
+    TIMER_CANCEL_FIELDS, TIMER_EXPIRE_ENTRY_FIELDS, TIMER_START_FIELDS,
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -178,9 +181,20 @@ pub fn check_layout(
     Ok(())
 }
 
-/// Reads and checks the format files of every tracepoint in `TRACEPOINTS`.
-pub fn check_tracepoints(tracefs: &Path) -> Result<(), SystemError> {
-    for (category, name, fields) in TRACEPOINTS {
+/// The timer tracepoints that TIME_WAIT tracking reads (optional: without
+/// them tcptrace runs without it).
+pub const TIMEWAIT_TRACEPOINTS: [(&str, &str, &Fields); 3] = [
+    ("timer", "timer_start", &TIMER_START_FIELDS),
+    ("timer", "timer_cancel", &TIMER_CANCEL_FIELDS),
+    ("timer", "timer_expire_entry", &TIMER_EXPIRE_ENTRY_FIELDS),
+];
+
+/// Reads and checks the format files of `tracepoints`.
+pub fn check_tracepoints(
+    tracefs: &Path,
+    tracepoints: &[(&str, &str, &Fields)],
+) -> Result<(), SystemError> {
+    for (category, name, fields) in tracepoints {
         let tp = format!("{category}:{name}");
         let path = tracefs.join(format!("events/{category}/{name}/format"));
         let format = fs::read_to_string(&path).map_err(|err| match err.kind() {
@@ -193,6 +207,116 @@ pub fn check_tracepoints(tracefs: &Path) -> Result<(), SystemError> {
         check_layout(&tp, &format, fields)?;
     }
     Ok(())
+}
+
+/// Why TIME_WAIT cannot be tracked on this kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum TimewaitError {
+    #[error("{0}")]
+    Btf(#[from] crate::btf::BtfError),
+    #[error("cannot read /proc/kallsyms: {0}")]
+    Kallsyms(io::Error),
+    #[error("tw_timer_handler is not in /proc/kallsyms")]
+    NoHandler,
+    #[error(transparent)]
+    Tracepoint(#[from] SystemError),
+}
+
+/// What the timewait programs need on this kernel: the timer callbacks'
+/// addresses, the offsets from BTF, and timer tracepoints with the expected
+/// layout. Without `reqsk_timer_handler`, reopened timewait sockets are
+/// reported as killed.
+pub fn timewait_config(
+    btf: &crate::btf::Btf,
+    tracefs: &Path,
+) -> Result<tcptrace_common::TimewaitConfig, TimewaitError> {
+    let mut config = crate::btf::timewait_offsets(btf)?;
+    let [tw, reqsk] =
+        kallsyms(["tw_timer_handler", "reqsk_timer_handler"]).map_err(TimewaitError::Kallsyms)?;
+    config.tw_handler = tw.ok_or(TimewaitError::NoHandler)?;
+    config.reqsk_handler = reqsk.unwrap_or(0);
+    check_tracepoints(tracefs, &TIMEWAIT_TRACEPOINTS)?;
+    Ok(config)
+}
+
+/// Finds `names` in the text of /proc/kallsyms ("address type name
+/// [module]"): the exact name, or the name with a compiler suffix
+/// (`.isra.0`, `.llvm.123`). `None` where absent or hidden (address 0).
+pub fn find_symbols<const N: usize>(
+    lines: impl Iterator<Item = String>,
+    names: [&str; N],
+) -> [Option<u64>; N] {
+    let mut found = [None; N];
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let (Some(addr), Some(_), Some(symbol)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        for (slot, name) in found.iter_mut().zip(names) {
+            let matches = symbol
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+            if slot.is_none() && matches {
+                *slot = u64::from_str_radix(addr, 16).ok().filter(|a| *a != 0);
+            }
+        }
+    }
+    found
+}
+
+/// Addresses of kernel functions, from /proc/kallsyms.
+pub fn kallsyms<const N: usize>(names: [&str; N]) -> io::Result<[Option<u64>; N]> {
+    let file = fs::File::open("/proc/kallsyms")?;
+    Ok(find_symbols(
+        BufReader::new(file).lines().map_while(Result::ok),
+        names,
+    ))
+}
+
+/// `CONFIG_HZ` from kernel configuration text.
+pub fn config_hz(lines: impl Iterator<Item = String>) -> Option<u32> {
+    lines
+        .filter_map(|l| l.strip_prefix("CONFIG_HZ=")?.trim().parse().ok())
+        .next()
+}
+
+/// The kernel's timer frequency (jiffies per second), from /proc/config.gz
+/// or /boot/config-RELEASE.
+pub fn kernel_hz() -> Option<u32> {
+    if let Ok(file) = fs::File::open("/proc/config.gz") {
+        let text = BufReader::new(flate2::read::GzDecoder::new(file));
+        if let Some(hz) = config_hz(text.lines().map_while(Result::ok)) {
+            return Some(hz);
+        }
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let path = format!("/boot/config-{}", release.trim());
+    let file = fs::File::open(path).ok()?;
+    config_hz(BufReader::new(file).lines().map_while(Result::ok))
+}
+
+/// A counter from the text of /proc/net/netstat, where each group is a line
+/// of names followed by a line of values ("TcpExt: A B ..." / "TcpExt: 1 2 ...").
+pub fn netstat_counter(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// `TcpExtTCPTimeWaitOverflow` of network namespace `netns`, read through
+/// process `pid` (which must still be in it): connections that closed without
+/// a timewait socket because `tcp_max_tw_buckets` was reached.
+pub fn tw_overflows(pid: u32, netns: u32) -> io::Result<u64> {
+    let ns = fs::metadata(format!("/proc/{pid}/ns/net"))?;
+    if ns.ino() as u32 != netns {
+        return Err(io::Error::other("process left the namespace"));
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/net/netstat"))?;
+    netstat_counter(&text, "TcpExt", "TCPTimeWaitOverflow")
+        .ok_or_else(|| io::Error::other("no TcpExt TCPTimeWaitOverflow"))
 }
 
 #[cfg(test)]
@@ -280,6 +404,42 @@ print fmt: \"family=%s ...\"
     }
 
     #[test]
+    fn finds_kernel_symbols() {
+        let text = "ffffffff82003430 t tw_timer_handler\n\
+                    ffffffff82005970 t reqsk_timer_handler.isra.0\n\
+                    ffffffff82005980 t reqsk_timer_handler_other\n\
+                    0000000000000000 t hidden\n\
+                    ffffffffc0001000 t tw_timer_handler_x\t[somemod]\n";
+        let lines = || text.lines().map(str::to_owned);
+        assert_eq!(
+            find_symbols(lines(), ["tw_timer_handler", "reqsk_timer_handler"]),
+            [Some(0xffffffff82003430), Some(0xffffffff82005970)]
+        );
+        assert_eq!(find_symbols(lines(), ["hidden", "nope"]), [None, None]);
+        // The running kernel (root can read the addresses).
+        let [tw] = kallsyms(["tw_timer_handler"]).unwrap();
+        assert!(tw.is_some(), "tw_timer_handler not in /proc/kallsyms");
+    }
+
+    #[test]
+    fn reads_hz_and_netstat() {
+        let config = "# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n";
+        assert_eq!(config_hz(config.lines().map(str::to_owned)), Some(250));
+        assert_eq!(config_hz("CONFIG_X=1".lines().map(str::to_owned)), None);
+        assert!(matches!(kernel_hz(), Some(100 | 250 | 300 | 1000)));
+        let netstat = "TcpExt: SyncookiesSent TCPTimeWaitOverflow TW\nTcpExt: 0 17 5\n\
+                       IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            netstat_counter(netstat, "TcpExt", "TCPTimeWaitOverflow"),
+            Some(17)
+        );
+        assert_eq!(netstat_counter(netstat, "TcpExt", "Nope"), None);
+        let own_ns = fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        assert!(tw_overflows(std::process::id(), own_ns).is_ok());
+        assert!(tw_overflows(std::process::id(), own_ns.wrapping_add(1)).is_err());
+    }
+
+    #[test]
     fn capability_sets() {
         let status = |caps: &str| format!("Name:\ttcptrace\nCapInh:\t0\nCapEff:\t{caps}\n");
         assert!(privileged(&status("000001ffffffffff")).unwrap()); // root
@@ -297,7 +457,7 @@ print fmt: \"family=%s ...\"
             err.to_string(),
             "no kernel BTF at /nonexistent/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux 5.4 or newer)"
         );
-        let err = check_tracepoints(Path::new("/nonexistent")).unwrap_err();
+        let err = check_tracepoints(Path::new("/nonexistent"), &TRACEPOINTS).unwrap_err();
         assert_eq!(
             err.to_string(),
             "tracepoint sock:inet_sock_set_state not found in tracefs (needs Linux 5.5 or newer)"

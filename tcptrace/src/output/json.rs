@@ -7,11 +7,12 @@ use std::{
 };
 
 use serde::Serialize;
+use serde_json::json;
 
 use crate::{
     clock::WallClock,
     conn::{Closed, StateTimes},
-    event::Transition,
+    event::{Transition, TwNote},
     output::summary::{self, Report},
 };
 
@@ -127,9 +128,42 @@ impl JsonPrinter {
         }
         b.extend_from_slice(b",\"dur\":\"");
         b.extend_from_slice(t.in_old.kind().as_bytes());
-        b.extend_from_slice(b"\"}\n");
+        b.extend_from_slice(b"\",\"timewait\":");
+        match t.timewait {
+            None => b.extend_from_slice(b"null"),
+            // Rare (a few per connection at most): serde is fine here.
+            Some(note) => serde_json::to_writer(&mut *b, &tw_note(note))?,
+        }
+        b.extend_from_slice(b"}\n");
         out.write_all(b)
     }
+}
+
+/// The `timewait` object of a transition of a timewait socket.
+fn tw_note(note: TwNote) -> serde_json::Value {
+    match note {
+        TwNote::Begins { timer_ns } => json!({"event": "begins", "timer_ns": timer_ns}),
+        TwNote::Changes { timer_ns } => json!({"event": "changes", "timer_ns": timer_ns}),
+        TwNote::Ends {
+            reason,
+            rearms,
+            by,
+            fin_unseen,
+        } => json!({
+            "event": "ends",
+            "reason": reason.name(),
+            "rearms": rearms,
+            "fin_unseen": fin_unseen,
+            "by_pid": by.map(|t| t.pid),
+            "by_comm": by.map(|t| t.comm.as_str().into_owned()),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct ClosedTwJson {
+    reason: &'static str,
+    rearms: u32,
 }
 
 #[derive(Serialize)]
@@ -157,6 +191,7 @@ struct ClosedRecord<'a> {
     verdict: &'static str,
     lifetime_ns: Option<u64>,
     states: States<'a>,
+    timewait: Option<ClosedTwJson>,
 }
 
 /// Time per state as a JSON array of {state, ns}, written without collecting.
@@ -193,6 +228,10 @@ impl JsonPrinter {
             verdict: c.verdict.name(),
             lifetime_ns: c.lifetime_ns,
             states: States(&c.in_state),
+            timewait: c.timewait.map(|tw| ClosedTwJson {
+                reason: tw.reason.name(),
+                rearms: tw.rearms,
+            }),
         };
         serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")
@@ -253,6 +292,7 @@ mod tests {
                 comm: Comm::new(comm),
             }),
             netns: 4026531840,
+            timewait: None,
         };
         let mut out = Vec::new();
         p.transition(&mut out, &t).unwrap();
@@ -261,9 +301,9 @@ mod tests {
         p.transition(&mut out, &t).unwrap();
         let text = String::from_utf8(out).unwrap();
         let expected = concat!(
-            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","netns":4026531840,"pid":7,"tid":8,"comm":"curl","ctx":"process","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":12345,"dur":"measured"}"#,
+            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","netns":4026531840,"pid":7,"tid":8,"comm":"curl","ctx":"process","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":12345,"dur":"measured","timewait":null}"#,
             "\n",
-            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","netns":4026531840,"pid":null,"tid":null,"comm":null,"ctx":"process","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":null,"dur":"unknown"}"#,
+            r#"{"type":"transition","time":"2026-11-22T03:04:05.000000042Z","ts_ns":1000000000042,"sock":"0xffff888000001000","netns":4026531840,"pid":null,"tid":null,"comm":null,"ctx":"process","family":"ipv6","laddr":"::1","lport":41000,"raddr":"::1","rport":8080,"old":"FIN_WAIT1","new":"FIN_WAIT2","dur_ns":null,"dur":"unknown","timewait":null}"#,
             "\n"
         );
         assert_eq!(text, expected);
@@ -319,6 +359,7 @@ mod escaping_tests {
             in_old: TimeInState::Measured(9),
             task: None,
             owner: Some(task),
+            timewait: None,
         };
         let mut out = Vec::new();
         p.transition(&mut out, &t).unwrap();

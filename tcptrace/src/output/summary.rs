@@ -7,9 +7,10 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     conn::Verdict,
-    event::Comm,
+    event::{Comm, TwEnd},
     output::{push_endpoint, text::push_ms},
     stats::{Distribution, HISTOGRAM_STATES, OpenState, Stats, VerdictCounts, sorted_rows},
+    timewait::TwCount,
 };
 
 /// Rows per "who closes first" table.
@@ -22,6 +23,18 @@ pub struct Report<'a> {
     pub lost: u64,
     pub stats: &'a Stats,
     pub open: Vec<OpenState>,
+    /// `None` when TIME_WAIT is not tracked.
+    pub timewait: Option<TimewaitReport>,
+}
+
+/// TIME_WAIT now, per network namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimewaitReport {
+    /// Live timewait sockets.
+    pub live: Vec<(u32, TwCount)>,
+    /// Connections closed without a timewait socket since start
+    /// (`TcpExtTCPTimeWaitOverflow`), where there were any.
+    pub overflows: Vec<(u32, u64)>,
 }
 
 fn process_name(key: &Option<(u32, Comm)>) -> String {
@@ -150,7 +163,84 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
             None => writeln!(out, "  {:<12} {:>8}", s.state.name(), s.count)?,
         }
     }
+    if let Some(tw) = &r.timewait {
+        write_timewait(out, r.stats, tw)?;
+    }
     writeln!(out, "---")
+}
+
+fn write_timewait<W: io::Write>(out: &mut W, stats: &Stats, tw: &TimewaitReport) -> io::Result<()> {
+    writeln!(out, "\nTIME_WAIT")?;
+    let d = stats.tw_expired();
+    let timer = stats.tw_timer_ns.map_or_else(
+        || "?".into(),
+        |ns| {
+            ms(ns)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+        },
+    );
+    if d.count == 0 {
+        writeln!(out, "  expired after       none seen (timer {timer} ms)")?;
+    } else {
+        writeln!(
+            out,
+            "  expired after       count {}  p50 {}  p90 {}  p99 {}  max {} ms  (timer {timer} ms)",
+            d.count,
+            ms(d.p50_ns),
+            ms(d.p90_ns),
+            ms(d.p99_ns),
+            ms(d.max_ns)
+        )?;
+    }
+    let mut ends = String::new();
+    for reason in TwEnd::ALL {
+        ends.push_str(&format!(
+            " {} {}",
+            reason.name(),
+            stats.tw_ends[reason.index()]
+        ));
+    }
+    writeln!(
+        out,
+        "  ended:             {ends}; timers re-armed {}",
+        stats.tw_rearms
+    )?;
+    if tw.live.is_empty() {
+        writeln!(out, "  now:                none")?;
+    }
+    for (netns, c) in &tw.live {
+        writeln!(
+            out,
+            "  now in netns {netns:<10} {} in TIME_WAIT, {} orphans in FIN_WAIT2",
+            c.time_wait, c.fin_wait2
+        )?;
+    }
+    for (netns, n) in &tw.overflows {
+        writeln!(
+            out,
+            "  netns {netns}: {n} connections got no timewait socket (tcp_max_tw_buckets reached)"
+        )?;
+    }
+    Ok(())
+}
+
+fn timewait_json(stats: &Stats, tw: &TimewaitReport) -> Value {
+    let ends: Map<String, Value> = TwEnd::ALL
+        .iter()
+        .map(|r| (r.name().to_owned(), json!(stats.tw_ends[r.index()])))
+        .collect();
+    json!({
+        "timer_ns": stats.tw_timer_ns,
+        "expired": stats.tw_expired(),
+        "ended": ends,
+        "rearms": stats.tw_rearms,
+        "now": tw.live.iter().map(|(netns, c)| json!({
+            "netns": netns, "time_wait": c.time_wait, "fin_wait2": c.fin_wait2,
+        })).collect::<Vec<_>>(),
+        "overflows": tw.overflows.iter().map(|(netns, n)| json!({"netns": netns, "count": n})).collect::<Vec<_>>(),
+    })
 }
 
 fn verdict_map(counts: &VerdictCounts) -> Value {
@@ -218,6 +308,7 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
         "open": open,
+        "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw)),
     })
 }
 
@@ -229,7 +320,7 @@ mod tests {
             Closed, Role,
             tests::{Script, task},
         },
-        event::{TcpState, TimeInState},
+        event::{TcpState, TimeInState, TwNote},
         stats::open_by_state,
     };
 
@@ -246,6 +337,39 @@ mod tests {
         );
         t.in_old = TimeInState::Measured(250_000);
         stats.record_transition(&t);
+        // A TIME_WAIT of 61.2 s that expired, its timer re-armed twice, and
+        // one killed.
+        let mut tw = s.t(
+            2,
+            "10.0.0.1:40001",
+            "10.0.0.2:80",
+            TcpState::FinWait2,
+            TcpState::TimeWait,
+            None,
+        );
+        tw.timewait = Some(TwNote::Begins {
+            timer_ns: Some(60_000_000_000),
+        });
+        stats.record_timewait(&tw);
+        tw.old = TcpState::TimeWait;
+        tw.new = TcpState::Close;
+        tw.in_old = TimeInState::Measured(61_200_000_000);
+        tw.timewait = Some(TwNote::Ends {
+            reason: TwEnd::Expired,
+            rearms: 2,
+            by: None,
+            fin_unseen: false,
+        });
+        stats.record_transition(&tw);
+        stats.record_timewait(&tw);
+        tw.in_old = TimeInState::Measured(1_000);
+        tw.timewait = Some(TwNote::Ends {
+            reason: TwEnd::Killed,
+            rearms: 0,
+            by: None,
+            fin_unseen: false,
+        });
+        stats.record_timewait(&tw);
         stats.record_closed(&Closed {
             ts_ns: 1,
             sock: 1,
@@ -257,6 +381,7 @@ mod tests {
             verdict: Verdict::Local,
             lifetime_ns: Some(1),
             in_state: Default::default(),
+            timewait: None,
         });
         stats
     }
@@ -279,6 +404,16 @@ mod tests {
             lost: 0,
             stats: &stats,
             open: open_by_state(open.into_iter(), 4_500_000_000),
+            timewait: Some(TimewaitReport {
+                live: vec![(
+                    7,
+                    TwCount {
+                        time_wait: 3,
+                        fin_wait2: 1,
+                    },
+                )],
+                overflows: vec![(7, 12)],
+            }),
         };
         let mut out = Vec::new();
         write_text(&mut out, &report).unwrap();
@@ -300,6 +435,23 @@ mod tests {
         for (state, _) in HISTOGRAM_STATES {
             assert!(text.contains(state.name()), "{state:?} missing");
         }
+        assert!(
+            text.contains("expired after       count 1  p50 61"),
+            "{text}"
+        );
+        assert!(
+            text.contains("max 61200.000 ms  (timer 60000 ms)"),
+            "{text}"
+        );
+        assert!(text.contains("ended:              expired 1 reused 0 reopened 0 killed 1 purged 0; timers re-armed 2"), "{text}");
+        assert!(
+            text.contains("now in netns 7          3 in TIME_WAIT, 1 orphans in FIN_WAIT2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netns 7: 12 connections got no timewait socket"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -311,6 +463,7 @@ mod tests {
             lost: 1,
             stats: &stats,
             open: vec![],
+            timewait: Some(TimewaitReport::default()),
         };
         let v = to_json(&report, "T");
         assert_eq!(v["type"], "summary");
@@ -321,5 +474,8 @@ mod tests {
         assert_eq!(v["verdicts"]["local"], 1);
         assert_eq!(v["by_process"][0]["comm"], "curl");
         assert_eq!(v["by_remote"][0]["rport"], 80);
+        assert_eq!(v["timewait"]["ended"]["expired"], 1);
+        assert_eq!(v["timewait"]["expired"]["max_ns"], 61_200_000_000u64);
+        assert_eq!(v["timewait"]["timer_ns"], 60_000_000_000u64);
     }
 }

@@ -5,7 +5,7 @@ use std::{io, net::SocketAddr};
 use crate::{
     clock::{WallClock, push_padded},
     conn::Closed,
-    event::{Task, TimeInState, Transition},
+    event::{Task, TcpState, TimeInState, Transition, TwNote},
     output::push_endpoint,
 };
 
@@ -55,6 +55,9 @@ impl TextPrinter {
             TimeInState::Unknown => self.scratch.push('?'),
         }
         right(line, &self.scratch, 10);
+        if let Some(note) = t.timewait {
+            push_tw_note(line, t.new, note);
+        }
         line.push('\n');
         out.write_all(line.as_bytes())
     }
@@ -81,6 +84,14 @@ impl TextPrinter {
             line.push_str(state.name());
             line.push('=');
             push_ms(line, ns);
+        }
+        if let Some(tw) = c.timewait {
+            line.push_str(" timewait=");
+            line.push_str(tw.reason.name());
+            if tw.rearms > 0 {
+                line.push_str(" rearms=");
+                line.push_str(itoa::Buffer::new().format(tw.rearms));
+            }
         }
         line.push('\n');
         out.write_all(line.as_bytes())
@@ -117,6 +128,55 @@ impl TextPrinter {
             pad(line, &self.scratch, self.addr_width);
         }
         line.push(' ');
+    }
+}
+
+/// What a timewait socket's line adds after the MS column.
+fn push_tw_note(line: &mut String, new: TcpState, note: TwNote) {
+    let timer = |line: &mut String, timer_ns: Option<u64>| {
+        if let Some(ns) = timer_ns {
+            line.push_str(", timer ");
+            push_ms(line, ns);
+            line.push_str(" ms");
+        }
+    };
+    match note {
+        TwNote::Begins { timer_ns } => {
+            line.push_str(if new == TcpState::FinWait2 {
+                "  timewait socket (orphan waiting for the peer's FIN)"
+            } else {
+                "  timewait socket"
+            });
+            timer(line, timer_ns);
+        }
+        TwNote::Changes { timer_ns } => {
+            line.push_str("  timewait socket got the peer's FIN");
+            timer(line, timer_ns);
+        }
+        TwNote::Ends {
+            reason,
+            rearms,
+            by,
+            fin_unseen,
+        } => {
+            line.push_str("  ");
+            line.push_str(reason.name());
+            if let Some(task) = by {
+                line.push_str(" by ");
+                line.push_str(&task.comm.as_str());
+                line.push('[');
+                line.push_str(itoa::Buffer::new().format(task.pid));
+                line.push(']');
+            }
+            if rearms > 0 {
+                line.push_str(", timer re-armed ");
+                line.push_str(itoa::Buffer::new().format(rearms));
+                line.push('x');
+            }
+            if fin_unseen {
+                line.push_str(", was FIN_WAIT2 until the peer's FIN");
+            }
+        }
     }
 }
 
@@ -183,6 +243,7 @@ mod tests {
                 comm: Comm::new(comm),
             }),
             netns: 1,
+            timewait: None,
         }
     }
 
@@ -242,6 +303,7 @@ TIME            PID     COMM             LOCAL                 REMOTE           
                 times.add(TcpState::SynSent, 75_000);
                 times
             },
+            timewait: None,
         };
         let mut out = Vec::new();
         p.closed(&mut out, &closed).unwrap();

@@ -1,0 +1,849 @@
+//! TIME_WAIT in the agent: follows each timewait socket through the records
+//! of its timer, joins it to the connection it came from, tells why it ended,
+//! and keeps a live count per network namespace. I/O-free; driven by decoded
+//! events, tested with synthetic sequences.
+//!
+//! The kernel side reports three things per timewait timer (see the eBPF
+//! `timewait.rs`): armed, cancelled, expired. Their sequences mean:
+//! - armed, address not seen before: a new timewait socket;
+//! - cancelled then armed: a re-arm (or an orphan's FIN_WAIT2 -> TIME_WAIT);
+//! - cancelled then expired: the timer ran out;
+//! - cancelled alone: ended early. Which early end is told by what came with
+//!   the cancel: a dying namespace (purged), the system call of a task that
+//!   had just started a connect() (reused), a request socket for the same
+//!   4-tuple right after it (reopened), anything else (killed).
+//!
+//! A cancel alone is only known to be alone once the next records are in, so
+//! it is settled at the end of the drain after the one it arrived in.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::{
+    conn::{Closed, ClosedTw},
+    event::{Task, TcpState, TimeInState, Transition, TwAction, TwEnd, TwEvent, TwNote},
+};
+
+/// (netns, local, remote): how a timewait socket is matched to its full
+/// socket, to a request socket, and to the snapshot.
+type Tuple = (u32, SocketAddr, SocketAddr);
+
+/// A full socket's CLOSE joins the timewait socket armed for its 4-tuple at
+/// most this long before (the kernel arms it just before that CLOSE).
+const JOIN_WINDOW_NS: u64 = 1_000_000_000;
+
+/// A cancel in a task's system call is a reuse when the same thread started a
+/// connect() at most this long before.
+const REUSE_WINDOW_NS: u64 = 10_000_000;
+
+/// Live timewait sockets in one network namespace, by substate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwCount {
+    pub time_wait: u64,
+    /// Orphans waiting for the peer's FIN (substate FIN_WAIT2).
+    pub fin_wait2: u64,
+}
+
+impl TwCount {
+    fn slot(&mut self, substate: TcpState) -> &mut u64 {
+        match substate {
+            TcpState::FinWait2 => &mut self.fin_wait2,
+            _ => &mut self.time_wait,
+        }
+    }
+}
+
+struct Cancel {
+    ts_ns: u64,
+    substate: TcpState,
+    task: Option<Task>,
+    net_dying: bool,
+    batches: u8,
+}
+
+struct Tw {
+    netns: u32,
+    local: SocketAddr,
+    remote: SocketAddr,
+    substate: TcpState,
+    /// When it entered `substate`; `None` if that predates tcptrace.
+    since_ns: Option<u64>,
+    /// When the timewait socket was armed first; `None` if it predates tcptrace.
+    born_ns: Option<u64>,
+    /// Length of the latest arming of its timer.
+    jiffies: u64,
+    rearms: u32,
+    /// Joined to its full socket's CLOSE (or predating tcptrace: nothing to join).
+    joined: bool,
+    /// In `Timewaits::pending`.
+    queued: bool,
+    owner: Option<Task>,
+    /// The connection's record, printed when this timewait socket ends.
+    closed: Option<Closed>,
+    cancel: Option<Cancel>,
+}
+
+/// What the agent prints and counts after a timewait event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TwOutput {
+    /// A transition of a timewait socket (`timewait` is set).
+    Transition(Transition),
+    /// A connection whose timewait socket ended: its record is complete.
+    Closed(Closed),
+}
+
+pub struct Timewaits {
+    live: HashMap<u64, Tw>,
+    by_tuple: HashMap<Tuple, u64>,
+    /// Timewait sockets found at start-up, not yet seen by the kernel side.
+    seeded: HashMap<Tuple, TcpState>,
+    counts: BTreeMap<u32, TwCount>,
+    /// Addresses with a cancel still to settle.
+    pending: Vec<u64>,
+    /// The last connect()s: (thread, when), a ring.
+    connects: [(u32, u64); 16],
+    next_connect: usize,
+    hz: Option<u32>,
+    max: usize,
+    /// Timewait sockets not followed because `max` was reached.
+    pub untracked: u64,
+}
+
+impl Timewaits {
+    /// `hz`: the kernel's timer frequency, to show timer lengths in seconds.
+    pub fn new(max: usize, hz: Option<u32>) -> Self {
+        Self {
+            live: HashMap::default(),
+            by_tuple: HashMap::default(),
+            seeded: HashMap::default(),
+            counts: BTreeMap::new(),
+            pending: Vec::new(),
+            connects: [(0, 0); 16],
+            next_connect: 0,
+            hz,
+            max,
+            untracked: 0,
+        }
+    }
+
+    /// Learns the timewait sockets that existed at start-up.
+    pub fn seed(
+        &mut self,
+        existing: impl IntoIterator<Item = (u32, SocketAddr, SocketAddr, TcpState)>,
+    ) {
+        for (netns, local, remote, substate) in existing {
+            if self.seeded.len() >= self.max {
+                self.untracked += 1;
+                continue;
+            }
+            if self
+                .seeded
+                .insert((netns, local, remote), substate)
+                .is_none()
+            {
+                *self.counts.entry(netns).or_default().slot(substate) += 1;
+            }
+        }
+    }
+
+    /// Live timewait sockets per network namespace (those with none left out).
+    pub fn counts(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
+        self.counts
+            .iter()
+            .filter(|(_, c)| c.time_wait + c.fin_wait2 > 0)
+            .map(|(netns, c)| (*netns, *c))
+    }
+
+    /// Remembers a connect() (a CLOSE -> SYN_SENT in process context), which
+    /// may take over a timewait socket's 4-tuple an instant later.
+    pub fn note_connect(&mut self, t: &Transition) {
+        if let Some(task) = t.task {
+            self.connects[self.next_connect] = (task.tid, t.ts_ns);
+            self.next_connect = (self.next_connect + 1) % self.connects.len();
+        }
+    }
+
+    fn connected_just_before(&self, tid: u32, ts_ns: u64) -> bool {
+        self.connects
+            .iter()
+            .any(|&(t, at)| t == tid && at <= ts_ns && ts_ns - at <= REUSE_WINDOW_NS)
+    }
+
+    /// A full socket reached CLOSE. If the kernel has just handed its
+    /// connection to a timewait socket, relabels `t` as the connection sees
+    /// it (`FIN_WAIT2 -> TIME_WAIT`...) and keeps `closed` (the connection's
+    /// record) until the timewait socket ends; returns the record kept.
+    pub fn join(&mut self, t: &mut Transition, closed: &mut Option<Closed>) -> Option<&Closed> {
+        use TcpState::*;
+        if t.new != Close || !matches!(t.old, FinWait1 | FinWait2 | Closing) {
+            return None;
+        }
+        let addr = self.by_tuple.get(&(t.netns, t.local, t.remote))?;
+        let hz = self.hz;
+        let tw = self.live.get_mut(addr)?;
+        let fresh = tw
+            .born_ns
+            .is_some_and(|born| t.ts_ns >= born && t.ts_ns - born <= JOIN_WINDOW_NS);
+        if tw.joined || !fresh {
+            return None;
+        }
+        tw.joined = true;
+        tw.owner = t.owner;
+        tw.closed = closed.take();
+        t.new = tw.substate;
+        t.timewait = Some(TwNote::Begins {
+            timer_ns: jiffies_to_ns(hz, tw.jiffies),
+        });
+        tw.closed.as_ref()
+    }
+
+    /// Follows one timewait record.
+    pub fn on_event(&mut self, e: &TwEvent, out: &mut Vec<TwOutput>) {
+        let tuple = (e.netns, e.local, e.remote);
+        match e.action {
+            TwAction::Armed { jiffies } => self.armed(e, tuple, jiffies, out),
+            TwAction::Cancelled { task, net_dying } => {
+                let Some(tw) = self.find(e.sock, tuple, e.substate) else {
+                    return;
+                };
+                tw.cancel = Some(Cancel {
+                    ts_ns: e.ts_ns,
+                    substate: e.substate,
+                    task,
+                    net_dying,
+                    batches: 0,
+                });
+                if !tw.queued {
+                    tw.queued = true;
+                    self.pending.push(e.sock);
+                }
+            }
+            TwAction::Expired => {
+                if self.find(e.sock, tuple, e.substate).is_some() {
+                    self.end(e.sock, TwEnd::Expired, e.ts_ns, e.substate, None, out);
+                }
+            }
+            TwAction::Request => {
+                let Some(&addr) = self.by_tuple.get(&tuple) else {
+                    return;
+                };
+                let cancelled = self
+                    .live
+                    .get(&addr)
+                    .and_then(|tw| tw.cancel.as_ref())
+                    .map(|c| (c.ts_ns, c.substate));
+                if let Some((at, substate)) = cancelled {
+                    self.end(addr, TwEnd::Reopened, at, substate, None, out);
+                }
+            }
+        }
+    }
+
+    fn armed(&mut self, e: &TwEvent, tuple: Tuple, jiffies: u64, out: &mut Vec<TwOutput>) {
+        let timer_ns = jiffies_to_ns(self.hz, jiffies);
+        if let Some(tw) = self.live.get_mut(&e.sock) {
+            tw.cancel = None;
+            tw.jiffies = jiffies;
+            if tw.substate == e.substate {
+                tw.rearms += 1;
+                return;
+            }
+            // An orphan's timewait socket got the peer's FIN.
+            let in_old = measured(tw.since_ns, e.ts_ns);
+            if let (Some(c), TimeInState::Measured(ns)) = (tw.closed.as_mut(), in_old) {
+                c.in_state.add(tw.substate, ns);
+            }
+            let counts = self.counts.entry(tw.netns).or_default();
+            *counts.slot(tw.substate) -= 1;
+            *counts.slot(e.substate) += 1;
+            out.push(TwOutput::Transition(Transition {
+                ts_ns: e.ts_ns,
+                sock: e.sock,
+                netns: tw.netns,
+                local: tw.local,
+                remote: tw.remote,
+                old: tw.substate,
+                new: e.substate,
+                in_old,
+                task: None,
+                owner: tw.owner,
+                timewait: Some(TwNote::Changes { timer_ns }),
+            }));
+            tw.substate = e.substate;
+            tw.since_ns = Some(e.ts_ns);
+            return;
+        }
+        // A new timewait socket. The kernel never has two for one 4-tuple: one
+        // found at start-up, or one whose end was missed, is gone.
+        if let Some(substate) = self.seeded.remove(&tuple) {
+            *self.counts.entry(tuple.0).or_default().slot(substate) -= 1;
+        }
+        if let Some(stale) = self.by_tuple.remove(&tuple)
+            && let Some(tw) = self.live.remove(&stale)
+        {
+            *self.counts.entry(tw.netns).or_default().slot(tw.substate) -= 1;
+        }
+        if self.live.len() >= self.max {
+            self.untracked += 1;
+            return;
+        }
+        self.by_tuple.insert(tuple, e.sock);
+        *self.counts.entry(e.netns).or_default().slot(e.substate) += 1;
+        self.live.insert(
+            e.sock,
+            Tw {
+                netns: e.netns,
+                local: e.local,
+                remote: e.remote,
+                substate: e.substate,
+                since_ns: Some(e.ts_ns),
+                born_ns: Some(e.ts_ns),
+                jiffies,
+                rearms: 0,
+                joined: false,
+                queued: false,
+                owner: None,
+                closed: None,
+                cancel: None,
+            },
+        );
+    }
+
+    /// The timewait socket at `addr`, or the one found at start-up with this
+    /// 4-tuple (now known by its address).
+    fn find(&mut self, addr: u64, tuple: Tuple, substate: TcpState) -> Option<&mut Tw> {
+        if !self.live.contains_key(&addr) {
+            let seeded = self.seeded.remove(&tuple)?;
+            self.by_tuple.insert(tuple, addr);
+            self.live.insert(
+                addr,
+                Tw {
+                    netns: tuple.0,
+                    local: tuple.1,
+                    remote: tuple.2,
+                    // The substate may have changed since the snapshot.
+                    substate: if seeded == substate { seeded } else { substate },
+                    since_ns: None,
+                    born_ns: None,
+                    jiffies: 0,
+                    rearms: 0,
+                    joined: true,
+                    queued: false,
+                    owner: None,
+                    closed: None,
+                    cancel: None,
+                },
+            );
+            if seeded != substate {
+                let counts = self.counts.entry(tuple.0).or_default();
+                *counts.slot(seeded) -= 1;
+                *counts.slot(substate) += 1;
+            }
+        }
+        self.live.get_mut(&addr)
+    }
+
+    /// Ends the timewait socket at `addr`, in `substate` as its last record
+    /// says.
+    fn end(
+        &mut self,
+        addr: u64,
+        reason: TwEnd,
+        ts_ns: u64,
+        substate: TcpState,
+        by: Option<Task>,
+        out: &mut Vec<TwOutput>,
+    ) {
+        let Some(mut tw) = self.live.remove(&addr) else {
+            return;
+        };
+        // An orphan that got the peer's FIN while its timer was re-armed
+        // within the same timer-wheel bucket: the kernel skips the timer
+        // tracepoints then, so the change is only seen now. Its time is
+        // counted from the last moment seen, at most a bucket (~2 s) early.
+        let fin_unseen = tw.substate != substate;
+        if fin_unseen {
+            let counts = self.counts.entry(tw.netns).or_default();
+            *counts.slot(tw.substate) -= 1;
+            *counts.slot(substate) += 1;
+            tw.substate = substate;
+        }
+        let tuple = (tw.netns, tw.local, tw.remote);
+        if self.by_tuple.get(&tuple) == Some(&addr) {
+            self.by_tuple.remove(&tuple);
+        }
+        *self.counts.entry(tw.netns).or_default().slot(tw.substate) -= 1;
+        let in_old = measured(tw.since_ns, ts_ns);
+        out.push(TwOutput::Transition(Transition {
+            ts_ns,
+            sock: addr,
+            netns: tw.netns,
+            local: tw.local,
+            remote: tw.remote,
+            old: tw.substate,
+            new: TcpState::Close,
+            in_old,
+            task: by,
+            owner: tw.owner,
+            timewait: Some(TwNote::Ends {
+                reason,
+                rearms: tw.rearms,
+                by,
+                fin_unseen,
+            }),
+        }));
+        if let Some(mut c) = tw.closed {
+            if let TimeInState::Measured(ns) = in_old {
+                c.in_state.add(tw.substate, ns);
+            }
+            c.lifetime_ns = c.lifetime_ns.map(|l| l + ts_ns.saturating_sub(c.ts_ns));
+            c.ts_ns = ts_ns;
+            c.timewait = Some(ClosedTw {
+                reason,
+                rearms: tw.rearms,
+            });
+            out.push(TwOutput::Closed(c));
+        }
+    }
+
+    /// Call after each drain of the ring buffer: settles the cancels that
+    /// nothing followed for a full drain (early ends).
+    pub fn end_batch(&mut self, out: &mut Vec<TwOutput>) {
+        self.settle(out, 2);
+    }
+
+    /// Settles every cancel still open (at exit).
+    pub fn settle_all(&mut self, out: &mut Vec<TwOutput>) {
+        self.settle(out, 0);
+    }
+
+    fn settle(&mut self, out: &mut Vec<TwOutput>, after_batches: u8) {
+        let pending = std::mem::take(&mut self.pending);
+        for addr in pending {
+            let Some(tw) = self.live.get_mut(&addr) else {
+                continue;
+            };
+            let Some(cancel) = tw.cancel.as_mut() else {
+                tw.queued = false;
+                continue;
+            };
+            cancel.batches += 1;
+            if cancel.batches < after_batches {
+                self.pending.push(addr);
+                continue;
+            }
+            let (ts_ns, substate, task, net_dying) =
+                (cancel.ts_ns, cancel.substate, cancel.task, cancel.net_dying);
+            let reason = if net_dying {
+                TwEnd::Purged
+            } else if task.is_some_and(|t| self.connected_just_before(t.tid, ts_ns)) {
+                TwEnd::Reused
+            } else {
+                TwEnd::Killed
+            };
+            self.end(addr, reason, ts_ns, substate, task, out);
+        }
+    }
+}
+
+fn measured(since_ns: Option<u64>, now_ns: u64) -> TimeInState {
+    match since_ns {
+        Some(since) => TimeInState::Measured(now_ns.saturating_sub(since)),
+        None => TimeInState::Unknown,
+    }
+}
+
+fn jiffies_to_ns(hz: Option<u32>, jiffies: u64) -> Option<u64> {
+    hz.map(|hz| jiffies.saturating_mul(1_000_000_000) / u64::from(hz.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        conn::{Role, StateTimes, Verdict, tests::task},
+        event::TwAction::*,
+    };
+
+    const TW: u64 = 0xffff_8880_0000_7000;
+    const LOCAL: &str = "10.0.0.2:40000";
+    const REMOTE: &str = "10.0.0.1:80";
+    const SEC: u64 = 1_000_000_000;
+
+    fn ev(ts_ns: u64, substate: TcpState, action: TwAction) -> TwEvent {
+        TwEvent {
+            ts_ns,
+            sock: TW,
+            netns: 1,
+            local: LOCAL.parse().unwrap(),
+            remote: REMOTE.parse().unwrap(),
+            substate,
+            action,
+        }
+    }
+
+    fn armed(ts_ns: u64, substate: TcpState) -> TwEvent {
+        ev(ts_ns, substate, Armed { jiffies: 15_000 })
+    }
+
+    fn cancelled(ts_ns: u64, task: Option<Task>, net_dying: bool) -> TwEvent {
+        ev(ts_ns, TcpState::TimeWait, Cancelled { task, net_dying })
+    }
+
+    /// The full socket's FIN_WAIT2 -> CLOSE, as the kernel reports it.
+    fn full_close(ts_ns: u64) -> Transition {
+        Transition {
+            ts_ns,
+            sock: 0xffff_8880_0000_1000,
+            netns: 1,
+            local: LOCAL.parse().unwrap(),
+            remote: REMOTE.parse().unwrap(),
+            old: TcpState::FinWait2,
+            new: TcpState::Close,
+            in_old: TimeInState::Measured(1_000),
+            task: None,
+            owner: Some(task(7, "curl")),
+            timewait: None,
+        }
+    }
+
+    fn record() -> Closed {
+        let mut in_state = StateTimes::default();
+        in_state.add(TcpState::Established, 5 * SEC);
+        Closed {
+            ts_ns: SEC,
+            sock: 0xffff_8880_0000_1000,
+            netns: 1,
+            local: LOCAL.parse().unwrap(),
+            remote: REMOTE.parse().unwrap(),
+            role: Role::Active,
+            owner: Some(task(7, "curl")),
+            verdict: Verdict::Local,
+            lifetime_ns: Some(5 * SEC),
+            in_state,
+            timewait: None,
+        }
+    }
+
+    /// A timewait socket armed at 1 s and joined to its connection.
+    fn joined() -> Timewaits {
+        let mut tws = Timewaits::new(100, Some(250));
+        let mut out = Vec::new();
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        let mut t = full_close(SEC + 10_000);
+        let mut closed = Some(record());
+        assert!(tws.join(&mut t, &mut closed).is_some());
+        assert!(closed.is_none(), "the record is kept until TIME_WAIT ends");
+        assert_eq!((t.old, t.new), (TcpState::FinWait2, TcpState::TimeWait));
+        assert_eq!(
+            t.timewait,
+            Some(TwNote::Begins {
+                timer_ns: Some(60 * SEC)
+            })
+        );
+        assert!(out.is_empty());
+        tws
+    }
+
+    fn ended(out: &[TwOutput]) -> (&Transition, Option<&Closed>) {
+        let TwOutput::Transition(t) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let closed = out.get(1).map(|o| match o {
+            TwOutput::Closed(c) => c,
+            other => panic!("{other:?}"),
+        });
+        (t, closed)
+    }
+
+    fn reason(t: &Transition) -> TwEnd {
+        match t.timewait {
+            Some(TwNote::Ends { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn natural_expiry_completes_the_connection() {
+        let mut tws = joined();
+        assert_eq!(tws.counts().collect::<Vec<_>>()[0].1.time_wait, 1);
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(62 * SEC, None, false), &mut out);
+        tws.on_event(&ev(62 * SEC + 500, TcpState::TimeWait, Expired), &mut out);
+        let (t, closed) = ended(&out);
+        assert_eq!(
+            (t.old, t.new, reason(t)),
+            (TcpState::TimeWait, TcpState::Close, TwEnd::Expired)
+        );
+        assert_eq!(t.in_old, TimeInState::Measured(61 * SEC + 500));
+        assert_eq!(t.owner.unwrap().pid, 7);
+        let c = closed.unwrap();
+        assert_eq!(
+            c.timewait,
+            Some(ClosedTw {
+                reason: TwEnd::Expired,
+                rearms: 0
+            })
+        );
+        assert_eq!(c.lifetime_ns, Some(5 * SEC + 61 * SEC + 500));
+        assert_eq!(
+            c.in_state.iter().collect::<Vec<_>>(),
+            vec![
+                (TcpState::Established, 5 * SEC),
+                (TcpState::TimeWait, 61 * SEC + 500)
+            ]
+        );
+        assert_eq!(tws.counts().count(), 0);
+        // Nothing left to settle.
+        out.clear();
+        tws.settle_all(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn rearms_are_counted() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        for i in 2..5 {
+            tws.on_event(&cancelled(i * SEC, None, false), &mut out);
+            tws.on_event(&armed(i * SEC + 1, TcpState::TimeWait), &mut out);
+            tws.end_batch(&mut out);
+            tws.end_batch(&mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        tws.on_event(&cancelled(70 * SEC, None, false), &mut out);
+        tws.on_event(&ev(70 * SEC, TcpState::TimeWait, Expired), &mut out);
+        let (t, c) = ended(&out);
+        assert!(
+            matches!(t.timewait, Some(TwNote::Ends { rearms: 3, .. })),
+            "{t:?}"
+        );
+        assert_eq!(c.unwrap().timewait.unwrap().rearms, 3);
+    }
+
+    #[test]
+    fn early_ends_wait_one_drain_then_get_their_reason() {
+        let client = task(9, "client");
+        // Killed: a cancel in softirq that nothing follows.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, false), &mut out);
+        tws.end_batch(&mut out);
+        assert!(out.is_empty(), "settled one drain later, not at once");
+        tws.end_batch(&mut out);
+        assert_eq!(reason(ended(&out).0), TwEnd::Killed);
+        assert_eq!(ended(&out).0.in_old, TimeInState::Measured(2 * SEC));
+
+        // Reused: the cancel runs in the connect() of the same thread.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        let mut connect = full_close(3 * SEC - 1_000);
+        (connect.old, connect.new, connect.task) =
+            (TcpState::Close, TcpState::SynSent, Some(client));
+        tws.note_connect(&connect);
+        tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        tws.end_batch(&mut out);
+        tws.end_batch(&mut out);
+        let (t, _) = ended(&out);
+        assert_eq!(reason(t), TwEnd::Reused);
+        assert!(matches!(t.timewait, Some(TwNote::Ends { by: Some(b), .. }) if b.pid == 9));
+
+        // A process-context cancel with no connect before it (ss -K): killed.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, Some(task(5, "ss")), false), &mut out);
+        tws.settle_all(&mut out);
+        assert_eq!(reason(ended(&out).0), TwEnd::Killed);
+
+        // Purged: its namespace was dying.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, true), &mut out);
+        tws.settle_all(&mut out);
+        assert_eq!(reason(ended(&out).0), TwEnd::Purged);
+
+        // Reopened: a request socket for the same 4-tuple right after.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, false), &mut out);
+        let mut req = ev(3 * SEC + 10, TcpState::SynRecv, Request);
+        req.sock = 0xffff_8880_0000_9000;
+        tws.on_event(&req, &mut out);
+        assert_eq!(reason(ended(&out).0), TwEnd::Reopened);
+        assert_eq!(ended(&out).0.ts_ns, 3 * SEC, "ends at the cancel");
+        // A request for another 4-tuple is not it.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, false), &mut out);
+        req.remote = "10.0.0.1:81".parse().unwrap();
+        tws.on_event(&req, &mut out);
+        tws.settle_all(&mut out);
+        assert_eq!(reason(ended(&out).0), TwEnd::Killed);
+    }
+
+    #[test]
+    fn orphans_in_fin_wait2() {
+        let mut tws = Timewaits::new(100, Some(100));
+        let mut out = Vec::new();
+        tws.on_event(&armed(SEC, TcpState::FinWait2), &mut out);
+        let mut t = full_close(SEC);
+        t.old = TcpState::FinWait1;
+        tws.join(&mut t, &mut None);
+        assert_eq!((t.old, t.new), (TcpState::FinWait1, TcpState::FinWait2));
+        assert_eq!(
+            tws.counts().next().unwrap().1,
+            TwCount {
+                time_wait: 0,
+                fin_wait2: 1
+            }
+        );
+        // The peer's FIN, seen as a re-arm with a new substate.
+        tws.on_event(&cancelled(5 * SEC, None, false), &mut out);
+        tws.on_event(&armed(5 * SEC, TcpState::TimeWait), &mut out);
+        let TwOutput::Transition(t) = &out[0] else {
+            panic!()
+        };
+        assert_eq!((t.old, t.new), (TcpState::FinWait2, TcpState::TimeWait));
+        assert_eq!(t.in_old, TimeInState::Measured(4 * SEC));
+        assert_eq!(
+            t.timewait,
+            Some(TwNote::Changes {
+                timer_ns: Some(150 * SEC)
+            })
+        );
+        assert_eq!(
+            tws.counts().next().unwrap().1,
+            TwCount {
+                time_wait: 1,
+                fin_wait2: 0
+            }
+        );
+        tws.on_event(&ev(66 * SEC, TcpState::TimeWait, Expired), &mut out);
+        let TwOutput::Transition(t) = &out[1] else {
+            panic!()
+        };
+        assert!(matches!(
+            t.timewait,
+            Some(TwNote::Ends {
+                rearms: 0,
+                fin_unseen: false,
+                ..
+            })
+        ));
+        assert_eq!(t.in_old, TimeInState::Measured(61 * SEC));
+
+        // The FIN within one timer-wheel bucket: no re-arm seen, the end
+        // record tells.
+        let mut tws = Timewaits::new(100, None);
+        let mut out = Vec::new();
+        tws.on_event(&armed(SEC, TcpState::FinWait2), &mut out);
+        tws.on_event(&ev(62 * SEC, TcpState::TimeWait, Expired), &mut out);
+        let (t, _) = ended(&out);
+        assert_eq!(t.old, TcpState::TimeWait);
+        assert!(matches!(
+            t.timewait,
+            Some(TwNote::Ends {
+                fin_unseen: true,
+                ..
+            })
+        ));
+        assert_eq!(tws.counts().count(), 0);
+    }
+
+    #[test]
+    fn sockets_from_the_snapshot() {
+        let mut tws = Timewaits::new(100, None);
+        let tuple = |port: u16| {
+            (
+                1,
+                SocketAddr::new("10.0.0.2".parse().unwrap(), port),
+                REMOTE.parse::<SocketAddr>().unwrap(),
+            )
+        };
+        tws.seed([
+            (
+                tuple(40000).0,
+                tuple(40000).1,
+                tuple(40000).2,
+                TcpState::TimeWait,
+            ),
+            (
+                tuple(40001).0,
+                tuple(40001).1,
+                tuple(40001).2,
+                TcpState::TimeWait,
+            ),
+        ]);
+        assert_eq!(
+            tws.counts().next().unwrap(),
+            (
+                1,
+                TwCount {
+                    time_wait: 2,
+                    fin_wait2: 0
+                }
+            )
+        );
+        let mut out = Vec::new();
+        // 40000 expires: found by its 4-tuple, duration unknown.
+        tws.on_event(&cancelled(2 * SEC, None, false), &mut out);
+        tws.on_event(&ev(2 * SEC, TcpState::TimeWait, Expired), &mut out);
+        let (t, closed) = ended(&out);
+        assert_eq!(
+            (reason(t), t.in_old, closed),
+            (TwEnd::Expired, TimeInState::Unknown, None)
+        );
+        assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
+        // A new timewait socket for 40001 means the old one is gone.
+        let mut e = armed(3 * SEC, TcpState::TimeWait);
+        e.local = tuple(40001).1;
+        e.sock = TW + 1;
+        tws.on_event(&e, &mut out);
+        assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
+        // Records of unknown sockets are ignored.
+        let mut stray = cancelled(4 * SEC, None, false);
+        stray.sock = TW + 2;
+        stray.local = "10.9.9.9:1".parse().unwrap();
+        out.clear();
+        tws.on_event(&stray, &mut out);
+        tws.settle_all(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn join_needs_a_fresh_unjoined_timewait_socket() {
+        let mut tws = Timewaits::new(100, None);
+        let mut out = Vec::new();
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        // Another namespace, or too late: not its connection.
+        let mut t = full_close(SEC);
+        t.netns = 2;
+        assert!(tws.join(&mut t, &mut None).is_none());
+        assert_eq!(t.new, TcpState::Close);
+        let mut t = full_close(3 * SEC);
+        assert!(tws.join(&mut t, &mut None).is_none());
+        // A LAST_ACK -> CLOSE never has a timewait socket.
+        let mut t = full_close(SEC);
+        t.old = TcpState::LastAck;
+        assert!(tws.join(&mut t, &mut None).is_none());
+        let mut t = full_close(SEC);
+        tws.join(&mut t, &mut Some(record()));
+        assert_eq!(t.new, TcpState::TimeWait);
+        let mut again = full_close(SEC);
+        assert!(tws.join(&mut again, &mut Some(record())).is_none());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut tws = Timewaits::new(1, None);
+        let mut out = Vec::new();
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        let mut other = armed(SEC, TcpState::TimeWait);
+        other.sock = TW + 1;
+        other.local = "10.0.0.2:40001".parse().unwrap();
+        tws.on_event(&other, &mut out);
+        assert_eq!(tws.untracked, 1);
+        assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
+    }
+}
