@@ -119,6 +119,7 @@ pub struct Options {
 /// `TcpExtTCPTimeWaitOverflow` of one network namespace, read through a
 /// process inside it.
 struct OverflowWatch {
+    /// 0 once it has left the namespace.
     pid: u32,
     /// The value when tcptrace first read it.
     base: u64,
@@ -134,6 +135,7 @@ pub struct Agent<W: io::Write> {
     timewaits: Timewaits,
     tw_out: Vec<TwOutput>,
     overflows: HashMap<u32, OverflowWatch>,
+    namespaces_at_start: std::collections::HashSet<u32>,
     stats: Stats,
     transitions: u64,
     undecodable: u64,
@@ -157,6 +159,7 @@ impl<W: io::Write> Agent<W> {
             timewaits: Timewaits::new(options.max_conns, options.hz),
             tw_out: Vec::new(),
             overflows: HashMap::new(),
+            namespaces_at_start: Default::default(),
             options,
             stats: Stats::new(),
             transitions: 0,
@@ -178,6 +181,7 @@ impl<W: io::Write> Agent<W> {
         self.tracker
             .seed(snapshot.sockets.into_iter().filter(|e| !e.timewait));
         for (netns, pid) in snapshot.namespaces {
+            self.namespaces_at_start.insert(netns);
             self.watch_overflows(netns, pid);
         }
     }
@@ -187,18 +191,34 @@ impl<W: io::Write> Agent<W> {
         self.timewaits.counts()
     }
 
-    /// Starts watching a namespace's `TcpExtTCPTimeWaitOverflow` through `pid`.
+    /// Starts watching a namespace's `TcpExtTCPTimeWaitOverflow` through
+    /// `pid`. A namespace that had no process at start-up is new: all its
+    /// overflows happened while tracing, including any before it was first
+    /// seen here.
     fn watch_overflows(&mut self, netns: u32, pid: u32) {
-        if !self.options.timewait || self.overflows.len() >= MAX_WATCHED_NETNS {
+        if !self.options.timewait {
+            return;
+        }
+        if let Some(w) = self.overflows.get_mut(&netns) {
+            // Watched before, through a process that has gone.
+            w.pid = pid;
+            return;
+        }
+        if self.overflows.len() >= MAX_WATCHED_NETNS {
             return;
         }
         if let Ok(value) = system::tw_overflows(pid, netns) {
+            let base = if self.namespaces_at_start.contains(&netns) {
+                value
+            } else {
+                0
+            };
             self.overflows.insert(
                 netns,
                 OverflowWatch {
                     pid,
-                    base: value,
-                    last: value,
+                    base,
+                    last: base,
                 },
             );
         }
@@ -284,6 +304,8 @@ impl<W: io::Write> Agent<W> {
                 self.closed(c)?;
             }
             self.timewaits.settle_all(&mut self.tw_out);
+            self.timewaits
+                .flush_at_exit(monotonic_ns(), &mut self.tw_out);
             self.timewait_output()?;
             self.print_summary(started)
         });
@@ -315,7 +337,7 @@ impl<W: io::Write> Agent<W> {
                         if t.old == TcpState::Close && t.new == TcpState::SynSent {
                             self.timewaits.note_connect(&t);
                         }
-                        if t.netns != 0 && !self.overflows.contains_key(&t.netns) {
+                        if t.netns != 0 && self.overflows.get(&t.netns).is_none_or(|w| w.pid == 0) {
                             self.watch_overflows(t.netns, task.pid);
                         }
                     }
@@ -456,11 +478,15 @@ impl<W: io::Write> Agent<W> {
     /// Says on stderr when connections got no timewait socket because the
     /// namespace's `tcp_max_tw_buckets` was reached.
     fn report_overflows(&mut self) {
-        self.overflows.retain(|netns, w| {
+        for (netns, w) in &mut self.overflows {
             // A namespace whose process is gone is watched again through the
-            // next one seen in it.
+            // next one seen in it; what it counted so far stays.
+            if w.pid == 0 {
+                continue;
+            }
             let Ok(value) = system::tw_overflows(w.pid, *netns) else {
-                return false;
+                w.pid = 0;
+                continue;
             };
             if value > w.last {
                 eprintln!(
@@ -471,8 +497,7 @@ impl<W: io::Write> Agent<W> {
                 );
             }
             w.last = value;
-            true
-        });
+        }
     }
 
     fn summary(&self, started: Instant) -> Result<Summary, AgentError> {

@@ -156,7 +156,8 @@ pub struct Closed {
 /// The end of a connection's timewait socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClosedTw {
-    pub reason: crate::event::TwEnd,
+    /// `None`: still in TIME_WAIT when tcptrace stopped.
+    pub reason: Option<crate::event::TwEnd>,
     /// Times its timer was re-armed (a retransmitted FIN extends TIME_WAIT).
     pub rearms: u32,
 }

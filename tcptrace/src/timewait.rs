@@ -37,6 +37,12 @@ const JOIN_WINDOW_NS: u64 = 1_000_000_000;
 /// connect() at most this long before.
 const REUSE_WINDOW_NS: u64 = 10_000_000;
 
+/// A re-arm is a cancel and an arming of the same timer in one kernel call
+/// (microseconds apart) while serving a packet, in a softirq. An arming at
+/// the same address after a cancel in a system call, or later than this, is
+/// a new timewait socket in the memory of one that ended.
+const REARM_WINDOW_NS: u64 = 1_000_000;
+
 /// Live timewait sockets in one network namespace, by substate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TwCount {
@@ -164,12 +170,6 @@ impl Timewaits {
         }
     }
 
-    fn connected_just_before(&self, tid: u32, ts_ns: u64) -> bool {
-        self.connects
-            .iter()
-            .any(|&(t, at)| t == tid && at <= ts_ns && ts_ns - at <= REUSE_WINDOW_NS)
-    }
-
     /// A full socket reached CLOSE. If the kernel has just handed its
     /// connection to a timewait socket, relabels `t` as the connection sees
     /// it (`FIN_WAIT2 -> TIME_WAIT`...) and keeps `closed` (the connection's
@@ -242,6 +242,18 @@ impl Timewaits {
 
     fn armed(&mut self, e: &TwEvent, tuple: Tuple, jiffies: u64, out: &mut Vec<TwOutput>) {
         let timer_ns = jiffies_to_ns(self.hz, jiffies);
+        let ended_before = self.live.get(&e.sock).and_then(|tw| {
+            let c = tw.cancel.as_ref()?;
+            let rearm = c.task.is_none()
+                && !c.net_dying
+                && e.ts_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS;
+            (!rearm).then_some(c)
+        });
+        if let Some(c) = ended_before {
+            let (ts_ns, substate, task) = (c.ts_ns, c.substate, c.task);
+            let reason = early_end_reason(&self.connects, c);
+            self.end(e.sock, reason, ts_ns, substate, task, out);
+        }
         if let Some(tw) = self.live.get_mut(&e.sock) {
             tw.cancel = None;
             tw.jiffies = jiffies;
@@ -274,15 +286,29 @@ impl Timewaits {
             tw.since_ns = Some(e.ts_ns);
             return;
         }
-        // A new timewait socket. The kernel never has two for one 4-tuple: one
-        // found at start-up, or one whose end was missed, is gone.
+        // A new timewait socket. The kernel never has two for one 4-tuple: the
+        // previous one has ended. Its cancel may still wait to be settled (a
+        // reuse, where this 4-tuple's next connection was quick to close):
+        // settle it now. One found at start-up, or one whose end was missed,
+        // is just gone.
         if let Some(substate) = self.seeded.remove(&tuple) {
             *self.counts.entry(tuple.0).or_default().slot(substate) -= 1;
         }
-        if let Some(stale) = self.by_tuple.remove(&tuple)
-            && let Some(tw) = self.live.remove(&stale)
+        if let Some(&previous) = self.by_tuple.get(&tuple)
+            && let Some(tw) = self.live.get(&previous)
         {
-            *self.counts.entry(tw.netns).or_default().slot(tw.substate) -= 1;
+            match &tw.cancel {
+                Some(c) => {
+                    let (ts_ns, substate, task) = (c.ts_ns, c.substate, c.task);
+                    let reason = early_end_reason(&self.connects, c);
+                    self.end(previous, reason, ts_ns, substate, task, out);
+                }
+                None => {
+                    *self.counts.entry(tw.netns).or_default().slot(tw.substate) -= 1;
+                    self.live.remove(&previous);
+                }
+            }
+            self.by_tuple.remove(&tuple);
         }
         if self.live.len() >= self.max {
             self.untracked += 1;
@@ -400,7 +426,7 @@ impl Timewaits {
             c.lifetime_ns = c.lifetime_ns.map(|l| l + ts_ns.saturating_sub(c.ts_ns));
             c.ts_ns = ts_ns;
             c.timewait = Some(ClosedTw {
-                reason,
+                reason: Some(reason),
                 rearms: tw.rearms,
             });
             out.push(TwOutput::Closed(c));
@@ -418,6 +444,30 @@ impl Timewaits {
         self.settle(out, 0);
     }
 
+    /// At exit: the records of connections still in a timewait socket, as
+    /// they stand now (`now_ns`), oldest first, marked as not ended.
+    pub fn flush_at_exit(&mut self, now_ns: u64, out: &mut Vec<TwOutput>) {
+        let mut held: Vec<Closed> = self
+            .live
+            .values_mut()
+            .filter_map(|tw| {
+                let mut c = tw.closed.take()?;
+                if let TimeInState::Measured(ns) = measured(tw.since_ns, now_ns) {
+                    c.in_state.add(tw.substate, ns);
+                }
+                c.lifetime_ns = c.lifetime_ns.map(|l| l + now_ns.saturating_sub(c.ts_ns));
+                c.ts_ns = now_ns;
+                c.timewait = Some(ClosedTw {
+                    reason: None,
+                    rearms: tw.rearms,
+                });
+                Some(c)
+            })
+            .collect();
+        held.sort_by_key(|c| c.lifetime_ns.map(std::cmp::Reverse));
+        out.extend(held.into_iter().map(TwOutput::Closed));
+    }
+
     fn settle(&mut self, out: &mut Vec<TwOutput>, after_batches: u8) {
         let pending = std::mem::take(&mut self.pending);
         for addr in pending {
@@ -433,17 +483,27 @@ impl Timewaits {
                 self.pending.push(addr);
                 continue;
             }
-            let (ts_ns, substate, task, net_dying) =
-                (cancel.ts_ns, cancel.substate, cancel.task, cancel.net_dying);
-            let reason = if net_dying {
-                TwEnd::Purged
-            } else if task.is_some_and(|t| self.connected_just_before(t.tid, ts_ns)) {
-                TwEnd::Reused
-            } else {
-                TwEnd::Killed
-            };
+            let (ts_ns, substate, task) = (cancel.ts_ns, cancel.substate, cancel.task);
+            let reason = early_end_reason(&self.connects, cancel);
             self.end(addr, reason, ts_ns, substate, task, out);
         }
+    }
+}
+
+/// Why a timewait socket whose timer was cancelled, with nothing after,
+/// ended. `connects`: the last connect()s, (thread, when).
+fn early_end_reason(connects: &[(u32, u64)], cancel: &Cancel) -> TwEnd {
+    let connected_just_before = |tid: u32| {
+        connects
+            .iter()
+            .any(|&(t, at)| t == tid && at <= cancel.ts_ns && cancel.ts_ns - at <= REUSE_WINDOW_NS)
+    };
+    if cancel.net_dying {
+        TwEnd::Purged
+    } else if cancel.task.is_some_and(|t| connected_just_before(t.tid)) {
+        TwEnd::Reused
+    } else {
+        TwEnd::Killed
     }
 }
 
@@ -582,7 +642,7 @@ mod tests {
         assert_eq!(
             c.timewait,
             Some(ClosedTw {
-                reason: TwEnd::Expired,
+                reason: Some(TwEnd::Expired),
                 rearms: 0
             })
         );
@@ -598,7 +658,31 @@ mod tests {
         // Nothing left to settle.
         out.clear();
         tws.settle_all(&mut out);
+        tws.flush_at_exit(70 * SEC, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn records_still_in_time_wait_at_exit() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.flush_at_exit(3 * SEC, &mut out);
+        let [TwOutput::Closed(c)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            c.timewait,
+            Some(ClosedTw {
+                reason: None,
+                rearms: 0
+            })
+        );
+        assert_eq!(c.ts_ns, 3 * SEC);
+        assert!(
+            c.in_state
+                .iter()
+                .any(|(s, ns)| s == TcpState::TimeWait && ns == 2 * SEC)
+        );
     }
 
     #[test]
@@ -680,6 +764,55 @@ mod tests {
         tws.on_event(&req, &mut out);
         tws.settle_all(&mut out);
         assert_eq!(reason(ended(&out).0), TwEnd::Killed);
+    }
+
+    #[test]
+    fn a_new_timewait_socket_at_the_address_of_an_ended_one() {
+        // Reuse frees the timewait socket; the next connection's timewait
+        // socket may get the same memory before the cancel was settled.
+        let client = task(9, "client");
+        let mut tws = joined();
+        let mut out = Vec::new();
+        let mut connect = full_close(3 * SEC - 1_000);
+        (connect.old, connect.new, connect.task) =
+            (TcpState::Close, TcpState::SynSent, Some(client));
+        tws.note_connect(&connect);
+        tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        // Within a millisecond: a connect() never re-arms, so not a re-arm.
+        tws.on_event(&armed(3 * SEC + 500_000, TcpState::TimeWait), &mut out);
+        let (t, c) = ended(&out);
+        assert_eq!(reason(t), TwEnd::Reused);
+        assert!(matches!(t.timewait, Some(TwNote::Ends { rearms: 0, .. })));
+        assert_eq!(c.unwrap().timewait.unwrap().reason, Some(TwEnd::Reused));
+        // The new one joins its own connection.
+        let mut t = full_close(3 * SEC + 510_000);
+        assert!(tws.join(&mut t, &mut Some(record())).is_some());
+        assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
+        out.clear();
+        tws.end_batch(&mut out);
+        tws.end_batch(&mut out);
+        assert!(out.is_empty(), "the old cancel is settled already: {out:?}");
+    }
+
+    #[test]
+    fn a_new_timewait_socket_for_the_4_tuple_of_a_reused_one() {
+        let client = task(9, "client");
+        let mut tws = joined();
+        let mut out = Vec::new();
+        let mut connect = full_close(3 * SEC - 1_000);
+        (connect.old, connect.new, connect.task) =
+            (TcpState::Close, TcpState::SynSent, Some(client));
+        tws.note_connect(&connect);
+        tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        // The second connection closes within the same drain.
+        let mut next = armed(3 * SEC + 900_000, TcpState::TimeWait);
+        next.sock = TW + 64;
+        tws.on_event(&next, &mut out);
+        let (t, _) = ended(&out);
+        assert_eq!((t.sock, reason(t)), (TW, TwEnd::Reused));
+        assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
+        let mut t = full_close(3 * SEC + 1_000_000);
+        assert!(tws.join(&mut t, &mut Some(record())).is_some());
     }
 
     #[test]

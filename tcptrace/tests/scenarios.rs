@@ -78,12 +78,57 @@ fn peer(args: &[String]) -> ! {
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
     let addr: SocketAddr = addr.parse().unwrap();
+    let (mode, linger) = match mode.strip_suffix("+linger") {
+        Some(mode) => (mode.to_owned(), true),
+        None => (mode.clone(), false),
+    };
     match role.as_str() {
         "server" => {
             let listener = TcpListener::bind(addr).unwrap();
             say("ready");
-            let (mut conn, _) = listener.accept().unwrap();
+            let (mut conn, from) = listener.accept().unwrap();
             match mode.as_str() {
+                // Two connections, each closed after the client's FIN.
+                "eof-then-close-twice" => {
+                    read_to_eof(&mut conn);
+                    drop(conn);
+                    let (mut second, _) = listener.accept().unwrap();
+                    read_to_eof(&mut second);
+                    std::process::exit(0)
+                }
+                // Close the first connection first (a timewait socket here),
+                // then serve the client's second one on the same 4-tuple.
+                "close-first-then-eof" => {
+                    drop(conn);
+                    let (mut second, _) = listener.accept().unwrap();
+                    read_to_eof(&mut second);
+                    std::process::exit(0)
+                }
+                // After the client's FIN, wait for "go" before closing.
+                "close-on-go" => {
+                    read_to_eof(&mut conn);
+                    say("eof");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).unwrap();
+                }
+                // After an orderly close, connect from the listening port to
+                // the client's port: the SYN meets the client's timewait
+                // socket, which answers with an ACK; this socket's kernel
+                // resets that, in window.
+                "connect-back" => {
+                    read_to_eof(&mut conn);
+                    drop(conn);
+                    drop(listener);
+                    thread::sleep(Duration::from_millis(300));
+                    let socket =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                            .unwrap();
+                    socket.set_reuse_address(true).unwrap();
+                    socket.bind(&addr.into()).unwrap();
+                    let result = socket.connect_timeout(&from.into(), Duration::from_secs(10));
+                    say(&format!("{:?}", result.map_err(|e| e.kind())));
+                    std::process::exit(0)
+                }
                 // Wait for the client's FIN, then close.
                 "eof-then-close" => read_to_eof(&mut conn),
                 // Close first, then let the client finish.
@@ -135,6 +180,42 @@ fn peer(args: &[String]) -> ! {
                         say("connected");
                         close_at_deadline();
                     }
+                    // Close first, keeping the socket until the server's FIN:
+                    // the full socket goes FIN_WAIT2 -> TIME_WAIT.
+                    "shutdown-wait-eof" => shutdown_wait_eof(&mut conn),
+                    // The same twice from one port (the namespace has a
+                    // one-port ephemeral range), after the first timewait
+                    // socket is old enough for tcp_tw_reuse.
+                    "twice" => {
+                        shutdown_wait_eof(&mut conn);
+                        say(&format!("port {}", conn.local_addr().unwrap().port()));
+                        drop(conn);
+                        thread::sleep(Duration::from_millis(2100));
+                        let mut second = TcpStream::connect(addr).unwrap();
+                        say(&format!("port {}", second.local_addr().unwrap().port()));
+                        shutdown_wait_eof(&mut second);
+                        std::process::exit(0)
+                    }
+                    // Let the server close first, then connect again from the
+                    // same port: the SYN meets the server's timewait socket.
+                    "reconnect" => {
+                        let local = conn.local_addr().unwrap();
+                        read_to_eof(&mut conn);
+                        drop(conn);
+                        thread::sleep(Duration::from_millis(300));
+                        let socket = socket2::Socket::new(
+                            socket2::Domain::IPV4,
+                            socket2::Type::STREAM,
+                            None,
+                        )
+                        .unwrap();
+                        socket.set_reuse_address(true).unwrap();
+                        socket.bind(&local.into()).unwrap();
+                        socket.connect(&addr.into()).unwrap();
+                        let mut second: TcpStream = socket.into();
+                        shutdown_wait_eof(&mut second);
+                        std::process::exit(0)
+                    }
                     other => panic!("client mode {other}"),
                 }
                 drop(conn);
@@ -142,7 +223,17 @@ fn peer(args: &[String]) -> ! {
         },
         other => panic!("role {other}"),
     }
+    if linger {
+        // Stay in the namespace a while: tcptrace reads its counters through us.
+        thread::sleep(Duration::from_millis(2500));
+    }
     std::process::exit(0)
+}
+
+fn shutdown_wait_eof(conn: &mut TcpStream) {
+    conn.write_all(b"hi").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    read_to_eof(conn);
 }
 
 /// A blocking connect with TCP_SYNCNT set (std has no knob for it).
@@ -415,6 +506,7 @@ struct Run {
     transitions: Vec<Value>,
     closed: Vec<Value>,
     summary: Value,
+    stderr: Vec<String>,
     client_pid: u32,
     server_pid: u32,
 }
@@ -451,6 +543,7 @@ fn trace(
         transitions: finished.records("transition"),
         closed: finished.records("closed"),
         summary: summaries.last().cloned().expect("an exit summary"),
+        stderr: finished.stderr,
         client_pid,
         server_pid,
     }
@@ -481,8 +574,8 @@ fn exchange(
     );
     let client = side(&run.transitions, &run.closed, net.client_ino);
     let server = side(&run.transitions, &run.closed, net.server_ino);
-    assert_eq!(client.sequence(client_conn), seq(&CLIENT_OPEN, client_end));
-    assert_eq!(server.sequence(server_conn), seq(&SERVER_OPEN, server_end));
+    assert_sequence(client.sequence(client_conn), seq(&CLIENT_OPEN, client_end));
+    assert_sequence(server.sequence(server_conn), seq(&SERVER_OPEN, server_end));
     assert_eq!(
         (client.verdict(), server.verdict()),
         (verdicts.0.to_owned(), verdicts.1.to_owned())
@@ -492,16 +585,27 @@ fn exchange(
     run
 }
 
+/// `HANDOVER` in an expected sequence: the closing end's hand-over to its
+/// timewait socket, in TIME_WAIT if the peer's FIN came before close()
+/// orphaned the socket, else in FIN_WAIT2 (an orphan waiting for that FIN).
+/// Which one is a race between the two ends.
+const HANDOVER: &str = "FIN_WAIT2->(timewait)";
+
+fn assert_sequence(actual: Vec<String>, expected: Vec<String>) {
+    let matches = actual.len() == expected.len()
+        && actual.iter().zip(&expected).all(|(a, e)| {
+            a == e
+                || (e == HANDOVER && (a == "FIN_WAIT2->TIME_WAIT" || a == "FIN_WAIT2->FIN_WAIT2"))
+        });
+    assert!(matches, "got {actual:?}, expected {expected:?}");
+}
+
 fn client_closes_first() {
     let run = exchange(
         "ccf",
         "eof-then-close",
         "close-first",
-        &[
-            "ESTABLISHED->FIN_WAIT1",
-            "FIN_WAIT1->FIN_WAIT2",
-            "FIN_WAIT2->CLOSE",
-        ],
+        &["ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", HANDOVER],
         &[
             "ESTABLISHED->CLOSE_WAIT",
             "CLOSE_WAIT->LAST_ACK",
@@ -528,11 +632,7 @@ fn server_closes_first() {
             "CLOSE_WAIT->LAST_ACK",
             "LAST_ACK->CLOSE",
         ],
-        &[
-            "ESTABLISHED->FIN_WAIT1",
-            "FIN_WAIT1->FIN_WAIT2",
-            "FIN_WAIT2->CLOSE",
-        ],
+        &["ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", HANDOVER],
         ("peer", "local"),
     );
 }
@@ -570,7 +670,7 @@ fn simultaneous_close() {
     let server = side(&transitions, &closed, net.server_ino);
     let crossing = seq(
         &["ESTABLISHED->FIN_WAIT1"],
-        &["FIN_WAIT1->CLOSING", "CLOSING->CLOSE"],
+        &["FIN_WAIT1->CLOSING", "CLOSING->TIME_WAIT"],
     );
     let mut crossed = 0;
     for (attempt, (client_pid, server_pid)) in (0..ATTEMPTS).zip(pids) {
@@ -760,7 +860,8 @@ fn server_never_closes() {
         seq(&SERVER_OPEN, &["ESTABLISHED->CLOSE_WAIT"])
     );
     // The client's socket, orphaned in FIN_WAIT2, is handed at once to a
-    // timewait socket with the FIN_WAIT2 substate: the full socket closes.
+    // timewait socket with the FIN_WAIT2 substate (the full socket's CLOSE),
+    // not to TIME_WAIT.
     assert_eq!(
         client.sequence(client_conn),
         seq(
@@ -768,9 +869,19 @@ fn server_never_closes() {
             &[
                 "ESTABLISHED->FIN_WAIT1",
                 "FIN_WAIT1->FIN_WAIT2",
-                "FIN_WAIT2->CLOSE"
+                "FIN_WAIT2->FIN_WAIT2"
             ]
         )
+    );
+    let handed = client.transitions.last().unwrap();
+    assert_eq!(handed["timewait"]["event"], "begins", "{handed}");
+    let now = &run.summary["timewait"]["now"];
+    assert!(
+        now.as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["netns"] == net.client_ino && n["fin_wait2"] == 1 && n["time_wait"] == 0),
+        "{now}"
     );
     assert_eq!(client.verdict(), "local");
     assert!(server.closed.is_empty(), "the server's end has not ended");
@@ -798,6 +909,386 @@ fn server_never_closes() {
     assert_eq!(oldest["lport"], PORT);
 }
 
+// ------------------------------------------------------------- TIME_WAIT --
+
+impl Net {
+    /// Sets a sysctl inside namespace `ns`.
+    fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                &format!("echo '{value}' > {path}"),
+            ],
+        );
+    }
+
+    /// Deletes the client's namespace now (its timewait sockets are purged).
+    fn remove_client(&self) {
+        run("ip", &["netns", "del", &self.client]);
+    }
+}
+
+/// The transitions of timewait sockets: `event` "begins", "changes" or "ends".
+fn tw<'a>(side: &Side<'a>, event: &str, connection: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+    side.transitions
+        .iter()
+        .copied()
+        .filter(|r| r["timewait"]["event"] == event && connection(r))
+        .collect()
+}
+
+fn only(records: Vec<&Value>) -> &Value {
+    assert_eq!(records.len(), 1, "{records:#?}");
+    records[0]
+}
+
+/// Waits until tcptrace has printed a line containing `needle`.
+fn wait_for_output(tracer: &Tracer, needle: &str, timeout: Duration) {
+    let started = Instant::now();
+    while !tracer.stdout_so_far().iter().any(|l| l.contains(needle)) {
+        assert!(
+            started.elapsed() < timeout,
+            "no {needle:?} after {timeout:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A client-side TIME_WAIT that runs out: measured against its timer's
+/// length, within the timer wheel's slack. Takes about a minute, so it runs
+/// alongside the other scenarios.
+fn timewait_expires() {
+    let net = Net::new("twx");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+    let mut server = Peer::spawn(
+        &net.server,
+        "tt-server",
+        "server",
+        "eof-then-close",
+        &format!("{SERVER_IP}:{PORT}"),
+    );
+    server.expect("ready");
+    let mut client = Peer::spawn(
+        &net.client,
+        "tt-client",
+        "client",
+        "shutdown-wait-eof",
+        &format!("{SERVER_IP}:{PORT}"),
+    );
+    client.wait();
+    server.wait();
+    let client_pid = client.pid();
+    wait_for_output(&tracer, r#""reason":"expired""#, Duration::from_secs(90));
+    thread::sleep(Duration::from_millis(300));
+    let finished = tracer.stop_lossless();
+    let (transitions, closed) = (finished.records("transition"), finished.records("closed"));
+    let client = side(&transitions, &closed, net.client_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(
+            &CLIENT_OPEN,
+            &[
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->TIME_WAIT",
+                "TIME_WAIT->CLOSE"
+            ]
+        )
+    );
+    client.owned_by(client_pid, "tt-client");
+    let timer_ns = only(tw(&client, "begins", client_conn))["timewait"]["timer_ns"]
+        .as_u64()
+        .expect("the timer's length (the kernel's HZ is known here)");
+    assert_eq!(timer_ns, 60_000_000_000, "Linux's TIME_WAIT is 60 s");
+    let end = only(tw(&client, "ends", client_conn));
+    assert_eq!(end["timewait"]["reason"], "expired");
+    assert_eq!(end["timewait"]["rearms"], 0);
+    let lasted = end["dur_ns"].as_u64().unwrap();
+    // The timer wheel fires a 60 s timer late by up to its level's
+    // granularity (an eighth of the timeout at most).
+    assert!(
+        lasted >= timer_ns && lasted <= timer_ns + timer_ns / 8,
+        "TIME_WAIT lasted {lasted} ns for a {timer_ns} ns timer"
+    );
+    eprintln!("    (TIME_WAIT lasted {:.3} s)", lasted as f64 / 1e9);
+    // The connection's record comes now, TIME_WAIT included.
+    let record = &client.closed;
+    assert_eq!(record.len(), 1, "{record:#?}");
+    assert_eq!(record[0]["verdict"], "local");
+    assert_eq!(record[0]["timewait"]["reason"], "expired");
+    let states = record[0]["states"].as_array().unwrap();
+    let in_tw = states.iter().find(|s| s["state"] == "TIME_WAIT").unwrap();
+    assert_eq!(in_tw["ns"].as_u64().unwrap(), lasted);
+    let summary = finished.records("summary").pop().unwrap();
+    let t = &summary["timewait"];
+    assert_eq!(t["timer_ns"], timer_ns);
+    assert_eq!(t["ended"]["expired"], 1);
+    assert_eq!(t["expired"]["count"], 1);
+    assert_eq!(t["expired"]["max_ns"], lasted);
+    // The server's end, which closed second, has no timewait socket.
+    let server = side(&transitions, &closed, net.server_ino);
+    assert!(server.transitions.iter().all(|r| r["timewait"].is_null()));
+}
+
+/// tcp_tw_reuse: a second connect() from the only ephemeral port takes the
+/// first connection's 4-tuple over from its timewait socket.
+fn timewait_reused() {
+    let net = Net::new("twr");
+    net.sysctl(&net.client, "net.ipv4.ip_local_port_range", "40000 40000");
+    net.sysctl(&net.client, "net.ipv4.tcp_tw_reuse", "1");
+    let run = trace(
+        &net,
+        Some("eof-then-close-twice"),
+        "twice",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            assert_eq!(client.expect("port"), "port 40000");
+            assert_eq!(client.expect("port"), "port 40000");
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    assert_eq!(tw(&client, "begins", client_conn).len(), 2);
+    let end = only(tw(&client, "ends", client_conn));
+    assert_eq!(end["timewait"]["reason"], "reused", "{end}");
+    // Ended in the second connect(), which names its process.
+    assert_eq!(end["timewait"]["by_pid"], run.client_pid);
+    assert_eq!(end["timewait"]["by_comm"], "tt-client");
+    assert_eq!(
+        (end["old"].as_str(), end["new"].as_str()),
+        (Some("TIME_WAIT"), Some("CLOSE"))
+    );
+    assert!(end["dur_ns"].as_u64().unwrap() >= 2_000_000_000, "{end}");
+    // Both connections' records: the first with its reused timewait socket,
+    // the second still in TIME_WAIT when tcptrace stopped.
+    let reasons: Vec<&Value> = client
+        .closed
+        .iter()
+        .map(|c| &c["timewait"]["reason"])
+        .collect();
+    assert_eq!(
+        reasons,
+        [&Value::from("reused"), &Value::Null],
+        "{:#?}",
+        client.closed
+    );
+    assert_eq!(run.summary["timewait"]["ended"]["reused"], 1);
+}
+
+/// A new SYN for the 4-tuple of a server-side timewait socket, accepted by
+/// the listener.
+fn timewait_reopened() {
+    let net = Net::new("two");
+    let run = trace(
+        &net,
+        Some("close-first-then-eof"),
+        "reconnect",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let server = side(&run.transitions, &run.closed, net.server_ino);
+    let end = only(tw(&server, "ends", server_conn));
+    assert_eq!(end["timewait"]["reason"], "reopened", "{end}");
+    // The same 4-tuple is accepted again right after.
+    let order = server.sequence(server_conn);
+    let at = order
+        .iter()
+        .position(|t| {
+            t.ends_with("->CLOSE") && t.starts_with("TIME_WAIT") || t == "FIN_WAIT2->CLOSE"
+        })
+        .unwrap();
+    assert_eq!(
+        order[at + 1..at + 3],
+        SERVER_OPEN.map(String::from),
+        "{order:?}"
+    );
+    assert_eq!(run.summary["timewait"]["ended"]["reopened"], 1);
+}
+
+/// An in-window RST kills a client-side timewait socket (tcp_rfc1337=0):
+/// the server connects back from its port, the timewait socket answers the
+/// SYN with an ACK, and the server's kernel resets it.
+fn timewait_killed() {
+    let net = Net::new("twk");
+    net.sysctl(&net.client, "net.ipv4.tcp_rfc1337", "0");
+    let run = trace(
+        &net,
+        Some("connect-back"),
+        "shutdown-wait-eof",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            let server = server.as_mut().unwrap();
+            server.expect("");
+            server.wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    assert_eq!(only(tw(&client, "begins", client_conn))["new"], "TIME_WAIT");
+    let end = only(tw(&client, "ends", client_conn));
+    assert_eq!(end["timewait"]["reason"], "killed", "{end}");
+    assert!(
+        end["timewait"]["by_pid"].is_null(),
+        "ended in a softirq: {end}"
+    );
+    assert_eq!(client.closed[0]["timewait"]["reason"], "killed");
+}
+
+/// A re-armed timer: the client's last ACK is dropped, so the server
+/// retransmits its FIN and each one re-arms TIME_WAIT; then the client's
+/// namespace is deleted, which purges the timewait socket.
+fn timewait_rearmed_then_purged() {
+    let net = Net::new("twp");
+    let run = trace(
+        &net,
+        Some("close-on-go"),
+        "shutdown-wait-eof",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            let server = server.as_mut().unwrap();
+            server.expect("eof");
+            net.nft(&net.client, "table inet tt {\n chain out {\n type filter hook output priority 0;\n tcp dport 8080 drop\n }\n}\n");
+            server.tell("go");
+            client.wait();
+            // FIN retransmissions at about 0.2, 0.6, 1.4, 3.0 and 6.2 s: those
+            // past the first timer-wheel bucket (~2 s) re-arm visibly.
+            thread::sleep(Duration::from_secs(7));
+            net.remove_client();
+            thread::sleep(Duration::from_secs(2));
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    let end = only(tw(&client, "ends", client_conn));
+    assert_eq!(end["timewait"]["reason"], "purged", "{end}");
+    let rearms = end["timewait"]["rearms"].as_u64().unwrap();
+    assert!(rearms >= 1, "{end}");
+    eprintln!("    (timer re-armed {rearms} times)");
+    assert_eq!(client.closed[0]["timewait"]["reason"], "purged");
+    assert_eq!(client.closed[0]["timewait"]["rearms"], rearms);
+    assert_eq!(run.summary["timewait"]["ended"]["purged"], 1);
+    assert_eq!(run.summary["timewait"]["rearms"], rearms);
+}
+
+/// Timewait sockets that exist before tcptrace starts are counted at once
+/// and end correctly.
+fn timewait_before_start() {
+    let net = Net::new("tws");
+    let mut server = Peer::spawn(
+        &net.server,
+        "tt-server",
+        "server",
+        "eof-then-close",
+        &format!("{SERVER_IP}:{PORT}"),
+    );
+    server.expect("ready");
+    let mut client = Peer::spawn(
+        &net.client,
+        "tt-client",
+        "client",
+        "shutdown-wait-eof",
+        &format!("{SERVER_IP}:{PORT}"),
+    );
+    client.wait();
+    server.wait();
+    // A process in the client's namespace, so that tcptrace can read it.
+    let mut holder = Peer::spawn(
+        &net.client,
+        "tt-holder",
+        "server",
+        "eof-then-close",
+        &format!("{CLIENT_IP}:9999"),
+    );
+    holder.expect("ready");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns, "-i", "1"]);
+    let stderr = tracer.stderr_so_far().join("\n");
+    assert!(
+        stderr.contains(&format!("netns {}: 1", net.client_ino)),
+        "{stderr}"
+    );
+    wait_for_output(&tracer, r#""type":"summary""#, Duration::from_secs(5));
+    drop(holder);
+    net.remove_client();
+    thread::sleep(Duration::from_secs(2));
+    let finished = tracer.stop_lossless();
+    let summaries = finished.records("summary");
+    let count_in = |s: &Value| {
+        s["timewait"]["now"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["netns"] == net.client_ino)
+            .map_or(0, |n| n["time_wait"].as_u64().unwrap())
+    };
+    assert_eq!(count_in(&summaries[0]), 1, "{}", summaries[0]);
+    assert_eq!(count_in(summaries.last().unwrap()), 0);
+    let transitions = finished.records("transition");
+    let client = side(&transitions, &[], net.client_ino);
+    let end = only(tw(&client, "ends", client_conn));
+    assert_eq!(end["timewait"]["reason"], "purged");
+    assert_eq!(
+        (end["old"].as_str(), end["dur"].as_str()),
+        (Some("TIME_WAIT"), Some("unknown"))
+    );
+}
+
+/// With tcp_max_tw_buckets reached, connections get no timewait socket:
+/// tcptrace says so, live and in the summary.
+fn timewait_overflow() {
+    let net = Net::new("twf");
+    net.sysctl(&net.client, "net.ipv4.tcp_max_tw_buckets", "0");
+    let run = trace(
+        &net,
+        Some("eof-then-close"),
+        "shutdown-wait-eof+linger",
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    );
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        seq(
+            &CLIENT_OPEN,
+            &[
+                "ESTABLISHED->FIN_WAIT1",
+                "FIN_WAIT1->FIN_WAIT2",
+                "FIN_WAIT2->CLOSE"
+            ]
+        )
+    );
+    let overflows = &run.summary["timewait"]["overflows"];
+    assert!(
+        overflows
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["netns"] == net.client_ino && o["count"] == 1),
+        "{overflows}"
+    );
+    assert!(
+        run.stderr.iter().any(|l| l.contains(&format!(
+            "netns {}: 1 connections closed without a timewait socket",
+            net.client_ino
+        ))),
+        "{:#?}",
+        run.stderr
+    );
+}
+
 // ---------------------------------------------------------------- harness --
 
 fn main() {
@@ -806,7 +1297,11 @@ fn main() {
         peer(&args[2..]);
     }
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let scenarios: [(&str, fn()); 8] = [
+    // The natural expiry takes a minute: it runs alongside the others, in
+    // its own namespaces under its own tracer.
+    let expiry = (filter.is_none_or(|f| "timewait_expires".contains(f.as_str())))
+        .then(|| thread::spawn(|| panic::catch_unwind(timewait_expires).is_ok()));
+    let scenarios: [(&str, fn()); 14] = [
         ("client_closes_first", client_closes_first),
         ("server_closes_first", server_closes_first),
         ("simultaneous_close", simultaneous_close),
@@ -815,10 +1310,16 @@ fn main() {
         ("connection_refused", connection_refused),
         ("connect_timeout", connect_timeout),
         ("server_never_closes", server_never_closes),
+        ("timewait_reused", timewait_reused),
+        ("timewait_reopened", timewait_reopened),
+        ("timewait_killed", timewait_killed),
+        ("timewait_rearmed_then_purged", timewait_rearmed_then_purged),
+        ("timewait_before_start", timewait_before_start),
+        ("timewait_overflow", timewait_overflow),
     ];
     let started = Instant::now();
     let (mut passed, mut failed, mut filtered) = (0, Vec::new(), 0);
-    println!("\nrunning {} tests", scenarios.len());
+    println!("\nrunning {} tests", scenarios.len() + 1);
     for (name, scenario) in scenarios {
         if filter.is_some_and(|f| !name.contains(f.as_str())) {
             filtered += 1;
@@ -834,6 +1335,18 @@ fn main() {
                 failed.push(name);
             }
         }
+    }
+    if let Some(expiry) = expiry {
+        let name = "timewait_expires";
+        if expiry.join().unwrap_or(false) {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!("test {name} ... FAILED");
+            failed.push(name);
+        }
+    } else {
+        filtered += 1;
     }
     let result = if failed.is_empty() { "ok" } else { "FAILED" };
     if !failed.is_empty() {

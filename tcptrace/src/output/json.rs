@@ -162,7 +162,8 @@ fn tw_note(note: TwNote) -> serde_json::Value {
 
 #[derive(Serialize)]
 struct ClosedTwJson {
-    reason: &'static str,
+    /// `null`: still in TIME_WAIT when tcptrace stopped.
+    reason: Option<&'static str>,
     rearms: u32,
 }
 
@@ -229,7 +230,7 @@ impl JsonPrinter {
             lifetime_ns: c.lifetime_ns,
             states: States(&c.in_state),
             timewait: c.timewait.map(|tw| ClosedTwJson {
-                reason: tw.reason.name(),
+                reason: tw.reason.map(|r| r.name()),
                 rearms: tw.rearms,
             }),
         };

@@ -5,7 +5,7 @@ use std::{io, net::SocketAddr};
 use crate::{
     clock::{WallClock, push_padded},
     conn::Closed,
-    event::{Task, TcpState, TimeInState, Transition, TwNote},
+    event::{Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
     output::push_endpoint,
 };
 
@@ -87,7 +87,7 @@ impl TextPrinter {
         }
         if let Some(tw) = c.timewait {
             line.push_str(" timewait=");
-            line.push_str(tw.reason.name());
+            line.push_str(tw.reason.map_or("ongoing", TwEnd::name));
             if tw.rearms > 0 {
                 line.push_str(" rearms=");
                 line.push_str(itoa::Buffer::new().format(tw.rearms));

@@ -123,6 +123,10 @@ impl Tracer {
         finished
     }
 
+    pub fn stdout_so_far(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
