@@ -708,7 +708,6 @@ mod tests {
 
     #[test]
     fn early_ends_wait_one_drain_then_get_their_reason() {
-        let client = task(9, "client");
         // Killed: a cancel in softirq that nothing follows.
         let mut tws = joined();
         let mut out = Vec::new();
@@ -720,13 +719,7 @@ mod tests {
         assert_eq!(ended(&out).0.in_old, TimeInState::Measured(2 * SEC));
 
         // Reused: the cancel runs in the connect() of the same thread.
-        let mut tws = joined();
-        let mut out = Vec::new();
-        let mut connect = full_close(3 * SEC - 1_000);
-        (connect.old, connect.new, connect.task) =
-            (TcpState::Close, TcpState::SynSent, Some(client));
-        tws.note_connect(&connect);
-        tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        let (mut tws, mut out) = cancelled_by_connect();
         tws.end_batch(&mut out);
         tws.end_batch(&mut out);
         let (t, _) = ended(&out);
@@ -766,10 +759,9 @@ mod tests {
         assert_eq!(reason(ended(&out).0), TwEnd::Killed);
     }
 
-    #[test]
-    fn a_new_timewait_socket_at_the_address_of_an_ended_one() {
-        // Reuse frees the timewait socket; the next connection's timewait
-        // socket may get the same memory before the cancel was settled.
+    /// A joined timewait socket cancelled at 3 s by a thread that had just
+    /// started a connect().
+    fn cancelled_by_connect() -> (Timewaits, Vec<TwOutput>) {
         let client = task(9, "client");
         let mut tws = joined();
         let mut out = Vec::new();
@@ -778,6 +770,14 @@ mod tests {
             (TcpState::Close, TcpState::SynSent, Some(client));
         tws.note_connect(&connect);
         tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        (tws, out)
+    }
+
+    #[test]
+    fn a_new_timewait_socket_at_the_address_of_an_ended_one() {
+        // Reuse frees the timewait socket; the next connection's timewait
+        // socket may get the same memory before the cancel was settled.
+        let (mut tws, mut out) = cancelled_by_connect();
         // Within a millisecond: a connect() never re-arms, so not a re-arm.
         tws.on_event(&armed(3 * SEC + 500_000, TcpState::TimeWait), &mut out);
         let (t, c) = ended(&out);
@@ -796,14 +796,7 @@ mod tests {
 
     #[test]
     fn a_new_timewait_socket_for_the_4_tuple_of_a_reused_one() {
-        let client = task(9, "client");
-        let mut tws = joined();
-        let mut out = Vec::new();
-        let mut connect = full_close(3 * SEC - 1_000);
-        (connect.old, connect.new, connect.task) =
-            (TcpState::Close, TcpState::SynSent, Some(client));
-        tws.note_connect(&connect);
-        tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        let (mut tws, mut out) = cancelled_by_connect();
         // The second connection closes within the same drain.
         let mut next = armed(3 * SEC + 900_000, TcpState::TimeWait);
         next.sock = TW + 64;

@@ -960,13 +960,10 @@ fn wait_for_output(tracer: &Tracer, needle: &str, timeout: Duration) {
     }
 }
 
-/// A client-side TIME_WAIT that runs out: measured against its timer's
-/// length, within the timer wheel's slack. Takes about a minute, so it runs
-/// alongside the other scenarios.
-fn timewait_expires() {
-    let net = Net::new("twx");
-    let netns = format!("{},{}", net.client_ino, net.server_ino);
-    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+/// Runs one connection to completion where the client closes first and
+/// keeps its socket until the server's FIN: the client's end goes to
+/// TIME_WAIT. Returns the client's pid.
+fn client_closes_into_time_wait(net: &Net) -> u32 {
     let mut server = Peer::spawn(
         &net.server,
         "tt-server",
@@ -984,7 +981,17 @@ fn timewait_expires() {
     );
     client.wait();
     server.wait();
-    let client_pid = client.pid();
+    client.pid()
+}
+
+/// A client-side TIME_WAIT that runs out: measured against its timer's
+/// length, within the timer wheel's slack. Takes about a minute, so it runs
+/// alongside the other scenarios.
+fn timewait_expires() {
+    let net = Net::new("twx");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+    let client_pid = client_closes_into_time_wait(&net);
     wait_for_output(&tracer, r#""reason":"expired""#, Duration::from_secs(90));
     thread::sleep(Duration::from_millis(300));
     let finished = tracer.stop_lossless();
@@ -1184,23 +1191,7 @@ fn timewait_rearmed_then_purged() {
 /// and end correctly.
 fn timewait_before_start() {
     let net = Net::new("tws");
-    let mut server = Peer::spawn(
-        &net.server,
-        "tt-server",
-        "server",
-        "eof-then-close",
-        &format!("{SERVER_IP}:{PORT}"),
-    );
-    server.expect("ready");
-    let mut client = Peer::spawn(
-        &net.client,
-        "tt-client",
-        "client",
-        "shutdown-wait-eof",
-        &format!("{SERVER_IP}:{PORT}"),
-    );
-    client.wait();
-    server.wait();
+    client_closes_into_time_wait(&net);
     // A process in the client's namespace, so that tcptrace can read it.
     let mut holder = Peer::spawn(
         &net.client,

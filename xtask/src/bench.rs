@@ -33,7 +33,7 @@ struct Config {
     args: Option<&'static [&'static str]>,
 }
 
-const CONFIGS: [Config; 5] = [
+const CONFIGS: [Config; 6] = [
     Config {
         name: "baseline (no tracer)",
         args: None,
@@ -43,12 +43,16 @@ const CONFIGS: [Config; 5] = [
         args: Some(&["--bench-floor"]),
     },
     Config {
-        name: "live log to a file",
+        name: "live log to a file (TIME_WAIT on)",
         args: Some(&[]),
     },
     Config {
         name: "--json to a file",
         args: Some(&["--json"]),
+    },
+    Config {
+        name: "--summary --no-timewait",
+        args: Some(&["--summary", "--no-timewait"]),
     },
     Config {
         name: "--summary",
