@@ -168,18 +168,15 @@ impl<W: io::Write> Agent<W> {
         }
     }
 
-    /// Learns the sockets that existed before tracing started: owners,
-    /// timewait sockets, and a process in each network namespace.
+    /// Learns a timewait socket that existed before tracing started.
+    pub fn seed_timewait(&mut self, seed: &crate::timewait::TwSeed) {
+        self.timewaits.seed(seed);
+    }
+
+    /// Learns the sockets that existed before tracing started: owners and a
+    /// process in each network namespace.
     pub fn seed(&mut self, snapshot: crate::snapshot::Snapshot) {
-        self.timewaits.seed(
-            snapshot
-                .sockets
-                .iter()
-                .filter(|e| e.timewait)
-                .map(|e| (e.netns, e.local, e.remote, e.state)),
-        );
-        self.tracker
-            .seed(snapshot.sockets.into_iter().filter(|e| !e.timewait));
+        self.tracker.seed(snapshot.sockets);
         for (netns, pid) in snapshot.namespaces {
             self.namespaces_at_start.insert(netns);
             self.watch_overflows(netns, pid);

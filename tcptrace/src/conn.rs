@@ -810,8 +810,6 @@ pub(crate) mod tests {
                 remote: ANY.parse().unwrap(),
                 state: Listen,
                 owner: Some(nginx),
-                timewait: false,
-                remaining_ms: None,
             },
             Existing {
                 netns: 1,
@@ -819,8 +817,6 @@ pub(crate) mod tests {
                 remote: CLI.parse().unwrap(),
                 state: Established,
                 owner: Some(app),
-                timewait: false,
-                remaining_ms: None,
             },
         ]);
         let mut s = Script { ts: 0 };
@@ -850,8 +846,6 @@ pub(crate) mod tests {
             remote: ANY.parse().unwrap(),
             state: Listen,
             owner: Some(task(80, "nginx")),
-            timewait: false,
-            remaining_ms: None,
         }]);
         let mut t = s.t(1, SRV, ANY, Listen, Close, Some(task(80, "nginx")));
         t.in_old = TimeInState::Unknown;

@@ -135,9 +135,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let mut agent = Agent::new(tracer, printer, out, options);
     // After attaching, so that no socket falls between the two.
-    let existing = snapshot::take();
+    let mut longest_tw = None;
+    let existing = snapshot::take(|tw| {
+        longest_tw = longest_tw.max(Some(tw.remaining_ms));
+        agent.seed_timewait(tw);
+    });
     log::debug!("{} TCP sockets existed at start-up", existing.sockets.len());
-    let longest_tw = existing.sockets.iter().filter_map(|e| e.remaining_ms).max();
     agent.seed(existing);
     if timewait.is_some() {
         let counts: Vec<String> = agent

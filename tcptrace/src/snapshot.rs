@@ -14,7 +14,10 @@ use std::{
     os::unix::fs::MetadataExt as _,
 };
 
-use crate::event::{Comm, Task, TcpState};
+use crate::{
+    event::{Comm, Task, TcpState},
+    timewait::TwSeed,
+};
 
 /// One socket found at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,19 +25,14 @@ pub struct Existing {
     pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// For a timewait socket, its substate (TIME_WAIT, or FIN_WAIT2 for an
-    /// orphan).
     pub state: TcpState,
     pub owner: Option<Task>,
-    /// A timewait socket, not a full one.
-    pub timewait: bool,
-    /// Time left on its timer (timewait sockets only; 10 ms resolution).
-    pub remaining_ms: Option<u64>,
 }
 
-/// What tcptrace found at start-up.
+/// What tcptrace found at start-up (timewait sockets apart).
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// Full sockets.
     pub sockets: Vec<Existing>,
     /// Every network namespace with a process, and one process inside it.
     pub namespaces: Vec<(u32, u32)>,
@@ -119,10 +117,11 @@ fn comm_of(pid: u32) -> Comm {
     Comm::new(raw)
 }
 
-/// Every TCP socket (timewait ones included) of every network namespace that
-/// has a process, with the process holding it where one does. Best effort:
-/// processes that exit meanwhile are skipped.
-pub fn take() -> Snapshot {
+/// Every TCP socket of every network namespace that has a process, with the
+/// process holding it where one does. Timewait sockets, which can number
+/// hundreds of thousands, go to `on_timewait` as they are read rather than
+/// into the result. Best effort: processes that exit meanwhile are skipped.
+pub fn take(mut on_timewait: impl FnMut(&TwSeed)) -> Snapshot {
     let mut owners: HashMap<u64, Task> = HashMap::new();
     let mut namespaces: HashMap<u32, u32> = HashMap::new(); // netns -> a pid inside it
     let Ok(procs) = fs::read_dir("/proc") else {
@@ -173,8 +172,17 @@ pub fn take() -> Snapshot {
                 let Ok(state) = TcpState::try_from(line.state) else {
                     continue;
                 };
-                let timewait = line.timer == TIMER_TIMEWAIT;
-                let owner = (line.inode != 0 && !timewait)
+                if line.timer == TIMER_TIMEWAIT {
+                    on_timewait(&TwSeed {
+                        netns,
+                        local: line.local,
+                        remote: line.remote,
+                        substate: state,
+                        remaining_ms: line.when * 1000 / USER_HZ,
+                    });
+                    continue;
+                }
+                let owner = (line.inode != 0)
                     .then(|| owners.get(&line.inode).copied())
                     .flatten();
                 found.push(Existing {
@@ -183,8 +191,6 @@ pub fn take() -> Snapshot {
                     remote: line.remote,
                     state,
                     owner,
-                    timewait,
-                    remaining_ms: timewait.then_some(line.when * 1000 / USER_HZ),
                 });
             }
         }
@@ -234,7 +240,7 @@ mod tests {
     fn finds_own_listener() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let found = take();
+        let found = take(|_| {});
         let mine = found
             .sockets
             .iter()

@@ -4,19 +4,29 @@
 //! events, tested with synthetic sequences.
 //!
 //! The kernel side reports three things per timewait timer (see the eBPF
-//! `timewait.rs`): armed, cancelled, expired. Their sequences mean:
-//! - armed, address not seen before: a new timewait socket;
-//! - cancelled then armed: a re-arm (or an orphan's FIN_WAIT2 -> TIME_WAIT);
+//! `timewait.rs`): armed, cancelled, expired, each with the socket's address
+//! and 4-tuple. Their sequences mean:
+//! - armed, 4-tuple not followed yet: a new timewait socket;
+//! - cancelled then armed (same socket, same softirq, microseconds apart): a
+//!   re-arm (or an orphan's FIN_WAIT2 -> TIME_WAIT);
 //! - cancelled then expired: the timer ran out;
 //! - cancelled alone: ended early. Which early end is told by what came with
-//!   the cancel: a dying namespace (purged), the system call of a task that
+//!   the cancel: a dying namespace (purged), the system call of a thread that
 //!   had just started a connect() (reused), a request socket for the same
 //!   4-tuple right after it (reopened), anything else (killed).
 //!
 //! A cancel alone is only known to be alone once the next records are in, so
-//! it is settled at the end of the drain after the one it arrived in.
+//! it is settled at the end of the drain after the one it arrived in, or when
+//! a new timewait socket takes its 4-tuple.
+//!
+//! Timewait sockets are kept by 4-tuple (the kernel never has two for one),
+//! in a compact key: at the default `tcp_max_tw_buckets` a host can have
+//! 131 072 of them per namespace.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -24,10 +34,6 @@ use crate::{
     conn::{Closed, ClosedTw},
     event::{Task, TcpState, TimeInState, Transition, TwAction, TwEnd, TwEvent, TwNote},
 };
-
-/// (netns, local, remote): how a timewait socket is matched to its full
-/// socket, to a request socket, and to the snapshot.
-type Tuple = (u32, SocketAddr, SocketAddr);
 
 /// A full socket's CLOSE joins the timewait socket armed for its 4-tuple at
 /// most this long before (the kernel arms it just before that CLOSE).
@@ -42,6 +48,54 @@ const REUSE_WINDOW_NS: u64 = 10_000_000;
 /// the same address after a cancel in a system call, or later than this, is
 /// a new timewait socket in the memory of one that ended.
 const REARM_WINDOW_NS: u64 = 1_000_000;
+
+/// A 4-tuple and namespace in 44 bytes (`SocketAddr`s take 64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TwKey {
+    netns: u32,
+    lport: u16,
+    rport: u16,
+    laddr: [u8; 16],
+    raddr: [u8; 16],
+    v6: bool,
+}
+
+impl TwKey {
+    pub fn new(netns: u32, local: SocketAddr, remote: SocketAddr) -> Self {
+        let bytes = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v4.octets());
+                b
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        Self {
+            netns,
+            lport: local.port(),
+            rport: remote.port(),
+            laddr: bytes(local.ip()),
+            raddr: bytes(remote.ip()),
+            v6: local.is_ipv6(),
+        }
+    }
+
+    fn addr(&self, bytes: [u8; 16], port: u16) -> SocketAddr {
+        let ip = match self.v6 {
+            true => IpAddr::V6(Ipv6Addr::from(bytes)),
+            false => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.addr(self.laddr, self.lport)
+    }
+
+    fn remote(&self) -> SocketAddr {
+        self.addr(self.raddr, self.rport)
+    }
+}
 
 /// Live timewait sockets in one network namespace, by substate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,9 +123,9 @@ struct Cancel {
 }
 
 struct Tw {
-    netns: u32,
-    local: SocketAddr,
-    remote: SocketAddr,
+    /// The kernel's address of the timewait socket; 0 for one found at
+    /// start-up and not seen by the kernel side yet.
+    addr: u64,
     substate: TcpState,
     /// When it entered `substate`; `None` if that predates tcptrace.
     since_ns: Option<u64>,
@@ -86,8 +140,8 @@ struct Tw {
     queued: bool,
     owner: Option<Task>,
     /// The connection's record, printed when this timewait socket ends.
-    closed: Option<Closed>,
-    cancel: Option<Cancel>,
+    closed: Option<Box<Closed>>,
+    cancel: Option<Box<Cancel>>,
 }
 
 /// What the agent prints and counts after a timewait event.
@@ -99,14 +153,22 @@ pub enum TwOutput {
     Closed(Closed),
 }
 
+/// A timewait socket found at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwSeed {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub substate: TcpState,
+    /// Time left on its timer (10 ms resolution).
+    pub remaining_ms: u64,
+}
+
 pub struct Timewaits {
-    live: HashMap<u64, Tw>,
-    by_tuple: HashMap<Tuple, u64>,
-    /// Timewait sockets found at start-up, not yet seen by the kernel side.
-    seeded: HashMap<Tuple, TcpState>,
+    live: HashMap<TwKey, Tw>,
     counts: BTreeMap<u32, TwCount>,
-    /// Addresses with a cancel still to settle.
-    pending: Vec<u64>,
+    /// Timewait sockets with a cancel still to settle.
+    pending: Vec<TwKey>,
     /// The last connect()s: (thread, when), a ring.
     connects: [(u32, u64); 16],
     next_connect: usize,
@@ -121,8 +183,6 @@ impl Timewaits {
     pub fn new(max: usize, hz: Option<u32>) -> Self {
         Self {
             live: HashMap::default(),
-            by_tuple: HashMap::default(),
-            seeded: HashMap::default(),
             counts: BTreeMap::new(),
             pending: Vec::new(),
             connects: [(0, 0); 16],
@@ -133,24 +193,37 @@ impl Timewaits {
         }
     }
 
-    /// Learns the timewait sockets that existed at start-up.
-    pub fn seed(
-        &mut self,
-        existing: impl IntoIterator<Item = (u32, SocketAddr, SocketAddr, TcpState)>,
-    ) {
-        for (netns, local, remote, substate) in existing {
-            if self.seeded.len() >= self.max {
-                self.untracked += 1;
-                continue;
-            }
-            if self
-                .seeded
-                .insert((netns, local, remote), substate)
-                .is_none()
-            {
-                *self.counts.entry(netns).or_default().slot(substate) += 1;
-            }
+    /// Learns a timewait socket that existed at start-up.
+    pub fn seed(&mut self, seed: &TwSeed) {
+        let key = TwKey::new(seed.netns, seed.local, seed.remote);
+        if self.live.contains_key(&key) {
+            return;
         }
+        if self.live.len() >= self.max {
+            self.untracked += 1;
+            return;
+        }
+        *self
+            .counts
+            .entry(seed.netns)
+            .or_default()
+            .slot(seed.substate) += 1;
+        self.live.insert(
+            key,
+            Tw {
+                addr: 0,
+                substate: seed.substate,
+                since_ns: None,
+                born_ns: None,
+                jiffies: 0,
+                rearms: 0,
+                joined: true,
+                queued: false,
+                owner: None,
+                closed: None,
+                cancel: None,
+            },
+        );
     }
 
     /// Live timewait sockets per network namespace (those with none left out).
@@ -179,9 +252,8 @@ impl Timewaits {
         if t.new != Close || !matches!(t.old, FinWait1 | FinWait2 | Closing) {
             return None;
         }
-        let addr = self.by_tuple.get(&(t.netns, t.local, t.remote))?;
         let hz = self.hz;
-        let tw = self.live.get_mut(addr)?;
+        let tw = self.live.get_mut(&TwKey::new(t.netns, t.local, t.remote))?;
         let fresh = tw
             .born_ns
             .is_some_and(|born| t.ts_ns >= born && t.ts_ns - born <= JOIN_WINDOW_NS);
@@ -190,71 +262,84 @@ impl Timewaits {
         }
         tw.joined = true;
         tw.owner = t.owner;
-        tw.closed = closed.take();
+        tw.closed = closed.take().map(Box::new);
         t.new = tw.substate;
         t.timewait = Some(TwNote::Begins {
             timer_ns: jiffies_to_ns(hz, tw.jiffies),
         });
-        tw.closed.as_ref()
+        tw.closed.as_deref()
     }
 
     /// Follows one timewait record.
     pub fn on_event(&mut self, e: &TwEvent, out: &mut Vec<TwOutput>) {
-        let tuple = (e.netns, e.local, e.remote);
+        let key = TwKey::new(e.netns, e.local, e.remote);
         match e.action {
-            TwAction::Armed { jiffies } => self.armed(e, tuple, jiffies, out),
+            TwAction::Armed { jiffies } => self.armed(e, key, jiffies, out),
             TwAction::Cancelled { task, net_dying } => {
-                let Some(tw) = self.find(e.sock, tuple, e.substate) else {
+                let Some(tw) = self.live.get_mut(&key) else {
                     return;
                 };
-                tw.cancel = Some(Cancel {
+                // One found at start-up is now known by its address.
+                tw.addr = e.sock;
+                tw.cancel = Some(Box::new(Cancel {
                     ts_ns: e.ts_ns,
                     substate: e.substate,
                     task,
                     net_dying,
                     batches: 0,
-                });
+                }));
                 if !tw.queued {
                     tw.queued = true;
-                    self.pending.push(e.sock);
+                    self.pending.push(key);
                 }
             }
             TwAction::Expired => {
-                if self.find(e.sock, tuple, e.substate).is_some() {
-                    self.end(e.sock, TwEnd::Expired, e.ts_ns, e.substate, None, out);
+                if self.live.contains_key(&key) {
+                    self.end(key, TwEnd::Expired, e.ts_ns, e.substate, None, out);
                 }
             }
             TwAction::Request => {
-                let Some(&addr) = self.by_tuple.get(&tuple) else {
-                    return;
-                };
                 let cancelled = self
                     .live
-                    .get(&addr)
+                    .get(&key)
                     .and_then(|tw| tw.cancel.as_ref())
                     .map(|c| (c.ts_ns, c.substate));
                 if let Some((at, substate)) = cancelled {
-                    self.end(addr, TwEnd::Reopened, at, substate, None, out);
+                    self.end(key, TwEnd::Reopened, at, substate, None, out);
                 }
             }
         }
     }
 
-    fn armed(&mut self, e: &TwEvent, tuple: Tuple, jiffies: u64, out: &mut Vec<TwOutput>) {
+    fn armed(&mut self, e: &TwEvent, key: TwKey, jiffies: u64, out: &mut Vec<TwOutput>) {
         let timer_ns = jiffies_to_ns(self.hz, jiffies);
-        let ended_before = self.live.get(&e.sock).and_then(|tw| {
-            let c = tw.cancel.as_ref()?;
-            let rearm = c.task.is_none()
-                && !c.net_dying
-                && e.ts_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS;
-            (!rearm).then_some(c)
-        });
-        if let Some(c) = ended_before {
-            let (ts_ns, substate, task) = (c.ts_ns, c.substate, c.task);
-            let reason = early_end_reason(&self.connects, c);
-            self.end(e.sock, reason, ts_ns, substate, task, out);
+        if let Some(tw) = self.live.get(&key) {
+            let rearm = tw.addr == e.sock
+                && tw.cancel.as_ref().is_none_or(|c| {
+                    c.task.is_none()
+                        && !c.net_dying
+                        && e.ts_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS
+                });
+            if !rearm {
+                // The kernel never has two timewait sockets for one 4-tuple:
+                // the one followed has ended. Its cancel may still wait to be
+                // settled (a reuse, where the 4-tuple's next connection was
+                // quick to close): settle it now. One found at start-up, or
+                // one whose end was missed, is just gone.
+                match tw.cancel.as_deref() {
+                    Some(c) => {
+                        let (ts_ns, substate, task) = (c.ts_ns, c.substate, c.task);
+                        let reason = early_end_reason(&self.connects, c);
+                        self.end(key, reason, ts_ns, substate, task, out);
+                    }
+                    None => {
+                        *self.counts.entry(key.netns).or_default().slot(tw.substate) -= 1;
+                        self.live.remove(&key);
+                    }
+                }
+            }
         }
-        if let Some(tw) = self.live.get_mut(&e.sock) {
+        if let Some(tw) = self.live.get_mut(&key) {
             tw.cancel = None;
             tw.jiffies = jiffies;
             if tw.substate == e.substate {
@@ -266,15 +351,15 @@ impl Timewaits {
             if let (Some(c), TimeInState::Measured(ns)) = (tw.closed.as_mut(), in_old) {
                 c.in_state.add(tw.substate, ns);
             }
-            let counts = self.counts.entry(tw.netns).or_default();
+            let counts = self.counts.entry(key.netns).or_default();
             *counts.slot(tw.substate) -= 1;
             *counts.slot(e.substate) += 1;
             out.push(TwOutput::Transition(Transition {
                 ts_ns: e.ts_ns,
                 sock: e.sock,
-                netns: tw.netns,
-                local: tw.local,
-                remote: tw.remote,
+                netns: key.netns,
+                local: key.local(),
+                remote: key.remote(),
                 old: tw.substate,
                 new: e.substate,
                 in_old,
@@ -286,42 +371,15 @@ impl Timewaits {
             tw.since_ns = Some(e.ts_ns);
             return;
         }
-        // A new timewait socket. The kernel never has two for one 4-tuple: the
-        // previous one has ended. Its cancel may still wait to be settled (a
-        // reuse, where this 4-tuple's next connection was quick to close):
-        // settle it now. One found at start-up, or one whose end was missed,
-        // is just gone.
-        if let Some(substate) = self.seeded.remove(&tuple) {
-            *self.counts.entry(tuple.0).or_default().slot(substate) -= 1;
-        }
-        if let Some(&previous) = self.by_tuple.get(&tuple)
-            && let Some(tw) = self.live.get(&previous)
-        {
-            match &tw.cancel {
-                Some(c) => {
-                    let (ts_ns, substate, task) = (c.ts_ns, c.substate, c.task);
-                    let reason = early_end_reason(&self.connects, c);
-                    self.end(previous, reason, ts_ns, substate, task, out);
-                }
-                None => {
-                    *self.counts.entry(tw.netns).or_default().slot(tw.substate) -= 1;
-                    self.live.remove(&previous);
-                }
-            }
-            self.by_tuple.remove(&tuple);
-        }
         if self.live.len() >= self.max {
             self.untracked += 1;
             return;
         }
-        self.by_tuple.insert(tuple, e.sock);
-        *self.counts.entry(e.netns).or_default().slot(e.substate) += 1;
+        *self.counts.entry(key.netns).or_default().slot(e.substate) += 1;
         self.live.insert(
-            e.sock,
+            key,
             Tw {
-                netns: e.netns,
-                local: e.local,
-                remote: e.remote,
+                addr: e.sock,
                 substate: e.substate,
                 since_ns: Some(e.ts_ns),
                 born_ns: Some(e.ts_ns),
@@ -336,52 +394,18 @@ impl Timewaits {
         );
     }
 
-    /// The timewait socket at `addr`, or the one found at start-up with this
-    /// 4-tuple (now known by its address).
-    fn find(&mut self, addr: u64, tuple: Tuple, substate: TcpState) -> Option<&mut Tw> {
-        if !self.live.contains_key(&addr) {
-            let seeded = self.seeded.remove(&tuple)?;
-            self.by_tuple.insert(tuple, addr);
-            self.live.insert(
-                addr,
-                Tw {
-                    netns: tuple.0,
-                    local: tuple.1,
-                    remote: tuple.2,
-                    // The substate may have changed since the snapshot.
-                    substate: if seeded == substate { seeded } else { substate },
-                    since_ns: None,
-                    born_ns: None,
-                    jiffies: 0,
-                    rearms: 0,
-                    joined: true,
-                    queued: false,
-                    owner: None,
-                    closed: None,
-                    cancel: None,
-                },
-            );
-            if seeded != substate {
-                let counts = self.counts.entry(tuple.0).or_default();
-                *counts.slot(seeded) -= 1;
-                *counts.slot(substate) += 1;
-            }
-        }
-        self.live.get_mut(&addr)
-    }
-
-    /// Ends the timewait socket at `addr`, in `substate` as its last record
+    /// Ends the timewait socket of `key`, in `substate` as its last record
     /// says.
     fn end(
         &mut self,
-        addr: u64,
+        key: TwKey,
         reason: TwEnd,
         ts_ns: u64,
         substate: TcpState,
         by: Option<Task>,
         out: &mut Vec<TwOutput>,
     ) {
-        let Some(mut tw) = self.live.remove(&addr) else {
+        let Some(mut tw) = self.live.remove(&key) else {
             return;
         };
         // An orphan that got the peer's FIN while its timer was re-armed
@@ -389,24 +413,16 @@ impl Timewaits {
         // tracepoints then, so the change is only seen now. Its time is
         // counted from the last moment seen, at most a bucket (~2 s) early.
         let fin_unseen = tw.substate != substate;
-        if fin_unseen {
-            let counts = self.counts.entry(tw.netns).or_default();
-            *counts.slot(tw.substate) -= 1;
-            *counts.slot(substate) += 1;
-            tw.substate = substate;
-        }
-        let tuple = (tw.netns, tw.local, tw.remote);
-        if self.by_tuple.get(&tuple) == Some(&addr) {
-            self.by_tuple.remove(&tuple);
-        }
-        *self.counts.entry(tw.netns).or_default().slot(tw.substate) -= 1;
+        let counts = self.counts.entry(key.netns).or_default();
+        *counts.slot(tw.substate) -= 1;
+        tw.substate = substate;
         let in_old = measured(tw.since_ns, ts_ns);
         out.push(TwOutput::Transition(Transition {
             ts_ns,
-            sock: addr,
-            netns: tw.netns,
-            local: tw.local,
-            remote: tw.remote,
+            sock: tw.addr,
+            netns: key.netns,
+            local: key.local(),
+            remote: key.remote(),
             old: tw.substate,
             new: TcpState::Close,
             in_old,
@@ -429,7 +445,7 @@ impl Timewaits {
                 reason: Some(reason),
                 rearms: tw.rearms,
             });
-            out.push(TwOutput::Closed(c));
+            out.push(TwOutput::Closed(*c));
         }
     }
 
@@ -451,7 +467,7 @@ impl Timewaits {
             .live
             .values_mut()
             .filter_map(|tw| {
-                let mut c = tw.closed.take()?;
+                let mut c = *tw.closed.take()?;
                 if let TimeInState::Measured(ns) = measured(tw.since_ns, now_ns) {
                     c.in_state.add(tw.substate, ns);
                 }
@@ -470,22 +486,22 @@ impl Timewaits {
 
     fn settle(&mut self, out: &mut Vec<TwOutput>, after_batches: u8) {
         let pending = std::mem::take(&mut self.pending);
-        for addr in pending {
-            let Some(tw) = self.live.get_mut(&addr) else {
+        for key in pending {
+            let Some(tw) = self.live.get_mut(&key) else {
                 continue;
             };
-            let Some(cancel) = tw.cancel.as_mut() else {
+            let Some(cancel) = tw.cancel.as_deref_mut() else {
                 tw.queued = false;
                 continue;
             };
             cancel.batches += 1;
             if cancel.batches < after_batches {
-                self.pending.push(addr);
+                self.pending.push(key);
                 continue;
             }
             let (ts_ns, substate, task) = (cancel.ts_ns, cancel.substate, cancel.task);
             let reason = early_end_reason(&self.connects, cancel);
-            self.end(addr, reason, ts_ns, substate, task, out);
+            self.end(key, reason, ts_ns, substate, task, out);
         }
     }
 }
@@ -887,20 +903,16 @@ mod tests {
                 REMOTE.parse::<SocketAddr>().unwrap(),
             )
         };
-        tws.seed([
-            (
-                tuple(40000).0,
-                tuple(40000).1,
-                tuple(40000).2,
-                TcpState::TimeWait,
-            ),
-            (
-                tuple(40001).0,
-                tuple(40001).1,
-                tuple(40001).2,
-                TcpState::TimeWait,
-            ),
-        ]);
+        for port in [40000, 40001] {
+            let (netns, local, remote) = tuple(port);
+            tws.seed(&TwSeed {
+                netns,
+                local,
+                remote,
+                substate: TcpState::TimeWait,
+                remaining_ms: 30_000,
+            });
+        }
         assert_eq!(
             tws.counts().next().unwrap(),
             (
