@@ -156,7 +156,7 @@ impl<W: io::Write> Agent<W> {
             printer,
             out,
             tracker: Tracker::new(options.max_conns),
-            timewaits: Timewaits::new(options.max_conns, options.hz),
+            timewaits: Timewaits::new(options.max_conns, options.hz, !options.summary_only),
             tw_out: Vec::new(),
             overflows: HashMap::new(),
             namespaces_at_start: Default::default(),
@@ -170,7 +170,9 @@ impl<W: io::Write> Agent<W> {
 
     /// Learns a timewait socket that existed before tracing started.
     pub fn seed_timewait(&mut self, seed: &crate::timewait::TwSeed) {
-        self.timewaits.seed(seed);
+        if self.options.timewait {
+            self.timewaits.seed(seed);
+        }
     }
 
     /// Learns the sockets that existed before tracing started: owners and a

@@ -173,7 +173,7 @@ pub struct Cli {
 
     /// Size of the kernel ring buffer that carries transitions to tcptrace
     /// (a power of two: 64K, 4M, 16M...). Raise it if transitions are lost.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size, help_heading = "Tuning")]
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_ring_size, help_heading = "Tuning")]
     pub ring_size: u32,
 
     /// Wake tcptrace as soon as this much data is pending in the ring buffer
@@ -323,8 +323,8 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = Cli::try_parse_from(["tcptrace"]).unwrap();
-        assert_eq!(cli.ring_size, 4 << 20);
-        assert_eq!(cli.wakeup_bytes(), 1 << 20);
+        assert_eq!(cli.ring_size, 8 << 20);
+        assert_eq!(cli.wakeup_bytes(), 2 << 20);
         assert_eq!(cli.drain_interval(), Duration::from_millis(20));
         let err = Cli::try_parse_from(["tcptrace", "--ring-size", "5K"]).unwrap_err();
         assert!(err.to_string().contains("must be a power of two"), "{err}");

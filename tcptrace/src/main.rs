@@ -20,6 +20,14 @@ use tcptrace::{
 };
 
 fn main() -> ExitCode {
+    // Allocations of 1 MiB or more (the growing tables of timewait sockets,
+    // connections and histograms) get their own mappings, returned to the
+    // system when freed. glibc's default raises that threshold as big blocks
+    // are freed and then keeps the old tables of a growing map in the heap:
+    // measured here, 16 MiB resident for 30 000 timewait sockets instead of 8.
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(if cli.verbose {

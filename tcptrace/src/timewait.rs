@@ -127,12 +127,13 @@ struct Tw {
     /// start-up and not seen by the kernel side yet.
     addr: u64,
     substate: TcpState,
-    /// When it entered `substate`; `None` if that predates tcptrace.
-    since_ns: Option<u64>,
-    /// When the timewait socket was armed first; `None` if it predates tcptrace.
-    born_ns: Option<u64>,
+    /// When it entered `substate`; 0 if that predates tcptrace. (Plain
+    /// integers, not `Option`s: a host can have hundreds of thousands.)
+    since_ns: u64,
+    /// When the timewait socket was armed first; 0 if it predates tcptrace.
+    born_ns: u64,
     /// Length of the latest arming of its timer.
-    jiffies: u64,
+    jiffies: u32,
     rearms: u32,
     /// Joined to its full socket's CLOSE (or predating tcptrace: nothing to join).
     joined: bool,
@@ -164,8 +165,17 @@ pub struct TwSeed {
     pub remaining_ms: u64,
 }
 
+/// At most this many connection records are held until their timewait
+/// socket ends (~250 bytes each); past it, records are printed when the full
+/// socket closes, without their TIME_WAIT.
+pub const MAX_HELD: usize = 65_536;
+
 pub struct Timewaits {
     live: HashMap<TwKey, Tw>,
+    /// Whether connection records are held until TIME_WAIT ends (not with
+    /// `--summary`, which prints none), and how many are.
+    hold: bool,
+    held: usize,
     counts: BTreeMap<u32, TwCount>,
     /// Timewait sockets with a cancel still to settle.
     pending: Vec<TwKey>,
@@ -179,10 +189,13 @@ pub struct Timewaits {
 }
 
 impl Timewaits {
-    /// `hz`: the kernel's timer frequency, to show timer lengths in seconds.
-    pub fn new(max: usize, hz: Option<u32>) -> Self {
+    /// `hz`: the kernel's timer frequency, to show timer lengths in seconds;
+    /// `hold`: keep connection records until their TIME_WAIT ends.
+    pub fn new(max: usize, hz: Option<u32>, hold: bool) -> Self {
         Self {
             live: HashMap::default(),
+            hold,
+            held: 0,
             counts: BTreeMap::new(),
             pending: Vec::new(),
             connects: [(0, 0); 16],
@@ -213,8 +226,8 @@ impl Timewaits {
             Tw {
                 addr: 0,
                 substate: seed.substate,
-                since_ns: None,
-                born_ns: None,
+                since_ns: 0,
+                born_ns: 0,
                 jiffies: 0,
                 rearms: 0,
                 joined: true,
@@ -254,18 +267,20 @@ impl Timewaits {
         }
         let hz = self.hz;
         let tw = self.live.get_mut(&TwKey::new(t.netns, t.local, t.remote))?;
-        let fresh = tw
-            .born_ns
-            .is_some_and(|born| t.ts_ns >= born && t.ts_ns - born <= JOIN_WINDOW_NS);
+        let born = tw.born_ns;
+        let fresh = born != 0 && t.ts_ns >= born && t.ts_ns - born <= JOIN_WINDOW_NS;
         if tw.joined || !fresh {
             return None;
         }
         tw.joined = true;
         tw.owner = t.owner;
-        tw.closed = closed.take().map(Box::new);
+        if self.hold && self.held < MAX_HELD && closed.is_some() {
+            tw.closed = closed.take().map(Box::new);
+            self.held += 1;
+        }
         t.new = tw.substate;
         t.timewait = Some(TwNote::Begins {
-            timer_ns: jiffies_to_ns(hz, tw.jiffies),
+            timer_ns: jiffies_to_ns(hz, tw.jiffies.into()),
         });
         tw.closed.as_deref()
     }
@@ -341,7 +356,7 @@ impl Timewaits {
         }
         if let Some(tw) = self.live.get_mut(&key) {
             tw.cancel = None;
-            tw.jiffies = jiffies;
+            tw.jiffies = jiffies as u32;
             if tw.substate == e.substate {
                 tw.rearms += 1;
                 return;
@@ -368,7 +383,7 @@ impl Timewaits {
                 timewait: Some(TwNote::Changes { timer_ns }),
             }));
             tw.substate = e.substate;
-            tw.since_ns = Some(e.ts_ns);
+            tw.since_ns = e.ts_ns;
             return;
         }
         if self.live.len() >= self.max {
@@ -381,9 +396,9 @@ impl Timewaits {
             Tw {
                 addr: e.sock,
                 substate: e.substate,
-                since_ns: Some(e.ts_ns),
-                born_ns: Some(e.ts_ns),
-                jiffies,
+                since_ns: e.ts_ns,
+                born_ns: e.ts_ns,
+                jiffies: jiffies as u32,
                 rearms: 0,
                 joined: false,
                 queued: false,
@@ -436,6 +451,7 @@ impl Timewaits {
             }),
         }));
         if let Some(mut c) = tw.closed {
+            self.held -= 1;
             if let TimeInState::Measured(ns) = in_old {
                 c.in_state.add(tw.substate, ns);
             }
@@ -480,6 +496,7 @@ impl Timewaits {
                 Some(c)
             })
             .collect();
+        self.held -= held.len();
         held.sort_by_key(|c| c.lifetime_ns.map(std::cmp::Reverse));
         out.extend(held.into_iter().map(TwOutput::Closed));
     }
@@ -523,10 +540,11 @@ fn early_end_reason(connects: &[(u32, u64)], cancel: &Cancel) -> TwEnd {
     }
 }
 
-fn measured(since_ns: Option<u64>, now_ns: u64) -> TimeInState {
+/// Time since `since_ns` (0: not seen).
+fn measured(since_ns: u64, now_ns: u64) -> TimeInState {
     match since_ns {
-        Some(since) => TimeInState::Measured(now_ns.saturating_sub(since)),
-        None => TimeInState::Unknown,
+        0 => TimeInState::Unknown,
+        since => TimeInState::Measured(now_ns.saturating_sub(since)),
     }
 }
 
@@ -604,7 +622,7 @@ mod tests {
 
     /// A timewait socket armed at 1 s and joined to its connection.
     fn joined() -> Timewaits {
-        let mut tws = Timewaits::new(100, Some(250));
+        let mut tws = Timewaits::new(100, Some(250), true);
         let mut out = Vec::new();
         tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
         let mut t = full_close(SEC + 10_000);
@@ -826,7 +844,7 @@ mod tests {
 
     #[test]
     fn orphans_in_fin_wait2() {
-        let mut tws = Timewaits::new(100, Some(100));
+        let mut tws = Timewaits::new(100, Some(100), true);
         let mut out = Vec::new();
         tws.on_event(&armed(SEC, TcpState::FinWait2), &mut out);
         let mut t = full_close(SEC);
@@ -877,7 +895,7 @@ mod tests {
 
         // The FIN within one timer-wheel bucket: no re-arm seen, the end
         // record tells.
-        let mut tws = Timewaits::new(100, None);
+        let mut tws = Timewaits::new(100, None, true);
         let mut out = Vec::new();
         tws.on_event(&armed(SEC, TcpState::FinWait2), &mut out);
         tws.on_event(&ev(62 * SEC, TcpState::TimeWait, Expired), &mut out);
@@ -895,7 +913,7 @@ mod tests {
 
     #[test]
     fn sockets_from_the_snapshot() {
-        let mut tws = Timewaits::new(100, None);
+        let mut tws = Timewaits::new(100, None, true);
         let tuple = |port: u16| {
             (
                 1,
@@ -951,7 +969,7 @@ mod tests {
 
     #[test]
     fn join_needs_a_fresh_unjoined_timewait_socket() {
-        let mut tws = Timewaits::new(100, None);
+        let mut tws = Timewaits::new(100, None, true);
         let mut out = Vec::new();
         tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
         // Another namespace, or too late: not its connection.
@@ -973,8 +991,24 @@ mod tests {
     }
 
     #[test]
+    fn records_are_not_held_when_not_printed() {
+        let mut tws = Timewaits::new(100, None, false);
+        let mut out = Vec::new();
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        let mut t = full_close(SEC + 10);
+        let mut closed = Some(record());
+        assert!(tws.join(&mut t, &mut closed).is_none());
+        assert!(closed.is_some(), "left to the caller");
+        assert_eq!(t.new, TcpState::TimeWait, "still relabelled");
+        tws.on_event(&ev(62 * SEC, TcpState::TimeWait, Expired), &mut out);
+        let (t, c) = ended(&out);
+        assert_eq!((reason(t), c), (TwEnd::Expired, None));
+        assert_eq!(t.owner.unwrap().pid, 7);
+    }
+
+    #[test]
     fn bounded() {
-        let mut tws = Timewaits::new(1, None);
+        let mut tws = Timewaits::new(1, None, true);
         let mut out = Vec::new();
         tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
         let mut other = armed(SEC, TcpState::TimeWait);
