@@ -1,5 +1,5 @@
 //! `irq:softirq_entry` / `irq:softirq_exit` as raw tracepoints
-//! (`TP_PROTO(unsigned int vec_nr)`; the argument is not needed).
+//! (`TP_PROTO(unsigned int vec_nr)`).
 //!
 //! They maintain a per-CPU "in softirq" flag so that `inet_sock_set_state` can
 //! tell a transition made by the socket's owner (a syscall: connect, listen,
@@ -7,7 +7,8 @@
 //! timers), where the current task is just whoever was interrupted — on
 //! loopback often the peer process. Softirqs do not nest on one CPU, so a flag
 //! (not a depth counter) is enough, and it heals itself at the next softirq if
-//! an exit was ever missed. Raw tracepoints are used because they are the
+//! an exit was ever missed. The flag holds the softirq's number plus one, so
+//! the timewait programs can tell the timer softirq (natural expiry) apart. Raw tracepoints are used because they are the
 //! cheapest hook: these fire for every softirq on the host.
 
 use aya_ebpf::{
@@ -19,9 +20,14 @@ use tcptrace_common::FLAG_PROCESS_CTX;
 
 use crate::maps::IN_SOFTIRQ;
 
+/// `TIMER_SOFTIRQ` in `include/linux/interrupt.h` (stable since 2.6).
+const TIMER_SOFTIRQ: u8 = 1;
+
 #[raw_tracepoint(tracepoint = "softirq_entry")]
-pub fn softirq_entry(_ctx: RawTracePointContext) -> i32 {
-    set_flag(1);
+pub fn softirq_entry(ctx: RawTracePointContext) -> i32 {
+    // softirq_entry has one argument, the vector number.
+    let vec: u64 = ctx.arg(0);
+    set_flag(vec.min(254) as u8 + 1);
     0
 }
 
@@ -43,6 +49,14 @@ fn set_flag(value: u8) {
 #[inline(always)]
 fn in_softirq() -> bool {
     IN_SOFTIRQ.get(0).is_some_and(|flag| *flag != 0)
+}
+
+/// Whether this CPU is running expired timers (the timer softirq).
+#[inline(always)]
+pub fn in_timer_softirq() -> bool {
+    IN_SOFTIRQ
+        .get(0)
+        .is_some_and(|flag| *flag == TIMER_SOFTIRQ + 1)
 }
 
 /// (pid, tid, comm, FLAG_PROCESS_CTX) of the current task when this runs in

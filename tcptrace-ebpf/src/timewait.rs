@@ -20,8 +20,8 @@
 //! - arming (`inet_twsk_hashdance_schedule`, just before the full socket's
 //!   CLOSE) is a `timer_start`; a re-arm (`inet_twsk_reschedule`, e.g. on a
 //!   retransmitted FIN) is a `timer_cancel` then a `timer_start`;
-//! - expiry is a `timer_cancel` (the wheel detaches the timer) then a
-//!   `timer_expire_entry`;
+//! - expiry is a `timer_cancel` (the wheel detaches the timer, in the timer
+//!   softirq: not reported) then a `timer_expire_entry`;
 //! - an early end (`inet_twsk_deschedule_put`: reuse by connect(), a SYN
 //!   reopening the 4-tuple, a RST, the namespace going away) is a
 //!   `timer_cancel` alone.
@@ -46,7 +46,7 @@ use tcptrace_common::{
 use crate::{
     inet_sock_set_state::wakeup_flag,
     maps::{EVENTS, FILTER, REOPEN_WATCH, TIMEWAIT, count, net_of, netns_of},
-    softirq::task,
+    softirq::{in_timer_softirq, task},
 };
 
 /// How soon after a timewait socket ended in a softirq the request socket of
@@ -92,6 +92,13 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "timer", name = "timer_cancel")]
 pub fn timer_cancel(ctx: TracePointContext) -> u32 {
+    // In the timer softirq a timewait timer is only ever detached to run it:
+    // its `timer_expire_entry` follows and says all. Skipping the cancel
+    // halves the records of a burst of expiries (tens of thousands of
+    // timewait sockets can share one timer-wheel bucket).
+    if in_timer_softirq() {
+        return 0;
+    }
     let timer: u64 = load(&ctx, 8);
     let config = TIMEWAIT.load();
     if read::<u64>(timer, config.timer_function) == Some(config.tw_handler) {

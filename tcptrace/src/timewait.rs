@@ -130,8 +130,6 @@ struct Tw {
     /// When it entered `substate`; 0 if that predates tcptrace. (Plain
     /// integers, not `Option`s: a host can have hundreds of thousands.)
     since_ns: u64,
-    /// When the timewait socket was armed first; 0 if it predates tcptrace.
-    born_ns: u64,
     /// Length of the latest arming of its timer.
     jiffies: u32,
     rearms: u32,
@@ -165,6 +163,10 @@ pub struct TwSeed {
     pub remaining_ms: u64,
 }
 
+/// The table of timewait sockets is allocated for this many at once (the
+/// kernel's default `tcp_max_tw_buckets`), or `max` if lower.
+const PRESIZED: usize = 131_072;
+
 /// At most this many connection records are held until their timewait
 /// socket ends (~250 bytes each); past it, records are printed when the full
 /// socket closes, without their TIME_WAIT.
@@ -172,6 +174,9 @@ pub const MAX_HELD: usize = 65_536;
 
 pub struct Timewaits {
     live: HashMap<TwKey, Tw>,
+    /// Timewait sockets found at start-up and not seen by the kernel side
+    /// yet: their substate only (48 bytes each, not 128).
+    seeded: HashMap<TwKey, TcpState>,
     /// Whether connection records are held until TIME_WAIT ends (not with
     /// `--summary`, which prints none), and how many are.
     hold: bool,
@@ -193,7 +198,10 @@ impl Timewaits {
     /// `hold`: keep connection records until their TIME_WAIT ends.
     pub fn new(max: usize, hz: Option<u32>, hold: bool) -> Self {
         Self {
-            live: HashMap::default(),
+            // Sized once: growing a table this big briefly needs it twice
+            // over. Its pages become resident only as they are filled.
+            live: HashMap::with_capacity_and_hasher(max.min(PRESIZED), Default::default()),
+            seeded: HashMap::default(),
             hold,
             held: 0,
             counts: BTreeMap::new(),
@@ -209,10 +217,10 @@ impl Timewaits {
     /// Learns a timewait socket that existed at start-up.
     pub fn seed(&mut self, seed: &TwSeed) {
         let key = TwKey::new(seed.netns, seed.local, seed.remote);
-        if self.live.contains_key(&key) {
+        if self.live.contains_key(&key) || self.seeded.contains_key(&key) {
             return;
         }
-        if self.live.len() >= self.max {
+        if self.live.len() + self.seeded.len() >= self.max {
             self.untracked += 1;
             return;
         }
@@ -221,13 +229,21 @@ impl Timewaits {
             .entry(seed.netns)
             .or_default()
             .slot(seed.substate) += 1;
+        self.seeded.insert(key, seed.substate);
+    }
+
+    /// Moves a timewait socket found at start-up, now seen by the kernel
+    /// side, to the followed ones.
+    fn adopt(&mut self, key: TwKey) {
+        let Some(substate) = self.seeded.remove(&key) else {
+            return;
+        };
         self.live.insert(
             key,
             Tw {
                 addr: 0,
-                substate: seed.substate,
+                substate,
                 since_ns: 0,
-                born_ns: 0,
                 jiffies: 0,
                 rearms: 0,
                 joined: true,
@@ -267,8 +283,10 @@ impl Timewaits {
         }
         let hz = self.hz;
         let tw = self.live.get_mut(&TwKey::new(t.netns, t.local, t.remote))?;
-        let born = tw.born_ns;
-        let fresh = born != 0 && t.ts_ns >= born && t.ts_ns - born <= JOIN_WINDOW_NS;
+        // Not joined yet, so still in the substate it was armed in: `since_ns`
+        // is when it was armed.
+        let armed = tw.since_ns;
+        let fresh = armed != 0 && t.ts_ns >= armed && t.ts_ns - armed <= JOIN_WINDOW_NS;
         if tw.joined || !fresh {
             return None;
         }
@@ -291,6 +309,7 @@ impl Timewaits {
         match e.action {
             TwAction::Armed { jiffies } => self.armed(e, key, jiffies, out),
             TwAction::Cancelled { task, net_dying } => {
+                self.adopt(key);
                 let Some(tw) = self.live.get_mut(&key) else {
                     return;
                 };
@@ -309,6 +328,7 @@ impl Timewaits {
                 }
             }
             TwAction::Expired => {
+                self.adopt(key);
                 if self.live.contains_key(&key) {
                     self.end(key, TwEnd::Expired, e.ts_ns, e.substate, None, out);
                 }
@@ -328,6 +348,10 @@ impl Timewaits {
 
     fn armed(&mut self, e: &TwEvent, key: TwKey, jiffies: u64, out: &mut Vec<TwOutput>) {
         let timer_ns = jiffies_to_ns(self.hz, jiffies);
+        // One found at start-up for this 4-tuple has ended unseen.
+        if let Some(substate) = self.seeded.remove(&key) {
+            *self.counts.entry(key.netns).or_default().slot(substate) -= 1;
+        }
         if let Some(tw) = self.live.get(&key) {
             let rearm = tw.addr == e.sock
                 && tw.cancel.as_ref().is_none_or(|c| {
@@ -397,7 +421,6 @@ impl Timewaits {
                 addr: e.sock,
                 substate: e.substate,
                 since_ns: e.ts_ns,
-                born_ns: e.ts_ns,
                 jiffies: jiffies as u32,
                 rearms: 0,
                 joined: false,
@@ -469,6 +492,11 @@ impl Timewaits {
     /// nothing followed for a full drain (early ends).
     pub fn end_batch(&mut self, out: &mut Vec<TwOutput>) {
         self.settle(out, 2);
+        // Those found at start-up all end within a minute or two: give
+        // their table's memory back as it empties.
+        if self.seeded.capacity() > 4 * self.seeded.len() + 1024 {
+            self.seeded.shrink_to_fit();
+        }
     }
 
     /// Settles every cancel still open (at exit).
