@@ -371,7 +371,14 @@ fn full_ring_buffer_counts_lost_events() {
         "seen {seen} + lost {lost} < {}",
         12 * CONNECTIONS
     );
-    assert_eq!(seen as usize, transitions.len());
+    // The summary counts the kernel's transitions: the printed ones, less the
+    // ends and substate changes of timewait sockets (which come from timer
+    // records; a `begins` is the full socket's CLOSE, relabelled).
+    let from_kernel = transitions
+        .iter()
+        .filter(|r| r["timewait"].is_null() || r["timewait"]["event"] == "begins")
+        .count();
+    assert_eq!(seen as usize, from_kernel);
 }
 
 #[test]
