@@ -209,6 +209,9 @@ pub struct TimewaitConfig {
     pub rsk_timer: u32,
     /// `struct timer_list` -> `function`.
     pub timer_function: u32,
+    /// `struct timer_list` -> `expires` (jiffies).
+    pub timer_expires: u32,
+    pub _pad: u32,
     /// `struct sock_common` members, shared by full, timewait and request
     /// sockets: remote and local IPv4 address (network order), remote port
     /// (network order), local port (host order), family, IPv6 addresses.
@@ -222,19 +225,6 @@ pub struct TimewaitConfig {
     /// `struct net` -> its namespace reference count (a `u32`).
     pub net_refcount: u32,
 }
-
-/// The fields of `timer:timer_start` that the timewait programs read.
-pub const TIMER_START_FIELDS: [(&str, usize, usize); 4] = [
-    ("timer", 8, 8),
-    ("function", 16, 8),
-    ("expires", 24, 8),
-    ("now", 40, 8),
-];
-/// The fields of `timer:timer_cancel` that the timewait programs read.
-pub const TIMER_CANCEL_FIELDS: [(&str, usize, usize); 1] = [("timer", 8, 8)];
-/// The fields of `timer:timer_expire_entry` that the timewait programs read.
-pub const TIMER_EXPIRE_ENTRY_FIELDS: [(&str, usize, usize); 2] =
-    [("timer", 8, 8), ("function", 24, 8)];
 
 /// Layout of the `sock:inet_sock_set_state` record that the eBPF program reads
 /// directly (constant offsets are what the verifier allows for cheap context
@@ -299,7 +289,7 @@ const _: () = {
     assert!(size_of::<TransitionEvent>() == 96);
     assert!(size_of::<SockState>() == 16);
     assert!(size_of::<KernelFilter>() == 40);
-    assert!(size_of::<TimewaitConfig>() == 64);
+    assert!(size_of::<TimewaitConfig>() == 72);
 };
 
 #[cfg(feature = "user")]

@@ -33,17 +33,17 @@ pub fn floor_softirq_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint(category = "timer", name = "timer_start")]
-pub fn floor_timer_start(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn floor_timer_start(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint(category = "timer", name = "timer_cancel")]
-pub fn floor_timer_cancel(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn floor_timer_cancel(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint(category = "timer", name = "timer_expire_entry")]
-pub fn floor_timer_expire_entry(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn floor_timer_expire_entry(_ctx: RawTracePointContext) -> i32 {
     0
 }

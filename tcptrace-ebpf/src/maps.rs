@@ -68,6 +68,8 @@ pub static TIMEWAIT: Global<TimewaitConfig> = Global::new(TimewaitConfig {
     tw_substate: 0,
     rsk_timer: 0,
     timer_function: 0,
+    timer_expires: 0,
+    _pad: 0,
     skc_daddr: 0,
     skc_rcv_saddr: 0,
     skc_dport: 0,

@@ -4,17 +4,20 @@
 //! a separate `struct inet_timewait_sock` whose life `inet_sock_set_state`
 //! never reports; its `tw_timer` runs `tw_timer_handler`.
 //!
-//! Formats on Linux 6.18 (only these fields are read; the agent checks them):
+//! Raw tracepoints: these fire for every timer on the host (several per TCP
+//! connection), and a classic tracepoint builds its whole record before the
+//! program runs — measured here, that alone cost the connection churn about
+//! a tenth of its throughput with empty programs. The raw arguments
+//! (`include/trace/events/timer.h`, Linux 6.18):
 //!
 //! ```text
-//! timer_start:        field:void * timer;          offset:8;  size:8;
-//!                     field:void * function;       offset:16; size:8;
-//!                     field:unsigned long expires; offset:24; size:8;
-//!                     field:unsigned long now;     offset:40; size:8;
-//! timer_cancel:       field:void * timer;          offset:8;  size:8;
-//! timer_expire_entry: field:void * timer;          offset:8;  size:8;
-//!                     field:void * function;       offset:24; size:8;
+//! timer_start(struct timer_list *timer, unsigned long bucket_expiry)
+//! timer_cancel(struct timer_list *timer)
+//! timer_expire_entry(struct timer_list *timer, unsigned long baseclk)
 //! ```
+//!
+//! so the programs read `timer->function` and `timer->expires` themselves,
+//! at offsets from BTF, and `jiffies` with `bpf_jiffies64()`.
 //!
 //! What the kernel does, and what each record therefore means:
 //! - arming (`inet_twsk_hashdance_schedule`, just before the full socket's
@@ -26,17 +29,14 @@
 //!   reopening the 4-tuple, a RST, the namespace going away) is a
 //!   `timer_cancel` alone.
 //!
-//! `timer_cancel` carries no callback, so the program reads it from the
-//! `struct timer_list` itself. The callback addresses (from /proc/kallsyms)
-//! and every structure offset (from BTF) are load-time globals set by the
-//! agent. These tracepoints fire for every kernel timer: the programs return
-//! after one comparison for all the others.
+//! The callback addresses (from /proc/kallsyms) and every structure offset
+//! (from BTF) are load-time globals set by the agent. For every other timer
+//! the programs return after one read and one comparison.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, FLAG_NET_DYING, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED,
@@ -54,14 +54,6 @@ use crate::{
 /// bounds a stale mark).
 const REOPEN_WINDOW_NS: u64 = 1_000_000;
 
-/// Reads a field at a constant offset of the record (see
-/// `inet_sock_set_state::field!`).
-#[inline(always)]
-fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: offsets are the checked ones listed above, inside the record.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
-}
-
 /// Reads a kernel value at `base + offset`.
 #[inline(always)]
 fn read<T>(base: u64, offset: u32) -> Option<T> {
@@ -69,14 +61,16 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
 }
 
-#[tracepoint(category = "timer", name = "timer_start")]
-pub fn timer_start(ctx: TracePointContext) -> u32 {
-    let function: u64 = load(&ctx, 16);
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn timer_start(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
     let config = TIMEWAIT.load();
+    let Some(function) = read::<u64>(timer, config.timer_function) else {
+        return 0;
+    };
     if function == config.tw_handler {
-        let timer: u64 = load(&ctx, 8);
-        let expires: u64 = load(&ctx, 24);
-        let now: u64 = load(&ctx, 40);
+        let expires: u64 = read(timer, config.timer_expires).unwrap_or(0);
+        let now = unsafe { bpf_jiffies64() };
         let _ = try_emit(
             &config,
             timer - u64::from(config.tw_timer),
@@ -84,14 +78,13 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
             expires.wrapping_sub(now),
         );
     } else if function == config.reqsk_handler && config.reqsk_handler != 0 {
-        let timer: u64 = load(&ctx, 8);
         let _ = try_reopened(&config, timer - u64::from(config.rsk_timer));
     }
     0
 }
 
-#[tracepoint(category = "timer", name = "timer_cancel")]
-pub fn timer_cancel(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     // In the timer softirq a timewait timer is only ever detached to run it:
     // its `timer_expire_entry` follows and says all. Skipping the cancel
     // halves the records of a burst of expiries (tens of thousands of
@@ -99,7 +92,7 @@ pub fn timer_cancel(ctx: TracePointContext) -> u32 {
     if in_timer_softirq() {
         return 0;
     }
-    let timer: u64 = load(&ctx, 8);
+    let timer: u64 = ctx.arg(0);
     let config = TIMEWAIT.load();
     if read::<u64>(timer, config.timer_function) == Some(config.tw_handler) {
         let _ = try_emit(
@@ -112,12 +105,11 @@ pub fn timer_cancel(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "timer", name = "timer_expire_entry")]
-pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
-    let function: u64 = load(&ctx, 24);
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
     let config = TIMEWAIT.load();
-    if function == config.tw_handler {
-        let timer: u64 = load(&ctx, 8);
+    if read::<u64>(timer, config.timer_function) == Some(config.tw_handler) {
         let _ = try_emit(
             &config,
             timer - u64::from(config.tw_timer),

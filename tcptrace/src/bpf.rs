@@ -20,14 +20,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 /// the two attaches leave its CPU's flag set until the next softirq there, and
 /// misattribute that CPU's transitions meanwhile.
 const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_exit", "softirq_entry"];
-/// The timewait programs, attached (when TIME_WAIT is tracked) before the
-/// state transitions, so that no timewait socket's start is missed for a
-/// connection whose CLOSE is seen.
-const TIMEWAIT_TRACEPOINTS: [(&str, &str); 3] = [
-    ("timer", "timer_start"),
-    ("timer", "timer_cancel"),
-    ("timer", "timer_expire_entry"),
-];
+/// The timewait programs (raw tracepoints), attached when TIME_WAIT is
+/// tracked, before the state transitions, so that no timewait socket's start
+/// is missed for a connection whose CLOSE is seen.
+const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
 /// Classic tracepoint programs, named after their tracepoints; the state
 /// transitions last, once everything they rely on is in place.
 const TRACEPOINTS: [(&str, &str); 3] = [
@@ -105,8 +101,12 @@ impl Tracer {
         // Programs are named after their hooks; the benchmark's empty ones
         // carry a "floor_" prefix.
         let prefix = if config.floor { "floor_" } else { "" };
+        let timewait = match config.timewait {
+            Some(_) => &TIMEWAIT_PROGRAMS[..],
+            None => &[],
+        };
         // The softirq flag must be maintained before transitions are classified.
-        for hook in SOFTIRQ_PROGRAMS {
+        for &hook in SOFTIRQ_PROGRAMS.iter().chain(timewait) {
             let name = format!("{prefix}{hook}");
             let program: &mut RawTracePoint = program_mut(&mut ebpf, &name)?;
             let err = |source| BpfError::Program {
@@ -116,11 +116,7 @@ impl Tracer {
             program.load().map_err(err)?;
             program.attach(hook).map_err(err)?;
         }
-        let timewait = match config.timewait {
-            Some(_) => &TIMEWAIT_TRACEPOINTS[..],
-            None => &[],
-        };
-        for &(category, hook) in timewait.iter().chain(&TRACEPOINTS) {
+        for (category, hook) in TRACEPOINTS {
             let name = format!("{prefix}{hook}");
             let program: &mut TracePoint = program_mut(&mut ebpf, &name)?;
             let err = |source| BpfError::Program {

@@ -248,6 +248,8 @@ pub fn timewait_offsets(btf: &Btf) -> Result<tcptrace_common::TimewaitConfig, Bt
         tw_substate: btf.member_offset("inet_timewait_sock", &["tw_substate"])?,
         rsk_timer: btf.member_offset("request_sock", &["rsk_timer"])?,
         timer_function: btf.member_offset("timer_list", &["function"])?,
+        timer_expires: btf.member_offset("timer_list", &["expires"])?,
+        _pad: 0,
         skc_daddr: common("skc_daddr")?,
         skc_rcv_saddr: common("skc_rcv_saddr")?,
         skc_dport: common("skc_dport")?,
