@@ -92,32 +92,23 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     if in_timer_softirq() {
         return 0;
     }
-    let timer: u64 = ctx.arg(0);
-    let config = TIMEWAIT.load();
-    if read::<u64>(timer, config.timer_function) == Some(config.tw_handler) {
-        let _ = try_emit(
-            &config,
-            timer - u64::from(config.tw_timer),
-            KIND_TW_CANCEL,
-            0,
-        );
-    }
+    if_timewait(ctx.arg(0), KIND_TW_CANCEL);
     0
 }
 
 #[raw_tracepoint(tracepoint = "timer_expire_entry")]
 pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
-    let timer: u64 = ctx.arg(0);
+    if_timewait(ctx.arg(0), KIND_TW_EXPIRED);
+    0
+}
+
+/// Reports `kind` if `timer` is a timewait socket's.
+#[inline(always)]
+fn if_timewait(timer: u64, kind: u8) {
     let config = TIMEWAIT.load();
     if read::<u64>(timer, config.timer_function) == Some(config.tw_handler) {
-        let _ = try_emit(
-            &config,
-            timer - u64::from(config.tw_timer),
-            KIND_TW_EXPIRED,
-            0,
-        );
+        let _ = try_emit(&config, timer - u64::from(config.tw_timer), kind, 0);
     }
-    0
 }
 
 /// The endpoints of a socket, from its `struct sock_common`.

@@ -549,6 +549,20 @@ fn trace(
     }
 }
 
+/// Traces a client and a server that each run their mode to the end.
+fn trace_to_end(net: &Net, server_mode: &str, client_mode: &str) -> Run {
+    trace(
+        net,
+        Some(server_mode),
+        client_mode,
+        &format!("{SERVER_IP}:{PORT}"),
+        |server, client| {
+            client.wait();
+            server.as_mut().unwrap().wait();
+        },
+    )
+}
+
 // ------------------------------------------------------------- scenarios --
 
 /// A client and a server that each run one mode to completion: asserts each
@@ -1094,16 +1108,7 @@ fn timewait_reused() {
 /// the listener.
 fn timewait_reopened() {
     let net = Net::new("two");
-    let run = trace(
-        &net,
-        Some("close-first-then-eof"),
-        "reconnect",
-        &format!("{SERVER_IP}:{PORT}"),
-        |server, client| {
-            client.wait();
-            server.as_mut().unwrap().wait();
-        },
-    );
+    let run = trace_to_end(&net, "close-first-then-eof", "reconnect");
     let server = side(&run.transitions, &run.closed, net.server_ino);
     let end = only(tw(&server, "ends", server_conn));
     assert_eq!(end["timewait"]["reason"], "reopened", "{end}");
@@ -1239,16 +1244,7 @@ fn timewait_before_start() {
 fn timewait_overflow() {
     let net = Net::new("twf");
     net.sysctl(&net.client, "net.ipv4.tcp_max_tw_buckets", "0");
-    let run = trace(
-        &net,
-        Some("eof-then-close"),
-        "shutdown-wait-eof+linger",
-        &format!("{SERVER_IP}:{PORT}"),
-        |server, client| {
-            client.wait();
-            server.as_mut().unwrap().wait();
-        },
-    );
+    let run = trace_to_end(&net, "eof-then-close", "shutdown-wait-eof+linger");
     let client = side(&run.transitions, &run.closed, net.client_ino);
     assert_eq!(
         client.sequence(client_conn),
