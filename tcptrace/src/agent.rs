@@ -2,12 +2,12 @@
 //! print, watch the loss counters, stop on a signal or a closed stdout.
 
 use std::{
-    collections::HashMap,
     fmt, io,
     time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -121,8 +121,9 @@ pub struct Options {
 struct OverflowWatch {
     /// 0 once it has left the namespace.
     pid: u32,
-    /// The value when tcptrace first read it.
-    base: u64,
+    /// The value before tracing: read at start-up for a namespace that
+    /// existed then, 0 for one created since. `None` until first read.
+    base: Option<u64>,
     last: u64,
 }
 
@@ -135,7 +136,7 @@ pub struct Agent<W: io::Write> {
     timewaits: Timewaits,
     tw_out: Vec<TwOutput>,
     overflows: HashMap<u32, OverflowWatch>,
-    namespaces_at_start: std::collections::HashSet<u32>,
+    namespaces_at_start: HashSet<u32>,
     stats: Stats,
     transitions: u64,
     undecodable: u64,
@@ -158,7 +159,7 @@ impl<W: io::Write> Agent<W> {
             tracker: Tracker::new(options.max_conns),
             timewaits: Timewaits::new(options.max_conns, options.hz, !options.summary_only),
             tw_out: Vec::new(),
-            overflows: HashMap::new(),
+            overflows: HashMap::default(),
             namespaces_at_start: Default::default(),
             options,
             stats: Stats::new(),
@@ -183,6 +184,8 @@ impl<W: io::Write> Agent<W> {
             self.namespaces_at_start.insert(netns);
             self.watch_overflows(netns, pid);
         }
+        // Their values before tracing.
+        self.report_overflows();
     }
 
     /// Live timewait sockets per network namespace.
@@ -191,9 +194,9 @@ impl<W: io::Write> Agent<W> {
     }
 
     /// Starts watching a namespace's `TcpExtTCPTimeWaitOverflow` through
-    /// `pid`. A namespace that had no process at start-up is new: all its
-    /// overflows happened while tracing, including any before it was first
-    /// seen here.
+    /// `pid` (read once a second, off the per-event path). A namespace that
+    /// had no process at start-up is new: all its overflows happened while
+    /// tracing, including any before it was first seen here.
     fn watch_overflows(&mut self, netns: u32, pid: u32) {
         if !self.options.timewait {
             return;
@@ -206,21 +209,9 @@ impl<W: io::Write> Agent<W> {
         if self.overflows.len() >= MAX_WATCHED_NETNS {
             return;
         }
-        if let Ok(value) = system::tw_overflows(pid, netns) {
-            let base = if self.namespaces_at_start.contains(&netns) {
-                value
-            } else {
-                0
-            };
-            self.overflows.insert(
-                netns,
-                OverflowWatch {
-                    pid,
-                    base,
-                    last: base,
-                },
-            );
-        }
+        let base = (!self.namespaces_at_start.contains(&netns)).then_some(0);
+        self.overflows
+            .insert(netns, OverflowWatch { pid, base, last: 0 });
     }
 
     /// Runs until a signal or a closed stdout. Must be called inside a tokio
@@ -447,7 +438,7 @@ impl<W: io::Write> Agent<W> {
                     overflows: self
                         .overflows
                         .iter()
-                        .map(|(netns, w)| (*netns, w.last - w.base))
+                        .map(|(netns, w)| (*netns, w.last.saturating_sub(w.base.unwrap_or(w.last))))
                         .filter(|(_, n)| *n > 0)
                         .collect(),
                 }),
@@ -487,12 +478,13 @@ impl<W: io::Write> Agent<W> {
                 w.pid = 0;
                 continue;
             };
-            if value > w.last {
+            let base = *w.base.get_or_insert(value);
+            if value > w.last.max(base) {
                 eprintln!(
                     "tcptrace: warning: netns {netns}: {} connections closed without a timewait socket \
                      (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; {} since start)",
-                    value - w.last,
-                    value - w.base
+                    value - w.last.max(base),
+                    value - base
                 );
             }
             w.last = value;

@@ -20,10 +20,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 /// the two attaches leave its CPU's flag set until the next softirq there, and
 /// misattribute that CPU's transitions meanwhile.
 const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_exit", "softirq_entry"];
-/// The timewait programs (raw tracepoints), attached when TIME_WAIT is
-/// tracked, before the state transitions, so that no timewait socket's start
-/// is missed for a connection whose CLOSE is seen.
-const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
+/// The timewait programs, named after the `timer:` tracepoints they attach to
+/// as raw tracepoints when TIME_WAIT is tracked, before the state
+/// transitions, so that no timewait socket's start is missed for a
+/// connection whose CLOSE is seen.
+pub const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
 /// Classic tracepoint programs, named after their tracepoints; the state
 /// transitions last, once everything they rely on is in place.
 const TRACEPOINTS: [(&str, &str); 3] = [

@@ -70,7 +70,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             tracefs.path.display()
         );
     }
-    system::check_tracepoints(&tracefs.path, &system::TRACEPOINTS)?;
+    system::check_tracepoints(&tracefs.path)?;
     let timewait = match (&btf, cli.no_timewait) {
         (_, true) => None,
         (Err(err), false) => {

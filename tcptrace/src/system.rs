@@ -180,16 +180,9 @@ pub fn check_layout(
     Ok(())
 }
 
-/// The timer tracepoints that TIME_WAIT tracking attaches to, as raw
-/// tracepoints (their arguments, not a record: no layout to check).
-pub const TIMEWAIT_TRACEPOINTS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
-
-/// Reads and checks the format files of `tracepoints`.
-pub fn check_tracepoints(
-    tracefs: &Path,
-    tracepoints: &[(&str, &str, &Fields)],
-) -> Result<(), SystemError> {
-    for (category, name, fields) in tracepoints {
+/// Reads and checks the format files of every tracepoint in `TRACEPOINTS`.
+pub fn check_tracepoints(tracefs: &Path) -> Result<(), SystemError> {
+    for (category, name, fields) in TRACEPOINTS {
         let tp = format!("{category}:{name}");
         let path = tracefs.join(format!("events/{category}/{name}/format"));
         let format = fs::read_to_string(&path).map_err(|err| match err.kind() {
@@ -229,7 +222,9 @@ pub fn timewait_config(
         kallsyms(["tw_timer_handler", "reqsk_timer_handler"]).map_err(TimewaitError::Kallsyms)?;
     config.tw_handler = tw.ok_or(TimewaitError::NoHandler)?;
     config.reqsk_handler = reqsk.unwrap_or(0);
-    for name in TIMEWAIT_TRACEPOINTS {
+    // Attached as raw tracepoints (arguments, not a record: no layout to
+    // check), so only their presence is.
+    for name in crate::bpf::TIMEWAIT_PROGRAMS {
         if !tracefs.join("events/timer").join(name).is_dir() {
             return Err(TimewaitError::Tracepoint(name));
         }
@@ -455,7 +450,7 @@ print fmt: \"family=%s ...\"
             err.to_string(),
             "no kernel BTF at /nonexistent/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y, Linux 5.4 or newer)"
         );
-        let err = check_tracepoints(Path::new("/nonexistent"), &TRACEPOINTS).unwrap_err();
+        let err = check_tracepoints(Path::new("/nonexistent")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "tracepoint sock:inet_sock_set_state not found in tracefs (needs Linux 5.5 or newer)"
