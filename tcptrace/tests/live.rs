@@ -575,3 +575,35 @@ fn sockets_that_predate_tcptrace_have_owners() {
         "{closed:#?}"
     );
 }
+
+#[test]
+fn no_timewait_leaves_the_timers_alone() {
+    let tracer = Tracer::start(&["--json", "--no-timewait"]);
+    let stderr = tracer.stderr_so_far().join("\n");
+    assert!(!stderr.contains("TIME_WAIT"), "{stderr}");
+    let (server, client) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+    let finished = tracer.stop_lossless();
+    let transitions = finished.records("transition");
+    let ours = touching(&transitions, &client);
+    assert!(ours.iter().all(|r| r["timewait"].is_null()), "{ours:#?}");
+    // What the kernel reports, as other tracers show it.
+    let client_end: Vec<&Value> = ours
+        .iter()
+        .copied()
+        .filter(|r| r["lport"] == client.port())
+        .collect();
+    assert_eq!(
+        sequence(&client_end[client_end.len() - 1..]),
+        ["FIN_WAIT2->CLOSE"]
+    );
+    // The connection's record comes when the full socket closes.
+    let closed = finished.records("closed");
+    assert!(
+        closed.iter().any(|c| c["lport"] == client.port()
+            && c["rport"] == server.port()
+            && c["timewait"].is_null()),
+        "{closed:#?}"
+    );
+    let summary = finished.records("summary").pop().unwrap();
+    assert!(summary["timewait"].is_null(), "{summary}");
+}
