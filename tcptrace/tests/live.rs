@@ -607,3 +607,39 @@ fn no_timewait_leaves_the_timers_alone() {
     let summary = finished.records("summary").pop().unwrap();
     assert!(summary["timewait"].is_null(), "{summary}");
 }
+
+#[test]
+fn timewait_killed_by_ss_names_it() {
+    let tracer = Tracer::start(&["--json"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let mut client = TcpStream::connect(server).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    // The client closes first and keeps its socket until the server's FIN:
+    // its end goes to TIME_WAIT.
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(std::io::Read::read(&mut accepted, &mut buf).unwrap(), 0);
+    drop(accepted);
+    assert_eq!(std::io::Read::read(&mut client, &mut buf).unwrap(), 0);
+    drop(client);
+    let filter = format!("sport = :{}", client_addr.port());
+    let ss = Command::new("ss")
+        .args(["-K", "-tn", "state", "time-wait", &filter])
+        .output()
+        .expect("ss (iproute2)");
+    assert!(ss.status.success(), "{ss:?}");
+    thread::sleep(Duration::from_millis(200));
+    let finished = tracer.stop_lossless();
+    let transitions = finished.records("transition");
+    let ends: Vec<&Value> = touching(&transitions, &client_addr)
+        .into_iter()
+        .filter(|r| r["timewait"]["event"] == "ends")
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+    let tw = &ends[0]["timewait"];
+    assert_eq!(tw["reason"], "killed", "{tw}");
+    assert_eq!(tw["by_comm"], "ss", "{tw}");
+    assert_eq!(ends[0]["ctx"], "process");
+}
