@@ -127,6 +127,13 @@ struct OverflowWatch {
     last: u64,
 }
 
+impl OverflowWatch {
+    /// Overflows since tracing started, as last read.
+    fn since_start(&self) -> u64 {
+        self.last.saturating_sub(self.base.unwrap_or(self.last))
+    }
+}
+
 pub struct Agent<W: io::Write> {
     tracer: Tracer,
     printer: Printer,
@@ -438,7 +445,7 @@ impl<W: io::Write> Agent<W> {
                     overflows: self
                         .overflows
                         .iter()
-                        .map(|(netns, w)| (*netns, w.last.saturating_sub(w.base.unwrap_or(w.last))))
+                        .map(|(netns, w)| (*netns, w.since_start()))
                         .filter(|(_, n)| *n > 0)
                         .collect(),
                 }),
@@ -478,16 +485,16 @@ impl<W: io::Write> Agent<W> {
                 w.pid = 0;
                 continue;
             };
-            let base = *w.base.get_or_insert(value);
-            if value > w.last.max(base) {
+            let previous = w.last.max(*w.base.get_or_insert(value));
+            w.last = value;
+            if value > previous {
                 eprintln!(
                     "tcptrace: warning: netns {netns}: {} connections closed without a timewait socket \
                      (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; {} since start)",
-                    value - w.last.max(base),
-                    value - base
+                    value - previous,
+                    w.since_start()
                 );
             }
-            w.last = value;
         }
     }
 
