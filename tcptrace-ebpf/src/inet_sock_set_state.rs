@@ -24,11 +24,7 @@
 //! MPTCP-level socket; its subflows are plain TCP sockets and are traced as such.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
-    macros::tracepoint,
-    programs::TracePointContext,
+    EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use tcptrace_common::{
@@ -37,7 +33,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    maps::{EVENTS, FILTER, SOCKETS, WAKEUP_BYTES, count, netns_of},
+    maps::{FILTER, SOCKETS, count, netns_of, send},
     softirq::task,
 };
 
@@ -106,11 +102,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
         (addr16!(ctx, saddr_v6), addr16!(ctx, daddr_v6))
     };
 
-    let Some(mut entry) = EVENTS.reserve::<TransitionEvent>(0) else {
-        count(counter::LOST);
-        return;
-    };
-    entry.write(TransitionEvent {
+    send(TransitionEvent {
         ts_ns,
         skaddr,
         dur_ns,
@@ -129,18 +121,6 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
         _pad: 0,
         netns,
     });
-    entry.submit(wakeup_flag());
-}
-
-/// Wake the agent only when enough is pending; its periodic drain takes the rest.
-#[inline(always)]
-pub fn wakeup_flag() -> u64 {
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    wake as u64
 }
 
 /// Updates the per-socket state map and returns (time spent in `oldstate`,

@@ -1,13 +1,16 @@
 //! Maps and load-time globals shared by the programs. Sizes here are defaults;
 //! the agent overrides them at load time (`--ring-size`, `--max-sockets`).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
 use aya_ebpf::{
     Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_probe_read_kernel,
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{KernelFilter, KernelOffsets, SockState, TimewaitConfig, counter};
+use tcptrace_common::{
+    KernelFilter, KernelOffsets, SockState, TimewaitConfig, TransitionEvent, counter,
+};
 
 /// Transitions for the agent (`TransitionEvent` records).
 #[map]
@@ -119,4 +122,26 @@ pub fn count(index: u32) -> u64 {
         }
     }
     0
+}
+
+/// Sends one record to the agent, or counts it lost when the ring is full.
+#[inline(always)]
+pub fn send(event: TransitionEvent) {
+    let Some(mut entry) = EVENTS.reserve::<TransitionEvent>(0) else {
+        count(counter::LOST);
+        return;
+    };
+    entry.write(event);
+    entry.submit(wakeup_flag());
+}
+
+/// Wake the agent only when enough is pending; its periodic drain takes the rest.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    wake as u64
 }

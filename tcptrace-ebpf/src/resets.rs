@@ -17,11 +17,10 @@
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
 };
-use tcptrace_common::{KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent, counter, tcp_state};
+use tcptrace_common::{KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent, tcp_state};
 
 use crate::{
-    inet_sock_set_state::wakeup_flag,
-    maps::{EVENTS, SOCKETS, count, netns_of},
+    maps::{SOCKETS, netns_of, send},
     softirq::task,
 };
 
@@ -59,11 +58,7 @@ fn try_reset(sk: u64, state: u8, kind: u8) {
         None => return,
     };
     let (pid, tid, comm, ctx_flag) = task();
-    let Some(mut entry) = EVENTS.reserve::<TransitionEvent>(0) else {
-        count(counter::LOST);
-        return;
-    };
-    entry.write(TransitionEvent {
+    send(TransitionEvent {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skaddr: sk,
         pid,
@@ -75,5 +70,4 @@ fn try_reset(sk: u64, state: u8, kind: u8) {
         netns: tracked.map_or_else(|| netns_of(sk), |s| s.netns),
         ..TransitionEvent::default()
     });
-    entry.submit(wakeup_flag());
 }

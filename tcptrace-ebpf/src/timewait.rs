@@ -40,12 +40,11 @@ use aya_ebpf::{
 };
 use tcptrace_common::{
     AF_INET, AF_INET6, FLAG_NET_DYING, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED,
-    KIND_TW_REQUEST, TimewaitConfig, TransitionEvent, counter,
+    KIND_TW_REQUEST, TimewaitConfig, TransitionEvent,
 };
 
 use crate::{
-    inet_sock_set_state::wakeup_flag,
-    maps::{EVENTS, FILTER, REOPEN_WATCH, TIMEWAIT, count, net_of, netns_of},
+    maps::{FILTER, REOPEN_WATCH, TIMEWAIT, net_of, netns_of, send},
     softirq::{in_timer_softirq, task},
 };
 
@@ -171,11 +170,7 @@ fn try_emit(c: &TimewaitConfig, tw: u64, kind: u8, jiffies: u64) -> Option<()> {
             unsafe { *watch = ts_ns };
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<TransitionEvent>(0) else {
-        count(counter::LOST);
-        return None;
-    };
-    entry.write(TransitionEvent {
+    send(TransitionEvent {
         ts_ns,
         skaddr: tw,
         dur_ns: jiffies,
@@ -194,7 +189,6 @@ fn try_emit(c: &TimewaitConfig, tw: u64, kind: u8, jiffies: u64) -> Option<()> {
         _pad: 0,
         netns: netns_of(tw),
     });
-    entry.submit(wakeup_flag());
     Some(())
 }
 
@@ -212,11 +206,7 @@ fn try_reopened(c: &TimewaitConfig, req: u64) -> Option<()> {
     }
     unsafe { *watch = 0 };
     let e = endpoints(c, req)?;
-    let Some(mut entry) = EVENTS.reserve::<TransitionEvent>(0) else {
-        count(counter::LOST);
-        return None;
-    };
-    entry.write(TransitionEvent {
+    send(TransitionEvent {
         ts_ns,
         skaddr: req,
         saddr: e.saddr,
@@ -228,6 +218,5 @@ fn try_reopened(c: &TimewaitConfig, req: u64) -> Option<()> {
         netns: netns_of(req),
         ..TransitionEvent::default()
     });
-    entry.submit(wakeup_flag());
     Some(())
 }
