@@ -30,15 +30,6 @@ pub const IPPROTO_TCP: u16 = 6;
 /// the owner. Without it the transition ran in softirq context (packet receive,
 /// timers) and `pid`/`comm` are whatever task happened to be interrupted.
 pub const FLAG_PROCESS_CTX: u16 = 1 << 0;
-/// `TransitionEvent::flags`: the old state is the initial state of a new socket
-/// (`CLOSE` before connect/listen, or `LISTEN` inherited by an accepted child),
-/// so there is no meaningful time spent in it.
-pub const FLAG_NEW_SOCKET: u16 = 1 << 1;
-/// `TransitionEvent::flags`: the socket's entry into the old state was not seen
-/// (it predates the tracer, an event was lost, or the tracking map was full);
-/// `dur_ns` is 0 and means "unknown", not "zero".
-pub const FLAG_DUR_UNKNOWN: u16 = 1 << 2;
-
 /// `TransitionEvent::kind`: a `sock:inet_sock_set_state` transition.
 pub const KIND_TRANSITION: u8 = 1;
 /// `TransitionEvent::kind`: `tcp:tcp_send_reset` for a full socket: this host
@@ -85,8 +76,10 @@ pub struct TransitionEvent {
     /// Kernel address of the `struct sock`: stable for the socket's life, so it
     /// identifies one socket across its transitions.
     pub skaddr: u64,
-    /// Nanoseconds spent in `oldstate`; valid only when neither
-    /// `FLAG_NEW_SOCKET` nor `FLAG_DUR_UNKNOWN` is set.
+    /// `KIND_TW_ARMED`: the timer's length in jiffies; 0 otherwise. (Time
+    /// spent in a state is measured by the agent, which sees every
+    /// transition of a socket: a per-socket map here cost the kernel more
+    /// than a tenth of the tracing.)
     pub dur_ns: u64,
     /// Local address: IPv4 in the first 4 bytes for `AF_INET`, else IPv6.
     pub saddr: [u8; 16],
@@ -120,25 +113,15 @@ pub struct TransitionEvent {
 pub mod counter {
     /// Transitions dropped because the ring buffer was full.
     pub const LOST: u32 = 0;
-    /// Sockets that could not be tracked because `SOCKETS` was full.
-    pub const TRACK_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
-}
-
-/// Per-socket state kept in the kernel's `SOCKETS` map, keyed by `skaddr`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockState {
-    /// When the socket entered `state` (`bpf_ktime_get_ns()`).
-    pub since_ns: u64,
-    pub state: u8,
-    pub _pad: [u8; 3],
-    /// Network namespace inode, read once when the socket is first seen.
-    pub netns: u32,
+    pub const COUNT: u32 = 1;
 }
 
 /// Up to this many ports per `--lport` / `--rport` filter (kernel side).
 pub const MAX_PORT_FILTER: usize = 8;
+
+/// Size of the eBPF side's per-CPU ring array (the agent sets it to the
+/// number of possible CPUs at load time).
+pub const MAX_CPUS: usize = 4096;
 
 /// Load-time filter, applied in the kernel before anything is recorded.
 #[repr(C)]
@@ -287,7 +270,6 @@ const _: () = {
     assert!(offset_of!(A, daddr_v6) == 56);
     assert!(size_of::<A>() == 72);
     assert!(size_of::<TransitionEvent>() == 96);
-    assert!(size_of::<SockState>() == 16);
     assert!(size_of::<KernelFilter>() == 40);
     assert!(size_of::<TimewaitConfig>() == 72);
 };
@@ -297,7 +279,6 @@ mod pod {
     // SAFETY: plain-old-data, `#[repr(C)]`, integer fields only, padding explicit.
     unsafe impl aya::Pod for super::TransitionEvent {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::SockState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelFilter {}
     // SAFETY: as above.

@@ -26,14 +26,12 @@
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
 };
-use aya_log_ebpf::warn;
 use tcptrace_common::{
-    AF_INET, FLAG_DUR_UNKNOWN, FLAG_NEW_SOCKET, IPPROTO_TCP, InetSockSetStateArgs, KIND_TRANSITION,
-    SockState, TransitionEvent, counter, tcp_state,
+    AF_INET, IPPROTO_TCP, InetSockSetStateArgs, KIND_TRANSITION, TransitionEvent,
 };
 
 use crate::{
-    maps::{FILTER, SOCKETS, count, netns_of, send},
+    maps::{FILTER, netns_of, send},
     softirq::task,
 };
 
@@ -90,8 +88,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
     // States are 1..=12; the agent rejects anything else when decoding.
     let oldstate = field!(ctx, i32, oldstate) as u8;
     let newstate = field!(ctx, i32, newstate) as u8;
-    let (dur_ns, flags, netns) = track(ctx, skaddr, oldstate, newstate, ts_ns);
-    let (pid, tid, comm, ctx_flag) = task();
+    let (pid, tid, comm, flags) = task();
 
     let (saddr, daddr) = if family == AF_INET {
         let (mut saddr, mut daddr) = ([0u8; 16], [0u8; 16]);
@@ -105,7 +102,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
     send(TransitionEvent {
         ts_ns,
         skaddr,
-        dur_ns,
+        dur_ns: 0,
         saddr,
         daddr,
         pid,
@@ -116,66 +113,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
         family,
         oldstate,
         newstate,
-        flags: flags | ctx_flag,
+        flags,
         kind: KIND_TRANSITION,
         _pad: 0,
-        netns,
+        netns: netns_of(skaddr),
     });
-}
-
-/// Updates the per-socket state map and returns (time spent in `oldstate`,
-/// flags, network namespace).
-#[inline(always)]
-fn track(
-    ctx: &TracePointContext,
-    sk: u64,
-    oldstate: u8,
-    newstate: u8,
-    now: u64,
-) -> (u64, u16, u32) {
-    let fresh = oldstate == tcp_state::CLOSE
-        || (oldstate == tcp_state::LISTEN && newstate == tcp_state::SYN_RECV);
-    let existing = SOCKETS.get_ptr_mut(&sk);
-    // SAFETY (all derefs below): pointer into a map value; a socket's
-    // transitions are serialized by the socket lock, so nobody else writes
-    // this entry concurrently.
-    let netns = match existing {
-        Some(state) if !fresh && unsafe { (*state).netns } != 0 => unsafe { (*state).netns },
-        _ => netns_of(sk),
-    };
-    let (dur, flags) = match existing {
-        _ if fresh => (0, FLAG_NEW_SOCKET),
-        Some(state) if unsafe { (*state).state } == oldstate => {
-            (now.saturating_sub(unsafe { (*state).since_ns }), 0)
-        }
-        _ => (0, FLAG_DUR_UNKNOWN),
-    };
-
-    if newstate == tcp_state::CLOSE {
-        if existing.is_some() {
-            let _ = SOCKETS.remove(&sk);
-        }
-    } else if let Some(state) = existing {
-        // SAFETY: as above.
-        unsafe {
-            (*state).since_ns = now;
-            (*state).state = newstate;
-            (*state).netns = netns;
-        }
-    } else {
-        let value = SockState {
-            since_ns: now,
-            state: newstate,
-            _pad: [0; 3],
-            netns,
-        };
-        if SOCKETS.insert(&sk, &value, 0).is_err() && count(counter::TRACK_FULL) == 1 {
-            // Off the hot path: only the first failure on each CPU is logged.
-            warn!(
-                ctx,
-                "socket tracking map full: new sockets get unknown durations"
-            );
-        }
-    }
-    (dur, flags, netns)
 }

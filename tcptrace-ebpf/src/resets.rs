@@ -9,18 +9,18 @@
 //! tcp_receive_reset: field:const void * skaddr; offset:8;  size:8;
 //! ```
 //!
-//! A reset is reported only for a socket tcptrace follows (it is in `SOCKETS`,
-//! so it passed the filters) or, for a sent reset, one that has just moved to
-//! CLOSE: an abortive close (`SO_LINGER` 0, unread data) sets CLOSE *before*
-//! sending the RST, and the CLOSE removed the socket from `SOCKETS`.
+//! Every reset on a full socket is sent; the agent keeps those of sockets it
+//! follows (whose transitions passed the filters). Resets are rare next to
+//! transitions, and a RST storm is made of connections whose transitions
+//! are sent anyway.
 
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
 };
-use tcptrace_common::{KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent, tcp_state};
+use tcptrace_common::{KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent};
 
 use crate::{
-    maps::{SOCKETS, netns_of, send},
+    maps::{netns_of, send},
     softirq::task,
 };
 
@@ -44,20 +44,15 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = load(&ctx, 8);
-    try_reset(sk, 0, KIND_RESET_RECEIVED);
+    if sk != 0 {
+        try_reset(sk, 0, KIND_RESET_RECEIVED);
+    }
     0
 }
 
 #[inline(always)]
 fn try_reset(sk: u64, state: u8, kind: u8) {
-    // SAFETY: read-only look at a map value.
-    let tracked = unsafe { SOCKETS.get(&sk) };
-    let state = match tracked {
-        Some(s) => s.state,
-        None if kind == KIND_RESET_SENT && state == tcp_state::CLOSE => state,
-        None => return,
-    };
-    let (pid, tid, comm, ctx_flag) = task();
+    let (pid, tid, comm, flags) = task();
     send(TransitionEvent {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skaddr: sk,
@@ -65,9 +60,9 @@ fn try_reset(sk: u64, state: u8, kind: u8) {
         tid,
         comm,
         oldstate: state,
-        flags: ctx_flag,
+        flags,
         kind,
-        netns: tracked.map_or_else(|| netns_of(sk), |s| s.netns),
+        netns: netns_of(sk),
         ..TransitionEvent::default()
     });
 }

@@ -16,10 +16,12 @@ use tokio::{
 
 use crate::{
     bpf::{BpfError, Counters, Tracer},
+    clock::monotonic_ns,
     conn::{Closed, Tracker},
-    event::{Event, TcpState, Transition},
+    event::{DecodeError, Event, TcpState, Transition},
     filter::Filter,
     output::{Printer, summary::Report},
+    rings::Rings,
     stats::{Stats, open_by_state},
     system,
     timewait::{Timewaits, TwOutput},
@@ -75,13 +77,6 @@ impl fmt::Display for Summary {
                 f,
                 ", {} missed by the kernel (BPF recursion)",
                 self.recursion_misses
-            )?;
-        }
-        if self.counters.track_full > 0 {
-            write!(
-                f,
-                ", {} sockets untracked (tracking map full)",
-                self.counters.track_full
             )?;
         }
         if self.untracked_conns > 0 {
@@ -148,13 +143,7 @@ pub struct Agent<W: io::Write> {
     transitions: u64,
     undecodable: u64,
     reported: Counters,
-}
-
-/// CLOCK_MONOTONIC now, in the kernel timestamps' time base.
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
+    warned_untracked: bool,
 }
 
 impl<W: io::Write> Agent<W> {
@@ -173,6 +162,7 @@ impl<W: io::Write> Agent<W> {
             transitions: 0,
             undecodable: 0,
             reported: Counters::default(),
+            warned_untracked: false,
         }
     }
 
@@ -223,12 +213,12 @@ impl<W: io::Write> Agent<W> {
 
     /// Runs until a signal or a closed stdout. Must be called inside a tokio
     /// runtime with I/O and time enabled.
-    pub async fn run(&mut self, events: RingBuf<MapData>) -> Result<(Ending, Summary), AgentError> {
+    pub async fn run(
+        &mut self,
+        events: Vec<RingBuf<MapData>>,
+    ) -> Result<(Ending, Summary), AgentError> {
         let started = Instant::now();
-        // SAFETY: the ring buffer owns its fd, which stays open and unchanged
-        // until the AsyncFd (and with it the ring buffer) is dropped.
-        let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-            .map_err(|e| AgentError::Poll(e.into()))?;
+        let mut events = Rings::new(events).map_err(AgentError::Poll)?;
         let mut logger = match self.options.verbose {
             // SAFETY: as above, for the aya-log ring buffer.
             true => self.tracer.logger().and_then(|l| {
@@ -258,13 +248,11 @@ impl<W: io::Write> Agent<W> {
         }
         let ending = loop {
             let result = tokio::select! {
-                guard = events.readable_mut() => {
-                    let mut guard = guard.map_err(AgentError::Poll)?;
-                    let result = self.drain(guard.get_inner_mut());
-                    guard.clear_ready();
-                    result
+                woken = events.woken() => {
+                    woken.map_err(AgentError::Poll)?;
+                    self.drain(&mut events, false)
                 }
-                _ = drain_tick.tick() => self.drain(events.get_mut()),
+                _ = drain_tick.tick() => self.drain(&mut events, false),
                 _ = counters_tick.tick() => {
                     self.report_losses()?;
                     Ok(())
@@ -274,7 +262,7 @@ impl<W: io::Write> Agent<W> {
                         Some(tick) => tick.tick().await,
                         None => std::future::pending().await,
                     }
-                } => self.drain(events.get_mut()).and_then(|()| self.print_summary(started)),
+                } => self.drain(&mut events, false).and_then(|()| self.print_summary(started)),
                 Some(guard) = async {
                     match logger.as_mut() {
                         Some(l) => l.readable_mut().await.ok(),
@@ -296,7 +284,7 @@ impl<W: io::Write> Agent<W> {
         // Whatever arrived before the signal is still printed and counted,
         // and the final summary has fresh loss counters.
         self.report_losses()?;
-        let last = self.drain(events.get_mut()).and_then(|()| {
+        let last = self.drain(&mut events, true).and_then(|()| {
             for c in self.tracker.settle_all() {
                 self.closed(c)?;
             }
@@ -323,10 +311,12 @@ impl<W: io::Write> Agent<W> {
         }
     }
 
-    /// Processes every pending record, then flushes once.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
-        while let Some(item) = ring.next() {
-            match Event::decode(&item) {
+    /// Processes the pending records (all of them when `all`, at exit; else
+    /// those older than the merge margin), then flushes once.
+    fn drain(&mut self, rings: &mut Rings, all: bool) -> io::Result<()> {
+        let cutoff = rings.read(all, |err| self.undecodable(&err));
+        while let Some(event) = rings.next(cutoff) {
+            match event {
                 Ok(Event::Transition(mut t)) => {
                     self.transitions += 1;
                     let mut closed = self.tracker.on_transition(&mut t);
@@ -357,20 +347,23 @@ impl<W: io::Write> Agent<W> {
                         self.closed(c)?;
                     }
                 }
-                Err(err) => {
-                    if self.undecodable == 0 {
-                        log::warn!("skipping an undecodable record: {err}");
-                    }
-                    self.undecodable += 1;
-                }
+                Err(err) => self.undecodable(&err),
             }
         }
+        rings.end_drain();
         for c in self.tracker.end_batch() {
             self.closed(c)?;
         }
         self.timewaits.end_batch(&mut self.tw_out);
         self.timewait_output()?;
         self.out.flush()
+    }
+
+    fn undecodable(&mut self, err: &DecodeError) {
+        if self.undecodable == 0 {
+            log::warn!("skipping an undecodable record: {err}");
+        }
+        self.undecodable += 1;
     }
 
     /// Counts and prints a transition that passes the filters.
@@ -464,8 +457,12 @@ impl<W: io::Write> Agent<W> {
                 now.lost
             );
         }
-        if now.track_full > self.reported.track_full && self.reported.track_full == 0 {
-            eprintln!("tcptrace: warning: socket tracking map full; raise --max-sockets");
+        if self.tracker.untracked > 0 && !self.warned_untracked {
+            self.warned_untracked = true;
+            eprintln!(
+                "tcptrace: warning: --max-sockets connections followed at once; \
+                 others get unknown durations and no verdict; raise it"
+            );
         }
         self.reported = now;
         self.report_overflows();
@@ -525,10 +522,7 @@ mod tests {
     fn summary_line() {
         let mut s = Summary {
             transitions: 1234,
-            counters: Counters {
-                lost: 5,
-                track_full: 0,
-            },
+            counters: Counters { lost: 5 },
             elapsed: Duration::from_millis(12_345),
             ..Summary::default()
         };
@@ -537,12 +531,12 @@ mod tests {
             "1234 transitions in 12.3 s, 5 lost (ring buffer full)"
         );
         s.recursion_misses = 2;
-        s.counters.track_full = 7;
+        s.untracked_conns = 7;
         s.undecodable = 1;
         assert_eq!(
             s.to_string(),
             "1234 transitions in 12.3 s, 5 lost (ring buffer full), 2 missed by the kernel (BPF recursion), \
-             7 sockets untracked (tracking map full), 1 undecodable records"
+             7 connections not followed (--max-sockets), 1 undecodable records"
         );
     }
 }

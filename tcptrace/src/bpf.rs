@@ -8,7 +8,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{ArrayOfMaps, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use tcptrace_common::{KernelFilter, KernelOffsets, TimewaitConfig, counter};
@@ -41,6 +41,8 @@ pub enum BpfError {
     MissingProgram(String),
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("cannot count the CPUs ({0}): {1}")]
+    Cpus(&'static str, std::io::Error),
     #[error("eBPF program {name}: {}", short(source))]
     Program { name: String, source: ProgramError },
     #[error("eBPF map {name}: {source}")]
@@ -53,12 +55,11 @@ pub enum BpfError {
 /// Load-time settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// Size of the events ring buffer in bytes (a power of two, at least a page).
+    /// Size of each CPU's events ring buffer in bytes (a power of two, at
+    /// least a page).
     pub ring_bytes: u32,
-    /// Pending bytes at which the eBPF side wakes the agent.
+    /// Pending bytes in one ring at which the eBPF side wakes the agent.
     pub wakeup_bytes: u64,
-    /// Capacity of the per-socket tracking map.
-    pub max_sockets: u32,
     /// aya-log level for eBPF diagnostics (0: off).
     pub log_level: u8,
     /// Family and port filters, applied in the kernel.
@@ -74,10 +75,8 @@ pub struct Config {
 /// Counters kept by the eBPF programs, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Transitions dropped because the ring buffer was full.
+    /// Records dropped because a ring buffer was full.
     pub lost: u64,
-    /// Sockets whose durations are unknown because the tracking map was full.
-    pub track_full: u64,
 }
 
 pub struct Tracer {
@@ -87,17 +86,20 @@ pub struct Tracer {
 
 impl Tracer {
     /// Loads the programs and attaches them; returns the tracer and the events
-    /// ring buffer. Call only after `system::ensure_tracefs`.
-    pub fn attach(config: &Config) -> Result<(Self, RingBuf<MapData>), BpfError> {
+    /// ring buffers, one per possible CPU in CPU order. Call only after
+    /// `system::ensure_tracefs`.
+    pub fn attach(config: &Config) -> Result<(Self, Vec<RingBuf<MapData>>), BpfError> {
+        let cpus = possible_cpus()?;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", config.ring_bytes)
-            .map_max_entries("SOCKETS", config.max_sockets)
+            .map_max_entries("EVENTS", cpus)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
             .override_global("FILTER", &config.filter, true)
             .override_global("OFFSETS", &config.offsets, true)
             .override_global("TIMEWAIT", &config.timewait.unwrap_or_default(), true)
             .override_global(aya_log::LEVEL, &config.log_level, false)
             .load(OBJECT)?;
+        // Every CPU's ring is in place before any program can run.
+        let events = per_cpu_rings(&mut ebpf, cpus, config.ring_bytes)?;
 
         // Programs are named after their hooks; the benchmark's empty ones
         // carry a "floor_" prefix.
@@ -128,7 +130,6 @@ impl Tracer {
             program.attach(category, hook).map_err(err)?;
         }
 
-        let events = take_map(&mut ebpf, "EVENTS")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         Ok((Self { ebpf, counters }, events))
     }
@@ -151,7 +152,6 @@ impl Tracer {
         };
         Ok(Counters {
             lost: sum(counter::LOST)?,
-            track_full: sum(counter::TRACK_FULL)?,
         })
     }
 
@@ -180,6 +180,38 @@ where
         name: name.to_owned(),
         source,
     })
+}
+
+/// How many CPUs the kernel may ever run programs on (each gets a ring).
+pub fn possible_cpus() -> Result<u32, BpfError> {
+    aya::util::nr_cpus()
+        .map(|n| n.get())
+        .map_err(|(what, err)| BpfError::Cpus(what, err))
+}
+
+/// Creates one ring buffer per CPU and puts each in `EVENTS` at its CPU's index.
+fn per_cpu_rings(
+    ebpf: &mut Ebpf,
+    cpus: u32,
+    bytes: u32,
+) -> Result<Vec<RingBuf<MapData>>, BpfError> {
+    let err = |source| BpfError::Map {
+        name: "EVENTS",
+        source,
+    };
+    // Borrowed, not taken: the object keeps the outer map (and the programs'
+    // references to it) alive.
+    let map = ebpf
+        .map_mut("EVENTS")
+        .ok_or(BpfError::MissingMap("EVENTS"))?;
+    let mut outer: ArrayOfMaps<&mut MapData, RingBuf<MapData>> = map.try_into().map_err(err)?;
+    (0..cpus)
+        .map(|cpu| {
+            let ring = RingBuf::create(bytes, 0).map_err(err)?;
+            outer.set(cpu, &ring, 0).map_err(err)?;
+            Ok(ring)
+        })
+        .collect()
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>

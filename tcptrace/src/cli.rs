@@ -171,13 +171,14 @@ pub struct Cli {
     )]
     pub netns: Vec<u32>,
 
-    /// Size of the kernel ring buffer that carries transitions to tcptrace
-    /// (a power of two: 64K, 4M, 16M...). Raise it if transitions are lost.
-    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_ring_size, help_heading = "Tuning")]
-    pub ring_size: u32,
+    /// Size of each CPU's kernel ring buffer that carries transitions to
+    /// tcptrace (a power of two: 64K, 4M, 16M...) [default: 16M shared out
+    /// among the CPUs, 1M to 8M each]. Raise it if transitions are lost.
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size, help_heading = "Tuning")]
+    pub ring_size: Option<u32>,
 
-    /// Wake tcptrace as soon as this much data is pending in the ring buffer
-    /// [default: a quarter of --ring-size]. Below it, tcptrace reads every
+    /// Wake tcptrace as soon as this much data is pending in one CPU's ring
+    /// buffer [default: a quarter of --ring-size]. Below it, tcptrace reads every
     /// --drain-interval: one wake-up per transition would cost the host more
     /// than the tracing itself.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Tuning")]
@@ -188,9 +189,8 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Tuning")]
     pub drain_interval: u64,
 
-    /// How many sockets are followed at once (for time-in-state, in the
-    /// kernel, and for verdicts, in tcptrace). Sockets beyond that show '?'
-    /// and are counted in the summary.
+    /// How many sockets tcptrace follows at once (for time in state and
+    /// verdicts). Sockets beyond that show '?' and are counted in the summary.
     #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
     pub max_sockets: u32,
 
@@ -209,8 +209,17 @@ impl Cli {
         Duration::from_millis(self.drain_interval)
     }
 
-    pub fn wakeup_bytes(&self) -> u64 {
-        self.wakeup.unwrap_or(u64::from(self.ring_size) / 4)
+    /// Each CPU's ring size on a machine with `cpus` possible CPUs.
+    pub fn ring_bytes(&self, cpus: u32) -> u32 {
+        self.ring_size.unwrap_or_else(|| {
+            let share = (16 << 20) / cpus.max(1);
+            // Rounded down to a power of two (share > 0).
+            (1 << (31 - share.leading_zeros())).clamp(1 << 20, 8 << 20)
+        })
+    }
+
+    pub fn wakeup_bytes(&self, ring_bytes: u32) -> u64 {
+        self.wakeup.unwrap_or(u64::from(ring_bytes) / 4)
     }
 
     /// The agent-side filters.
@@ -323,8 +332,15 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = Cli::try_parse_from(["tcptrace"]).unwrap();
-        assert_eq!(cli.ring_size, 8 << 20);
-        assert_eq!(cli.wakeup_bytes(), 2 << 20);
+        assert_eq!(cli.ring_size, None);
+        assert_eq!(cli.ring_bytes(1), 8 << 20);
+        assert_eq!(cli.ring_bytes(2), 8 << 20);
+        assert_eq!(cli.ring_bytes(3), 4 << 20);
+        assert_eq!(cli.ring_bytes(8), 2 << 20);
+        assert_eq!(cli.ring_bytes(256), 1 << 20);
+        assert_eq!(cli.wakeup_bytes(cli.ring_bytes(2)), 2 << 20);
+        let set = Cli::try_parse_from(["tcptrace", "--ring-size", "64K"]).unwrap();
+        assert_eq!(set.ring_bytes(256), 64 << 10);
         assert_eq!(cli.drain_interval(), Duration::from_millis(20));
         let err = Cli::try_parse_from(["tcptrace", "--ring-size", "5K"]).unwrap_err();
         assert!(err.to_string().contains("must be a power of two"), "{err}");

@@ -262,7 +262,7 @@ impl Tracker {
     /// Returns the connection if this transition ended it with a verdict.
     pub fn on_transition(&mut self, t: &mut Transition) -> Option<Closed> {
         use TcpState::*;
-        let fresh = t.old == Close || (t.old == Listen && t.new == SynRecv);
+        let fresh = Transition::opens(t.old, t.new);
         if fresh || !self.conns.contains_key(&t.sock) {
             if self.conns.len() >= self.max_conns && !self.conns.contains_key(&t.sock) {
                 self.untracked += 1;
@@ -300,6 +300,14 @@ impl Tracker {
             self.conns.insert(t.sock, conn);
         }
         let conn = self.conns.get_mut(&t.sock)?;
+        // Time in the old state, if its start was seen (not for a socket
+        // first seen mid-life, nor after a lost record).
+        if !fresh
+            && conn.state == t.old
+            && let Some(since) = conn.since_ns
+        {
+            t.in_old = TimeInState::Measured(t.ts_ns.saturating_sub(since));
+        }
         if t.task.is_some() {
             conn.owner = t.task;
         }
@@ -488,8 +496,6 @@ pub(crate) mod tests {
             task: Option<Task>,
         ) -> Transition {
             self.ts += 1_000;
-            let fresh =
-                old == TcpState::Close || (old == TcpState::Listen && new == TcpState::SynRecv);
             Transition {
                 ts_ns: self.ts,
                 sock,
@@ -498,10 +504,11 @@ pub(crate) mod tests {
                 remote: remote.parse().unwrap(),
                 old,
                 new,
-                in_old: if fresh {
+                // As decoded: the tracker measures the rest.
+                in_old: if Transition::opens(old, new) {
                     TimeInState::NewSocket
                 } else {
-                    TimeInState::Measured(1_000)
+                    TimeInState::Unknown
                 },
                 task,
                 owner: task,
@@ -611,10 +618,12 @@ pub(crate) mod tests {
         assert_eq!(client.local, CLI.parse().unwrap());
         assert_eq!(
             client.in_state.iter().collect::<Vec<_>>(),
+            // Measured from the transitions' timestamps (1 µs apart, the
+            // two ends interleaved).
             [
-                (SynSent, 1_000),
-                (Established, 1_000),
-                (FinWait1, 1_000),
+                (SynSent, 2_000),
+                (Established, 2_000),
+                (FinWait1, 3_000),
                 (FinWait2, 1_000)
             ]
         );
@@ -723,8 +732,8 @@ pub(crate) mod tests {
         let mut s = Script { ts: 0 };
         // A connection that predates tcptrace, seen first leaving CLOSE_WAIT.
         let mut t = s.t(9, SRV, CLI, CloseWait, LastAck, Some(task(300, "app")));
-        t.in_old = TimeInState::Unknown;
         assert!(tracker.on_transition(&mut t).is_none());
+        assert_eq!(t.in_old, TimeInState::Unknown, "CLOSE_WAIT began unseen");
         let mut t = s.t(9, SRV, CLI, LastAck, Close, None);
         let closed = tracker.on_transition(&mut t).unwrap();
         assert_eq!(
@@ -789,10 +798,19 @@ pub(crate) mod tests {
         tracker.on_transition(&mut t);
         assert_eq!(t.owner.unwrap().pid, 2);
         // Out of order: FIN_WAIT2 reported without FIN_WAIT1 (lost record).
-        tracker.on_transition(&mut s.t(1, CLI, SRV, SynSent, Established, None));
-        let closed = tracker.on_transition(&mut s.t(1, CLI, SRV, FinWait2, Close, None));
+        let mut t = s.t(1, CLI, SRV, SynSent, Established, None);
+        tracker.on_transition(&mut t);
+        assert_eq!(t.in_old, TimeInState::Measured(1_000));
+        let mut t = s.t(1, CLI, SRV, FinWait2, Close, None);
+        let closed = tracker.on_transition(&mut t);
+        assert_eq!(t.in_old, TimeInState::Unknown, "FIN_WAIT2 began unseen");
         // Leaving FIN_WAIT2 means this side sent the first FIN.
-        assert_eq!(closed.unwrap().verdict, Verdict::Local);
+        let closed = closed.unwrap();
+        assert_eq!(closed.verdict, Verdict::Local);
+        assert_eq!(
+            closed.in_state.iter().collect::<Vec<_>>(),
+            [(SynSent, 1_000)]
+        );
         assert!(tracker.settle_all().is_empty());
         assert_eq!(tracker.open().count(), 0);
     }

@@ -10,9 +10,9 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, FLAG_DUR_UNKNOWN, FLAG_NET_DYING, FLAG_NEW_SOCKET, FLAG_PROCESS_CTX,
-    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL,
-    KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent, tcp_state,
+    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, KIND_RESET_RECEIVED, KIND_RESET_SENT,
+    KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST,
+    TransitionEvent, tcp_state,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -224,6 +224,11 @@ pub enum Event {
 impl Event {
     /// Decodes one ring buffer record.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::from_raw(&Self::raw(bytes)?)
+    }
+
+    /// Copies a ring buffer record out as the wire struct, undecoded.
+    pub fn raw(bytes: &[u8]) -> Result<TransitionEvent, DecodeError> {
         if bytes.len() < size_of::<TransitionEvent>() {
             return Err(DecodeError::Short(
                 bytes.len(),
@@ -232,9 +237,7 @@ impl Event {
         }
         // SAFETY: length checked; TransitionEvent is plain integers (any bit
         // pattern is valid) and read_unaligned makes no alignment assumption.
-        let raw: TransitionEvent =
-            unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TransitionEvent>()) };
-        Self::from_raw(&raw)
+        Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<TransitionEvent>()) })
     }
 
     pub fn from_raw(raw: &TransitionEvent) -> Result<Self, DecodeError> {
@@ -394,14 +397,25 @@ fn endpoints(raw: &TransitionEvent) -> Result<(SocketAddr, SocketAddr), DecodeEr
 }
 
 impl Transition {
+    /// Whether this is a new socket's first transition: connect() or listen()
+    /// from the initial CLOSE, or a child socket created by a listener.
+    pub const fn opens(old: TcpState, new: TcpState) -> bool {
+        matches!(
+            (old, new),
+            (TcpState::Close, _) | (TcpState::Listen, TcpState::SynRecv)
+        )
+    }
+
     pub fn from_raw(raw: &TransitionEvent) -> Result<Self, DecodeError> {
         let (local, remote) = endpoints(raw)?;
-        let in_old = if raw.flags & FLAG_NEW_SOCKET != 0 {
-            TimeInState::NewSocket
-        } else if raw.flags & FLAG_DUR_UNKNOWN != 0 {
-            TimeInState::Unknown
-        } else {
-            TimeInState::Measured(raw.dur_ns)
+        let (old, new) = (
+            TcpState::try_from(raw.oldstate)?,
+            TcpState::try_from(raw.newstate)?,
+        );
+        // The connection tracker measures the rest.
+        let in_old = match Self::opens(old, new) {
+            true => TimeInState::NewSocket,
+            false => TimeInState::Unknown,
         };
         let task = task(raw);
         Ok(Self {
@@ -410,8 +424,8 @@ impl Transition {
             netns: raw.netns,
             local,
             remote,
-            old: TcpState::try_from(raw.oldstate)?,
-            new: TcpState::try_from(raw.newstate)?,
+            old,
+            new,
             in_old,
             task,
             owner: task,
@@ -478,7 +492,8 @@ pub(crate) mod tests {
         assert_eq!(t.local, "127.0.0.1:41000".parse().unwrap());
         assert_eq!(t.remote, "10.1.2.3:80".parse().unwrap());
         assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
-        assert_eq!(t.in_old, TimeInState::Measured(1_234_567));
+        // Measured by the connection tracker, not the kernel.
+        assert_eq!(t.in_old, TimeInState::Unknown);
         let task = t.task.unwrap();
         assert_eq!(
             (task.pid, task.tid, &*task.comm.as_str()),
@@ -506,16 +521,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn time_in_state_flags() {
-        let mut raw = raw_v4(tcp_state::CLOSE, tcp_state::SYN_SENT);
-        raw.flags = FLAG_NEW_SOCKET;
+    fn time_in_state_before_tracking() {
+        let in_old = |old, new| Transition::from_raw(&raw_v4(old, new)).unwrap().in_old;
         assert_eq!(
-            Transition::from_raw(&raw).unwrap().in_old,
+            in_old(tcp_state::CLOSE, tcp_state::SYN_SENT),
             TimeInState::NewSocket
         );
-        raw.flags = FLAG_DUR_UNKNOWN;
         assert_eq!(
-            Transition::from_raw(&raw).unwrap().in_old,
+            in_old(tcp_state::LISTEN, tcp_state::SYN_RECV),
+            TimeInState::NewSocket
+        );
+        assert_eq!(
+            in_old(tcp_state::SYN_SENT, tcp_state::ESTABLISHED),
             TimeInState::Unknown
         );
         assert_eq!(TimeInState::Unknown.ns(), None);

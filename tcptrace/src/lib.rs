@@ -3,11 +3,11 @@
 //!
 //! The pieces, in the order data flows: [`system`] prepares the host, [`btf`]
 //! reads kernel structure offsets, [`bpf`] loads and attaches the programs,
-//! [`agent`] drains the ring buffer, [`event`] decodes records, [`conn`]
+//! [`agent`] drains the per-CPU ring buffers ([`rings`] merges them), [`event`] decodes records, [`conn`]
 //! follows connections and gives verdicts, [`timewait`] follows their
 //! timewait sockets, [`filter`] selects, [`stats`]
-//! aggregates, [`output`] prints. Only `bpf`, `btf`, `system` and `agent`
-//! touch the kernel; the rest is I/O-free and unit tested.
+//! aggregates, [`output`] prints. Only `bpf`, `btf`, `system`, `agent` and
+//! `rings` touch the kernel; the rest is I/O-free and unit tested.
 
 pub mod agent;
 pub mod bpf;
@@ -18,6 +18,7 @@ pub mod conn;
 pub mod event;
 pub mod filter;
 pub mod output;
+pub mod rings;
 pub mod snapshot;
 pub mod stats;
 pub mod system;

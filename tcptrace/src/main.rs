@@ -115,10 +115,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let _guard = runtime.enter();
+    let ring_bytes = cli.ring_bytes(bpf::possible_cpus()?);
     let (tracer, events) = Tracer::attach(&bpf::Config {
-        ring_bytes: cli.ring_size,
-        wakeup_bytes: cli.wakeup_bytes(),
-        max_sockets: cli.max_sockets,
+        ring_bytes,
+        wakeup_bytes: cli.wakeup_bytes(ring_bytes),
         log_level: if cli.verbose {
             aya_log::Level::Debug as u8
         } else {

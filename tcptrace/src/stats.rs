@@ -2,7 +2,9 @@
 //! first" tables, open connections by state with their age. Cumulative since
 //! start; I/O-free (printing is in `output::summary`).
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use hdrhistogram::Histogram;
 
@@ -88,9 +90,9 @@ impl Stats {
             histograms,
             max_ns: [0; HISTOGRAM_STATES.len()],
             verdicts: VerdictCounts::default(),
-            by_process: HashMap::new(),
-            by_remote: HashMap::new(),
-            by_listen_port: HashMap::new(),
+            by_process: HashMap::default(),
+            by_remote: HashMap::default(),
+            by_listen_port: HashMap::default(),
             tw_ends: [0; TwEnd::ALL.len()],
             tw_rearms: 0,
             // 3 significant digits: 60 ms at 60 s, where the timer wheel's
@@ -378,7 +380,7 @@ mod tests {
 
     #[test]
     fn tables_are_bounded() {
-        let mut table: HashMap<Option<u16>, VerdictCounts> = HashMap::new();
+        let mut table: HashMap<Option<u16>, VerdictCounts> = HashMap::default();
         for port in 0..(MAX_KEYS as u16 + 5) {
             count(&mut table, Some(port), Verdict::Local);
         }

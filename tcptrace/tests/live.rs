@@ -643,3 +643,98 @@ fn timewait_killed_by_ss_names_it() {
     assert_eq!(tw["by_comm"], "ss", "{tw}");
     assert_eq!(ends[0]["ctx"], "process");
 }
+
+/// Pins the calling thread to one CPU.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+}
+
+#[test]
+fn records_of_two_cpus_are_merged_in_time_order() {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs (one ring buffer each)");
+        return;
+    }
+    // Server closes first, client and server pinned to different CPUs: the
+    // client socket's CLOSE_WAIT comes from the server's FIN, handled in
+    // softirq on the server's CPU, its LAST_ACK from its own close() on the
+    // other; every socket's records are split across the two CPUs' rings.
+    let tracer = Tracer::start(&["--json"]);
+    const CONNECTIONS: usize = 200;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let serving = thread::spawn(move || {
+        pin_to(1);
+        for _ in 0..CONNECTIONS {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4];
+            std::io::Read::read_exact(&mut s, &mut buf).unwrap();
+        }
+    });
+    pin_to(0);
+    for _ in 0..CONNECTIONS {
+        let mut c = TcpStream::connect(server).unwrap();
+        std::io::Write::write_all(&mut c, b"ping").unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut c, &mut buf).unwrap(), 0);
+    }
+    serving.join().unwrap();
+    let finished = tracer.stop_lossless();
+    let records = finished.records("transition");
+    let ours = touching(&records, &server);
+    // The kernel reuses a freed socket's address: one life per opening.
+    let mut sockets: Vec<(String, Vec<&Value>)> = Vec::new();
+    for (sock, recs) in by_socket(&ours) {
+        for r in recs {
+            let opens = r["old"] == "CLOSE" || (r["old"] == "LISTEN" && r["new"] == "SYN_RECV");
+            match sockets.iter_mut().rev().find(|(s, _)| *s == sock) {
+                Some((_, life)) if !opens => life.push(r),
+                _ => sockets.push((sock.clone(), vec![r])),
+            }
+        }
+    }
+    // Listener, and a client and an accepted socket per connection.
+    assert_eq!(sockets.len(), 1 + 2 * CONNECTIONS, "{}", sockets.len());
+    for (sock, recs) in &sockets {
+        // Each transition leaves the state the previous one entered, in
+        // timestamp order, and its time there is measured.
+        for pair in recs.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert_eq!(a["new"], b["old"], "{sock}: {recs:#?}");
+            assert!(
+                a["ts_ns"].as_u64() <= b["ts_ns"].as_u64(),
+                "{sock}: {recs:#?}"
+            );
+            assert_eq!(b["dur"], "measured", "{sock}: {recs:#?}");
+            assert_eq!(
+                b["dur_ns"].as_u64(),
+                Some(b["ts_ns"].as_u64().unwrap() - a["ts_ns"].as_u64().unwrap()),
+                "{sock}: {recs:#?}"
+            );
+        }
+    }
+    let ctx = |r: &&Value| r["ctx"].as_str().unwrap_or("").to_owned();
+    let clients: Vec<_> = sockets
+        .iter()
+        .filter(|(_, recs)| recs[0]["old"] == "CLOSE" && recs[0]["new"] == "SYN_SENT")
+        .collect();
+    assert_eq!(clients.len(), CONNECTIONS);
+    for (sock, recs) in clients {
+        let seq = sequence(recs);
+        assert_eq!(
+            seq[..4],
+            [
+                "CLOSE->SYN_SENT",
+                "SYN_SENT->ESTABLISHED",
+                "ESTABLISHED->CLOSE_WAIT",
+                "CLOSE_WAIT->LAST_ACK"
+            ],
+            "{sock}: {recs:#?}"
+        );
+        assert_eq!(ctx(&recs[2]), "softirq", "{sock}");
+        assert_eq!(ctx(&recs[3]), "process", "{sock}");
+    }
+}
