@@ -172,8 +172,8 @@ pub struct Cli {
     pub netns: Vec<u32>,
 
     /// Size of each CPU's kernel ring buffer that carries transitions to
-    /// tcptrace (a power of two: 64K, 4M, 16M...) [default: 16M shared out
-    /// among the CPUs, 1M to 8M each]. Raise it if transitions are lost.
+    /// tcptrace (a power of two: 64K, 4M, 16M...) [default: 8M shared out
+    /// among the CPUs, at least 1M each]. Raise it if transitions are lost.
     #[arg(long, value_name = "SIZE", value_parser = parse_ring_size, help_heading = "Tuning")]
     pub ring_size: Option<u32>,
 
@@ -212,7 +212,7 @@ impl Cli {
     /// Each CPU's ring size on a machine with `cpus` possible CPUs.
     pub fn ring_bytes(&self, cpus: u32) -> u32 {
         self.ring_size.unwrap_or_else(|| {
-            let share = (16 << 20) / cpus.max(1);
+            let share = (8 << 20) / cpus.max(1);
             // Rounded down to a power of two (share > 0).
             (1 << (31 - share.leading_zeros())).clamp(1 << 20, 8 << 20)
         })
@@ -334,11 +334,11 @@ mod tests {
         let cli = Cli::try_parse_from(["tcptrace"]).unwrap();
         assert_eq!(cli.ring_size, None);
         assert_eq!(cli.ring_bytes(1), 8 << 20);
-        assert_eq!(cli.ring_bytes(2), 8 << 20);
-        assert_eq!(cli.ring_bytes(3), 4 << 20);
-        assert_eq!(cli.ring_bytes(8), 2 << 20);
+        assert_eq!(cli.ring_bytes(2), 4 << 20);
+        assert_eq!(cli.ring_bytes(3), 2 << 20);
+        assert_eq!(cli.ring_bytes(8), 1 << 20);
         assert_eq!(cli.ring_bytes(256), 1 << 20);
-        assert_eq!(cli.wakeup_bytes(cli.ring_bytes(2)), 2 << 20);
+        assert_eq!(cli.wakeup_bytes(cli.ring_bytes(2)), 1 << 20);
         let set = Cli::try_parse_from(["tcptrace", "--ring-size", "64K"]).unwrap();
         assert_eq!(set.ring_bytes(256), 64 << 10);
         assert_eq!(cli.drain_interval(), Duration::from_millis(20));

@@ -270,8 +270,9 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
             samples[i].push(s);
         }
     }
-    // Ratios of each run to the baseline median.
-    let base = median(samples[0].iter().map(|s| s.conns_per_s).collect());
+    // Each run is compared with the baseline run of the same repetition, a
+    // few seconds apart: the machine's speed drifts more between repetitions
+    // than within one.
     let base_cpu = median(samples[0].iter().map(|s| s.churn_cpu_us_per_conn).collect());
     let mut rows = Vec::new();
     println!(
@@ -292,7 +293,11 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
         "", "median", "to baseline", "µs/conn", "", "", "", "ns/event", "peak KiB", "KiB"
     );
     for (config, runs) in CONFIGS.iter().zip(&samples) {
-        let ratios: Vec<f64> = runs.iter().map(|s| s.conns_per_s / base).collect();
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(&samples[0])
+            .map(|(s, base)| s.conns_per_s / base.conns_per_s)
+            .collect();
         let (lo, hi) = spread(&ratios);
         let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
         let row = json!({
