@@ -460,8 +460,8 @@ impl<W: io::Write> Agent<W> {
         if self.tracker.untracked > 0 && !self.warned_untracked {
             self.warned_untracked = true;
             eprintln!(
-                "tcptrace: warning: --max-sockets connections followed at once; \
-                 others get unknown durations and no verdict; raise it"
+                "tcptrace: warning: already following --max-sockets sockets; \
+                 others get unknown durations and no verdict (raise --max-sockets)"
             );
         }
         self.reported = now;

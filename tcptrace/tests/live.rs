@@ -738,3 +738,41 @@ fn records_of_two_cpus_are_merged_in_time_order() {
         assert_eq!(ctx(&recs[3]), "process", "{sock}");
     }
 }
+
+#[test]
+fn sockets_beyond_max_sockets_are_counted_and_warned() {
+    let tracer = Tracer::start(&["--json", "--max-sockets", "2"]);
+    let (server, _) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+    // The once-a-second check warns live.
+    thread::sleep(Duration::from_millis(1500));
+    let finished = tracer.stop();
+    assert!(
+        finished
+            .stderr
+            .iter()
+            .any(|l| l.contains("warning: already following --max-sockets sockets")),
+        "{:?}",
+        finished.stderr
+    );
+    assert!(
+        finished
+            .stderr
+            .last()
+            .is_some_and(|l| l.contains("connections not followed (--max-sockets)")),
+        "{:?}",
+        finished.stderr
+    );
+    // The listener and the client are followed; the accepted socket is not,
+    // so its later transitions have unknown durations.
+    let records = finished.records("transition");
+    let ours = touching(&records, &server);
+    let accepted: Vec<&&Value> = ours
+        .iter()
+        .filter(|r| r["lport"] == server.port() && r["rport"] != 0)
+        .collect();
+    assert!(accepted.len() >= 2, "{ours:#?}");
+    assert!(
+        accepted[1..].iter().all(|r| r["dur"] == "unknown"),
+        "{accepted:#?}"
+    );
+}
