@@ -45,17 +45,11 @@ impl Merger {
         }
     }
 
-    /// The earliest record stamped before `cutoff`, if any. Each ring is in
-    /// time order already (bar programs nesting on one CPU, which a single
-    /// ring has too), so this compares the lanes' first records only; ties
-    /// go to the lower lane.
-    pub fn pop_before(&mut self, cutoff: u64) -> Option<TransitionEvent> {
-        let lane = self.earliest(cutoff)?;
-        self.lanes[lane].pop_front()
-    }
-
-    /// Like `pop_before`, without copying the record out: `f` sees it in place.
-    pub fn pop_before_with<T>(
+    /// Hands `f` the earliest record stamped before `cutoff`, in place, and
+    /// drops it; `None` if there is none. Each ring is in time order already
+    /// (bar programs nesting on one CPU, which a single ring has too), so this
+    /// compares the lanes' first records only; ties go to the lower lane.
+    pub fn pop_before<T>(
         &mut self,
         cutoff: u64,
         f: impl FnOnce(&TransitionEvent) -> T,
@@ -164,7 +158,7 @@ impl Rings {
 
     /// Decodes the next record in time order stamped before `cutoff`.
     pub fn next(&mut self, cutoff: u64) -> Option<Result<Event, DecodeError>> {
-        self.merger.pop_before_with(cutoff, Event::from_raw)
+        self.merger.pop_before(cutoff, Event::from_raw)
     }
 
     /// Call after each drain.
@@ -186,9 +180,7 @@ mod tests {
     }
 
     fn drain(m: &mut Merger, cutoff: u64) -> Vec<(u64, u64)> {
-        std::iter::from_fn(|| m.pop_before(cutoff))
-            .map(|e| (e.ts_ns, e.skaddr))
-            .collect()
+        std::iter::from_fn(|| m.pop_before(cutoff, |e| (e.ts_ns, e.skaddr))).collect()
     }
 
     #[test]
@@ -227,9 +219,9 @@ mod tests {
         let mut m = Merger::new(2);
         m.push(1, at(5, 7));
         m.push(0, at(9, 8));
-        assert_eq!(m.pop_before_with(100, |e| e.skaddr), Some(7));
-        assert_eq!(m.pop_before_with(9, |e| e.skaddr), None);
-        assert_eq!(m.pop_before_with(10, |e| e.skaddr), Some(8));
+        assert_eq!(m.pop_before(100, |e| e.skaddr), Some(7));
+        assert_eq!(m.pop_before(9, |e| e.skaddr), None);
+        assert_eq!(m.pop_before(10, |e| e.skaddr), Some(8));
         assert!(m.is_empty());
     }
 
@@ -244,6 +236,6 @@ mod tests {
         assert_eq!(drain(&mut m, 99_990).len(), 99_990);
         m.shrink();
         assert_eq!(m.len(), 10);
-        assert_eq!(m.pop_before(u64::MAX).map(|e| e.ts_ns), Some(99_990));
+        assert_eq!(m.pop_before(u64::MAX, |e| e.ts_ns), Some(99_990));
     }
 }
