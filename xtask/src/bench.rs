@@ -31,34 +31,61 @@ pub struct BenchArgs {
 struct Config {
     name: &'static str,
     args: Option<&'static [&'static str]>,
+    /// Stop the agent (SIGSTOP) while the churn runs, with rings large enough
+    /// to hold the whole run: what the kernel side alone costs. The agent
+    /// drains everything once resumed, so losses still count.
+    paused: bool,
 }
 
-const CONFIGS: [Config; 6] = [
+const CONFIGS: [Config; 7] = [
     Config {
         name: "baseline (no tracer)",
         args: None,
+        paused: false,
     },
     Config {
         name: "floor (empty programs)",
         args: Some(&["--bench-floor"]),
+        paused: false,
     },
     Config {
         name: "live log to a file (TIME_WAIT on)",
         args: Some(&[]),
+        paused: false,
     },
     Config {
         name: "--json to a file",
         args: Some(&["--json"]),
+        paused: false,
     },
     Config {
         name: "--summary --no-timewait",
         args: Some(&["--summary", "--no-timewait"]),
+        paused: false,
     },
     Config {
         name: "--summary",
         args: Some(&["--summary"]),
+        paused: false,
+    },
+    Config {
+        name: "kernel side only (agent stopped)",
+        args: Some(&["--summary"]),
+        paused: true,
     },
 ];
+
+/// Bytes one connection of the churn puts in the rings, with room to spare:
+/// 12 records (5 transitions a side, a timewait socket armed and expired),
+/// each 96 bytes and an 8-byte ring header, counted as 112.
+const RING_BYTES_PER_CONN: u64 = 12 * 112;
+
+/// A per-CPU ring size (for `--ring-size`) that holds a whole run of
+/// `connections` even if one CPU produced all of it.
+fn paused_ring_size(connections: u64) -> String {
+    let bytes = (connections * RING_BYTES_PER_CONN).next_power_of_two();
+    (bytes.clamp(1 << 20, 1 << 30)).to_string()
+}
 
 /// One measured run.
 #[derive(Clone, Debug, Default)]
@@ -193,6 +220,11 @@ fn churn(args: &ChurnArgs) -> Result<Value> {
 fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) -> Result<Sample> {
     let tracer = match config.args {
         Some(tracer_args) => {
+            let mut tracer_args = tracer_args.to_vec();
+            let ring_size = paused_ring_size(args.churn.connections);
+            if config.paused {
+                tracer_args.extend(["--ring-size", &ring_size]);
+            }
             let out = out_dir.join(format!(
                 "{}.out",
                 config
@@ -202,15 +234,29 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
                     .unwrap_or("run")
                     .trim_start_matches('-')
             ));
-            Some(start_tracer(binary, tracer_args, &out)?)
+            Some(start_tracer(binary, &tracer_args, &out)?)
         }
         None => None,
     };
     let pid = tracer.as_ref().map(|t| t.child.id());
     let cpu_before = pid.map(process_cpu).transpose()?.unwrap_or(0.0);
-    let report = churn(&args.churn)?;
-    // Let the periodic drain pick up the tail before reading the counters.
-    thread::sleep(Duration::from_millis(200));
+    let signal = |signal| -> Result<()> {
+        if let (true, Some(pid)) = (config.paused, pid) {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        }
+        Ok(())
+    };
+    signal(nix::sys::signal::Signal::SIGSTOP)?;
+    let report = churn(&args.churn);
+    signal(nix::sys::signal::Signal::SIGCONT)?;
+    let report = report?;
+    // Let the periodic drain pick up the tail before reading the counters
+    // (a resumed agent has the whole run to read).
+    thread::sleep(Duration::from_millis(if config.paused {
+        2000
+    } else {
+        200
+    }));
     let cpu = pid.map(process_cpu).transpose()?.unwrap_or(0.0) - cpu_before;
     let rss = pid.map_or(0, |p| status_kib(p, "VmHWM:"));
     let maps = pid.map_or(0, map_memory_kib);
@@ -356,4 +402,17 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
     fs::write(&path, serde_json::to_string_pretty(&result)?)?;
     println!("results: {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paused_rings_hold_a_whole_run() {
+        // 50 000 connections need 67.2 MB: the next power of two.
+        assert_eq!(paused_ring_size(50_000), (128u64 << 20).to_string());
+        assert_eq!(paused_ring_size(1), (1u64 << 20).to_string());
+        assert_eq!(paused_ring_size(10_000_000), (1u64 << 30).to_string());
+    }
 }
