@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::churn::ChurnArgs;
@@ -178,10 +179,7 @@ fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTrace
 
 /// Stops the tracer with SIGINT; returns (received, lost) from its summary line.
 fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tracer.child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )?;
+    send_signal(tracer.child.id(), Signal::SIGINT)?;
     let status = tracer.child.wait()?;
     if !status.success() {
         bail!("tcptrace exited with {status}");
@@ -195,6 +193,11 @@ fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
     let received = words[1].parse()?;
     let lost = words[words.iter().position(|w| *w == "lost").context("lost")? - 1].parse()?;
     Ok((received, lost))
+}
+
+fn send_signal(pid: u32, signal: Signal) -> Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+    Ok(())
 }
 
 /// Runs the churn generator as its own process (so its CPU is its own).
@@ -221,9 +224,11 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
     let tracer = match config.args {
         Some(tracer_args) => {
             let mut tracer_args = tracer_args.to_vec();
-            let ring_size = paused_ring_size(args.churn.connections);
-            if config.paused {
-                tracer_args.extend(["--ring-size", &ring_size]);
+            let ring_size = config
+                .paused
+                .then(|| paused_ring_size(args.churn.connections));
+            if let Some(size) = &ring_size {
+                tracer_args.extend(["--ring-size", size]);
             }
             let out = out_dir.join(format!(
                 "{}.out",
@@ -240,15 +245,14 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
     };
     let pid = tracer.as_ref().map(|t| t.child.id());
     let cpu_before = pid.map(process_cpu).transpose()?.unwrap_or(0.0);
-    let signal = |signal| -> Result<()> {
-        if let (true, Some(pid)) = (config.paused, pid) {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
-        }
-        Ok(())
-    };
-    signal(nix::sys::signal::Signal::SIGSTOP)?;
+    let paused = pid.filter(|_| config.paused);
+    if let Some(pid) = paused {
+        send_signal(pid, Signal::SIGSTOP)?;
+    }
     let report = churn(&args.churn);
-    signal(nix::sys::signal::Signal::SIGCONT)?;
+    if let Some(pid) = paused {
+        send_signal(pid, Signal::SIGCONT)?;
+    }
     let report = report?;
     // Let the periodic drain pick up the tail before reading the counters
     // (a resumed agent has the whole run to read).
