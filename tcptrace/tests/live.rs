@@ -27,7 +27,7 @@ fn assert_loopback_connection(bind: &str, family: &str) {
     let (server, client) = client_closes_first(bind, HOLD);
     let finished = tracer.stop_lossless();
     assert!(finished.status.success(), "{:?}", finished.stderr);
-    let records = finished.records("transition");
+    let records = since_start(finished.records("transition"));
     let ours = touching(&records, &server);
     let sockets = by_socket(&ours);
     assert_eq!(
@@ -202,7 +202,7 @@ fn v4_mapped_connection_is_ipv6_with_mapped_addresses() {
     drop(accepted);
     drop(listener);
     let finished = tracer.stop_lossless();
-    let records = finished.records("transition");
+    let records = since_start(finished.records("transition"));
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
     let server_side = touching(&records, &mapped);
     assert!(
@@ -408,7 +408,7 @@ fn filters_select_connections() {
     let (server_b, _) = client_closes_first(&format!("127.0.0.1:{pb}"), Duration::ZERO);
     let (server_6, _) = client_closes_first("[::1]:0", Duration::ZERO);
 
-    let records = |t: Tracer| t.stop_lossless().records("transition");
+    let records = |t: Tracer| since_start(t.stop_lossless().records("transition"));
     let lport = records(by_lport);
     assert!(!lport.is_empty());
     assert!(lport.iter().all(|r| r["lport"] == pa), "{lport:#?}");
@@ -624,15 +624,25 @@ fn timewait_killed_by_ss_names_it() {
     drop(accepted);
     assert_eq!(std::io::Read::read(&mut client, &mut buf).unwrap(), 0);
     drop(client);
-    let filter = format!("sport = :{}", client_addr.port());
+    // This connection's timewait socket only: the host may have others
+    // on the same port.
     let ss = Command::new("ss")
-        .args(["-K", "-tn", "state", "time-wait", &filter])
+        .args([
+            "-K",
+            "-tn",
+            "state",
+            "time-wait",
+            "src",
+            &client_addr.to_string(),
+            "dst",
+            &server.to_string(),
+        ])
         .output()
         .expect("ss (iproute2)");
     assert!(ss.status.success(), "{ss:?}");
     thread::sleep(Duration::from_millis(200));
     let finished = tracer.stop_lossless();
-    let transitions = finished.records("transition");
+    let transitions = since_start(finished.records("transition"));
     let ends: Vec<&Value> = touching(&transitions, &client_addr)
         .into_iter()
         .filter(|r| r["timewait"]["event"] == "ends")
@@ -642,6 +652,24 @@ fn timewait_killed_by_ss_names_it() {
     assert_eq!(tw["reason"], "killed", "{tw}");
     assert_eq!(tw["by_comm"], "ss", "{tw}");
     assert_eq!(ends[0]["ctx"], "process");
+}
+
+/// How many socket lives went through each sequence of transitions, to show
+/// what an unexpected life was.
+fn lives(sockets: &[(String, Vec<&Value>)]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for (_, recs) in sockets {
+        let chain = sequence(recs).join(" ");
+        match counts.iter_mut().find(|(c, _)| *c == chain) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((chain, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(chain, n)| format!("{n} x {chain}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Pins the calling thread to one CPU.
@@ -686,18 +714,22 @@ fn records_of_two_cpus_are_merged_in_time_order() {
     let records = finished.records("transition");
     let ours = touching(&records, &server);
     // The kernel reuses a freed socket's address: one life per opening.
+    let opens = |r: &Value| r["old"] == "CLOSE" || (r["old"] == "LISTEN" && r["new"] == "SYN_RECV");
     let mut sockets: Vec<(String, Vec<&Value>)> = Vec::new();
     for (sock, recs) in by_socket(&ours) {
         for r in recs {
-            let opens = r["old"] == "CLOSE" || (r["old"] == "LISTEN" && r["new"] == "SYN_RECV");
             match sockets.iter_mut().rev().find(|(s, _)| *s == sock) {
-                Some((_, life)) if !opens => life.push(r),
+                Some((_, life)) if !opens(r) => life.push(r),
                 _ => sockets.push((sock.clone(), vec![r])),
             }
         }
     }
+    // Sockets first seen mid-life are not this test's: the timewait socket
+    // of an earlier connection between the same ports (the server's port
+    // was free to bind, not free of TIME_WAIT) that one of ours reopened.
+    sockets.retain(|(_, recs)| opens(recs[0]));
     // Listener, and a client and an accepted socket per connection.
-    assert_eq!(sockets.len(), 1 + 2 * CONNECTIONS, "{}", sockets.len());
+    assert_eq!(sockets.len(), 1 + 2 * CONNECTIONS, "{}", lives(&sockets));
     for (sock, recs) in &sockets {
         // Each transition leaves the state the previous one entered, in
         // timestamp order, and its time there is measured.
@@ -722,6 +754,17 @@ fn records_of_two_cpus_are_merged_in_time_order() {
         .filter(|(_, recs)| recs[0]["old"] == "CLOSE" && recs[0]["new"] == "SYN_SENT")
         .collect();
     assert_eq!(clients.len(), CONNECTIONS);
+    // The server's FIN reaches a client socket in softirq on the server's
+    // CPU, so that record goes to the other ring, unless the client held the
+    // socket's lock then and processed it itself, on its own CPU.
+    let split = clients
+        .iter()
+        .filter(|(_, recs)| recs.get(2).map(ctx).as_deref() == Some("softirq"))
+        .count();
+    assert!(
+        split >= CONNECTIONS / 2,
+        "only {split} connections had records in both rings"
+    );
     for (sock, recs) in clients {
         let seq = sequence(recs);
         assert_eq!(
@@ -734,7 +777,6 @@ fn records_of_two_cpus_are_merged_in_time_order() {
             ],
             "{sock}: {recs:#?}"
         );
-        assert_eq!(ctx(&recs[2]), "softirq", "{sock}");
         assert_eq!(ctx(&recs[3]), "process", "{sock}");
     }
 }
