@@ -726,7 +726,8 @@ fn records_of_two_cpus_are_merged_in_time_order() {
     }
     // Sockets first seen mid-life are not this test's: the timewait socket
     // of an earlier connection between the same ports (the server's port
-    // was free to bind, not free of TIME_WAIT) that one of ours reopened.
+    // was free to bind, not free of TIME_WAIT) that expired meanwhile or
+    // that one of ours reopened.
     sockets.retain(|(_, recs)| opens(recs[0]));
     // Listener, and a client and an accepted socket per connection.
     assert_eq!(sockets.len(), 1 + 2 * CONNECTIONS, "{}", lives(&sockets));
