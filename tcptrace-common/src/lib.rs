@@ -67,9 +67,12 @@ pub const KIND_TW_REQUEST: u8 = 7;
 pub const FLAG_NET_DYING: u16 = 1 << 3;
 
 /// One event of a TCP socket, as sent through the `EVENTS` ring buffer: a
-/// state transition, or a reset sent or received (see `KIND_*`).
+/// state transition, or a reset sent or received (see `KIND_*`). `Pod` (for
+/// the agent, which copies records out of the ring with bytemuck): every
+/// field an integer, no implicit padding (checked by the derive).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct TransitionEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the transition.
     pub ts_ns: u64,
@@ -278,7 +281,6 @@ const _: () = {
 mod pod {
     // SAFETY: plain-old-data, `#[repr(C)]`, integer fields only, padding explicit.
     unsafe impl aya::Pod for super::TransitionEvent {}
-    // SAFETY: as above.
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelFilter {}
     // SAFETY: as above.

@@ -83,6 +83,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) {
     if !FILTER.load().accepts(family, sport, dport) {
         return;
     }
+    // SAFETY: a helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let skaddr = field!(ctx, u64, skaddr);
     // States are 1..=12; the agent rejects anything else when decoding.

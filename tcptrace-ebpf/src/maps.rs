@@ -107,8 +107,8 @@ pub fn net_of(sk: u64) -> Option<u64> {
 pub fn netns_of(sk: u64) -> u32 {
     let inum = OFFSETS.load().net_inum;
     match net_of(sk) {
-        // SAFETY: as in `net_of`.
         Some(net) if inum != 0 => {
+            // SAFETY: as in `net_of`.
             unsafe { bpf_probe_read_kernel((net + u64::from(inum)) as *const u32) }.unwrap_or(0)
         }
         _ => 0,

@@ -54,6 +54,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 fn try_reset(sk: u64, state: u8, kind: u8) {
     let (pid, tid, comm, flags) = task();
     send(TransitionEvent {
+        // SAFETY: a helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skaddr: sk,
         pid,

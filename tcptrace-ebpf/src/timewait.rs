@@ -69,6 +69,7 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     };
     if function == config.tw_handler {
         let expires: u64 = read(timer, config.timer_expires).unwrap_or(0);
+        // SAFETY: a helper without preconditions.
         let now = unsafe { bpf_jiffies64() };
         let _ = try_emit(
             &config,
@@ -150,6 +151,7 @@ fn try_emit(c: &TimewaitConfig, tw: u64, kind: u8, jiffies: u64) -> Option<()> {
     if !FILTER.load().accepts(e.family, e.lport, e.rport) {
         return None;
     }
+    // SAFETY: a helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let substate: u8 = read(tw, c.tw_substate)?;
     let (pid, tid, comm, ctx_flag) = task();
@@ -198,12 +200,14 @@ fn try_emit(c: &TimewaitConfig, tw: u64, kind: u8, jiffies: u64) -> Option<()> {
 #[inline(always)]
 fn try_reopened(c: &TimewaitConfig, req: u64) -> Option<()> {
     let watch = REOPEN_WATCH.get_ptr_mut(0)?;
+    // SAFETY: a helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: per-CPU slot, only this CPU's programs touch it.
     let since = unsafe { *watch };
     if since == 0 || ts_ns.saturating_sub(since) > REOPEN_WINDOW_NS {
         return None;
     }
+    // SAFETY: as above.
     unsafe { *watch = 0 };
     let e = endpoints(c, req)?;
     send(TransitionEvent {

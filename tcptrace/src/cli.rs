@@ -223,8 +223,8 @@ impl Cli {
     }
 
     /// The agent-side filters.
-    pub fn filter(&self) -> crate::filter::Filter {
-        crate::filter::Filter {
+    pub fn filter(&self) -> crate::pipeline::filter::Filter {
+        crate::pipeline::filter::Filter {
             pids: self.pid.clone(),
             comms: self.comm.clone(),
             laddrs: self.laddr.clone(),

@@ -1,25 +1,30 @@
-//! tcptrace: TCP state transitions from the `sock:inet_sock_set_state`
-//! tracepoint, through a BPF ring buffer, to a live log.
+//! tcptrace: TCP state transitions from the kernel's tracepoints, through
+//! per-CPU ring buffers, to a live log and summaries.
 //!
-//! The pieces, in the order data flows: [`system`] prepares the host, [`btf`]
-//! reads kernel structure offsets, [`bpf`] loads and attaches the programs,
-//! [`agent`] drains the per-CPU ring buffers ([`rings`] merges them), [`event`] decodes records, [`conn`]
-//! follows connections and gives verdicts, [`timewait`] follows their
-//! timewait sockets, [`filter`] selects, [`stats`]
-//! aggregates, [`output`] prints. Only `bpf`, `btf`, `system`, `agent` and
-//! `rings` touch the kernel; the rest is I/O-free and unit tested.
+//! The stages, in the order a record flows through them:
+//! - [`host`] reads the running system (privileges, BTF, kallsyms, the
+//!   start-up socket snapshot, per-namespace counters); [`features`]
+//!   decides once what this kernel allows;
+//! - [`kernel`] loads and attaches the eBPF programs, merges the per-CPU
+//!   rings in time order and decodes records into [`model`] events;
+//! - [`pipeline`] passes each event through the trackers of [`track`]
+//!   (connections, timewait sockets), which conclude owners, times in
+//!   state, verdicts; it filters once and hands the facts to the sinks:
+//!   the aggregates of [`aggregate`] and the live log of [`render`];
+//! - [`session`] holds one run's pipeline and sinks, and [`agent`] is the
+//!   loop that feeds it. [`cli`] is the command line.
+//!
+//! Only `host`, `kernel` and `agent` touch the system; the rest is I/O-free
+//! and unit tested.
 
 pub mod agent;
-pub mod bpf;
-pub mod btf;
+pub mod aggregate;
 pub mod cli;
-pub mod clock;
-pub mod conn;
-pub mod event;
-pub mod filter;
-pub mod output;
-pub mod rings;
-pub mod snapshot;
-pub mod stats;
-pub mod system;
-pub mod timewait;
+pub mod features;
+pub mod host;
+pub mod kernel;
+pub mod model;
+pub mod pipeline;
+pub mod render;
+pub mod session;
+pub mod track;

@@ -154,7 +154,7 @@ fn peer(args: &[String]) -> ! {
         "client" => match mode.as_str() {
             // The connect is expected to fail; print how.
             "expect-failure" => {
-                let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(30));
+                let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(30));
                 say(&format!("{:?}", stream.map(|_| ()).map_err(|e| e.kind())));
             }
             "syn-once" => {

@@ -2,18 +2,21 @@
 //! (documented in README.md); add fields, never rename them.
 
 use std::{
+    fmt,
     io::{self, Write as _},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::{
-    clock::WallClock,
-    conn::{Closed, StateTimes},
-    event::{Transition, TwNote},
-    output::summary::{self, Report},
+    model::{Closed, StateTimes, Transition, TwNote},
+    render::{
+        clock::WallClock,
+        push_ip,
+        summary::{self, Report},
+    },
 };
 
 pub struct JsonPrinter {
@@ -33,36 +36,48 @@ impl Serialize for Hex {
     }
 }
 
-/// Longest address text: a v4-mapped IPv6 address ("ffff:...:255.255.255.255").
-const IP_MAX: usize = 48;
+/// An address as text on the stack: the longest is a v4-mapped IPv6
+/// address ("ffff:...:255.255.255.255").
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
 
-/// An address as text, without allocating; IPv4 by hand (see `push_endpoint`).
-fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; IP_MAX]) -> &str {
-    let mut cursor = io::Cursor::new(&mut buf[..]);
-    let _ = match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            let [a, b, c, d] = v4.octets();
-            [a, b, c, d].iter().enumerate().try_for_each(|(i, octet)| {
-                if i > 0 {
-                    cursor.write_all(b".")?;
-                }
-                cursor.write_all(digits.format(*octet).as_bytes())
-            })
-        }
-        std::net::IpAddr::V6(v6) => write!(cursor, "{v6}"),
-    };
-    let len = cursor.position() as usize;
-    // Only ASCII digits, hex, dots and colons were written.
-    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+impl IpText {
+    fn of(ip: IpAddr) -> Self {
+        let mut text = Self {
+            buf: [0; 48],
+            len: 0,
+        };
+        // Cannot fail: every address fits.
+        let _ = push_ip(&mut text, ip);
+        text
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, hex, dots and colons are written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// An address as a JSON string.
-struct Ip(std::net::IpAddr);
+struct Ip(IpAddr);
 
 impl Serialize for Ip {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(format_ip(self.0, &mut [0u8; IP_MAX]))
+        s.serialize_str(IpText::of(self.0).as_str())
     }
 }
 
@@ -108,13 +123,12 @@ impl JsonPrinter {
         });
         b.extend_from_slice(b",\"family\":\"");
         b.extend_from_slice(family(&t.local).as_bytes());
-        let mut ip = [0u8; IP_MAX];
         b.extend_from_slice(b"\",\"laddr\":\"");
-        b.extend_from_slice(format_ip(t.local.ip(), &mut ip).as_bytes());
+        b.extend_from_slice(IpText::of(t.local.ip()).as_str().as_bytes());
         b.extend_from_slice(b"\",\"lport\":");
         b.extend_from_slice(n.format(t.local.port()).as_bytes());
         b.extend_from_slice(b",\"raddr\":\"");
-        b.extend_from_slice(format_ip(t.remote.ip(), &mut ip).as_bytes());
+        b.extend_from_slice(IpText::of(t.remote.ip()).as_str().as_bytes());
         b.extend_from_slice(b"\",\"rport\":");
         b.extend_from_slice(n.format(t.remote.port()).as_bytes());
         b.extend_from_slice(b",\"old\":\"");
@@ -263,8 +277,8 @@ fn family(addr: &SocketAddr) -> &'static str {
 mod tests {
     use super::*;
     use crate::{
-        clock::Zone,
-        event::{Comm, Task, TcpState, TimeInState},
+        model::{Comm, Task, TcpState, TimeInState},
+        render::clock::Zone,
     };
 
     const OFFSET: i64 = 1_795_316_645_000_000_000 - 1_000_000_000_000;
@@ -335,8 +349,8 @@ mod ip_tests {
 mod escaping_tests {
     use super::*;
     use crate::{
-        clock::Zone,
-        event::{Comm, Task, TcpState, TimeInState},
+        model::{Comm, Task, TcpState, TimeInState},
+        render::clock::Zone,
     };
 
     #[test]

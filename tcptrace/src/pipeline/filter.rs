@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use tcptrace_common::{AF_INET, AF_INET6, KernelFilter, MAX_PORT_FILTER};
 
-use crate::event::Task;
+use crate::model::Task;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -94,7 +94,7 @@ pub fn kernel_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::tests::task;
+    use crate::model::fixtures::task;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -6,11 +6,14 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    conn::Verdict,
-    event::{Comm, TwEnd},
-    output::{push_endpoint, text::push_ms},
-    stats::{Distribution, HISTOGRAM_STATES, OpenState, Stats, VerdictCounts, sorted_rows},
-    timewait::TwCount,
+    aggregate::{
+        distribution::Distribution,
+        open::OpenState,
+        stats::{HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
+    },
+    model::{Comm, TwEnd, Verdict},
+    render::{push_endpoint, text::push_ms},
+    track::tw_counts::TwCount,
 };
 
 /// Rows per "who closes first" table.
@@ -316,12 +319,11 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
 mod tests {
     use super::*;
     use crate::{
-        conn::{
-            Closed, Role,
-            tests::{Script, task},
+        aggregate::open::open_by_state,
+        model::{
+            Closed, Open, Role, TcpState, TimeInState, TwNote,
+            fixtures::{Script, task},
         },
-        event::{TcpState, TimeInState, TwNote},
-        stats::open_by_state,
     };
 
     fn report_stats() -> Stats {
@@ -390,7 +392,7 @@ mod tests {
     fn text_summary() {
         let stats = report_stats();
         let owner = task(7, "app");
-        let open = [crate::conn::Open {
+        let open = [Open {
             state: TcpState::CloseWait,
             since_ns: Some(1_000_000_000),
             local: "10.0.0.1:8080".parse().unwrap(),

@@ -84,13 +84,6 @@ impl WallClock {
     }
 }
 
-/// CLOCK_MONOTONIC now, in the kernel timestamps' time base.
-pub fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
 fn split(unix_ns: i64) -> (i64, u32) {
     (
         unix_ns.div_euclid(1_000_000_000),

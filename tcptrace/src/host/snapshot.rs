@@ -9,25 +9,12 @@
 use std::{
     collections::HashMap,
     fs,
-    io::{BufRead as _, BufReader},
+    io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::unix::fs::MetadataExt as _,
 };
 
-use crate::{
-    event::{Comm, Task, TcpState},
-    timewait::TwSeed,
-};
-
-/// One socket found at start-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Existing {
-    pub netns: u32,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: TcpState,
-    pub owner: Option<Task>,
-}
+use crate::model::{Comm, Existing, Task, TcpState, TwSeed};
 
 /// What tcptrace found at start-up (timewait sockets apart).
 #[derive(Debug, Default)]
@@ -110,11 +97,48 @@ fn socket_inode(target: &str) -> Option<u64> {
 
 fn comm_of(pid: u32) -> Comm {
     let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let mut raw = [0u8; 16];
-    let name = name.trim_end_matches('\n').as_bytes();
-    let len = name.len().min(15);
-    raw[..len].copy_from_slice(&name[..len]);
-    Comm::new(raw)
+    Comm::from_name(name.trim_end_matches('\n'))
+}
+
+/// Reads one /proc/net/tcp{,6} table of namespace `netns`: timewait sockets
+/// go to `on_timewait` as they are read (they can number hundreds of
+/// thousands), full sockets to `found` with their owner from `owners` (socket
+/// inode -> process). The header and unparsable lines are skipped.
+pub fn read_table(
+    reader: impl BufRead,
+    netns: u32,
+    owners: &HashMap<u64, Task>,
+    on_timewait: &mut impl FnMut(&TwSeed),
+    found: &mut Vec<Existing>,
+) {
+    for line in reader.lines().map_while(Result::ok).skip(1) {
+        let Some(line) = parse_line(&line) else {
+            continue;
+        };
+        let Some(state) = TcpState::from_kernel(line.state) else {
+            continue;
+        };
+        if line.timer == TIMER_TIMEWAIT {
+            on_timewait(&TwSeed {
+                netns,
+                local: line.local,
+                remote: line.remote,
+                substate: state,
+                remaining_ms: line.when * 1000 / USER_HZ,
+            });
+            continue;
+        }
+        let owner = (line.inode != 0)
+            .then(|| owners.get(&line.inode).copied())
+            .flatten();
+        found.push(Existing {
+            netns,
+            local: line.local,
+            remote: line.remote,
+            state,
+            owner,
+        });
+    }
 }
 
 /// Every TCP socket of every network namespace that has a process, with the
@@ -167,32 +191,13 @@ pub fn take(mut on_timewait: impl FnMut(&TwSeed)) -> Snapshot {
             let Ok(file) = fs::File::open(format!("/proc/{pid}/net/{file}")) else {
                 continue;
             };
-            let lines = BufReader::new(file).lines().map_while(Result::ok).skip(1);
-            for line in lines.filter_map(|line| parse_line(&line)) {
-                let Ok(state) = TcpState::try_from(line.state) else {
-                    continue;
-                };
-                if line.timer == TIMER_TIMEWAIT {
-                    on_timewait(&TwSeed {
-                        netns,
-                        local: line.local,
-                        remote: line.remote,
-                        substate: state,
-                        remaining_ms: line.when * 1000 / USER_HZ,
-                    });
-                    continue;
-                }
-                let owner = (line.inode != 0)
-                    .then(|| owners.get(&line.inode).copied())
-                    .flatten();
-                found.push(Existing {
-                    netns,
-                    local: line.local,
-                    remote: line.remote,
-                    state,
-                    owner,
-                });
-            }
+            read_table(
+                BufReader::new(file),
+                netns,
+                &owners,
+                &mut on_timewait,
+                &mut found,
+            );
         }
     }
     Snapshot {
@@ -205,6 +210,18 @@ pub fn take(mut on_timewait: impl FnMut(&TwSeed)) -> Snapshot {
 mod tests {
     use super::*;
 
+    /// Copied from this kernel (Linux 6.18) with a listener, an established
+    /// pair, a TIME_WAIT and, over IPv6, a CLOSE_WAIT, an orphan in
+    /// FIN_WAIT2 and a v4-mapped pair.
+    const TCP: &str = include_str!("fixtures/tcp");
+    const TCP6: &str = include_str!("fixtures/tcp6");
+
+    fn read(text: &str, owners: &HashMap<u64, Task>) -> (Vec<Existing>, Vec<TwSeed>) {
+        let (mut found, mut tw) = (Vec::new(), Vec::new());
+        read_table(text.as_bytes(), 7, owners, &mut |s| tw.push(*s), &mut found);
+        (found, tw)
+    }
+
     #[test]
     fn parses_proc_net_tcp() {
         let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 42477357 1 000000004591c920 100 0 0 10 0";
@@ -212,15 +229,6 @@ mod tests {
         assert_eq!(l.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(l.remote, "0.0.0.0:0".parse().unwrap());
         assert_eq!((l.state, l.inode, l.timer, l.when), (0x0A, 42477357, 0, 0));
-        let v6 = "   1: 00000000000000000000000001000000:01BB 0000000000000000FFFF00000100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 99 1 0000000000000000 20 4 30 10 -1";
-        let l = parse_line(v6).unwrap();
-        assert_eq!(l.local, "[::1]:443".parse().unwrap());
-        assert_eq!(l.remote, "[::ffff:127.0.0.1]:50000".parse().unwrap());
-        assert_eq!((l.state, l.inode), (1, 99));
-        // A timewait socket: substate, timer 3, 59.31 s left, no inode.
-        let tw = "   7: 0100007F:9C40 0100007F:1F90 06 00000000:00000000 03:0000172B 00000000     0        0 0 3 0000000000000000";
-        let l = parse_line(tw).unwrap();
-        assert_eq!((l.state, l.timer, l.when, l.inode), (6, 3, 5931, 0));
         assert_eq!(
             parse_line("  sl  local_address rem_address   st tx_queue"),
             None
@@ -229,25 +237,71 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_real_ipv4_table() {
+        let mut owners = HashMap::new();
+        let app = Task {
+            pid: 42,
+            tid: 42,
+            comm: Comm::from_name("app"),
+        };
+        owners.insert(24363, app);
+        let (found, tw) = read(TCP, &owners);
+        assert_eq!(found.len(), 5);
+        let listener = found
+            .iter()
+            .find(|e| e.local == "127.0.0.1:8080".parse().unwrap() && e.state == TcpState::Listen)
+            .unwrap();
+        assert_eq!(listener.owner, Some(app));
+        assert_eq!(listener.netns, 7);
+        let established = found
+            .iter()
+            .filter(|e| e.state == TcpState::Established)
+            .count();
+        assert_eq!(established, 3);
+        // The client that closed first holds TIME_WAIT: no inode, timer 3.
+        assert_eq!(tw.len(), 1);
+        assert_eq!(
+            (tw[0].local, tw[0].remote, tw[0].substate),
+            (
+                "127.0.0.1:59030".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+                TcpState::TimeWait
+            )
+        );
+        assert_eq!(tw[0].remaining_ms, 0x175C * 10);
+    }
+
+    #[test]
+    fn reads_a_real_ipv6_table() {
+        let (found, tw) = read(TCP6, &HashMap::new());
+        let states: Vec<_> = found.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [
+                TcpState::Listen,
+                TcpState::Listen,
+                TcpState::Established,
+                TcpState::CloseWait
+            ]
+        );
+        assert_eq!(found[0].local, "[::1]:8443".parse().unwrap());
+        assert_eq!(
+            found[2].local,
+            "[::ffff:127.0.0.1]:8081".parse().unwrap(),
+            "v4-mapped"
+        );
+        assert!(found.iter().all(|e| e.owner.is_none()));
+        // An orphan whose peer has not sent its FIN: a timewait socket in
+        // substate FIN_WAIT2.
+        assert_eq!(tw.len(), 1);
+        assert_eq!(tw[0].substate, TcpState::FinWait2);
+        assert_eq!(tw[0].remote, "[::1]:8443".parse().unwrap());
+    }
+
+    #[test]
     fn socket_links() {
         assert_eq!(socket_inode("socket:[12345]"), Some(12345));
         assert_eq!(socket_inode("pipe:[12345]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
-    }
-
-    /// On the real host: a listener this test opens is found with this process as its owner.
-    #[test]
-    fn finds_own_listener() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let found = take(|_| {});
-        let mine = found
-            .sockets
-            .iter()
-            .find(|e| e.state == TcpState::Listen && e.local.port() == port)
-            .expect("our listener");
-        assert_eq!(mine.owner.unwrap().pid, std::process::id());
-        let own_ns = fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
-        assert_eq!(mine.netns, own_ns);
     }
 }

@@ -1,16 +1,23 @@
-//! Printers for transitions. They are generic over the writer and do no other
-//! I/O, so they are tested against in-memory buffers.
+//! Rendering: the live log (text or JSON lines) as a sink of facts, and the
+//! summaries of the aggregates. Printers are generic over the writer and do
+//! no other I/O, so they are tested against in-memory buffers.
 
+pub mod clock;
 mod json;
 pub mod summary;
 mod text;
+pub mod totals;
 
-use std::{fmt::Write as _, io, net::SocketAddr};
+use std::{
+    fmt::{self, Write as _},
+    io,
+    net::{IpAddr, SocketAddr},
+};
 
 pub use json::JsonPrinter;
 pub use text::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, TextPrinter};
 
-use crate::{conn::Closed, event::Transition};
+use crate::model::{Closed, Fact, Sink, Transition};
 
 /// The selected output format.
 pub enum Printer {
@@ -53,28 +60,57 @@ impl Printer {
     }
 }
 
+/// The live log: every transition and every complete connection record,
+/// as they come.
+pub struct LiveLog<'a, W> {
+    pub printer: &'a mut Printer,
+    pub out: &'a mut W,
+}
+
+impl<W: io::Write> Sink for LiveLog<'_, W> {
+    fn fact(&mut self, fact: Fact<'_>) -> io::Result<()> {
+        match fact {
+            Fact::Transition(t) => self.printer.transition(self.out, t),
+            // Printed once complete.
+            Fact::Closed(_) => Ok(()),
+            Fact::Record(c) => self.printer.closed(self.out, c),
+        }
+    }
+}
+
+/// Appends an address: IPv4 by hand (the live log formats two endpoints per
+/// line, and `Ipv4Addr`'s Display goes through the whole formatting
+/// machinery), IPv6 as its Display does.
+pub fn push_ip(out: &mut impl fmt::Write, ip: IpAddr) -> fmt::Result {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.write_char('.')?;
+                }
+                out.write_str(digits.format(octet))?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) => write!(out, "{v6}"),
+    }
+}
+
 /// Appends `addr:port` the way `ss` does: IPv6 in brackets, `*` for an
 /// unspecified address or port (a listener's remote end, or a connecting
 /// socket before its source is chosen).
 pub fn push_endpoint(out: &mut String, addr: &SocketAddr) {
     let ip = addr.ip();
-    match ip {
-        _ if ip.is_unspecified() => out.push('*'),
-        // By hand: the live log formats two endpoints per line, and
-        // `Ipv4Addr`'s Display goes through the whole formatting machinery.
-        std::net::IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                out.push_str(digits.format(octet));
-            }
+    // Writing to a String cannot fail.
+    let _ = match ip {
+        _ if ip.is_unspecified() => out.write_char('*'),
+        IpAddr::V4(_) => push_ip(out, ip),
+        IpAddr::V6(_) => {
+            out.push('[');
+            push_ip(out, ip).and_then(|()| out.write_char(']'))
         }
-        std::net::IpAddr::V6(v6) => {
-            let _ = write!(out, "[{v6}]");
-        }
-    }
+    };
     out.push(':');
     match addr.port() {
         0 => out.push('*'),

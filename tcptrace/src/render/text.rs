@@ -3,10 +3,11 @@
 use std::{io, net::SocketAddr};
 
 use crate::{
-    clock::{WallClock, push_padded},
-    conn::Closed,
-    event::{Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
-    output::push_endpoint,
+    model::{Closed, Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
+    render::{
+        clock::{WallClock, push_padded},
+        push_endpoint,
+    },
 };
 
 /// Width of an address column that fits any IPv4 endpoint ("255.255.255.255:65535").
@@ -211,8 +212,8 @@ pub fn push_ms(out: &mut String, ns: u64) {
 mod tests {
     use super::*;
     use crate::{
-        clock::Zone,
-        event::{Comm, Task, TcpState},
+        model::{Comm, Role, StateTimes, Task, TcpState, Verdict},
+        render::clock::Zone,
     };
 
     const OFFSET: i64 = 1_795_316_645_000_000_000 - 1_000_000_000_000;
@@ -293,12 +294,12 @@ TIME            PID     COMM             LOCAL                 REMOTE           
             netns: 1,
             local: t.local,
             remote: t.remote,
-            role: crate::conn::Role::Active,
+            role: Role::Active,
             owner: t.owner,
-            verdict: crate::conn::Verdict::Local,
+            verdict: Verdict::Local,
             lifetime_ns: Some(201_213_000),
             in_state: {
-                let mut times = crate::conn::StateTimes::default();
+                let mut times = StateTimes::default();
                 times.add(TcpState::Established, 200_627_000);
                 times.add(TcpState::SynSent, 75_000);
                 times

@@ -11,168 +11,13 @@ use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::event::{Reset, ResetDirection, Task, TcpState, TimeInState, Transition};
-
-/// Time spent in each state, without allocating: a slot per state, listed in
-/// the order a connection passes through them (its states never repeat).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateTimes {
-    ns: [u64; 12],
-    visited: u16,
-}
-
-/// The order states are listed in.
-const STATE_ORDER: [TcpState; 12] = [
-    TcpState::SynSent,
-    TcpState::SynRecv,
-    TcpState::Established,
-    TcpState::FinWait1,
-    TcpState::FinWait2,
-    TcpState::Closing,
-    TcpState::CloseWait,
-    TcpState::LastAck,
-    TcpState::TimeWait,
-    TcpState::NewSynRecv,
-    TcpState::Listen,
-    TcpState::Close,
-];
-
-impl StateTimes {
-    fn slot(state: TcpState) -> usize {
-        STATE_ORDER.iter().position(|s| *s == state).unwrap_or(0)
-    }
-
-    pub fn add(&mut self, state: TcpState, ns: u64) {
-        let i = Self::slot(state);
-        self.ns[i] += ns;
-        self.visited |= 1 << i;
-    }
-
-    /// (state, total ns) for each state seen, in passing order.
-    pub fn iter(&self) -> impl Iterator<Item = (TcpState, u64)> + '_ {
-        STATE_ORDER
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.visited & (1 << i) != 0)
-            .map(|(i, s)| (*s, self.ns[i]))
-    }
-}
-
-/// Who closed a connection first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Verdict {
-    /// This host sent the first FIN (ESTABLISHED -> FIN_WAIT1): this side
-    /// holds TIME_WAIT.
-    Local,
-    /// The peer sent the first FIN (ESTABLISHED -> CLOSE_WAIT).
-    Peer,
-    /// Both FINs crossed (FIN_WAIT1 -> CLOSING).
-    Simultaneous,
-    /// This host reset the connection (SO_LINGER 0, close with unread data...).
-    AbortSent,
-    /// The peer reset the connection.
-    AbortReceived,
-    /// The connect was answered with a RST.
-    Refused,
-    /// The connect failed without a RST (timeout, ICMP error, cancelled).
-    ConnectFailed,
-    /// The kernel gave up on an established connection without FIN or RST
-    /// (retransmission or keepalive timeout, ICMP error).
-    Timeout,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 8] = [
-        Self::Local,
-        Self::Peer,
-        Self::Simultaneous,
-        Self::AbortSent,
-        Self::AbortReceived,
-        Self::Refused,
-        Self::ConnectFailed,
-        Self::Timeout,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Peer => "peer",
-            Self::Simultaneous => "simultaneous",
-            Self::AbortSent => "abort-sent",
-            Self::AbortReceived => "abort-received",
-            Self::Refused => "refused",
-            Self::ConnectFailed => "connect-failed",
-            Self::Timeout => "timeout",
-        }
-    }
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// How the connection started, from this host's point of view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// This host connected.
-    Active,
-    /// This host accepted.
-    Passive,
-    /// First seen mid-life (it predates tcptrace, or events were lost).
-    Unknown,
-}
-
-impl Role {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Passive => "passive",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// A connection that ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Closed {
-    /// When it reached CLOSE (CLOCK_MONOTONIC ns).
-    pub ts_ns: u64,
-    pub sock: u64,
-    pub netns: u32,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub role: Role,
-    pub owner: Option<Task>,
-    pub verdict: Verdict,
-    /// From the socket's first transition to CLOSE; `None` if first seen mid-life.
-    pub lifetime_ns: Option<u64>,
-    /// Measured time in each state it passed through, in order.
-    pub in_state: StateTimes,
-    /// How its timewait socket ended, if it had one (the record then comes
-    /// at that end, and `ts_ns`, `lifetime_ns` and `in_state` include it).
-    pub timewait: Option<ClosedTw>,
-}
-
-/// The end of a connection's timewait socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClosedTw {
-    /// `None`: still in TIME_WAIT when tcptrace stopped.
-    pub reason: Option<crate::event::TwEnd>,
-    /// Times its timer was re-armed (a retransmitted FIN extends TIME_WAIT).
-    pub rearms: u32,
-}
-
-/// A connection still open, for the summaries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Open<'a> {
-    pub state: TcpState,
-    /// When it entered `state`, if seen.
-    pub since_ns: Option<u64>,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub netns: u32,
-    pub owner: Option<&'a Task>,
-}
+use crate::{
+    model::{
+        Closed, Existing, Open, Reset, ResetDirection, Role, StateTimes, Task, TcpState,
+        TimeInState, Transition, Verdict,
+    },
+    track::{owners::Owners, verdict},
+};
 
 struct Conn {
     netns: u32,
@@ -184,6 +29,7 @@ struct Conn {
     born_ns: Option<u64>,
     state: TcpState,
     since_ns: Option<u64>,
+    /// Evidence of who closed first (see `verdict`).
     first_close: Option<Verdict>,
     rst_sent: bool,
     in_state: StateTimes,
@@ -200,15 +46,9 @@ struct Pending {
     batches: u8,
 }
 
-/// Listeners on one (netns, port), with their owners.
-type Listeners = Vec<(u64, Option<Task>)>;
-
 pub struct Tracker {
     conns: HashMap<u64, Conn>,
-    listeners: HashMap<(u32, u16), Listeners>,
-    /// Owners of connections that existed at start-up, by (netns, local,
-    /// remote), taken when the connection is first seen.
-    seeded: HashMap<(u32, SocketAddr, SocketAddr), Task>,
+    owners: Owners,
     pending: Vec<Pending>,
     max_conns: usize,
     /// Sockets not followed because `max_conns` was reached.
@@ -219,43 +59,17 @@ impl Tracker {
     pub fn new(max_conns: usize) -> Self {
         Self {
             conns: HashMap::default(),
-            listeners: HashMap::default(),
-            seeded: HashMap::default(),
+            owners: Owners::new(max_conns),
             pending: Vec::new(),
             max_conns,
             untracked: 0,
         }
     }
 
-    /// Learns the sockets that existed at start-up: listeners' owners (for the
-    /// sockets they will accept) and connections' owners. Listeners seeded
-    /// this way have no socket address (the kernel's is not exposed); the
-    /// first listener on their port to close removes them.
-    pub fn seed(&mut self, existing: impl IntoIterator<Item = crate::snapshot::Existing>) {
-        for e in existing {
-            match (e.state, e.owner) {
-                (TcpState::Listen, owner) => {
-                    self.listeners
-                        .entry((e.netns, e.local.port()))
-                        .or_default()
-                        .push((0, owner));
-                }
-                (_, Some(owner)) if self.seeded.len() < self.max_conns => {
-                    self.seeded.insert((e.netns, e.local, e.remote), owner);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The owner of sockets accepted on (netns, port), if all its listeners agree.
-    fn listener_owner(&self, netns: u32, port: u16) -> Option<Task> {
-        let listeners = self.listeners.get(&(netns, port))?;
-        let first = listeners.first()?.1?;
-        listeners
-            .iter()
-            .all(|(_, o)| o.is_some_and(|o| o.pid == first.pid))
-            .then_some(first)
+    /// Learns the owners of the sockets that existed at start-up: listeners'
+    /// (for the sockets they will accept) and connections'.
+    pub fn seed(&mut self, existing: impl IntoIterator<Item = Existing>) {
+        self.owners.seed(existing);
     }
 
     /// Follows one transition; sets `t.owner` to the socket's owner as known.
@@ -274,11 +88,11 @@ impl Tracker {
                 (Listen, SynRecv) => (
                     Role::Passive,
                     t.task
-                        .or_else(|| self.listener_owner(t.netns, t.local.port())),
+                        .or_else(|| self.owners.of_accepted(t.netns, t.local.port())),
                     Some(t.ts_ns),
                 ),
                 _ => {
-                    let seeded = self.seeded.remove(&(t.netns, t.local, t.remote));
+                    let seeded = self.owners.claim_existing(t.netns, t.local, t.remote);
                     (Role::Unknown, t.task.or(seeded), None)
                 }
             };
@@ -318,38 +132,13 @@ impl Tracker {
         if let TimeInState::Measured(ns) = t.in_old {
             conn.in_state.add(t.old, ns);
         }
-        // Being in a closing state tells who closed first, even when the
-        // transition into it was not seen (socket first seen mid-life, or a
-        // lost record).
-        let implied = match t.old {
-            FinWait1 | FinWait2 => Some(Verdict::Local),
-            CloseWait | LastAck => Some(Verdict::Peer),
-            Closing => Some(Verdict::Simultaneous),
-            _ => None,
-        };
-        if conn.first_close.is_none() {
-            conn.first_close = implied;
-        }
-        match (t.old, t.new) {
-            (Established | SynRecv, FinWait1) => {
-                conn.first_close.get_or_insert(Verdict::Local);
-            }
-            (Established | SynRecv, CloseWait) => {
-                conn.first_close.get_or_insert(Verdict::Peer);
-            }
-            (FinWait1, Closing) if matches!(conn.first_close, None | Some(Verdict::Local)) => {
-                conn.first_close = Some(Verdict::Simultaneous);
-            }
-            _ => {}
-        }
+        conn.first_close = verdict::after_transition(conn.first_close, t.old, t.new);
         conn.state = t.new;
         conn.since_ns = Some(t.ts_ns);
         if t.new == Listen {
             conn.listener = true;
-            self.listeners
-                .entry((t.netns, t.local.port()))
-                .or_default()
-                .push((t.sock, conn.owner));
+            self.owners
+                .listening(t.netns, t.local.port(), t.sock, conn.owner);
         }
         if t.new != Close {
             return None;
@@ -357,22 +146,10 @@ impl Tracker {
 
         let conn = self.conns.remove(&t.sock)?;
         if conn.listener {
-            let key = (conn.netns, conn.local.port());
-            if let Some(listeners) = self.listeners.get_mut(&key) {
-                listeners.retain(|(sock, _)| *sock != t.sock && *sock != 0);
-                if listeners.is_empty() {
-                    self.listeners.remove(&key);
-                }
-            }
+            self.owners.closed(conn.netns, conn.local.port(), t.sock);
             return None;
         }
-        let verdict = match (t.old, conn.first_close) {
-            (SynSent, Some(Verdict::AbortReceived)) => Some(Verdict::Refused),
-            (SynSent, _) => Some(Verdict::ConnectFailed),
-            (_, Some(v)) => Some(v),
-            (_, None) => None,
-        };
-        match verdict {
+        match verdict::at_close(t.old, conn.first_close) {
             Some(verdict) => Some(close(t.sock, t.ts_ns, conn, verdict)),
             None => {
                 self.pending.push(Pending {
@@ -389,10 +166,7 @@ impl Tracker {
 
     /// Follows a reset. Returns a connection whose verdict it completed.
     pub fn on_reset(&mut self, r: &Reset) -> Option<Closed> {
-        let verdict = match r.direction {
-            ResetDirection::Sent => Verdict::AbortSent,
-            ResetDirection::Received => Verdict::AbortReceived,
-        };
+        let verdict = verdict::of_reset(r.direction);
         if let Some(conn) = self.conns.get_mut(&r.sock) {
             conn.first_close.get_or_insert(verdict);
             conn.rst_sent |= r.direction == ResetDirection::Sent;
@@ -424,13 +198,7 @@ impl Tracker {
         self.pending = waiting;
         done.into_iter()
             .map(|p| {
-                // A close in the owner's system call without FIN is an abort
-                // (the RST follows); in softirq the kernel gave up on its own.
-                let verdict = if p.conn.rst_sent || p.process_ctx {
-                    Verdict::AbortSent
-                } else {
-                    Verdict::Timeout
-                };
+                let verdict = verdict::unresolved(p.conn.rst_sent, p.process_ctx);
                 close(p.sock, p.ts_ns, p.conn, verdict)
             })
             .collect()
@@ -466,56 +234,9 @@ fn close(sock: u64, ts_ns: u64, conn: Conn, verdict: Verdict) -> Closed {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::event::Comm;
-
-    pub(crate) fn task(pid: u32, name: &str) -> Task {
-        let mut comm = [0u8; 16];
-        comm[..name.len()].copy_from_slice(name.as_bytes());
-        Task {
-            pid,
-            tid: pid,
-            comm: Comm::new(comm),
-        }
-    }
-
-    /// Builds transitions of one socket pair the way the kernel reports them.
-    pub(crate) struct Script {
-        pub ts: u64,
-    }
-
-    impl Script {
-        pub(crate) fn t(
-            &mut self,
-            sock: u64,
-            local: &str,
-            remote: &str,
-            old: TcpState,
-            new: TcpState,
-            task: Option<Task>,
-        ) -> Transition {
-            self.ts += 1_000;
-            Transition {
-                ts_ns: self.ts,
-                sock,
-                netns: 1,
-                local: local.parse().unwrap(),
-                remote: remote.parse().unwrap(),
-                old,
-                new,
-                // As decoded: the tracker measures the rest.
-                in_old: if Transition::opens(old, new) {
-                    TimeInState::NewSocket
-                } else {
-                    TimeInState::Unknown
-                },
-                task,
-                owner: task,
-                timewait: None,
-            }
-        }
-    }
+    use crate::model::fixtures::{Script, task};
 
     use TcpState::*;
 
@@ -817,7 +538,6 @@ pub(crate) mod tests {
 
     #[test]
     fn start_up_snapshot_gives_owners() {
-        use crate::snapshot::Existing;
         let mut tracker = Tracker::new(10);
         let nginx = task(80, "nginx");
         let app = task(90, "app");
@@ -858,7 +578,7 @@ pub(crate) mod tests {
     fn listener_predating_tcptrace_closes_without_a_verdict() {
         let mut tracker = Tracker::new(10);
         let mut s = Script { ts: 0 };
-        tracker.seed([crate::snapshot::Existing {
+        tracker.seed([Existing {
             netns: 1,
             local: SRV.parse().unwrap(),
             remote: ANY.parse().unwrap(),

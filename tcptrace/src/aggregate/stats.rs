@@ -1,6 +1,7 @@
-//! What the summaries report: per-state duration histograms, "who closes
-//! first" tables, open connections by state with their age. Cumulative since
-//! start; I/O-free (printing is in `output::summary`).
+//! The aggregate every summary reports: per-state duration histograms, "who
+//! closes first" tables, and how timewait sockets ended. A sink: fed facts
+//! that passed the filters, cumulative since start; I/O-free (printing is in
+//! `render::summary`).
 
 use std::net::SocketAddr;
 
@@ -9,8 +10,11 @@ use rustc_hash::FxHashMap as HashMap;
 use hdrhistogram::Histogram;
 
 use crate::{
-    conn::{Closed, Open, Role, Verdict},
-    event::{Comm, TcpState, TimeInState, Transition, TwEnd, TwNote},
+    aggregate::distribution::Distribution,
+    model::{
+        Closed, Comm, Fact, Role, Sink, TcpState, TimeInState, Transition, TwEnd, TwNote, Verdict,
+        state::positions,
+    },
 };
 
 /// States whose durations are kept, in the order they are printed.
@@ -25,6 +29,19 @@ pub const HISTOGRAM_STATES: [(TcpState, &str); 9] = [
     (TcpState::Closing, "FINs crossed"),
     (TcpState::TimeWait, "timewait socket, however it ended"),
 ];
+
+/// Each state's histogram, by `TcpState::index`.
+const HISTOGRAM_SLOT: [Option<usize>; TcpState::COUNT] = positions(histogram_order());
+
+const fn histogram_order() -> [TcpState; HISTOGRAM_STATES.len()] {
+    let mut order = [TcpState::Close; HISTOGRAM_STATES.len()];
+    let mut i = 0;
+    while i < order.len() {
+        order[i] = HISTOGRAM_STATES[i].0;
+        i += 1;
+    }
+    order
+}
 
 /// Longest duration a histogram tells apart (30 days); longer ones count as this.
 const MAX_TRACKED_NS: u64 = 30 * 24 * 3600 * 1_000_000_000;
@@ -106,7 +123,7 @@ impl Stats {
 
     pub fn record_transition(&mut self, t: &Transition) {
         if let TimeInState::Measured(ns) = t.in_old
-            && let Some(i) = HISTOGRAM_STATES.iter().position(|(s, _)| *s == t.old)
+            && let Some(i) = HISTOGRAM_SLOT[t.old.index()]
         {
             self.histograms[i].saturating_record(ns.max(1));
             self.max_ns[i] = self.max_ns[i].max(ns);
@@ -157,131 +174,26 @@ impl Stats {
 
     /// The distribution of time spent in `state`, if it is one that is kept.
     pub fn distribution(&self, state: TcpState) -> Option<Distribution> {
-        let i = HISTOGRAM_STATES.iter().position(|(s, _)| *s == state)?;
+        let i = HISTOGRAM_SLOT[state.index()]?;
         Some(Distribution::of(&self.histograms[i]).capped(self.max_ns[i]))
     }
 }
 
-/// Count, percentiles and log2 buckets of one histogram, in nanoseconds.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Distribution {
-    pub count: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
-    /// (low µs inclusive, high µs exclusive, count), power-of-two buckets from
-    /// the first non-empty one to the last.
-    pub log2_us: Vec<(u64, u64, u64)>,
-}
-
-impl Distribution {
-    /// With the exact maximum: a percentile is the middle of its bucket, and
-    /// can never exceed it.
-    fn capped(self, max_ns: u64) -> Self {
-        Self {
-            p50_ns: self.p50_ns.min(max_ns),
-            p90_ns: self.p90_ns.min(max_ns),
-            p99_ns: self.p99_ns.min(max_ns),
-            max_ns,
-            ..self
-        }
-    }
-
-    pub fn of(h: &Histogram<u64>) -> Self {
-        let mut buckets: Vec<(u64, u64, u64)> = Vec::new();
-        for (i, slot) in log2_counts(h).into_iter().enumerate() {
-            let (lo, hi) = if i == 0 {
-                (0, 1)
-            } else {
-                (1 << (i - 1), 1 << i)
-            };
-            buckets.push((lo, hi, slot));
-        }
-        let first = buckets
-            .iter()
-            .position(|b| b.2 > 0)
-            .unwrap_or(buckets.len());
-        let last = buckets.iter().rposition(|b| b.2 > 0).map_or(0, |i| i + 1);
-        Self {
-            count: h.len(),
-            p50_ns: h.median_equivalent(h.value_at_quantile(0.5)),
-            p90_ns: h.median_equivalent(h.value_at_quantile(0.9)),
-            p99_ns: h.median_equivalent(h.value_at_quantile(0.99)),
-            max_ns: h.max(),
-            log2_us: if first < last {
-                buckets[first..last].to_vec()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-}
-
-/// Counts per power-of-two microsecond bucket: index 0 is [0, 1) µs, index k
-/// is [2^(k-1), 2^k) µs.
-fn log2_counts(h: &Histogram<u64>) -> Vec<u64> {
-    let mut slots = vec![0u64; 64];
-    for v in h.iter_recorded() {
-        let us = h.lowest_equivalent(v.value_iterated_to()) / 1_000;
-        let slot = if us == 0 {
-            0
-        } else {
-            64 - us.leading_zeros() as usize
-        };
-        slots[slot.min(63)] += v.count_at_value();
-    }
-    slots
-}
-
-/// Open connections in one state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenState {
-    pub state: TcpState,
-    pub count: u64,
-    /// The one that has been in this state the longest, with its age.
-    pub oldest: Option<(u64, OpenConn)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenConn {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub netns: u32,
-    pub owner: Option<(u32, Comm)>,
-}
-
-/// Groups open connections by state, oldest first within each.
-pub fn open_by_state<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> Vec<OpenState> {
-    let mut states: Vec<OpenState> = Vec::new();
-    for o in open {
-        let entry = match states.iter_mut().find(|s| s.state == o.state) {
-            Some(entry) => entry,
-            None => {
-                states.push(OpenState {
-                    state: o.state,
-                    count: 0,
-                    oldest: None,
-                });
-                states.last_mut().expect("just pushed")
+impl Sink for Stats {
+    fn fact(&mut self, fact: Fact<'_>) -> std::io::Result<()> {
+        match fact {
+            Fact::Transition(t) => {
+                self.record_transition(t);
+                if t.timewait.is_some() {
+                    self.record_timewait(t);
+                }
             }
-        };
-        entry.count += 1;
-        if let Some(since) = o.since_ns {
-            let age = now_ns.saturating_sub(since);
-            if entry.oldest.as_ref().is_none_or(|(a, _)| age > *a) {
-                let conn = OpenConn {
-                    local: o.local,
-                    remote: o.remote,
-                    netns: o.netns,
-                    owner: o.owner.map(|t| (t.pid, t.comm)),
-                };
-                entry.oldest = Some((age, conn));
-            }
+            Fact::Closed(c) => self.record_closed(c),
+            // Counted when the connection closed.
+            Fact::Record(_) => {}
         }
+        Ok(())
     }
-    states.sort_by_key(|s| s.state);
-    states
 }
 
 /// Table rows sorted by the side that accumulates TIME_WAIT (most `local`
@@ -301,7 +213,7 @@ pub fn sorted_rows<K: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::tests::{Script, task};
+    use crate::model::fixtures::{Script, task};
 
     #[test]
     fn histograms_keep_measured_durations_only() {
@@ -386,42 +298,5 @@ mod tests {
         }
         assert!(table.len() <= MAX_KEYS + 1);
         assert_eq!(table[&None][0], 5);
-    }
-
-    #[test]
-    fn open_connections_by_state() {
-        let a = task(7, "srv");
-        let open = [
-            Open {
-                state: TcpState::CloseWait,
-                since_ns: Some(100),
-                local: "1.1.1.1:1".parse().unwrap(),
-                remote: "2.2.2.2:2".parse().unwrap(),
-                netns: 1,
-                owner: Some(&a),
-            },
-            Open {
-                state: TcpState::CloseWait,
-                since_ns: Some(50),
-                local: "1.1.1.1:1".parse().unwrap(),
-                remote: "2.2.2.2:3".parse().unwrap(),
-                netns: 1,
-                owner: None,
-            },
-            Open {
-                state: TcpState::Established,
-                since_ns: None,
-                local: "1.1.1.1:1".parse().unwrap(),
-                remote: "2.2.2.2:4".parse().unwrap(),
-                netns: 1,
-                owner: None,
-            },
-        ];
-        let states = open_by_state(open.into_iter(), 1_000);
-        assert_eq!(states.len(), 2);
-        assert_eq!(states[0].state, TcpState::Established);
-        assert_eq!(states[0].oldest, None);
-        let (age, conn) = states[1].oldest.clone().unwrap();
-        assert_eq!((states[1].count, age, conn.remote.port()), (2, 950, 3));
     }
 }

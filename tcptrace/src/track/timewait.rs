@@ -1,7 +1,6 @@
 //! TIME_WAIT in the agent: follows each timewait socket through the records
-//! of its timer, joins it to the connection it came from, tells why it ended,
-//! and keeps a live count per network namespace. I/O-free; driven by decoded
-//! events, tested with synthetic sequences.
+//! of its timer, joins it to the connection it came from, and tells why it
+//! ended. I/O-free; driven by decoded events, tested with synthetic sequences.
 //!
 //! The kernel side reports three things per timewait timer (see the eBPF
 //! `timewait.rs`): armed, cancelled, expired, each with the socket's address
@@ -10,115 +9,30 @@
 //! - cancelled then armed (same socket, same softirq, microseconds apart): a
 //!   re-arm (or an orphan's FIN_WAIT2 -> TIME_WAIT);
 //! - cancelled then expired: the timer ran out;
-//! - cancelled alone: ended early. Which early end is told by what came with
-//!   the cancel: a dying namespace (purged), the system call of a thread that
-//!   had just started a connect() (reused), a request socket for the same
-//!   4-tuple right after it (reopened), anything else (killed).
+//! - cancelled alone: ended early, for a reason `tw_end::early_end` tells
+//!   from what came with the cancel, or a request socket for the same
+//!   4-tuple right after it (reopened).
 //!
 //! A cancel alone is only known to be alone once the next records are in, so
 //! it is settled at the end of the drain after the one it arrived in, or when
 //! a new timewait socket takes its 4-tuple.
-//!
-//! Timewait sockets are kept by 4-tuple (the kernel never has two for one),
-//! in a compact key: at the default `tcp_max_tw_buckets` a host can have
-//! 131 072 of them per namespace.
-
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-};
-
-use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
-    conn::{Closed, ClosedTw},
-    event::{Task, TcpState, TimeInState, Transition, TwAction, TwEnd, TwEvent, TwNote},
+    model::{
+        Closed, ClosedTw, Task, TcpState, TimeInState, Transition, TwAction, TwEnd, TwEvent,
+        TwNote, TwSeed,
+    },
+    track::{
+        tw_counts::{LiveCounts, TwCount},
+        tw_end::{self, Cancel},
+        tw_table::{Sharded, TwKey},
+    },
 };
 
-/// A full socket's CLOSE joins the timewait socket armed for its 4-tuple at
-/// most this long before (the kernel arms it just before that CLOSE).
-const JOIN_WINDOW_NS: u64 = 1_000_000_000;
-
-/// A cancel in a task's system call is a reuse when the same thread started a
-/// connect() at most this long before.
-const REUSE_WINDOW_NS: u64 = 10_000_000;
-
-/// A re-arm is a cancel and an arming of the same timer in one kernel call
-/// (microseconds apart) while serving a packet, in a softirq. An arming at
-/// the same address after a cancel in a system call, or later than this, is
-/// a new timewait socket in the memory of one that ended.
-const REARM_WINDOW_NS: u64 = 1_000_000;
-
-/// A 4-tuple and namespace in 44 bytes (`SocketAddr`s take 64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TwKey {
-    netns: u32,
-    lport: u16,
-    rport: u16,
-    laddr: [u8; 16],
-    raddr: [u8; 16],
-    v6: bool,
-}
-
-impl TwKey {
-    pub fn new(netns: u32, local: SocketAddr, remote: SocketAddr) -> Self {
-        let bytes = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&v4.octets());
-                b
-            }
-            IpAddr::V6(v6) => v6.octets(),
-        };
-        Self {
-            netns,
-            lport: local.port(),
-            rport: remote.port(),
-            laddr: bytes(local.ip()),
-            raddr: bytes(remote.ip()),
-            v6: local.is_ipv6(),
-        }
-    }
-
-    fn addr(&self, bytes: [u8; 16], port: u16) -> SocketAddr {
-        let ip = match self.v6 {
-            true => IpAddr::V6(Ipv6Addr::from(bytes)),
-            false => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-        };
-        SocketAddr::new(ip, port)
-    }
-
-    fn local(&self) -> SocketAddr {
-        self.addr(self.laddr, self.lport)
-    }
-
-    fn remote(&self) -> SocketAddr {
-        self.addr(self.raddr, self.rport)
-    }
-}
-
-/// Live timewait sockets in one network namespace, by substate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TwCount {
-    pub time_wait: u64,
-    /// Orphans waiting for the peer's FIN (substate FIN_WAIT2).
-    pub fin_wait2: u64,
-}
-
-impl TwCount {
-    fn slot(&mut self, substate: TcpState) -> &mut u64 {
-        match substate {
-            TcpState::FinWait2 => &mut self.fin_wait2,
-            _ => &mut self.time_wait,
-        }
-    }
-}
-
-struct Cancel {
-    ts_ns: u64,
+/// A cancel not settled yet.
+struct PendingCancel {
+    cancel: Cancel,
     substate: TcpState,
-    task: Option<Task>,
-    net_dying: bool,
     batches: u8,
 }
 
@@ -138,9 +52,27 @@ struct Tw {
     /// In `Timewaits::pending`.
     queued: bool,
     owner: Option<Task>,
-    /// The connection's record, printed when this timewait socket ends.
+    /// The connection's record, completed when this timewait socket ends.
     closed: Option<Box<Closed>>,
-    cancel: Option<Box<Cancel>>,
+    cancel: Option<Box<PendingCancel>>,
+}
+
+impl Tw {
+    /// The connection's record with this timewait socket's time up to
+    /// `at_ns` and how it ended (`None`: it had not yet).
+    fn complete(&mut self, at_ns: u64, reason: Option<TwEnd>) -> Option<Closed> {
+        let mut c = *self.closed.take()?;
+        if let TimeInState::Measured(ns) = measured(self.since_ns, at_ns) {
+            c.in_state.add(self.substate, ns);
+        }
+        c.lifetime_ns = c.lifetime_ns.map(|l| l + at_ns.saturating_sub(c.ts_ns));
+        c.ts_ns = at_ns;
+        c.timewait = Some(ClosedTw {
+            reason,
+            rearms: self.rearms,
+        });
+        Some(c)
+    }
 }
 
 /// What the agent prints and counts after a timewait event.
@@ -150,17 +82,6 @@ pub enum TwOutput {
     Transition(Transition),
     /// A connection whose timewait socket ended: its record is complete.
     Closed(Closed),
-}
-
-/// A timewait socket found at start-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TwSeed {
-    pub netns: u32,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub substate: TcpState,
-    /// Time left on its timer (10 ms resolution).
-    pub remaining_ms: u64,
 }
 
 /// At most this many connection records are held until their timewait
@@ -177,7 +98,7 @@ pub struct Timewaits {
     /// `--summary`, which prints none), and how many are.
     hold: bool,
     held: usize,
-    counts: BTreeMap<u32, TwCount>,
+    counts: LiveCounts,
     /// Timewait sockets with a cancel still to settle.
     pending: Vec<TwKey>,
     /// The last connect()s: (thread, when), a ring.
@@ -198,7 +119,7 @@ impl Timewaits {
             seeded: Sharded::default(),
             hold,
             held: 0,
-            counts: BTreeMap::new(),
+            counts: LiveCounts::default(),
             pending: Vec::new(),
             connects: [(0, 0); 16],
             next_connect: 0,
@@ -218,11 +139,7 @@ impl Timewaits {
             self.untracked += 1;
             return;
         }
-        *self
-            .counts
-            .entry(seed.netns)
-            .or_default()
-            .slot(seed.substate) += 1;
+        self.counts.enter(seed.netns, seed.substate);
         self.seeded.insert(key, seed.substate);
     }
 
@@ -251,10 +168,7 @@ impl Timewaits {
 
     /// Live timewait sockets per network namespace (those with none left out).
     pub fn counts(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
-        self.counts
-            .iter()
-            .filter(|(_, c)| c.time_wait + c.fin_wait2 > 0)
-            .map(|(netns, c)| (*netns, *c))
+        self.counts.iter()
     }
 
     /// Remembers a connect() (a CLOSE -> SYN_SENT in process context), which
@@ -279,9 +193,7 @@ impl Timewaits {
         let tw = self.live.get_mut(&TwKey::new(t.netns, t.local, t.remote))?;
         // Not joined yet, so still in the substate it was armed in: `since_ns`
         // is when it was armed.
-        let armed = tw.since_ns;
-        let fresh = armed != 0 && t.ts_ns >= armed && t.ts_ns - armed <= JOIN_WINDOW_NS;
-        if tw.joined || !fresh {
+        if tw.joined || !tw_end::joins(tw.since_ns, t.ts_ns) {
             return None;
         }
         tw.joined = true;
@@ -309,11 +221,13 @@ impl Timewaits {
                 };
                 // One found at start-up is now known by its address.
                 tw.addr = e.sock;
-                tw.cancel = Some(Box::new(Cancel {
-                    ts_ns: e.ts_ns,
+                tw.cancel = Some(Box::new(PendingCancel {
+                    cancel: Cancel {
+                        ts_ns: e.ts_ns,
+                        task,
+                        net_dying,
+                    },
                     substate: e.substate,
-                    task,
-                    net_dying,
                     batches: 0,
                 }));
                 if !tw.queued {
@@ -332,7 +246,7 @@ impl Timewaits {
                     .live
                     .get(&key)
                     .and_then(|tw| tw.cancel.as_ref())
-                    .map(|c| (c.ts_ns, c.substate));
+                    .map(|c| (c.cancel.ts_ns, c.substate));
                 if let Some((at, substate)) = cancelled {
                     self.end(key, TwEnd::Reopened, at, substate, None, out);
                 }
@@ -344,31 +258,29 @@ impl Timewaits {
         let timer_ns = jiffies_to_ns(self.hz, jiffies);
         // One found at start-up for this 4-tuple has ended unseen.
         if let Some(substate) = self.seeded.remove(&key) {
-            *self.counts.entry(key.netns).or_default().slot(substate) -= 1;
+            self.counts.leave(key.netns(), substate);
         }
-        if let Some(tw) = self.live.get(&key) {
-            let rearm = tw.addr == e.sock
-                && tw.cancel.as_ref().is_none_or(|c| {
-                    c.task.is_none()
-                        && !c.net_dying
-                        && e.ts_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS
-                });
-            if !rearm {
-                // The kernel never has two timewait sockets for one 4-tuple:
-                // the one followed has ended. Its cancel may still wait to be
-                // settled (a reuse, where the 4-tuple's next connection was
-                // quick to close): settle it now. One found at start-up, or
-                // one whose end was missed, is just gone.
-                match tw.cancel.as_deref() {
-                    Some(c) => {
-                        let (ts_ns, substate, task) = (c.ts_ns, c.substate, c.task);
-                        let reason = early_end_reason(&self.connects, c);
-                        self.end(key, reason, ts_ns, substate, task, out);
-                    }
-                    None => {
-                        *self.counts.entry(key.netns).or_default().slot(tw.substate) -= 1;
-                        self.live.remove(&key);
-                    }
+        if let Some(tw) = self.live.get(&key)
+            && !tw_end::is_rearm(
+                tw.addr == e.sock,
+                tw.cancel.as_ref().map(|c| &c.cancel),
+                e.ts_ns,
+            )
+        {
+            // The kernel never has two timewait sockets for one 4-tuple:
+            // the one followed has ended. Its cancel may still wait to be
+            // settled (a reuse, where the 4-tuple's next connection was
+            // quick to close): settle it now. One found at start-up, or
+            // one whose end was missed, is just gone.
+            match tw.cancel.as_deref() {
+                Some(c) => {
+                    let (cancel, substate) = (c.cancel, c.substate);
+                    let reason = tw_end::early_end(&self.connects, &cancel);
+                    self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
+                }
+                None => {
+                    self.counts.leave(key.netns(), tw.substate);
+                    self.live.remove(&key);
                 }
             }
         }
@@ -384,13 +296,12 @@ impl Timewaits {
             if let (Some(c), TimeInState::Measured(ns)) = (tw.closed.as_mut(), in_old) {
                 c.in_state.add(tw.substate, ns);
             }
-            let counts = self.counts.entry(key.netns).or_default();
-            *counts.slot(tw.substate) -= 1;
-            *counts.slot(e.substate) += 1;
+            self.counts.leave(key.netns(), tw.substate);
+            self.counts.enter(key.netns(), e.substate);
             out.push(TwOutput::Transition(Transition {
                 ts_ns: e.ts_ns,
                 sock: e.sock,
-                netns: key.netns,
+                netns: key.netns(),
                 local: key.local(),
                 remote: key.remote(),
                 old: tw.substate,
@@ -408,7 +319,7 @@ impl Timewaits {
             self.untracked += 1;
             return;
         }
-        *self.counts.entry(key.netns).or_default().slot(e.substate) += 1;
+        self.counts.enter(key.netns(), e.substate);
         self.live.insert(
             key,
             Tw {
@@ -445,19 +356,17 @@ impl Timewaits {
         // tracepoints then, so the change is only seen now. Its time is
         // counted from the last moment seen, at most a bucket (~2 s) early.
         let fin_unseen = tw.substate != substate;
-        let counts = self.counts.entry(key.netns).or_default();
-        *counts.slot(tw.substate) -= 1;
+        self.counts.leave(key.netns(), tw.substate);
         tw.substate = substate;
-        let in_old = measured(tw.since_ns, ts_ns);
         out.push(TwOutput::Transition(Transition {
             ts_ns,
             sock: tw.addr,
-            netns: key.netns,
+            netns: key.netns(),
             local: key.local(),
             remote: key.remote(),
             old: tw.substate,
             new: TcpState::Close,
-            in_old,
+            in_old: measured(tw.since_ns, ts_ns),
             task: by,
             owner: tw.owner,
             timewait: Some(TwNote::Ends {
@@ -467,18 +376,9 @@ impl Timewaits {
                 fin_unseen,
             }),
         }));
-        if let Some(mut c) = tw.closed {
+        if let Some(c) = tw.complete(ts_ns, Some(reason)) {
             self.held -= 1;
-            if let TimeInState::Measured(ns) = in_old {
-                c.in_state.add(tw.substate, ns);
-            }
-            c.lifetime_ns = c.lifetime_ns.map(|l| l + ts_ns.saturating_sub(c.ts_ns));
-            c.ts_ns = ts_ns;
-            c.timewait = Some(ClosedTw {
-                reason: Some(reason),
-                rearms: tw.rearms,
-            });
-            out.push(TwOutput::Closed(*c));
+            out.push(TwOutput::Closed(c));
         }
     }
 
@@ -502,19 +402,7 @@ impl Timewaits {
         let mut held: Vec<Closed> = self
             .live
             .values_mut()
-            .filter_map(|tw| {
-                let mut c = *tw.closed.take()?;
-                if let TimeInState::Measured(ns) = measured(tw.since_ns, now_ns) {
-                    c.in_state.add(tw.substate, ns);
-                }
-                c.lifetime_ns = c.lifetime_ns.map(|l| l + now_ns.saturating_sub(c.ts_ns));
-                c.ts_ns = now_ns;
-                c.timewait = Some(ClosedTw {
-                    reason: None,
-                    rearms: tw.rearms,
-                });
-                Some(c)
-            })
+            .filter_map(|tw| tw.complete(now_ns, None))
             .collect();
         self.held -= held.len();
         held.sort_by_key(|c| c.lifetime_ns.map(std::cmp::Reverse));
@@ -527,100 +415,19 @@ impl Timewaits {
             let Some(tw) = self.live.get_mut(&key) else {
                 continue;
             };
-            let Some(cancel) = tw.cancel.as_deref_mut() else {
+            let Some(cancelled) = tw.cancel.as_deref_mut() else {
                 tw.queued = false;
                 continue;
             };
-            cancel.batches += 1;
-            if cancel.batches < after_batches {
+            cancelled.batches += 1;
+            if cancelled.batches < after_batches {
                 self.pending.push(key);
                 continue;
             }
-            let (ts_ns, substate, task) = (cancel.ts_ns, cancel.substate, cancel.task);
-            let reason = early_end_reason(&self.connects, cancel);
-            self.end(key, reason, ts_ns, substate, task, out);
+            let (cancel, substate) = (cancelled.cancel, cancelled.substate);
+            let reason = tw_end::early_end(&self.connects, &cancel);
+            self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
         }
-    }
-}
-
-/// A map by 4-tuple split in 16 tables, so that each grows on its own: a
-/// single table of 131 072 timewait sockets (32 MiB) needs its old and new
-/// arrays at once while it doubles (measured: peak RSS 72 instead of 54 MiB);
-/// a sixteenth of that is noise. Sizing it up front instead would make it
-/// resident in full after a few thousand entries.
-struct Sharded<V> {
-    shards: [HashMap<TwKey, V>; 16],
-}
-
-impl<V> Default for Sharded<V> {
-    fn default() -> Self {
-        Self {
-            shards: std::array::from_fn(|_| HashMap::default()),
-        }
-    }
-}
-
-impl<V> Sharded<V> {
-    fn shard(&self, key: &TwKey) -> usize {
-        // The ports vary most between timewait sockets of one host.
-        usize::from((key.lport ^ key.rport.rotate_left(8)) & 15)
-    }
-
-    fn get(&self, key: &TwKey) -> Option<&V> {
-        self.shards[self.shard(key)].get(key)
-    }
-
-    fn get_mut(&mut self, key: &TwKey) -> Option<&mut V> {
-        let i = self.shard(key);
-        self.shards[i].get_mut(key)
-    }
-
-    fn contains_key(&self, key: &TwKey) -> bool {
-        self.get(key).is_some()
-    }
-
-    fn insert(&mut self, key: TwKey, value: V) {
-        let i = self.shard(&key);
-        self.shards[i].insert(key, value);
-    }
-
-    fn remove(&mut self, key: &TwKey) -> Option<V> {
-        let i = self.shard(key);
-        self.shards[i].remove(key)
-    }
-
-    fn len(&self) -> usize {
-        self.shards.iter().map(HashMap::len).sum()
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.shards.iter_mut().flat_map(HashMap::values_mut)
-    }
-
-    /// Gives memory back from tables that have emptied out.
-    fn shrink_if_sparse(&mut self) {
-        for shard in &mut self.shards {
-            if shard.capacity() > 4 * shard.len() + 64 {
-                shard.shrink_to_fit();
-            }
-        }
-    }
-}
-
-/// Why a timewait socket whose timer was cancelled, with nothing after,
-/// ended. `connects`: the last connect()s, (thread, when).
-fn early_end_reason(connects: &[(u32, u64)], cancel: &Cancel) -> TwEnd {
-    let connected_just_before = |tid: u32| {
-        connects
-            .iter()
-            .any(|&(t, at)| t == tid && at <= cancel.ts_ns && cancel.ts_ns - at <= REUSE_WINDOW_NS)
-    };
-    if cancel.net_dying {
-        TwEnd::Purged
-    } else if cancel.task.is_some_and(|t| connected_just_before(t.tid)) {
-        TwEnd::Reused
-    } else {
-        TwEnd::Killed
     }
 }
 
@@ -639,10 +446,9 @@ fn jiffies_to_ns(hz: Option<u32>, jiffies: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        conn::{Role, StateTimes, Verdict, tests::task},
-        event::TwAction::*,
-    };
+    use std::net::SocketAddr;
+
+    use crate::model::{Role, StateTimes, TwAction::*, Verdict, fixtures::task};
 
     const TW: u64 = 0xffff_8880_0000_7000;
     const LOCAL: &str = "10.0.0.2:40000";

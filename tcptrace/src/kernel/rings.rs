@@ -20,7 +20,10 @@ use aya::maps::{MapData, RingBuf};
 use tcptrace_common::TransitionEvent;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::event::{DecodeError, Event};
+use crate::{
+    kernel::decode::{self, DecodeError},
+    model::Event,
+};
 
 /// How far behind the start of a read the cutoff is.
 pub const MARGIN_NS: u64 = 10_000_000;
@@ -105,9 +108,9 @@ impl Rings {
         let merger = Merger::new(rings.len());
         let rings = rings
             .into_iter()
-            // SAFETY: each ring buffer owns its fd, which stays open and
-            // unchanged until the AsyncFd (and with it the ring) is dropped.
             .map(|ring| {
+                // SAFETY: each ring buffer owns its fd, which stays open and
+                // unchanged until the AsyncFd (and with it the ring) is dropped.
                 unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                     .map_err(Into::into)
             })
@@ -142,12 +145,12 @@ impl Rings {
         // Taken before reading: see the module documentation.
         let cutoff = match all {
             true => u64::MAX,
-            false => crate::clock::monotonic_ns().saturating_sub(MARGIN_NS),
+            false => crate::kernel::monotonic_ns().saturating_sub(MARGIN_NS),
         };
         for (lane, ring) in self.rings.iter_mut().enumerate() {
             let ring = ring.get_mut();
             while let Some(item) = ring.next() {
-                match Event::raw(&item) {
+                match decode::raw(&item) {
                     Ok(event) => self.merger.push(lane, event),
                     Err(err) => bad(err),
                 }
@@ -158,7 +161,7 @@ impl Rings {
 
     /// Decodes the next record in time order stamped before `cutoff`.
     pub fn next(&mut self, cutoff: u64) -> Option<Result<Event, DecodeError>> {
-        self.merger.pop_before(cutoff, Event::from_raw)
+        self.merger.pop_before(cutoff, decode::from_raw)
     }
 
     /// Call after each drain.

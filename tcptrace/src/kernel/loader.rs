@@ -1,5 +1,6 @@
 //! Loading and attaching the eBPF programs, and reading their counters.
-//! Programs are detached when the `Tracer` is dropped.
+//! Programs are detached when the `Tracer` is dropped (and by the kernel when
+//! the process dies: nothing is pinned).
 
 use std::{
     fs,
@@ -13,28 +14,50 @@ use aya::{
 };
 use tcptrace_common::{KernelFilter, KernelOffsets, TimewaitConfig, counter};
 
-/// The eBPF object built by build.rs.
+/// The eBPF object built by build.rs; empty when the build skipped it
+/// (`AYA_BUILD_SKIP=1`, for checks on machines without bpf-linker).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace-ebpf"));
+
+/// A hook and its program, named after it.
+#[derive(Clone, Copy)]
+enum Hook {
+    /// A raw tracepoint (arguments, no record to build).
+    Raw(&'static str),
+    /// A classic tracepoint: (category, name).
+    Classic(&'static str, &'static str),
+}
+
+impl Hook {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Raw(name) | Self::Classic(_, name) => name,
+        }
+    }
+}
 
 /// Exit first: attaching entry first would let a softirq that starts between
 /// the two attaches leave its CPU's flag set until the next softirq there, and
 /// misattribute that CPU's transitions meanwhile.
-const SOFTIRQ_PROGRAMS: [&str; 2] = ["softirq_exit", "softirq_entry"];
+const SOFTIRQ_HOOKS: [Hook; 2] = [Hook::Raw("softirq_exit"), Hook::Raw("softirq_entry")];
 /// The timewait programs, named after the `timer:` tracepoints they attach to
 /// as raw tracepoints when TIME_WAIT is tracked, before the state
 /// transitions, so that no timewait socket's start is missed for a
 /// connection whose CLOSE is seen.
 pub const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
-/// Classic tracepoint programs, named after their tracepoints; the state
-/// transitions last, once everything they rely on is in place.
-const TRACEPOINTS: [(&str, &str); 3] = [
-    ("tcp", "tcp_send_reset"),
-    ("tcp", "tcp_receive_reset"),
-    ("sock", "inet_sock_set_state"),
+/// Classic tracepoint programs; the state transitions last, once everything
+/// they rely on is in place.
+const TRACEPOINT_HOOKS: [Hook; 3] = [
+    Hook::Classic("tcp", "tcp_send_reset"),
+    Hook::Classic("tcp", "tcp_receive_reset"),
+    Hook::Classic("sock", "inet_sock_set_state"),
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
+    #[error(
+        "this tcptrace was built without its eBPF programs (AYA_BUILD_SKIP=1); rebuild it with ./x build"
+    )]
+    NoObject,
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[from] EbpfError),
     #[error("eBPF program {0} is missing from the object")]
@@ -87,8 +110,11 @@ pub struct Tracer {
 impl Tracer {
     /// Loads the programs and attaches them; returns the tracer and the events
     /// ring buffers, one per possible CPU in CPU order. Call only after
-    /// `system::ensure_tracefs`.
+    /// `host::preflight::ensure_tracefs`.
     pub fn attach(config: &Config) -> Result<(Self, Vec<RingBuf<MapData>>), BpfError> {
+        if OBJECT.is_empty() {
+            return Err(BpfError::NoObject);
+        }
         let cpus = possible_cpus()?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cpus)
@@ -101,33 +127,17 @@ impl Tracer {
         // Every CPU's ring is in place before any program can run.
         let events = per_cpu_rings(&mut ebpf, cpus, config.ring_bytes)?;
 
-        // Programs are named after their hooks; the benchmark's empty ones
-        // carry a "floor_" prefix.
-        let prefix = if config.floor { "floor_" } else { "" };
         let timewait = match config.timewait {
             Some(_) => &TIMEWAIT_PROGRAMS[..],
             None => &[],
         };
         // The softirq flag must be maintained before transitions are classified.
-        for &hook in SOFTIRQ_PROGRAMS.iter().chain(timewait) {
-            let name = format!("{prefix}{hook}");
-            let program: &mut RawTracePoint = program_mut(&mut ebpf, &name)?;
-            let err = |source| BpfError::Program {
-                name: name.clone(),
-                source,
-            };
-            program.load().map_err(err)?;
-            program.attach(hook).map_err(err)?;
-        }
-        for (category, hook) in TRACEPOINTS {
-            let name = format!("{prefix}{hook}");
-            let program: &mut TracePoint = program_mut(&mut ebpf, &name)?;
-            let err = |source| BpfError::Program {
-                name: name.clone(),
-                source,
-            };
-            program.load().map_err(err)?;
-            program.attach(category, hook).map_err(err)?;
+        let hooks = SOFTIRQ_HOOKS
+            .into_iter()
+            .chain(timewait.iter().map(|name| Hook::Raw(name)))
+            .chain(TRACEPOINT_HOOKS);
+        for hook in hooks {
+            attach(&mut ebpf, hook, config.floor)?;
         }
 
         let counters = take_map(&mut ebpf, "COUNTERS")?;
@@ -167,6 +177,29 @@ impl Tracer {
             .map(|info| fdinfo_value(&info, "recursion_misses"))
             .sum()
     }
+}
+
+/// Loads and attaches the program of `hook`: the benchmark's empty one
+/// ("floor_" prefix) with `floor`.
+fn attach(ebpf: &mut Ebpf, hook: Hook, floor: bool) -> Result<(), BpfError> {
+    let name = format!("{}{}", if floor { "floor_" } else { "" }, hook.name());
+    let err = |source| BpfError::Program {
+        name: name.clone(),
+        source,
+    };
+    match hook {
+        Hook::Raw(tracepoint) => {
+            let program: &mut RawTracePoint = program_mut(ebpf, &name)?;
+            program.load().map_err(err)?;
+            program.attach(tracepoint).map_err(err)?;
+        }
+        Hook::Classic(category, tracepoint) => {
+            let program: &mut TracePoint = program_mut(ebpf, &name)?;
+            program.load().map_err(err)?;
+            program.attach(category, tracepoint).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, BpfError>

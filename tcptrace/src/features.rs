@@ -1,0 +1,123 @@
+//! What this kernel lets tcptrace do: the checks without which nothing can
+//! run (privileges, BTF, tracefs, record layouts) and the decisions about
+//! each optional feature, taken here once. A feature that is off is said in
+//! one line, with why.
+
+use std::{io, path::Path};
+
+use tcptrace_common::{KernelOffsets, TimewaitConfig};
+
+use crate::{
+    host::{
+        btf::{self, Btf, BtfError},
+        kallsyms, kconfig,
+        preflight::{self, PreflightError},
+    },
+    kernel::loader::TIMEWAIT_PROGRAMS,
+};
+
+/// What runs on this kernel.
+#[derive(Debug)]
+pub struct Features {
+    /// Offsets to read a socket's network namespace (zeros: unknown, shown as 0).
+    pub offsets: KernelOffsets,
+    /// What the timewait programs need; `None`: TIME_WAIT is not tracked.
+    pub timewait: Option<TimewaitConfig>,
+    /// The kernel's timer frequency, to turn timer lengths into seconds.
+    pub hz: Option<u32>,
+    /// One line per feature that is off or degraded, and per change made
+    /// to the host, for stderr.
+    pub notices: Vec<String>,
+}
+
+/// Why TIME_WAIT cannot be tracked on this kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum TimewaitError {
+    #[error("{0}")]
+    Btf(#[from] BtfError),
+    #[error("cannot read /proc/kallsyms: {0}")]
+    Kallsyms(io::Error),
+    #[error("tw_timer_handler is not in /proc/kallsyms")]
+    NoHandler,
+    #[error("tracepoint timer:{0} not found in tracefs")]
+    Tracepoint(&'static str),
+}
+
+/// Checks the host and decides the features. `no_timewait`: the user turned
+/// TIME_WAIT tracking off.
+pub fn probe(no_timewait: bool) -> Result<Features, PreflightError> {
+    preflight::check_privileges()?;
+    let btf_path = Path::new(preflight::BTF_PATH);
+    preflight::check_btf(btf_path)?;
+    let mut notices = Vec::new();
+    let btf = Btf::from_file(btf_path);
+    let offsets = match btf
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|btf| btf::kernel_offsets(btf).map_err(|e| e.to_string()))
+    {
+        Ok(offsets) => offsets,
+        Err(err) => {
+            notices.push(format!(
+                "warning: network namespaces unavailable ({err}); netns is shown as 0"
+            ));
+            KernelOffsets::default()
+        }
+    };
+    let tracefs = preflight::ensure_tracefs()?;
+    if tracefs.mounted_by_us {
+        notices.push(format!(
+            "tracefs was not mounted; mounted it on {} (left mounted)",
+            tracefs.path.display()
+        ));
+    }
+    preflight::check_tracepoints(&tracefs.path)?;
+    let timewait = match (no_timewait, &btf) {
+        (true, _) => None,
+        (false, Err(err)) => {
+            notices.push(format!("warning: TIME_WAIT not tracked: {err}"));
+            None
+        }
+        (false, Ok(btf)) => match timewait_config(btf, &tracefs.path) {
+            Ok(config) => {
+                if config.reqsk_handler == 0 {
+                    notices.push(
+                        "warning: reqsk_timer_handler not in /proc/kallsyms: \
+                         reopened timewait sockets are reported as killed"
+                            .into(),
+                    );
+                }
+                Some(config)
+            }
+            Err(err) => {
+                notices.push(format!("warning: TIME_WAIT not tracked: {err}"));
+                None
+            }
+        },
+    };
+    Ok(Features {
+        offsets,
+        timewait,
+        hz: kconfig::kernel_hz(),
+        notices,
+    })
+}
+
+/// What the timewait programs need on this kernel: the timer callbacks'
+/// addresses, the offsets from BTF, and the timer tracepoints. Without
+/// `reqsk_timer_handler`, reopened timewait sockets are reported as killed.
+pub fn timewait_config(btf: &Btf, tracefs: &Path) -> Result<TimewaitConfig, TimewaitError> {
+    let mut config = btf::timewait_offsets(btf)?;
+    let [tw, reqsk] = kallsyms::kallsyms(["tw_timer_handler", "reqsk_timer_handler"])
+        .map_err(TimewaitError::Kallsyms)?;
+    config.tw_handler = tw.ok_or(TimewaitError::NoHandler)?;
+    config.reqsk_handler = reqsk.unwrap_or(0);
+    // Attached as raw tracepoints (arguments, not a record: no layout to
+    // check), so only their presence is.
+    for name in TIMEWAIT_PROGRAMS {
+        if !tracefs.join("events/timer").join(name).is_dir() {
+            return Err(TimewaitError::Tracepoint(name));
+        }
+    }
+    Ok(config)
+}

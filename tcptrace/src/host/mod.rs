@@ -1,0 +1,11 @@
+//! Everything that reads the running system. Each reader is a pure parser
+//! (over `impl BufRead`, or bytes for BTF) tested on fixtures copied from a
+//! real kernel, plus a thin function that opens the real file; the tests that
+//! need the live host are in the root-only suite (`tests/host.rs`).
+
+pub mod btf;
+pub mod kallsyms;
+pub mod kconfig;
+pub mod netstat;
+pub mod preflight;
+pub mod snapshot;

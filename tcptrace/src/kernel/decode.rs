@@ -1,0 +1,276 @@
+//! Decoding of the ring buffer's records (`TransitionEvent`) into checked,
+//! typed events. Nothing here trusts the bytes: unknown states, families or
+//! kinds are errors, never transmutes.
+
+use std::{
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use tcptrace_common::{
+    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, KIND_RESET_RECEIVED, KIND_RESET_SENT,
+    KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST,
+    TransitionEvent,
+};
+
+use crate::model::{
+    Comm, Event, Reset, ResetDirection, Task, TcpState, TimeInState, Transition, TwAction, TwEvent,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("short record: {0} bytes, expected {1}")]
+    Short(usize, usize),
+    #[error("unknown tcp state {0}")]
+    State(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+}
+
+fn state(value: u8) -> Result<TcpState, DecodeError> {
+    TcpState::from_kernel(value).ok_or(DecodeError::State(value))
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    from_raw(&raw(bytes)?)
+}
+
+/// Copies a ring buffer record out as the wire struct, undecoded (any bytes
+/// are a valid `TransitionEvent`: it is `Pod`). Measured against
+/// `ptr::read_unaligned`: the same code.
+pub fn raw(bytes: &[u8]) -> Result<TransitionEvent, DecodeError> {
+    let size = size_of::<TransitionEvent>();
+    match bytes.get(..size) {
+        Some(record) => Ok(bytemuck::pod_read_unaligned(record)),
+        None => Err(DecodeError::Short(bytes.len(), size)),
+    }
+}
+
+/// Decodes a record copied out of the ring.
+pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
+    let action = match raw.kind {
+        KIND_TW_ARMED => Some(TwAction::Armed {
+            jiffies: raw.dur_ns,
+        }),
+        KIND_TW_CANCEL => Some(TwAction::Cancelled {
+            task: task(raw),
+            net_dying: raw.flags & FLAG_NET_DYING != 0,
+        }),
+        KIND_TW_EXPIRED => Some(TwAction::Expired),
+        KIND_TW_REQUEST => Some(TwAction::Request),
+        _ => None,
+    };
+    if let Some(action) = action {
+        let (local, remote) = endpoints(raw)?;
+        return Ok(Event::Timewait(TwEvent {
+            ts_ns: raw.ts_ns,
+            sock: raw.skaddr,
+            netns: raw.netns,
+            local,
+            remote,
+            substate: match action {
+                // A request socket has no substate.
+                TwAction::Request => TcpState::SynRecv,
+                _ => state(raw.oldstate)?,
+            },
+            action,
+        }));
+    }
+    let direction = match raw.kind {
+        KIND_TRANSITION => return transition(raw).map(Event::Transition),
+        KIND_RESET_SENT => ResetDirection::Sent,
+        KIND_RESET_RECEIVED => ResetDirection::Received,
+        other => return Err(DecodeError::Kind(other)),
+    };
+    Ok(Event::Reset(Reset {
+        ts_ns: raw.ts_ns,
+        sock: raw.skaddr,
+        netns: raw.netns,
+        direction,
+        task: task(raw),
+    }))
+}
+
+fn task(raw: &TransitionEvent) -> Option<Task> {
+    (raw.flags & FLAG_PROCESS_CTX != 0).then(|| Task {
+        pid: raw.pid,
+        tid: raw.tid,
+        comm: Comm::new(raw.comm),
+    })
+}
+
+/// The endpoints of a record, decoded by its family.
+fn endpoints(raw: &TransitionEvent) -> Result<(SocketAddr, SocketAddr), DecodeError> {
+    let (local_ip, remote_ip) = match raw.family {
+        AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
+        AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(raw.saddr)),
+            IpAddr::V6(Ipv6Addr::from(raw.daddr)),
+        ),
+        other => return Err(DecodeError::Family(other)),
+    };
+    Ok((
+        SocketAddr::new(local_ip, raw.sport),
+        SocketAddr::new(remote_ip, raw.dport),
+    ))
+}
+
+/// A transition record, before the trackers fill in the rest.
+pub fn transition(raw: &TransitionEvent) -> Result<Transition, DecodeError> {
+    let (local, remote) = endpoints(raw)?;
+    let (old, new) = (state(raw.oldstate)?, state(raw.newstate)?);
+    // The connection tracker measures the rest.
+    let in_old = match Transition::opens(old, new) {
+        true => TimeInState::NewSocket,
+        false => TimeInState::Unknown,
+    };
+    let task = task(raw);
+    Ok(Transition {
+        ts_ns: raw.ts_ns,
+        sock: raw.skaddr,
+        netns: raw.netns,
+        local,
+        remote,
+        old,
+        new,
+        in_old,
+        task,
+        owner: task,
+        timewait: None,
+    })
+}
+
+fn ipv4(bytes: &[u8; 16]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcptrace_common::tcp_state;
+
+    /// A raw IPv4 record as the eBPF program would write it.
+    fn raw_v4(old: u8, new: u8) -> TransitionEvent {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        TransitionEvent {
+            ts_ns: 5_000_000_000,
+            skaddr: 0xffff_8880_1234_5678,
+            dur_ns: 1_234_567,
+            saddr,
+            daddr,
+            pid: 4242,
+            tid: 4243,
+            comm,
+            sport: 41000,
+            dport: 80,
+            family: AF_INET,
+            oldstate: old,
+            newstate: new,
+            flags: FLAG_PROCESS_CTX,
+            kind: KIND_TRANSITION,
+            _pad: 0,
+            netns: 4026531840,
+        }
+    }
+
+    fn bytes_of(raw: &TransitionEvent) -> Vec<u8> {
+        bytemuck::bytes_of(raw).to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4_record() {
+        let raw = raw_v4(tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
+        let Event::Transition(t) = decode(&bytes_of(&raw)).unwrap() else {
+            panic!("not a transition")
+        };
+        assert_eq!(t.netns, 4026531840);
+        assert_eq!(t.local, "127.0.0.1:41000".parse().unwrap());
+        assert_eq!(t.remote, "10.1.2.3:80".parse().unwrap());
+        assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
+        // Measured by the connection tracker, not the kernel.
+        assert_eq!(t.in_old, TimeInState::Unknown);
+        let task = t.task.unwrap();
+        assert_eq!(
+            (task.pid, task.tid, &*task.comm.as_str()),
+            (4242, 4243, "curl")
+        );
+        assert_eq!(t.sock, 0xffff_8880_1234_5678);
+    }
+
+    #[test]
+    fn decodes_ipv6_and_v4_mapped() {
+        let mut raw = raw_v4(tcp_state::ESTABLISHED, tcp_state::FIN_WAIT1);
+        raw.family = AF_INET6;
+        raw.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        raw.daddr = "::ffff:192.0.2.7".parse::<Ipv6Addr>().unwrap().octets();
+        let t = transition(&raw).unwrap();
+        assert_eq!(t.local.to_string(), "[::1]:41000");
+        assert_eq!(t.remote.to_string(), "[::ffff:192.0.2.7]:80");
+    }
+
+    #[test]
+    fn softirq_transitions_have_no_task() {
+        let mut raw = raw_v4(tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
+        raw.flags = 0;
+        assert_eq!(transition(&raw).unwrap().task, None);
+    }
+
+    #[test]
+    fn time_in_state_before_tracking() {
+        let in_old = |old, new| transition(&raw_v4(old, new)).unwrap().in_old;
+        assert_eq!(
+            in_old(tcp_state::CLOSE, tcp_state::SYN_SENT),
+            TimeInState::NewSocket
+        );
+        assert_eq!(
+            in_old(tcp_state::LISTEN, tcp_state::SYN_RECV),
+            TimeInState::NewSocket
+        );
+        assert_eq!(
+            in_old(tcp_state::SYN_SENT, tcp_state::ESTABLISHED),
+            TimeInState::Unknown
+        );
+        assert_eq!(TimeInState::Unknown.ns(), None);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        let raw = raw_v4(0, tcp_state::CLOSE);
+        assert_eq!(transition(&raw), Err(DecodeError::State(0)));
+        let raw = raw_v4(tcp_state::CLOSE, 13);
+        assert_eq!(transition(&raw), Err(DecodeError::State(13)));
+        let mut raw = raw_v4(tcp_state::CLOSE, tcp_state::LISTEN);
+        raw.family = 1;
+        assert_eq!(transition(&raw), Err(DecodeError::Family(1)));
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10, 96)));
+    }
+
+    #[test]
+    fn decodes_resets() {
+        let mut raw = raw_v4(tcp_state::ESTABLISHED, 0);
+        raw.kind = KIND_RESET_RECEIVED;
+        raw.flags = 0;
+        let Event::Reset(r) = from_raw(&raw).unwrap() else {
+            panic!("not a reset")
+        };
+        assert_eq!(
+            (r.direction, r.task, r.sock),
+            (ResetDirection::Received, None, raw.skaddr)
+        );
+        raw.kind = KIND_RESET_SENT;
+        raw.flags = FLAG_PROCESS_CTX;
+        let Event::Reset(r) = from_raw(&raw).unwrap() else {
+            panic!("not a reset")
+        };
+        assert_eq!(r.direction, ResetDirection::Sent);
+        assert_eq!(r.task.unwrap().pid, 4242);
+    }
+}

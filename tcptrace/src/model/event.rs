@@ -1,0 +1,160 @@
+//! What the kernel reports, decoded: transitions, resets and the records of
+//! timewait sockets (decoding is `kernel::decode`'s; the trackers fill in what
+//! the kernel cannot know, such as the owner and the time in state).
+
+use std::net::SocketAddr;
+
+use crate::model::{Task, TcpState, TimeInState};
+
+/// Which side sent a RST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+/// A RST sent or received on a socket tcptrace follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub ts_ns: u64,
+    pub sock: u64,
+    pub netns: u32,
+    pub direction: ResetDirection,
+    /// The task in whose system call the RST was sent or processed, if any.
+    pub task: Option<Task>,
+}
+
+/// What happened to a timewait socket (see `tcptrace_common::KIND_TW_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwAction {
+    /// Its timer was armed for this many jiffies: a new timewait socket or a
+    /// re-arm.
+    Armed { jiffies: u64 },
+    /// Its timer was taken off the wheel, in `task`'s system call if any;
+    /// `net_dying`: its network namespace was being dismantled.
+    Cancelled { task: Option<Task>, net_dying: bool },
+    /// Its timer ran out.
+    Expired,
+    /// A request socket (a SYN taken over by a listener) appeared right after
+    /// a timewait socket ended in a softirq; `sock` is the request.
+    Request,
+}
+
+/// A record about a timewait socket (or, for `Request`, a request socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwEvent {
+    pub ts_ns: u64,
+    pub sock: u64,
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// `TIME_WAIT`, or `FIN_WAIT2` for an orphan waiting for the peer's FIN.
+    pub substate: TcpState,
+    pub action: TwAction,
+}
+
+/// One decoded record of the ring buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Transition(Transition),
+    Reset(Reset),
+    Timewait(TwEvent),
+}
+
+/// One decoded TCP state transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the socket: identifies it across its transitions.
+    pub sock: u64,
+    /// Network namespace inode (0: unknown).
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub old: TcpState,
+    pub new: TcpState,
+    pub in_old: TimeInState,
+    /// The task in whose syscall the transition ran; `None` for transitions made
+    /// in softirq context (packets, timers), where the current task is unrelated.
+    pub task: Option<Task>,
+    /// The socket's owner as the connection tracker knows it (filled in by
+    /// `conn::Tracker`; initially `task`): what the output shows.
+    pub owner: Option<Task>,
+    /// Set on the transitions of a connection's timewait socket.
+    pub timewait: Option<TwNote>,
+}
+
+/// Why a timewait socket ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TwEnd {
+    /// Its timer ran out.
+    Expired,
+    /// A connect() took its 4-tuple over (`tcp_tw_reuse`).
+    Reused,
+    /// A new SYN for its 4-tuple was accepted by a listener.
+    Reopened,
+    /// Ended early by the kernel: a RST, a segment an orphan could not take,
+    /// `ss -K`...
+    Killed,
+    /// Its network namespace went away.
+    Purged,
+}
+
+impl TwEnd {
+    pub const ALL: [TwEnd; 5] = [
+        Self::Expired,
+        Self::Reused,
+        Self::Reopened,
+        Self::Killed,
+        Self::Purged,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Reused => "reused",
+            Self::Reopened => "reopened",
+            Self::Killed => "killed",
+            Self::Purged => "purged",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a transition of a timewait socket adds to the states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwNote {
+    /// The connection moved to a timewait socket (the kernel's CLOSE of the
+    /// full socket, shown as the connection sees it); its timer runs this
+    /// long (`None` if the kernel's HZ is unknown).
+    Begins { timer_ns: Option<u64> },
+    /// An orphan's timewait socket received the peer's FIN: FIN_WAIT2 ->
+    /// TIME_WAIT, with a new timer.
+    Changes { timer_ns: Option<u64> },
+    /// The timewait socket ended; its timer had been re-armed `rearms` times.
+    /// `by`: the task whose system call ended it, if any. `fin_unseen`: it
+    /// was an orphan in FIN_WAIT2 and got the peer's FIN at a moment the
+    /// kernel did not show (a re-arm within one timer-wheel bucket fires no
+    /// timer tracepoint); its time is counted from when it was last seen.
+    Ends {
+        reason: TwEnd,
+        rearms: u32,
+        by: Option<Task>,
+        fin_unseen: bool,
+    },
+}
+
+impl Transition {
+    /// Whether this is a new socket's first transition: connect() or listen()
+    /// from the initial CLOSE, or a child socket created by a listener.
+    pub const fn opens(old: TcpState, new: TcpState) -> bool {
+        matches!(
+            (old, new),
+            (TcpState::Close, _) | (TcpState::Listen, TcpState::SynRecv)
+        )
+    }
+}

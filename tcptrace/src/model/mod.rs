@@ -1,0 +1,21 @@
+//! The types every stage shares: states, tasks, decoded events, the
+//! conclusions about connections, and the facts handed to sinks. Nothing
+//! here does I/O or imports another stage, so no stage needs another's
+//! internals to speak to it.
+
+mod closed;
+mod event;
+mod fact;
+mod socket;
+pub(crate) mod state;
+mod task;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use closed::{Closed, ClosedTw, Role, StateTimes, Verdict};
+pub use event::{Event, Reset, ResetDirection, Transition, TwAction, TwEnd, TwEvent, TwNote};
+pub use fact::{Fact, Sink};
+pub use socket::{Existing, Open, TwSeed};
+pub use state::{TcpState, TimeInState};
+pub use task::{Comm, Task};

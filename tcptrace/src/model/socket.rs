@@ -1,0 +1,39 @@
+//! Sockets as the summaries and the start-up snapshot see them: not events,
+//! but what exists at a moment.
+
+use std::net::SocketAddr;
+
+use crate::model::{Task, TcpState};
+
+/// A connection still open, for the summaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Open<'a> {
+    pub state: TcpState,
+    /// When it entered `state`, if seen.
+    pub since_ns: Option<u64>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: u32,
+    pub owner: Option<&'a Task>,
+}
+
+/// A full socket found at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Existing {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    pub owner: Option<Task>,
+}
+
+/// A timewait socket found at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwSeed {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub substate: TcpState,
+    /// Time left on its timer (10 ms resolution).
+    pub remaining_ms: u64,
+}

@@ -1,0 +1,207 @@
+//! The pipeline: decoded records in, facts out. Each record goes through the
+//! trackers (connections, timewait sockets, namespaces), which turn it into
+//! facts — a transition with its owner and time in state, a connection
+//! closed with its verdict, a connection's complete record; the filters are
+//! applied here, once, and what passes goes to the sinks (printers,
+//! aggregates) behind [`Sink`]. No I/O of its own; unit-tested with
+//! synthetic records and recording sinks.
+
+pub mod filter;
+
+use std::io;
+
+use crate::{
+    kernel::decode::DecodeError,
+    model::{Closed, Event, Existing, Fact, Open, Sink, TcpState, TwSeed},
+    pipeline::filter::Filter,
+    track::{
+        conn::Tracker,
+        namespaces::Namespaces,
+        timewait::{Timewaits, TwOutput},
+        tw_counts::TwCount,
+    },
+};
+
+/// How the pipeline is set up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub filter: Filter,
+    /// Bound on connections (and on timewait sockets) followed.
+    pub max_sockets: usize,
+    /// The kernel's timer frequency, if known.
+    pub hz: Option<u32>,
+    /// Whether connection records are printed (and so held until their
+    /// timewait socket ends): not with `--summary`.
+    pub records: bool,
+}
+
+pub struct Pipeline {
+    conns: Tracker,
+    timewaits: Timewaits,
+    namespaces: Namespaces,
+    filter: Filter,
+    /// The filter accepts everything: skip it.
+    accept_all: bool,
+    /// Reused between timewait records.
+    tw_out: Vec<TwOutput>,
+    /// Transition records received.
+    pub transitions: u64,
+    /// Records that could not be decoded.
+    pub undecodable: u64,
+}
+
+impl Pipeline {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            conns: Tracker::new(settings.max_sockets),
+            timewaits: Timewaits::new(settings.max_sockets, settings.hz, settings.records),
+            namespaces: Namespaces::default(),
+            accept_all: settings.filter.is_empty(),
+            filter: settings.filter,
+            tw_out: Vec::new(),
+            transitions: 0,
+            undecodable: 0,
+        }
+    }
+
+    /// Learns the full sockets that existed before tracing started.
+    pub fn seed(&mut self, existing: impl IntoIterator<Item = Existing>) {
+        self.conns.seed(existing);
+    }
+
+    /// Learns a timewait socket that existed before tracing started.
+    pub fn seed_timewait(&mut self, seed: &TwSeed) {
+        self.timewaits.seed(seed);
+    }
+
+    /// Processes one record; what it concludes goes to `sink`.
+    pub fn record(
+        &mut self,
+        record: Result<Event, DecodeError>,
+        sink: &mut impl Sink,
+    ) -> io::Result<()> {
+        match record {
+            Ok(Event::Transition(mut t)) => {
+                self.transitions += 1;
+                let mut closed = self.conns.on_transition(&mut t);
+                if let Some(task) = t.task {
+                    if t.old == TcpState::Close && t.new == TcpState::SynSent {
+                        self.timewaits.note_connect(&t);
+                    }
+                    self.namespaces.note(t.netns, task.pid);
+                }
+                // The connection lives on in a timewait socket: its verdict
+                // is final now, its record comes when that ends.
+                if let Some(c) = self.timewaits.join(&mut t, &mut closed) {
+                    emit(&self.filter, self.accept_all, sink, Fact::Closed(c))?;
+                }
+                self.emit(sink, Fact::Transition(&t))?;
+                if let Some(c) = closed {
+                    self.closed(sink, &c)?;
+                }
+                Ok(())
+            }
+            Ok(Event::Timewait(e)) => {
+                self.timewaits.on_event(&e, &mut self.tw_out);
+                self.timewait_output(sink)
+            }
+            Ok(Event::Reset(r)) => match self.conns.on_reset(&r) {
+                Some(c) => self.closed(sink, &c),
+                None => Ok(()),
+            },
+            Err(err) => {
+                self.undecodable(&err);
+                Ok(())
+            }
+        }
+    }
+
+    /// A record that could not even be copied out of its ring.
+    pub fn undecodable(&mut self, err: &DecodeError) {
+        if self.undecodable == 0 {
+            log::warn!("skipping an undecodable record: {err}");
+        }
+        self.undecodable += 1;
+    }
+
+    /// Call after each drain of the rings: settles what waited for the
+    /// records that follow it.
+    pub fn end_batch(&mut self, sink: &mut impl Sink) -> io::Result<()> {
+        for c in self.conns.end_batch() {
+            self.closed(sink, &c)?;
+        }
+        self.timewaits.end_batch(&mut self.tw_out);
+        self.timewait_output(sink)
+    }
+
+    /// At exit, after the last drain: settles everything, and hands out the
+    /// records of connections still in a timewait socket as they stand
+    /// (`now_ns`).
+    pub fn finish(&mut self, now_ns: u64, sink: &mut impl Sink) -> io::Result<()> {
+        for c in self.conns.settle_all() {
+            self.closed(sink, &c)?;
+        }
+        self.timewaits.settle_all(&mut self.tw_out);
+        self.timewaits.flush_at_exit(now_ns, &mut self.tw_out);
+        self.timewait_output(sink)
+    }
+
+    /// Open connections that pass the filters.
+    pub fn open(&self) -> impl Iterator<Item = Open<'_>> {
+        self.conns.open().filter(|o| {
+            self.accept_all || self.filter.accepts(o.owner, &o.local, &o.remote, o.netns)
+        })
+    }
+
+    /// Live timewait sockets per network namespace.
+    pub fn timewait_counts(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
+        self.timewaits.counts()
+    }
+
+    /// A process in each network namespace seen.
+    pub fn namespaces(&mut self) -> &mut Namespaces {
+        &mut self.namespaces
+    }
+
+    /// Connections not followed because `max_sockets` was reached.
+    pub fn untracked(&self) -> u64 {
+        self.conns.untracked
+    }
+
+    /// A connection that closed with its record complete.
+    fn closed(&self, sink: &mut impl Sink, c: &Closed) -> io::Result<()> {
+        self.emit(sink, Fact::Closed(c))?;
+        self.emit(sink, Fact::Record(c))
+    }
+
+    fn timewait_output(&mut self, sink: &mut impl Sink) -> io::Result<()> {
+        let mut items = std::mem::take(&mut self.tw_out);
+        let mut result = Ok(());
+        for item in items.drain(..) {
+            result = result.and_then(|()| match &item {
+                TwOutput::Transition(t) => self.emit(sink, Fact::Transition(t)),
+                // Its verdict counted when its full socket closed.
+                TwOutput::Closed(c) => self.emit(sink, Fact::Record(c)),
+            });
+        }
+        self.tw_out = items;
+        result
+    }
+
+    fn emit(&self, sink: &mut impl Sink, fact: Fact<'_>) -> io::Result<()> {
+        emit(&self.filter, self.accept_all, sink, fact)
+    }
+}
+
+/// The one place the filters apply.
+#[inline]
+fn emit(filter: &Filter, accept_all: bool, sink: &mut impl Sink, fact: Fact<'_>) -> io::Result<()> {
+    let (owner, local, remote, netns) = fact.socket();
+    if accept_all || filter.accepts(owner, local, remote, netns) {
+        sink.fact(fact)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! The pipeline with synthetic records and a sink that writes down what it
+//! is handed.
+
+use std::io;
+
+use super::*;
+use crate::model::{
+    Reset, ResetDirection, Task, TwAction, TwEvent,
+    fixtures::{Script, task},
+};
+
+const SRV: &str = "10.0.0.1:80";
+const CLI: &str = "10.0.0.2:40000";
+const ANY: &str = "0.0.0.0:0";
+const TW: u64 = 0xffff_8880_0000_7000;
+
+/// Writes down every fact: "T OLD>NEW pid", "C verdict pid", "R verdict pid".
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+fn pid(owner: Option<&Task>) -> String {
+    owner.map_or("-".into(), |t| t.pid.to_string())
+}
+
+impl Sink for Recorder {
+    fn fact(&mut self, fact: Fact<'_>) -> io::Result<()> {
+        self.0.push(match fact {
+            Fact::Transition(t) => format!(
+                "T {}>{} {}",
+                t.old.name(),
+                t.new.name(),
+                pid(t.owner.as_ref())
+            ),
+            Fact::Closed(c) => format!("C {} {}", c.verdict.name(), pid(c.owner.as_ref())),
+            Fact::Record(c) => format!(
+                "R {} {}{}",
+                c.verdict.name(),
+                pid(c.owner.as_ref()),
+                match c.timewait {
+                    Some(tw) => format!(" tw={}", tw.reason.map_or("ongoing", |r| r.name())),
+                    None => String::new(),
+                }
+            ),
+        });
+        Ok(())
+    }
+}
+
+struct Run {
+    pipeline: Pipeline,
+    s: Script,
+    sink: Recorder,
+}
+
+impl Run {
+    fn new(filter: Filter, records: bool) -> Self {
+        Self {
+            pipeline: Pipeline::new(Settings {
+                filter,
+                max_sockets: 1000,
+                hz: Some(250),
+                records,
+            }),
+            s: Script { ts: 0 },
+            sink: Recorder::default(),
+        }
+    }
+
+    fn t(&mut self, sock: u64, l: &str, r: &str, old: TcpState, new: TcpState, task: Option<Task>) {
+        let t = self.s.t(sock, l, r, old, new, task);
+        self.pipeline
+            .record(Ok(Event::Transition(t)), &mut self.sink)
+            .unwrap();
+    }
+
+    fn tw(&mut self, action: TwAction) {
+        self.s.ts += 1_000;
+        let e = TwEvent {
+            ts_ns: self.s.ts,
+            sock: TW,
+            netns: 1,
+            local: CLI.parse().unwrap(),
+            remote: SRV.parse().unwrap(),
+            substate: TcpState::TimeWait,
+            action,
+        };
+        self.pipeline
+            .record(Ok(Event::Timewait(e)), &mut self.sink)
+            .unwrap();
+    }
+
+    /// A listener (pid 200) and a client (pid 100) connected to it.
+    fn established(filter: Filter, records: bool) -> Self {
+        use TcpState::*;
+        let mut run = Self::new(filter, records);
+        let (c, s) = (Some(task(100, "client")), Some(task(200, "server")));
+        run.t(1, SRV, ANY, Close, Listen, s);
+        run.t(2, "10.0.0.2:0", SRV, Close, SynSent, c);
+        run.t(3, SRV, CLI, Listen, SynRecv, None);
+        run.t(2, CLI, SRV, SynSent, Established, None);
+        run.t(3, SRV, CLI, SynRecv, Established, None);
+        run.sink.0.clear();
+        run
+    }
+
+    /// The client closes first; its timewait socket is armed just before
+    /// its full socket's CLOSE.
+    fn client_closes(&mut self) {
+        use TcpState::*;
+        let c = Some(task(100, "client"));
+        self.t(2, CLI, SRV, Established, FinWait1, c);
+        self.t(3, SRV, CLI, Established, CloseWait, None);
+        self.t(3, SRV, CLI, CloseWait, LastAck, Some(task(200, "server")));
+        self.t(2, CLI, SRV, FinWait1, FinWait2, None);
+        self.tw(TwAction::Armed { jiffies: 15_000 });
+        self.t(2, CLI, SRV, FinWait2, Close, None);
+        self.t(3, SRV, CLI, LastAck, Close, None);
+    }
+}
+
+#[test]
+fn a_connection_and_its_timewait_socket_become_facts_in_order() {
+    let mut run = Run::established(Filter::default(), true);
+    run.client_closes();
+    run.tw(TwAction::Cancelled {
+        task: None,
+        net_dying: false,
+    });
+    run.tw(TwAction::Expired);
+    assert_eq!(
+        run.sink.0,
+        [
+            "T ESTABLISHED>FIN_WAIT1 100",
+            "T ESTABLISHED>CLOSE_WAIT 200",
+            "T CLOSE_WAIT>LAST_ACK 200",
+            "T FIN_WAIT1>FIN_WAIT2 100",
+            // The verdict counts when the full socket closes...
+            "C local 100",
+            "T FIN_WAIT2>TIME_WAIT 100",
+            "T LAST_ACK>CLOSE 200",
+            "C peer 200",
+            "R peer 200",
+            // ...the record when its timewait socket ends.
+            "T TIME_WAIT>CLOSE 100",
+            "R local 100 tw=expired",
+        ]
+    );
+    assert_eq!(run.pipeline.transitions, 11);
+    assert_eq!(run.pipeline.timewait_counts().count(), 0);
+}
+
+#[test]
+fn without_printed_records_nothing_waits_for_timewait() {
+    let mut run = Run::established(Filter::default(), false);
+    run.client_closes();
+    let at = run
+        .sink
+        .0
+        .iter()
+        .position(|f| f == "T FIN_WAIT2>TIME_WAIT 100")
+        .unwrap();
+    assert_eq!(run.sink.0[at + 1..at + 3], ["C local 100", "R local 100"]);
+    assert_eq!(
+        run.pipeline.timewait_counts().next().unwrap().1.time_wait,
+        1
+    );
+}
+
+#[test]
+fn records_still_in_timewait_come_out_at_exit() {
+    let mut run = Run::established(Filter::default(), true);
+    run.client_closes();
+    run.sink.0.clear();
+    run.pipeline
+        .finish(run.s.ts + 5_000, &mut run.sink)
+        .unwrap();
+    assert_eq!(run.sink.0, ["R local 100 tw=ongoing"]);
+}
+
+#[test]
+fn the_filter_applies_to_every_fact_and_to_open_connections() {
+    let filter = Filter {
+        pids: vec![200],
+        ..Filter::default()
+    };
+    let mut run = Run::established(filter, true);
+    assert_eq!(run.pipeline.open().count(), 1, "the server's side only");
+    run.client_closes();
+    assert!(
+        run.sink.0.iter().all(|f| f.ends_with(" 200")),
+        "{:?}",
+        run.sink.0
+    );
+    assert_eq!(run.sink.0.len(), 5);
+}
+
+#[test]
+fn an_abortive_close_waits_for_its_rst() {
+    use TcpState::*;
+    let mut run = Run::established(Filter::default(), true);
+    let c = Some(task(100, "client"));
+    run.t(2, CLI, SRV, Established, Close, c);
+    assert_eq!(run.sink.0, ["T ESTABLISHED>CLOSE 100"]);
+    let rst = Reset {
+        ts_ns: run.s.ts + 1,
+        sock: 2,
+        netns: 1,
+        direction: ResetDirection::Sent,
+        task: c,
+    };
+    run.pipeline
+        .record(Ok(Event::Reset(rst)), &mut run.sink)
+        .unwrap();
+    assert_eq!(run.sink.0[1..], ["C abort-sent 100", "R abort-sent 100"]);
+}
+
+#[test]
+fn a_close_without_evidence_is_settled_after_a_full_drain() {
+    use TcpState::*;
+    let mut run = Run::established(Filter::default(), true);
+    run.t(3, SRV, CLI, Established, Close, None);
+    run.pipeline.end_batch(&mut run.sink).unwrap();
+    assert_eq!(run.sink.0.len(), 1, "one drain is not enough");
+    run.pipeline.end_batch(&mut run.sink).unwrap();
+    assert_eq!(run.sink.0[1..], ["C timeout 200", "R timeout 200"]);
+}
+
+#[test]
+fn undecodable_records_are_counted_not_passed_on() {
+    let mut run = Run::new(Filter::default(), true);
+    run.pipeline
+        .record(Err(DecodeError::Kind(99)), &mut run.sink)
+        .unwrap();
+    run.pipeline.undecodable(&DecodeError::Short(3, 96));
+    assert_eq!(run.pipeline.undecodable, 2);
+    assert!(run.sink.0.is_empty());
+}
+
+#[test]
+fn namespaces_are_learnt_from_filtered_out_transitions_too() {
+    use TcpState::*;
+    let filter = Filter {
+        netns: vec![9],
+        ..Filter::default()
+    };
+    let mut run = Run::new(filter, true);
+    run.t(5, "10.0.0.2:0", SRV, Close, SynSent, Some(task(77, "curl")));
+    assert!(run.sink.0.is_empty());
+    assert_eq!(
+        run.pipeline.namespaces().with_process().collect::<Vec<_>>(),
+        [(1, 77)]
+    );
+}

@@ -1,0 +1,74 @@
+//! The one line tcptrace ends with on stderr: what was seen, what was lost
+//! and why, what could not be followed.
+
+use std::{fmt, time::Duration};
+
+/// What the exit line reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub transitions: u64,
+    /// Records dropped because a ring buffer was full.
+    pub lost: u64,
+    pub recursion_misses: u64,
+    pub undecodable: u64,
+    /// Connections tcptrace could not follow (--max-sockets reached).
+    pub untracked_conns: u64,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} transitions in {:.1} s, {} lost (ring buffer full)",
+            self.transitions,
+            self.elapsed.as_secs_f64(),
+            self.lost
+        )?;
+        if self.recursion_misses > 0 {
+            write!(
+                f,
+                ", {} missed by the kernel (BPF recursion)",
+                self.recursion_misses
+            )?;
+        }
+        if self.untracked_conns > 0 {
+            write!(
+                f,
+                ", {} connections not followed (--max-sockets)",
+                self.untracked_conns
+            )?;
+        }
+        if self.undecodable > 0 {
+            write!(f, ", {} undecodable records", self.undecodable)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_line() {
+        let mut s = Totals {
+            transitions: 1234,
+            lost: 5,
+            elapsed: Duration::from_millis(12_345),
+            ..Totals::default()
+        };
+        assert_eq!(
+            s.to_string(),
+            "1234 transitions in 12.3 s, 5 lost (ring buffer full)"
+        );
+        s.recursion_misses = 2;
+        s.untracked_conns = 7;
+        s.undecodable = 1;
+        assert_eq!(
+            s.to_string(),
+            "1234 transitions in 12.3 s, 5 lost (ring buffer full), 2 missed by the kernel (BPF recursion), \
+             7 connections not followed (--max-sockets), 1 undecodable records"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Live timewait sockets per network namespace, by substate: what
+//! `ss -tan state time-wait` would count now, kept as the timewait tracker
+//! sees sockets begin, change and end (and those found at start-up).
+
+use std::collections::BTreeMap;
+
+use crate::model::TcpState;
+
+/// Live timewait sockets in one network namespace, by substate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwCount {
+    pub time_wait: u64,
+    /// Orphans waiting for the peer's FIN (substate FIN_WAIT2).
+    pub fin_wait2: u64,
+}
+
+impl TwCount {
+    fn slot(&mut self, substate: TcpState) -> &mut u64 {
+        match substate {
+            TcpState::FinWait2 => &mut self.fin_wait2,
+            _ => &mut self.time_wait,
+        }
+    }
+}
+
+/// Counts by namespace. Every change goes through `enter` and `leave`.
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    by_netns: BTreeMap<u32, TwCount>,
+}
+
+impl LiveCounts {
+    /// A timewait socket in `substate` appeared in `netns`.
+    pub fn enter(&mut self, netns: u32, substate: TcpState) {
+        *self.by_netns.entry(netns).or_default().slot(substate) += 1;
+    }
+
+    /// A timewait socket in `substate` left `netns` (ended, or changed
+    /// substate: then `enter` follows).
+    pub fn leave(&mut self, netns: u32, substate: TcpState) {
+        let slot = self.by_netns.entry(netns).or_default().slot(substate);
+        *slot = slot.saturating_sub(1);
+    }
+
+    /// Namespaces with live timewait sockets, in inode order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
+        self.by_netns
+            .iter()
+            .filter(|(_, c)| c.time_wait + c.fin_wait2 > 0)
+            .map(|(netns, c)| (*netns, *c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enter_leave_and_change() {
+        let mut live = LiveCounts::default();
+        live.enter(7, TcpState::FinWait2);
+        live.enter(7, TcpState::TimeWait);
+        live.enter(3, TcpState::TimeWait);
+        // The orphan got its FIN.
+        live.leave(7, TcpState::FinWait2);
+        live.enter(7, TcpState::TimeWait);
+        assert_eq!(
+            live.iter().collect::<Vec<_>>(),
+            [
+                (
+                    3,
+                    TwCount {
+                        time_wait: 1,
+                        fin_wait2: 0
+                    }
+                ),
+                (
+                    7,
+                    TwCount {
+                        time_wait: 2,
+                        fin_wait2: 0
+                    }
+                )
+            ]
+        );
+        live.leave(3, TcpState::TimeWait);
+        live.leave(3, TcpState::TimeWait);
+        assert_eq!(
+            live.iter().count(),
+            1,
+            "empty namespaces are left out, never negative"
+        );
+    }
+}
