@@ -52,6 +52,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
+    loader::check_object()?;
     let features = features::probe(cli.no_timewait)?;
     for notice in &features.notices {
         eprintln!("tcptrace: {notice}");

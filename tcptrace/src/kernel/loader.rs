@@ -112,9 +112,7 @@ impl Tracer {
     /// ring buffers, one per possible CPU in CPU order. Call only after
     /// `host::preflight::ensure_tracefs`.
     pub fn attach(config: &Config) -> Result<(Self, Vec<RingBuf<MapData>>), BpfError> {
-        if OBJECT.is_empty() {
-            return Err(BpfError::NoObject);
-        }
+        check_object()?;
         let cpus = possible_cpus()?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cpus)
@@ -176,6 +174,15 @@ impl Tracer {
             })
             .map(|info| fdinfo_value(&info, "recursion_misses"))
             .sum()
+    }
+}
+
+/// Whether this binary carries its eBPF programs (see `OBJECT`): checked
+/// first, before anything asks for root.
+pub fn check_object() -> Result<(), BpfError> {
+    match OBJECT.is_empty() {
+        true => Err(BpfError::NoObject),
+        false => Ok(()),
     }
 }
 

@@ -277,7 +277,7 @@ fn family(addr: &SocketAddr) -> &'static str {
 mod tests {
     use super::*;
     use crate::{
-        model::{Comm, Task, TcpState, TimeInState},
+        model::{ClosedTw, Comm, Role, Task, TcpState, TimeInState, TwEnd, Verdict},
         render::clock::Zone,
     };
 
@@ -322,6 +322,62 @@ mod tests {
             "\n"
         );
         assert_eq!(text, expected);
+    }
+
+    /// The `closed` record is an interface: this snapshot changes only when
+    /// fields are added.
+    #[test]
+    fn closed_records_snapshot() {
+        let mut p = JsonPrinter::new(WallClock::with_offset(OFFSET, Zone::Utc));
+        let mut in_state = StateTimes::default();
+        in_state.add(TcpState::SynSent, 75_000);
+        in_state.add(TcpState::Established, 200_627_000);
+        in_state.add(TcpState::FinWait1, 40_000);
+        in_state.add(TcpState::FinWait2, 30_000);
+        in_state.add(TcpState::TimeWait, 61_203_000_000);
+        let active = Closed {
+            ts_ns: 1_000_000_000_000 + 42,
+            sock: 0xffff_8880_0000_1000,
+            netns: 4026531840,
+            local: "10.0.0.2:41000".parse().unwrap(),
+            remote: "10.0.0.1:8080".parse().unwrap(),
+            role: Role::Active,
+            owner: Some(Task {
+                pid: 7,
+                tid: 8,
+                comm: Comm::from_name("curl"),
+            }),
+            verdict: Verdict::Local,
+            lifetime_ns: Some(61_403_772_000),
+            in_state,
+            timewait: Some(ClosedTw {
+                reason: Some(TwEnd::Expired),
+                rearms: 1,
+            }),
+        };
+        let mut passive = active.clone();
+        passive.local = "[::1]:8080".parse().unwrap();
+        passive.remote = "[::ffff:10.0.0.2]:41000".parse().unwrap();
+        passive.role = Role::Passive;
+        passive.verdict = Verdict::Peer;
+        passive.lifetime_ns = Some(200_800_000);
+        passive.in_state = StateTimes::default();
+        passive.in_state.add(TcpState::CloseWait, 100_000);
+        passive.timewait = None;
+        let mut midlife = active.clone();
+        midlife.role = Role::Unknown;
+        midlife.owner = None;
+        midlife.verdict = Verdict::AbortReceived;
+        midlife.lifetime_ns = None;
+        midlife.timewait = Some(ClosedTw {
+            reason: None,
+            rearms: 0,
+        });
+        let mut out = Vec::new();
+        for c in [&active, &passive, &midlife] {
+            p.closed(&mut out, c).unwrap();
+        }
+        insta::assert_snapshot!(String::from_utf8(out).unwrap());
     }
 }
 

@@ -388,9 +388,8 @@ mod tests {
         stats
     }
 
-    #[test]
-    fn text_summary() {
-        let stats = report_stats();
+    /// A report with every section filled in.
+    fn full_report(stats: &Stats) -> Report<'_> {
         let owner = task(7, "app");
         let open = [Open {
             state: TcpState::CloseWait,
@@ -400,11 +399,11 @@ mod tests {
             netns: 1,
             owner: Some(&owner),
         }];
-        let report = Report {
+        Report {
             elapsed: Duration::from_secs(3),
             transitions: 9,
             lost: 0,
-            stats: &stats,
+            stats,
             open: open_by_state(open.into_iter(), 4_500_000_000),
             timewait: Some(TimewaitReport {
                 live: vec![(
@@ -416,7 +415,13 @@ mod tests {
                 )],
                 overflows: vec![(7, 12)],
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn text_summary() {
+        let stats = report_stats();
+        let report = full_report(&stats);
         let mut out = Vec::new();
         write_text(&mut out, &report).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -479,5 +484,22 @@ mod tests {
         assert_eq!(v["timewait"]["ended"]["expired"], 1);
         assert_eq!(v["timewait"]["expired"]["max_ns"], 61_200_000_000u64);
         assert_eq!(v["timewait"]["timer_ns"], 60_000_000_000u64);
+    }
+
+    /// The `summary` record is an interface: this snapshot changes only when
+    /// fields are added.
+    #[test]
+    fn json_summary_snapshot() {
+        let stats = report_stats();
+        let v = to_json(&full_report(&stats), "2026-11-22T03:04:05.000000000Z");
+        insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap());
+    }
+
+    #[test]
+    fn text_summary_snapshot() {
+        let stats = report_stats();
+        let mut out = Vec::new();
+        write_text(&mut out, &full_report(&stats)).unwrap();
+        insta::assert_snapshot!(String::from_utf8(out).unwrap());
     }
 }
