@@ -780,6 +780,19 @@ fn abort_received() {
     );
 }
 
+/// The client's side of a connect that never completed: two transitions, the
+/// verdict given, owned by the client.
+fn failed_connect<'a>(run: &'a Run, net: &Net, verdict: &str) -> Side<'a> {
+    let client = side(&run.transitions, &run.closed, net.client_ino);
+    assert_eq!(
+        client.sequence(client_conn),
+        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"]
+    );
+    assert_eq!(client.verdict(), verdict);
+    client.owned_by(run.client_pid, "tt-client");
+    client
+}
+
 fn connection_refused() {
     let net = Net::new("ref");
     let run = trace(
@@ -792,13 +805,7 @@ fn connection_refused() {
             client.wait();
         },
     );
-    let client = side(&run.transitions, &run.closed, net.client_ino);
-    assert_eq!(
-        client.sequence(client_conn),
-        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"]
-    );
-    assert_eq!(client.verdict(), "refused");
-    client.owned_by(run.client_pid, "tt-client");
+    failed_connect(&run, &net, "refused");
     assert!(
         side(&run.transitions, &run.closed, net.server_ino)
             .transitions
@@ -824,13 +831,7 @@ fn connect_timeout() {
             client.wait();
         },
     );
-    let client = side(&run.transitions, &run.closed, net.client_ino);
-    assert_eq!(
-        client.sequence(client_conn),
-        ["CLOSE->SYN_SENT", "SYN_SENT->CLOSE"]
-    );
-    assert_eq!(client.verdict(), "connect-failed");
-    client.owned_by(run.client_pid, "tt-client");
+    let client = failed_connect(&run, &net, "connect-failed");
     let syn_sent_ns = client
         .transitions
         .iter()

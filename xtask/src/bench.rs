@@ -19,16 +19,22 @@ use serde_json::{Value, json};
 
 use crate::churn::ChurnArgs;
 
-#[derive(Clone, Copy, Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
     /// Repetitions of each configuration (interleaved).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Another tcptrace binary (e.g. the last release) to run the live log,
+    /// --json and --summary with too, interleaved with this one's: a change's
+    /// cost measured in one run.
+    #[arg(long, value_name = "BINARY")]
+    pub compare: Option<PathBuf>,
     #[command(flatten)]
     pub churn: ChurnArgs,
 }
 
 /// A configuration under test: a name and tcptrace's arguments (None: no tracer).
+#[derive(Clone, Copy)]
 struct Config {
     name: &'static str,
     args: Option<&'static [&'static str]>,
@@ -36,6 +42,8 @@ struct Config {
     /// to hold the whole run: what the kernel side alone costs. The agent
     /// drains everything once resumed, so losses still count.
     paused: bool,
+    /// Run the `--compare` binary.
+    compared: bool,
 }
 
 const CONFIGS: [Config; 7] = [
@@ -43,38 +51,84 @@ const CONFIGS: [Config; 7] = [
         name: "baseline (no tracer)",
         args: None,
         paused: false,
+        compared: false,
     },
     Config {
         name: "floor (empty programs)",
         args: Some(&["--bench-floor"]),
         paused: false,
+        compared: false,
     },
     Config {
         name: "live log to a file (TIME_WAIT on)",
         args: Some(&[]),
         paused: false,
+        compared: false,
     },
     Config {
         name: "--json to a file",
         args: Some(&["--json"]),
         paused: false,
+        compared: false,
     },
     Config {
         name: "--summary --no-timewait",
         args: Some(&["--summary", "--no-timewait"]),
         paused: false,
+        compared: false,
     },
     Config {
         name: "--summary",
         args: Some(&["--summary"]),
         paused: false,
+        compared: false,
     },
     Config {
         name: "kernel side only (agent stopped)",
         args: Some(&["--summary"]),
         paused: true,
+        compared: false,
     },
 ];
+
+/// With `--compare`: the same as these, run with the other binary.
+const COMPARED: [Config; 3] = [
+    Config {
+        name: "  live log, --compare",
+        args: Some(&[]),
+        paused: false,
+        compared: true,
+    },
+    Config {
+        name: "  --json, --compare",
+        args: Some(&["--json"]),
+        paused: false,
+        compared: true,
+    },
+    Config {
+        name: "  --summary, --compare",
+        args: Some(&["--summary"]),
+        paused: false,
+        compared: true,
+    },
+];
+
+/// The configurations of a run, in the order they are interleaved: each
+/// compared one right after its counterpart.
+fn configs(compare: bool) -> Vec<Config> {
+    let mut all = Vec::new();
+    for config in CONFIGS {
+        all.push(config);
+        if compare
+            && let Some(twin) = COMPARED
+                .iter()
+                .find(|c| c.args == config.args && !config.paused)
+        {
+            all.push(*twin);
+        }
+    }
+    all
+}
 
 /// Bytes one connection of the churn puts in the rings, with room to spare:
 /// 12 records (5 transitions a side, a timewait socket armed and expired),
@@ -303,12 +357,22 @@ fn spread(v: &[f64]) -> (f64, f64) {
 
 pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
     let binary = root.join("target/release/tcptrace");
+    if let Some(other) = &args.compare
+        && !other.is_file()
+    {
+        bail!("--compare {}: no such file", other.display());
+    }
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CONFIGS.len()];
+    let configs = configs(args.compare.is_some());
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     for rep in 0..args.repeat {
-        for (i, config) in CONFIGS.iter().enumerate() {
-            let s = run_once(config, &binary, &out_dir, &args)
+        for (i, config) in configs.iter().enumerate() {
+            let binary = match (config.compared, &args.compare) {
+                (true, Some(other)) => other,
+                _ => &binary,
+            };
+            let s = run_once(config, binary, &out_dir, &args)
                 .with_context(|| format!("{} (repetition {})", config.name, rep + 1))?;
             eprintln!(
                 "xtask: bench {}/{} {:<24} {:>8.0} conn/s",
@@ -342,7 +406,7 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
         "{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9}",
         "", "median", "to baseline", "µs/conn", "", "", "", "ns/event", "peak KiB", "KiB"
     );
-    for (config, runs) in CONFIGS.iter().zip(&samples) {
+    for (config, runs) in configs.iter().zip(&samples) {
         let ratios: Vec<f64> = runs
             .iter()
             .zip(&samples[0])
@@ -351,7 +415,8 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
         let (lo, hi) = spread(&ratios);
         let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
         let row = json!({
-            "configuration": config.name,
+            "configuration": config.name.trim(),
+            "binary": if config.compared { args.compare.as_ref().map(|p| p.display().to_string()) } else { None },
             "tracer_args": config.args,
             "conns_per_s_median": m(|s| s.conns_per_s),
             "ratio_median": median(ratios.clone()),
