@@ -25,9 +25,6 @@ pub struct Features {
     pub timewait: Option<TimewaitConfig>,
     /// The kernel's timer frequency, to turn timer lengths into seconds.
     pub hz: Option<u32>,
-    /// One line per feature that is off or degraded, and per change made
-    /// to the host, for stderr.
-    pub notices: Vec<String>,
 }
 
 /// Why TIME_WAIT cannot be tracked on this kernel.
@@ -44,12 +41,13 @@ pub enum TimewaitError {
 }
 
 /// Checks the host and decides the features. `no_timewait`: the user turned
-/// TIME_WAIT tracking off.
-pub fn probe(no_timewait: bool) -> Result<Features, PreflightError> {
+/// TIME_WAIT tracking off. `notice` gets one line per feature that is off or
+/// degraded, and per change made to the host, as soon as it is known (so it
+/// is said even when a later check fails).
+pub fn probe(no_timewait: bool, mut notice: impl FnMut(&str)) -> Result<Features, PreflightError> {
     preflight::check_privileges()?;
     let btf_path = Path::new(preflight::BTF_PATH);
     preflight::check_btf(btf_path)?;
-    let mut notices = Vec::new();
     let btf = Btf::from_file(btf_path);
     let offsets = match btf
         .as_ref()
@@ -58,7 +56,7 @@ pub fn probe(no_timewait: bool) -> Result<Features, PreflightError> {
     {
         Ok(offsets) => offsets,
         Err(err) => {
-            notices.push(format!(
+            notice(&format!(
                 "warning: network namespaces unavailable ({err}); netns is shown as 0"
             ));
             KernelOffsets::default()
@@ -66,7 +64,7 @@ pub fn probe(no_timewait: bool) -> Result<Features, PreflightError> {
     };
     let tracefs = preflight::ensure_tracefs()?;
     if tracefs.mounted_by_us {
-        notices.push(format!(
+        notice(&format!(
             "tracefs was not mounted; mounted it on {} (left mounted)",
             tracefs.path.display()
         ));
@@ -75,22 +73,21 @@ pub fn probe(no_timewait: bool) -> Result<Features, PreflightError> {
     let timewait = match (no_timewait, &btf) {
         (true, _) => None,
         (false, Err(err)) => {
-            notices.push(format!("warning: TIME_WAIT not tracked: {err}"));
+            notice(&format!("warning: TIME_WAIT not tracked: {err}"));
             None
         }
         (false, Ok(btf)) => match timewait_config(btf, &tracefs.path) {
             Ok(config) => {
                 if config.reqsk_handler == 0 {
-                    notices.push(
+                    notice(
                         "warning: reqsk_timer_handler not in /proc/kallsyms: \
-                         reopened timewait sockets are reported as killed"
-                            .into(),
+                         reopened timewait sockets are reported as killed",
                     );
                 }
                 Some(config)
             }
             Err(err) => {
-                notices.push(format!("warning: TIME_WAIT not tracked: {err}"));
+                notice(&format!("warning: TIME_WAIT not tracked: {err}"));
                 None
             }
         },
@@ -99,7 +96,6 @@ pub fn probe(no_timewait: bool) -> Result<Features, PreflightError> {
         offsets,
         timewait,
         hz: kconfig::kernel_hz(),
-        notices,
     })
 }
 

@@ -14,8 +14,8 @@
 //! - [`session`] holds one run's pipeline and sinks, and [`agent`] is the
 //!   loop that feeds it. [`cli`] is the command line.
 //!
-//! Only `host`, `kernel` and `agent` touch the system; the rest is I/O-free
-//! and unit tested.
+//! `host`, `features`, `kernel` and `agent` touch the system (and `session`
+//! through the readers it is given); the rest is I/O-free and unit tested.
 
 pub mod agent;
 pub mod aggregate;

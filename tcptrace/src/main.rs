@@ -53,10 +53,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
     loader::check_object()?;
-    let features = features::probe(cli.no_timewait)?;
-    for notice in &features.notices {
-        eprintln!("tcptrace: {notice}");
-    }
+    let features = features::probe(cli.no_timewait, |notice| eprintln!("tcptrace: {notice}"))?;
     let timewait = features.timewait.is_some();
 
     let zone = if cli.utc { Zone::Utc } else { Zone::Local };
@@ -101,7 +98,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         records: !cli.summary,
     });
     let out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut session = Session::new(pipeline, printer, out, !cli.summary, timewait);
+    let mut session = Session::new(pipeline, printer, out, timewait);
     // After attaching, so that no socket falls between the two.
     let mut longest_tw = None;
     let existing = snapshot::take(|tw| {

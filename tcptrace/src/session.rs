@@ -11,8 +11,8 @@ use std::{
 use crate::{
     aggregate::{open::open_by_state, overflows::Overflows, stats::Stats},
     host::{netstat, snapshot::Snapshot},
-    kernel::{decode::DecodeError, monotonic_ns},
-    model::{Event, Sink, TwSeed},
+    kernel::monotonic_ns,
+    model::{DecodeError, Event, Sink, TwCount, TwSeed},
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
@@ -21,10 +21,9 @@ use crate::{
     },
 };
 
-/// A warning for the user, on stderr: one line per problem.
-fn warn(message: std::fmt::Arguments<'_>) {
-    eprintln!("tcptrace: warning: {message}");
-}
+/// Reads a namespace's `TcpExtTCPTimeWaitOverflow` through a process in it
+/// (`pid`, `netns`).
+pub type OverflowReader = fn(u32, u32) -> io::Result<u64>;
 
 /// Both sinks, borrowed for one call into the pipeline.
 fn sinks<'a, W: io::Write>(
@@ -36,35 +35,69 @@ fn sinks<'a, W: io::Write>(
     (stats, live.then_some(LiveLog { printer, out }))
 }
 
-pub struct Session<W: io::Write> {
+pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     pipeline: Pipeline,
     stats: Stats,
     printer: Printer,
     out: W,
+    /// Where warnings go (stderr), one line per problem.
+    warnings: E,
     /// Print every transition and connection (not `--summary`).
     live: bool,
     /// Whether timewait sockets are traced (and their overflows watched).
     timewait: bool,
     overflows: Overflows,
+    read_overflows: OverflowReader,
     lost_reported: u64,
     warned_untracked: bool,
+    /// Since `begin`.
     started: Instant,
 }
 
 impl<W: io::Write> Session<W> {
-    pub fn new(pipeline: Pipeline, printer: Printer, out: W, live: bool, timewait: bool) -> Self {
+    /// A session printing to `out`, warning on stderr, reading the
+    /// namespaces' counters from /proc.
+    pub fn new(pipeline: Pipeline, printer: Printer, out: W, timewait: bool) -> Self {
+        Session::with(
+            pipeline,
+            printer,
+            out,
+            io::stderr(),
+            timewait,
+            netstat::tw_overflows,
+        )
+    }
+}
+
+impl<W: io::Write, E: io::Write> Session<W, E> {
+    pub fn with(
+        pipeline: Pipeline,
+        printer: Printer,
+        out: W,
+        warnings: E,
+        timewait: bool,
+        read_overflows: OverflowReader,
+    ) -> Self {
         Self {
+            live: pipeline.records(),
             pipeline,
             stats: Stats::new(),
             printer,
             out,
-            live,
+            warnings,
             timewait,
             overflows: Overflows::default(),
+            read_overflows,
             lost_reported: 0,
             warned_untracked: false,
             started: Instant::now(),
         }
+    }
+
+    /// A warning for the user: one line per problem. A warning that cannot
+    /// be written (stderr closed) is dropped: there is nowhere to say it.
+    fn warn(&mut self, message: std::fmt::Arguments<'_>) {
+        let _ = writeln!(self.warnings, "tcptrace: warning: {message}");
     }
 
     /// Learns a timewait socket that existed before tracing started.
@@ -86,9 +119,7 @@ impl<W: io::Write> Session<W> {
     }
 
     /// Live timewait sockets per network namespace.
-    pub fn timewait_counts(
-        &self,
-    ) -> impl Iterator<Item = (u32, crate::track::tw_counts::TwCount)> + '_ {
+    pub fn timewait_counts(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
         self.pipeline.timewait_counts()
     }
 
@@ -127,15 +158,16 @@ impl<W: io::Write> Session<W> {
     /// last time. `lost`: the kernel side's count of records lost so far.
     pub fn every_second(&mut self, lost: u64) {
         if lost > self.lost_reported {
-            warn(format_args!(
+            let reported = self.lost_reported;
+            self.warn(format_args!(
                 "{} transitions lost (ring buffer full, {lost} in total); raise --ring-size",
-                lost - self.lost_reported,
+                lost - reported,
             ));
         }
         self.lost_reported = self.lost_reported.max(lost);
         if self.pipeline.untracked() > 0 && !self.warned_untracked {
             self.warned_untracked = true;
-            warn(format_args!(
+            self.warn(format_args!(
                 "already following --max-sockets sockets; \
                  others get unknown durations and no verdict (raise --max-sockets)"
             ));
@@ -152,14 +184,14 @@ impl<W: io::Write> Session<W> {
         let namespaces = self.pipeline.namespaces();
         let poll = self
             .overflows
-            .poll(namespaces.with_process(), netstat::tw_overflows);
+            .poll(namespaces.with_process(), self.read_overflows);
         // Read through the next process seen there; what it counted so far
         // stays.
         for netns in poll.unreadable {
             namespaces.forget(netns);
         }
         for rise in poll.rises {
-            warn(format_args!(
+            self.warn(format_args!(
                 "netns {}: {} connections closed without a timewait socket \
                  (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; {} since start)",
                 rise.netns, rise.new, rise.since_start
@@ -211,3 +243,6 @@ impl<W: io::Write> Session<W> {
         self.started.elapsed()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,9 +3,9 @@
 //! reached. Polled (once a second, off the per-event path) through a process
 //! in each namespace; the reading itself is `host::netstat`'s.
 
-use std::{collections::HashSet, io};
+use std::io;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 struct Watch {
     /// The value before tracing: read at the first poll for a namespace that

@@ -14,20 +14,9 @@ use tcptrace_common::{
 };
 
 use crate::model::{
-    Comm, Event, Reset, ResetDirection, Task, TcpState, TimeInState, Transition, TwAction, TwEvent,
+    Comm, DecodeError, Event, Reset, ResetDirection, Task, TcpState, TimeInState, Transition,
+    TwAction, TwEvent,
 };
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("short record: {0} bytes, expected {1}")]
-    Short(usize, usize),
-    #[error("unknown tcp state {0}")]
-    State(u8),
-    #[error("unknown address family {0}")]
-    Family(u16),
-    #[error("unknown record kind {0}")]
-    Kind(u8),
-}
 
 fn state(value: u8) -> Result<TcpState, DecodeError> {
     TcpState::from_kernel(value).ok_or(DecodeError::State(value))

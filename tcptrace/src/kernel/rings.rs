@@ -21,8 +21,8 @@ use tcptrace_common::TransitionEvent;
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
-    kernel::decode::{self, DecodeError},
-    model::Event,
+    kernel::decode,
+    model::{DecodeError, Event},
 };
 
 /// How far behind the start of a read the cutoff is.

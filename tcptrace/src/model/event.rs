@@ -6,6 +6,19 @@ use std::net::SocketAddr;
 
 use crate::model::{Task, TcpState, TimeInState};
 
+/// Why a ring buffer record could not be decoded (`kernel::decode`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("short record: {0} bytes, expected {1}")]
+    Short(usize, usize),
+    #[error("unknown tcp state {0}")]
+    State(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+}
+
 /// Which side sent a RST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetDirection {
@@ -79,7 +92,7 @@ pub struct Transition {
     /// in softirq context (packets, timers), where the current task is unrelated.
     pub task: Option<Task>,
     /// The socket's owner as the connection tracker knows it (filled in by
-    /// `conn::Tracker`; initially `task`): what the output shows.
+    /// `track::conn::Tracker`; initially `task`): what the output shows.
     pub owner: Option<Task>,
     /// Set on the transitions of a connection's timewait socket.
     pub timewait: Option<TwNote>,

@@ -14,8 +14,10 @@ mod task;
 pub(crate) mod fixtures;
 
 pub use closed::{Closed, ClosedTw, Role, StateTimes, Verdict};
-pub use event::{Event, Reset, ResetDirection, Transition, TwAction, TwEnd, TwEvent, TwNote};
+pub use event::{
+    DecodeError, Event, Reset, ResetDirection, Transition, TwAction, TwEnd, TwEvent, TwNote,
+};
 pub use fact::{Fact, Sink};
-pub use socket::{Existing, Open, TwSeed};
+pub use socket::{Existing, Open, TwCount, TwSeed};
 pub use state::{TcpState, TimeInState};
 pub use task::{Comm, Task};

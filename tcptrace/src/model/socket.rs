@@ -27,6 +27,14 @@ pub struct Existing {
     pub owner: Option<Task>,
 }
 
+/// Live timewait sockets in one network namespace, by substate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwCount {
+    pub time_wait: u64,
+    /// Orphans waiting for the peer's FIN (substate FIN_WAIT2).
+    pub fin_wait2: u64,
+}
+
 /// A timewait socket found at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TwSeed {

@@ -11,14 +11,12 @@ pub mod filter;
 use std::io;
 
 use crate::{
-    kernel::decode::DecodeError,
-    model::{Closed, Event, Existing, Fact, Open, Sink, TcpState, TwSeed},
+    model::{Closed, DecodeError, Event, Existing, Fact, Open, Sink, TcpState, TwCount, TwSeed},
     pipeline::filter::Filter,
     track::{
         conn::Tracker,
         namespaces::Namespaces,
         timewait::{Timewaits, TwOutput},
-        tw_counts::TwCount,
     },
 };
 
@@ -44,6 +42,7 @@ pub struct Pipeline {
     accept_all: bool,
     /// Reused between timewait records.
     tw_out: Vec<TwOutput>,
+    records: bool,
     /// Transition records received.
     pub transitions: u64,
     /// Records that could not be decoded.
@@ -59,6 +58,7 @@ impl Pipeline {
             accept_all: settings.filter.is_empty(),
             filter: settings.filter,
             tw_out: Vec::new(),
+            records: settings.records,
             transitions: 0,
             undecodable: 0,
         }
@@ -163,6 +163,11 @@ impl Pipeline {
         &mut self.namespaces
     }
 
+    /// Whether connection records are printed (not with `--summary`).
+    pub fn records(&self) -> bool {
+        self.records
+    }
+
     /// Connections not followed because `max_sockets` was reached.
     pub fn untracked(&self) -> u64 {
         self.conns.untracked
@@ -196,11 +201,14 @@ impl Pipeline {
 /// The one place the filters apply.
 #[inline]
 fn emit(filter: &Filter, accept_all: bool, sink: &mut impl Sink, fact: Fact<'_>) -> io::Result<()> {
-    let (owner, local, remote, netns) = fact.socket();
-    if accept_all || filter.accepts(owner, local, remote, netns) {
-        sink.fact(fact)?;
+    let accepted = accept_all || {
+        let (owner, local, remote, netns) = fact.socket();
+        filter.accepts(owner, local, remote, netns)
+    };
+    match accepted {
+        true => sink.fact(fact),
+        false => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,9 +11,8 @@ use crate::{
         open::OpenState,
         stats::{HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
     },
-    model::{Comm, TwEnd, Verdict},
+    model::{Comm, TwCount, TwEnd, Verdict},
     render::{push_endpoint, text::push_ms},
-    track::tw_counts::TwCount,
 };
 
 /// Rows per "who closes first" table.

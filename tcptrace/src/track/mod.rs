@@ -11,4 +11,4 @@ pub mod timewait;
 pub mod tw_counts;
 mod tw_end;
 mod tw_table;
-pub mod verdict;
+mod verdict;

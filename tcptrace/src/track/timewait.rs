@@ -19,11 +19,11 @@
 
 use crate::{
     model::{
-        Closed, ClosedTw, Task, TcpState, TimeInState, Transition, TwAction, TwEnd, TwEvent,
-        TwNote, TwSeed,
+        Closed, ClosedTw, Task, TcpState, TimeInState, Transition, TwAction, TwCount, TwEnd,
+        TwEvent, TwNote, TwSeed,
     },
     track::{
-        tw_counts::{LiveCounts, TwCount},
+        tw_counts::LiveCounts,
         tw_end::{self, Cancel},
         tw_table::{Sharded, TwKey},
     },

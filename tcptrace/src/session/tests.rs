@@ -1,0 +1,157 @@
+//! A session with in-memory output and warnings, synthetic records and a
+//! fake reader of the namespaces' counters: what reaches stdout and stderr.
+
+use std::{
+    io,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use super::*;
+use crate::{
+    host::snapshot::Snapshot,
+    model::{
+        TcpState,
+        fixtures::{Script, task},
+    },
+    pipeline::{Settings, filter::Filter},
+    render::{
+        JsonPrinter,
+        clock::{WallClock, Zone},
+    },
+};
+
+const SRV: &str = "10.0.0.1:80";
+const CLI: &str = "10.0.0.2:40000";
+
+/// What the fake /proc says netns 7's overflow counter is.
+static OVERFLOWS: AtomicU64 = AtomicU64::new(100);
+
+fn read_overflows(_pid: u32, netns: u32) -> io::Result<u64> {
+    match netns {
+        7 => Ok(OVERFLOWS.load(Ordering::Relaxed)),
+        _ => Err(io::Error::other("no such process")),
+    }
+}
+
+fn session(summary_only: bool) -> Session<Vec<u8>, Vec<u8>> {
+    let pipeline = Pipeline::new(Settings {
+        filter: Filter::default(),
+        max_sockets: 1,
+        hz: Some(250),
+        records: !summary_only,
+    });
+    let printer = Printer::Json(JsonPrinter::new(WallClock::with_offset(0, Zone::Utc)));
+    Session::with(
+        pipeline,
+        printer,
+        Vec::new(),
+        Vec::new(),
+        true,
+        read_overflows,
+    )
+}
+
+fn lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// A client's connection that fails to connect: two transitions, one record.
+fn failed_connect(s: &mut Session<Vec<u8>, Vec<u8>>) {
+    let mut script = Script { ts: 0 };
+    let c = Some(task(100, "client"));
+    for (old, new, local) in [
+        (TcpState::Close, TcpState::SynSent, "10.0.0.2:0"),
+        (TcpState::SynSent, TcpState::Close, CLI),
+    ] {
+        let t = script.t(2, local, SRV, old, new, c);
+        s.record(Ok(Event::Transition(t))).unwrap();
+    }
+    s.end_drain().unwrap();
+}
+
+#[test]
+fn the_live_log_gets_transitions_and_records_the_summary_counts_them() {
+    let mut s = session(false);
+    s.begin().unwrap();
+    failed_connect(&mut s);
+    s.finish().unwrap();
+    let out = lines(&s.out);
+    let kinds: Vec<_> = out.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["transition", "transition", "closed", "summary"]);
+    assert_eq!(out[2]["verdict"], "connect-failed");
+    assert_eq!(out[3]["transitions"], 2);
+    assert_eq!(out[3]["verdicts"]["connect-failed"], 1);
+}
+
+#[test]
+fn summary_only_prints_no_per_event_line() {
+    let mut s = session(true);
+    s.begin().unwrap();
+    failed_connect(&mut s);
+    s.summary().unwrap();
+    let out = lines(&s.out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["type"], "summary");
+    assert_eq!(
+        out[0]["verdicts"]["connect-failed"], 1,
+        "counted all the same"
+    );
+}
+
+#[test]
+fn warnings_say_what_was_lost_or_not_followed_once() {
+    let mut s = session(false);
+    s.begin().unwrap();
+    s.every_second(0);
+    assert!(s.warnings.is_empty());
+    s.every_second(5);
+    s.every_second(5);
+    s.every_second(8);
+    // A second socket while the one allowed is followed.
+    let mut script = Script { ts: 0 };
+    for sock in [1, 2] {
+        let t = script.t(
+            sock,
+            "10.0.0.2:0",
+            SRV,
+            TcpState::Close,
+            TcpState::SynSent,
+            None,
+        );
+        s.record(Ok(Event::Transition(t))).unwrap();
+    }
+    s.every_second(8);
+    s.every_second(8);
+    assert_eq!(
+        String::from_utf8(s.warnings.clone()).unwrap(),
+        "tcptrace: warning: 5 transitions lost (ring buffer full, 5 in total); raise --ring-size\n\
+         tcptrace: warning: 3 transitions lost (ring buffer full, 8 in total); raise --ring-size\n\
+         tcptrace: warning: already following --max-sockets sockets; others get unknown \
+         durations and no verdict (raise --max-sockets)\n"
+    );
+    assert_eq!(s.totals(8, 0).untracked_conns, 1);
+}
+
+#[test]
+fn timewait_overflows_count_from_start_up() {
+    let mut s = session(true);
+    OVERFLOWS.store(100, Ordering::Relaxed);
+    s.seed(Snapshot {
+        sockets: Vec::new(),
+        namespaces: vec![(7, 1), (8, 2)],
+    });
+    s.begin().unwrap();
+    OVERFLOWS.store(130, Ordering::Relaxed);
+    s.every_second(0);
+    assert_eq!(
+        String::from_utf8(s.warnings.clone()).unwrap(),
+        "tcptrace: warning: netns 7: 30 connections closed without a timewait socket \
+         (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; 30 since start)\n"
+    );
+    s.summary().unwrap();
+    let out = lines(&s.out);
+    assert_eq!(out[0]["timewait"]["overflows"][0]["count"], 30);
+}
