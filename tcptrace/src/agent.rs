@@ -90,10 +90,7 @@ pub async fn run<W: io::Write>(
                 drain(&mut rings, session, false)
             }
             _ = drain_tick.tick() => drain(&mut rings, session, false),
-            _ = counters_tick.tick() => {
-                session.every_second(tracer.counters()?.lost);
-                Ok(())
-            }
+            _ = counters_tick.tick() => session.every_second(tracer.counters()?.lost),
             _ = async {
                 match summary_tick.as_mut() {
                     Some(tick) => tick.tick().await,
@@ -120,8 +117,12 @@ pub async fn run<W: io::Write>(
     }
     // Whatever arrived before the signal is still printed and counted, and
     // the final summary has fresh loss counters.
-    session.every_second(tracer.counters()?.lost);
-    match drain(&mut rings, session, true).and_then(|()| session.finish()) {
+    let lost = tracer.counters()?.lost;
+    match session
+        .every_second(lost)
+        .and_then(|()| drain(&mut rings, session, true))
+        .and_then(|()| session.finish())
+    {
         Ok(()) => Ok(Ending::Signal),
         Err(err) => output_failed(err),
     }

@@ -44,6 +44,8 @@ accepted) and the time it spent in each state:
   abort-received  the peer reset it
   refused         the connect was answered with a RST
   connect-failed  the connect failed otherwise (timeout, ICMP error)
+  no-port         connect() found no free local port toward that destination
+                  (EADDRNOTAVAIL: the ephemeral port range is exhausted)
   timeout         the kernel gave up on it without FIN or RST
 TIME_WAIT, which no other tracer shows (the kernel hands a closing connection
 to a separate timewait socket that inet_sock_set_state never reports), is

@@ -1,18 +1,31 @@
-//! One tracing session: the pipeline and its sinks (the aggregate of every
-//! summary, and the live log unless `--summary`), the per-namespace
-//! counters, and the warnings and summaries the loop asks for. What the
-//! agent's loop calls; it knows nothing of file descriptors or timers.
+//! One tracing session: the pipeline and its sinks (the aggregates of every
+//! summary, and the live log unless `--summary`), the namespaces' names,
+//! sysctls and counters, and the warnings and summaries the loop asks for.
+//! What the agent's loop calls; it knows nothing of file descriptors or
+//! timers, and reads the host only through the [`Readers`] it is given.
 
 use std::{
     io,
     time::{Duration, Instant},
 };
 
+use rustc_hash::FxHashMap as HashMap;
+
 use crate::{
-    aggregate::{open::open_by_state, overflows::Overflows, stats::Stats},
-    host::{netstat, snapshot::Snapshot},
+    aggregate::{
+        netns::{self, NetnsTable, Values},
+        open::open_by_state,
+        ports::{Dest, Held, Ports},
+        stats::Stats,
+    },
+    host::{
+        netns::{self as names, NetnsName},
+        netstat,
+        snapshot::Snapshot,
+        sysctl::{self, Sysctls},
+    },
     kernel::monotonic_ns,
-    model::{DecodeError, Event, Sink, TwCount, TwSeed},
+    model::{DecodeError, Event, Role, Sink, TcpState, TwCount, TwSeed},
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
@@ -21,33 +34,65 @@ use crate::{
     },
 };
 
-/// Reads a namespace's `TcpExtTCPTimeWaitOverflow` through a process in it
+/// Destinations listed in a summary; the rest are pooled as "other".
+pub const PORTS_ROWS: usize = 20;
+
+/// How the session reads the host: each through a process in the namespace
 /// (`pid`, `netns`).
-pub type OverflowReader = fn(u32, u32) -> io::Result<u64>;
+#[derive(Clone, Copy)]
+pub struct Readers {
+    /// The namespace's `netstat` and `snmp` counters.
+    pub counters: fn(u32, u32) -> io::Result<Values>,
+    pub sysctls: fn(u32, u32) -> io::Result<Sysctls>,
+    pub name: fn(u32, u32) -> NetnsName,
+}
+
+impl Readers {
+    /// The real ones: /proc, and /proc/sys from inside the namespace.
+    pub fn host() -> Self {
+        Self {
+            counters: |pid, netns| {
+                let netstat = netstat::read(pid, netns, "netstat")?;
+                let snmp = netstat::read(pid, netns, "snmp")?;
+                Ok(netns::values(&[netstat, snmp]))
+            },
+            sysctls: sysctl::read_in,
+            name: |netns, pid| {
+                names::name_of(
+                    netns,
+                    pid,
+                    &names::ip_netns_names(&["/run/netns", "/var/run/netns"]),
+                )
+            },
+        }
+    }
+}
 
 /// Both sinks, borrowed for one call into the pipeline.
 fn sinks<'a, W: io::Write>(
     stats: &'a mut Stats,
+    ports: &'a mut Ports,
     printer: &'a mut Printer,
     out: &'a mut W,
     live: bool,
 ) -> impl Sink + 'a {
-    (stats, live.then_some(LiveLog { printer, out }))
+    ((stats, ports), live.then_some(LiveLog { printer, out }))
 }
 
 pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     pipeline: Pipeline,
     stats: Stats,
+    ports: Ports,
     printer: Printer,
     out: W,
     /// Where warnings go (stderr), one line per problem.
     warnings: E,
     /// Print every transition and connection (not `--summary`).
     live: bool,
-    /// Whether timewait sockets are traced (and their overflows watched).
+    /// Whether timewait sockets are traced (and their overflows said).
     timewait: bool,
-    overflows: Overflows,
-    read_overflows: OverflowReader,
+    namespaces: NetnsTable,
+    readers: Readers,
     lost_reported: u64,
     warned_untracked: bool,
     /// Since `begin`.
@@ -55,8 +100,7 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
 }
 
 impl<W: io::Write> Session<W> {
-    /// A session printing to `out`, warning on stderr, reading the
-    /// namespaces' counters from /proc.
+    /// A session printing to `out`, warning on stderr, reading the host.
     pub fn new(pipeline: Pipeline, printer: Printer, out: W, timewait: bool) -> Self {
         Session::with(
             pipeline,
@@ -64,7 +108,7 @@ impl<W: io::Write> Session<W> {
             out,
             io::stderr(),
             timewait,
-            netstat::tw_overflows,
+            Readers::host(),
         )
     }
 }
@@ -76,18 +120,19 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         out: W,
         warnings: E,
         timewait: bool,
-        read_overflows: OverflowReader,
+        readers: Readers,
     ) -> Self {
         Self {
             live: pipeline.records(),
             pipeline,
             stats: Stats::new(),
+            ports: Ports::default(),
             printer,
             out,
             warnings,
             timewait,
-            overflows: Overflows::default(),
-            read_overflows,
+            namespaces: NetnsTable::default(),
+            readers,
             lost_reported: 0,
             warned_untracked: false,
             started: Instant::now(),
@@ -112,10 +157,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     pub fn seed(&mut self, snapshot: Snapshot) {
         self.pipeline.seed(snapshot.sockets);
         for (netns, pid) in snapshot.namespaces {
-            self.overflows.existed_at_start(netns);
+            self.namespaces.existed_at_start(netns);
             self.pipeline.namespaces().note(netns, pid);
         }
-        self.poll_overflows();
+        self.poll_namespaces(monotonic_ns());
     }
 
     /// Live timewait sockets per network namespace.
@@ -136,7 +181,13 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// One record from the rings.
     #[inline]
     pub fn record(&mut self, record: Result<Event, DecodeError>) -> io::Result<()> {
-        let mut sink = sinks(&mut self.stats, &mut self.printer, &mut self.out, self.live);
+        let mut sink = sinks(
+            &mut self.stats,
+            &mut self.ports,
+            &mut self.printer,
+            &mut self.out,
+            self.live,
+        );
         self.pipeline.record(record, &mut sink)
     }
 
@@ -148,15 +199,23 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// After each drain of the rings.
     pub fn end_drain(&mut self) -> io::Result<()> {
         {
-            let mut sink = sinks(&mut self.stats, &mut self.printer, &mut self.out, self.live);
+            let mut sink = sinks(
+                &mut self.stats,
+                &mut self.ports,
+                &mut self.printer,
+                &mut self.out,
+                self.live,
+            );
             self.pipeline.end_batch(&mut sink)?;
         }
         self.out.flush()
     }
 
     /// Once a second: says on stderr what was lost or not followed since the
-    /// last time. `lost`: the kernel side's count of records lost so far.
-    pub fn every_second(&mut self, lost: u64) {
+    /// last time, reads the namespaces' counters, and warns when a
+    /// destination's ports run low. `lost`: the kernel side's count of
+    /// records lost so far.
+    pub fn every_second(&mut self, lost: u64) -> io::Result<()> {
         if lost > self.lost_reported {
             let reported = self.lost_reported;
             self.warn(format_args!(
@@ -172,23 +231,36 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                  others get unknown durations and no verdict (raise --max-sockets)"
             ));
         }
-        self.poll_overflows();
+        let now = monotonic_ns();
+        self.poll_namespaces(now);
+        self.ports_alerts(now)
     }
 
-    /// Says on stderr when connections got no timewait socket because a
+    /// Reads every namespace's counters (and, when due, its sysctls and
+    /// name); says when connections got no timewait socket because a
     /// namespace's `tcp_max_tw_buckets` was reached.
-    fn poll_overflows(&mut self) {
-        if !self.timewait {
-            return;
+    fn poll_namespaces(&mut self, now_ns: u64) {
+        let now_s = now_ns / 1_000_000_000;
+        let readers = self.readers;
+        let known: Vec<(u32, u32)> = self.pipeline.namespaces().with_process().collect();
+        for &(netns, pid) in &known {
+            if self.namespaces.unnamed(netns) {
+                self.namespaces.set_name(netns, (readers.name)(netns, pid));
+            }
+            if self.namespaces.sysctls_due(netns, now_s)
+                && let Ok(sysctls) = (readers.sysctls)(pid, netns)
+            {
+                self.namespaces.set_sysctls(netns, sysctls, now_s);
+            }
         }
-        let namespaces = self.pipeline.namespaces();
-        let poll = self
-            .overflows
-            .poll(namespaces.with_process(), self.read_overflows);
+        let poll = self.namespaces.poll(known.into_iter(), readers.counters);
         // Read through the next process seen there; what it counted so far
         // stays.
         for netns in poll.unreadable {
-            namespaces.forget(netns);
+            self.pipeline.namespaces().forget(netns);
+        }
+        if !self.timewait {
+            return;
         }
         for rise in poll.rises {
             self.warn(format_args!(
@@ -199,9 +271,84 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         }
     }
 
+    /// Ports held now toward each destination: the connections this host
+    /// opened, from SYN_SENT to CLOSE, and their timewait sockets (those
+    /// found at start-up count where their local port is in the namespace's
+    /// ephemeral range, as a connect() would have chosen it).
+    fn held(&self) -> HashMap<Dest, Held> {
+        let mut held: HashMap<Dest, Held> = HashMap::default();
+        let dest = |netns: u32, local: std::net::SocketAddr, remote| Dest {
+            netns,
+            local: local.ip(),
+            remote,
+        };
+        for o in self.pipeline.open() {
+            if o.role == Role::Active && o.state != TcpState::Listen && o.local.port() != 0 {
+                held.entry(dest(o.netns, o.local, o.remote))
+                    .or_default()
+                    .open += 1;
+            }
+        }
+        for tw in self.pipeline.timewait_sockets() {
+            let active = match tw.role {
+                Some(role) => role == Role::Active,
+                None => self
+                    .namespaces
+                    .sysctls(tw.netns)
+                    .and_then(|s| s.port_range)
+                    .is_some_and(|(lo, hi)| (lo..=hi).contains(&tw.local.port())),
+            };
+            if active {
+                held.entry(dest(tw.netns, tw.local, tw.remote))
+                    .or_default()
+                    .timewait += 1;
+            }
+        }
+        held
+    }
+
+    /// The destinations' state now, most used first.
+    fn ports_report(&mut self, now_ns: u64) -> Vec<crate::aggregate::ports::DestReport> {
+        let held = self.held();
+        self.ports.sample(now_ns, &held);
+        let namespaces = &self.namespaces;
+        self.ports.report(
+            &held,
+            |netns| namespaces.sysctls(netns),
+            self.stats.tw_timer_ns,
+            now_ns,
+            PORTS_ROWS,
+        )
+    }
+
+    /// Warns once per crossing when a destination's ports run low.
+    fn ports_alerts(&mut self, now_ns: u64) -> io::Result<()> {
+        let rows = self.ports_report(now_ns);
+        let alerts: Vec<_> = self
+            .ports
+            .alerts(&rows)
+            .into_iter()
+            .map(|(level, r)| (level, r.clone()))
+            .collect();
+        for (level, r) in alerts {
+            let name = self
+                .namespaces
+                .name(r.dest.netns)
+                .and_then(NetnsName::label);
+            let line = crate::render::ports::alert_line(level, &r, name.as_deref());
+            self.warn(format_args!("{line}"));
+            self.printer
+                .ports_alert(&mut self.out, level, &r, name.as_deref(), now_ns)?;
+        }
+        self.out.flush()
+    }
+
     /// Prints a summary of everything since start.
     pub fn summary(&mut self) -> io::Result<()> {
         let now = monotonic_ns();
+        let ports = self.ports_report(now);
+        let mut namespaces = self.namespaces.report(true);
+        namespaces.retain(|n| self.pipeline.shows_netns(n.netns));
         let report = Report {
             elapsed: self.started.elapsed(),
             transitions: self.pipeline.transitions,
@@ -210,8 +357,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             open: open_by_state(self.pipeline.open(), now),
             timewait: self.timewait.then(|| TimewaitReport {
                 live: self.pipeline.timewait_counts().collect(),
-                overflows: self.overflows.since_start(),
+                overflows: self.namespaces.overflows_since_start(),
             }),
+            ports: &ports,
+            namespaces: &namespaces,
         };
         self.printer.summary(&mut self.out, &report, now)?;
         self.out.flush()
@@ -221,7 +370,13 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// the last summary.
     pub fn finish(&mut self) -> io::Result<()> {
         {
-            let mut sink = sinks(&mut self.stats, &mut self.printer, &mut self.out, self.live);
+            let mut sink = sinks(
+                &mut self.stats,
+                &mut self.ports,
+                &mut self.printer,
+                &mut self.out,
+                self.live,
+            );
             self.pipeline.finish(monotonic_ns(), &mut sink)?;
         }
         self.summary()

@@ -4,6 +4,8 @@
 //! Bounded and I/O-free.
 
 pub mod distribution;
+pub mod exhaustion;
+pub mod netns;
 pub mod open;
-pub mod overflows;
+pub mod ports;
 pub mod stats;

@@ -58,7 +58,7 @@ pub fn open_by_state<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::task;
+    use crate::model::{Role, fixtures::task};
 
     #[test]
     fn open_connections_by_state() {
@@ -71,6 +71,7 @@ mod tests {
                 remote: "2.2.2.2:2".parse().unwrap(),
                 netns: 1,
                 owner: Some(&a),
+                role: Role::Passive,
             },
             Open {
                 state: TcpState::CloseWait,
@@ -79,6 +80,7 @@ mod tests {
                 remote: "2.2.2.2:3".parse().unwrap(),
                 netns: 1,
                 owner: None,
+                role: Role::Passive,
             },
             Open {
                 state: TcpState::Established,
@@ -87,6 +89,7 @@ mod tests {
                 remote: "2.2.2.2:4".parse().unwrap(),
                 netns: 1,
                 owner: None,
+                role: Role::Passive,
             },
         ];
         let states = open_by_state(open.into_iter(), 1_000);

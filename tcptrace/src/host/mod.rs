@@ -6,6 +6,8 @@
 pub mod btf;
 pub mod kallsyms;
 pub mod kconfig;
+pub mod netns;
 pub mod netstat;
 pub mod preflight;
 pub mod snapshot;
+pub mod sysctl;

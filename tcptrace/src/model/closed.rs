@@ -75,10 +75,15 @@ pub enum Verdict {
     /// The kernel gave up on an established connection without FIN or RST
     /// (retransmission or keepalive timeout, ICMP error).
     Timeout,
+    /// connect() found no free local port toward the destination
+    /// (EADDRNOTAVAIL): the ephemeral range is exhausted for that 4-tuple's
+    /// address and remote end. Seen as SYN_SENT -> CLOSE in the caller's
+    /// system call before a local port was ever assigned.
+    NoPort,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Self::Local,
         Self::Peer,
         Self::Simultaneous,
@@ -87,6 +92,7 @@ impl Verdict {
         Self::Refused,
         Self::ConnectFailed,
         Self::Timeout,
+        Self::NoPort,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -99,11 +105,18 @@ impl Verdict {
             Self::Refused => "refused",
             Self::ConnectFailed => "connect-failed",
             Self::Timeout => "timeout",
+            Self::NoPort => "no-port",
         }
     }
 
     pub const fn index(self) -> usize {
         self as usize
+    }
+
+    /// A connect that never got through: it closed nothing and held its
+    /// port (if it had one) only while it tried.
+    pub const fn never_connected(self) -> bool {
+        matches!(self, Self::Refused | Self::ConnectFailed | Self::NoPort)
     }
 }
 

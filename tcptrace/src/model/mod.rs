@@ -18,6 +18,6 @@ pub use event::{
     DecodeError, Event, Reset, ResetDirection, Transition, TwAction, TwEnd, TwEvent, TwNote,
 };
 pub use fact::{Fact, Sink};
-pub use socket::{Existing, Open, TwCount, TwSeed};
+pub use socket::{Existing, Open, TwCount, TwSeed, TwSocket};
 pub use state::{TcpState, TimeInState};
 pub use task::{Comm, Task};

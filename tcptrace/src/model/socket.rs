@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Task, TcpState};
+use crate::model::{Role, Task, TcpState};
 
 /// A connection still open, for the summaries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +15,20 @@ pub struct Open<'a> {
     pub remote: SocketAddr,
     pub netns: u32,
     pub owner: Option<&'a Task>,
+    pub role: Role,
+}
+
+/// A timewait socket that exists now, for the summaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwSocket<'a> {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub substate: TcpState,
+    pub owner: Option<&'a Task>,
+    /// Its connection's role; `None` when it predates tcptrace (or its
+    /// connection was not followed).
+    pub role: Option<Role>,
 }
 
 /// A full socket found at start-up.

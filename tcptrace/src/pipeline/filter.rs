@@ -46,6 +46,11 @@ impl Filter {
             && self.netns.is_empty()
     }
 
+    /// Whether what happens in network namespace `netns` is shown.
+    pub fn accepts_netns(&self, netns: u32) -> bool {
+        self.netns.is_empty() || self.netns.contains(&netns)
+    }
+
     /// Whether a socket with this owner, endpoints and namespace is shown.
     pub fn accepts(
         &self,
@@ -59,7 +64,7 @@ impl Filter {
                 || owner.is_some_and(|o| self.comms.iter().any(|c| *c == o.comm.as_str())))
             && matches(&self.laddrs, local.ip())
             && matches(&self.raddrs, remote.ip())
-            && (self.netns.is_empty() || self.netns.contains(&netns))
+            && self.accepts_netns(netns)
     }
 }
 

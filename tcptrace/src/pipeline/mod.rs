@@ -11,7 +11,9 @@ pub mod filter;
 use std::io;
 
 use crate::{
-    model::{Closed, DecodeError, Event, Existing, Fact, Open, Sink, TcpState, TwCount, TwSeed},
+    model::{
+        Closed, DecodeError, Event, Existing, Fact, Open, Sink, TcpState, TwCount, TwSeed, TwSocket,
+    },
     pipeline::filter::Filter,
     track::{
         conn::Tracker,
@@ -153,6 +155,18 @@ impl Pipeline {
         })
     }
 
+    /// Timewait sockets that pass the filters (those found at start-up and
+    /// not seen since only without filters: they have no owner to match).
+    pub fn timewait_sockets(&self) -> impl Iterator<Item = TwSocket<'_>> {
+        let seeded = self.accept_all.then(|| self.timewaits.seeded());
+        self.timewaits
+            .sockets()
+            .filter(|s| {
+                self.accept_all || self.filter.accepts(s.owner, &s.local, &s.remote, s.netns)
+            })
+            .chain(seeded.into_iter().flatten())
+    }
+
     /// Live timewait sockets per network namespace.
     pub fn timewait_counts(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
         self.timewaits.counts()
@@ -161,6 +175,11 @@ impl Pipeline {
     /// A process in each network namespace seen.
     pub fn namespaces(&mut self) -> &mut Namespaces {
         &mut self.namespaces
+    }
+
+    /// Whether the filters show namespace `netns` (`--netns`).
+    pub fn shows_netns(&self, netns: u32) -> bool {
+        self.filter.accepts_netns(netns)
     }
 
     /// Whether connection records are printed (not with `--summary`).

@@ -11,10 +11,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::{
+    aggregate::ports::{DestReport, Level},
     model::{Closed, StateTimes, Transition, TwNote},
     render::{
         clock::WallClock,
-        push_ip,
+        ports, push_ip,
         summary::{self, Report},
     },
 };
@@ -262,6 +263,29 @@ impl JsonPrinter {
         self.time.clear();
         self.clock.push_rfc3339(&mut self.time, now_mono_ns);
         serde_json::to_writer(&mut *out, &summary::to_json(report, &self.time))?;
+        out.write_all(b"\n")
+    }
+
+    /// A `ports_alert` record: a destination crossed 50 % or 80 % of its
+    /// ports, or connects to it began to fail for lack of one.
+    pub fn ports_alert<W: io::Write>(
+        &mut self,
+        out: &mut W,
+        level: Level,
+        r: &DestReport,
+        netns_name: Option<&str>,
+        now_mono_ns: u64,
+    ) -> io::Result<()> {
+        self.time.clear();
+        self.clock.push_rfc3339(&mut self.time, now_mono_ns);
+        let mut record = ports::dest_json(r, netns_name);
+        if let Some(map) = record.as_object_mut() {
+            map.insert("type".into(), json!("ports_alert"));
+            map.insert("time".into(), json!(self.time));
+            map.insert("ts_ns".into(), json!(now_mono_ns));
+            map.insert("level".into(), json!(level.name()));
+        }
+        serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")
     }
 }

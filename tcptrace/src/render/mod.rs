@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod json;
+pub mod ports;
 pub mod summary;
 mod text;
 pub mod totals;
@@ -17,7 +18,10 @@ use std::{
 pub use json::JsonPrinter;
 pub use text::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, TextPrinter};
 
-use crate::model::{Closed, Fact, Sink, Transition};
+use crate::{
+    aggregate::ports::{DestReport, Level},
+    model::{Closed, Fact, Sink, Transition},
+};
 
 /// The selected output format.
 pub enum Printer {
@@ -56,6 +60,22 @@ impl Printer {
         match self {
             Self::Text(_) => summary::write_text(out, report),
             Self::Json(p) => p.summary(out, report, now_mono_ns),
+        }
+    }
+
+    /// A destination's ports ran low: a record of its own in JSON (the text
+    /// log says it on stderr only).
+    pub fn ports_alert<W: io::Write>(
+        &mut self,
+        out: &mut W,
+        level: Level,
+        r: &DestReport,
+        netns_name: Option<&str>,
+        now_mono_ns: u64,
+    ) -> io::Result<()> {
+        match self {
+            Self::Text(_) => Ok(()),
+            Self::Json(p) => p.ports_alert(out, level, r, netns_name, now_mono_ns),
         }
     }
 }

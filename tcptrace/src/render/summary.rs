@@ -8,11 +8,13 @@ use serde_json::{Map, Value, json};
 use crate::{
     aggregate::{
         distribution::Distribution,
+        netns::NetnsReport,
         open::OpenState,
+        ports::DestReport,
         stats::{HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
     },
     model::{Comm, TwCount, TwEnd, Verdict},
-    render::{push_endpoint, text::push_ms},
+    render::{ports, push_endpoint, text::push_ms},
 };
 
 /// Rows per "who closes first" table.
@@ -27,6 +29,9 @@ pub struct Report<'a> {
     pub open: Vec<OpenState>,
     /// `None` when TIME_WAIT is not tracked.
     pub timewait: Option<TimewaitReport>,
+    /// Destinations this host connects to, most used first.
+    pub ports: &'a [DestReport],
+    pub namespaces: &'a [NetnsReport],
 }
 
 /// TIME_WAIT now, per network namespace.
@@ -168,6 +173,8 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
     if let Some(tw) = &r.timewait {
         write_timewait(out, r.stats, tw)?;
     }
+    ports::write_text(out, r.ports, ports::names(r.namespaces))?;
+    ports::write_namespaces(out, r.namespaces)?;
     writeln!(out, "---")
 }
 
@@ -311,6 +318,8 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "by_listen_port": by_listen_port,
         "open": open,
         "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw)),
+        "ports": ports::ports_json(r.ports, ports::names(r.namespaces)),
+        "namespaces": ports::namespaces_json(r.namespaces),
     })
 }
 
@@ -387,8 +396,75 @@ mod tests {
         stats
     }
 
+    /// A destination running out of ports, and its namespace.
+    fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
+        use crate::{
+            aggregate::{
+                netns::COUNTERS,
+                ports::{Dest, Held, TimewaitHold},
+            },
+            host::{netns::NetnsName, sysctl::Sysctls},
+        };
+        let mut verdicts = VerdictCounts::default();
+        verdicts[Verdict::Local.index()] = 990;
+        verdicts[Verdict::NoPort.index()] = 3;
+        let dest = DestReport {
+            dest: Dest {
+                netns: 7,
+                local: "10.0.0.2".parse().unwrap(),
+                remote: "10.0.0.1:80".parse().unwrap(),
+            },
+            owners: vec![(42, "proxy".into())],
+            held: Held {
+                open: 2,
+                timewait: 998,
+            },
+            capacity: Some(1000),
+            usage: Some(1.0),
+            tw_reuse: Some(false),
+            connects: 993,
+            rate: 33.3,
+            rate_since_start: 33.1,
+            closed_locally: Some(1.0),
+            lifetime_s: Some(0.002),
+            timewait_s: Some(60.0),
+            timewait_hold: Some(TimewaitHold::Timer),
+            reused_after_s: None,
+            hold_s: Some(60.002),
+            sustainable: Some(16.67),
+            time_left_s: Some(0.0),
+            failed: 3,
+            failing: true,
+            verdicts,
+        };
+        let mut since_start = [0; COUNTERS.len()];
+        since_start[0] = 993;
+        let netns = NetnsReport {
+            netns: 7,
+            name: Some(NetnsName {
+                name: Some("proxy".into()),
+                process: Some((42, "proxy".into())),
+                container: None,
+            }),
+            sysctls: Some(Sysctls {
+                port_range: Some((40000, 40999)),
+                tw_reuse: Some(2),
+                timestamps: Some(1),
+                fin_timeout_s: Some(60),
+                ..Sysctls::default()
+            }),
+            since_start,
+            since_last_summary: since_start,
+        };
+        (vec![dest], vec![netns])
+    }
+
     /// A report with every section filled in.
-    fn full_report(stats: &Stats) -> Report<'_> {
+    fn full_report<'a>(
+        stats: &'a Stats,
+        ports: &'a [DestReport],
+        namespaces: &'a [NetnsReport],
+    ) -> Report<'a> {
         let owner = task(7, "app");
         let open = [Open {
             state: TcpState::CloseWait,
@@ -397,6 +473,7 @@ mod tests {
             remote: "10.0.0.3:5555".parse().unwrap(),
             netns: 1,
             owner: Some(&owner),
+            role: Role::Passive,
         }];
         Report {
             elapsed: Duration::from_secs(3),
@@ -414,13 +491,15 @@ mod tests {
                 )],
                 overflows: vec![(7, 12)],
             }),
+            ports,
+            namespaces,
         }
     }
 
     #[test]
     fn text_summary() {
         let stats = report_stats();
-        let report = full_report(&stats);
+        let report = full_report(&stats, &[], &[]);
         let mut out = Vec::new();
         write_text(&mut out, &report).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -470,6 +549,8 @@ mod tests {
             stats: &stats,
             open: vec![],
             timewait: Some(TimewaitReport::default()),
+            ports: &[],
+            namespaces: &[],
         };
         let v = to_json(&report, "T");
         assert_eq!(v["type"], "summary");
@@ -490,7 +571,11 @@ mod tests {
     #[test]
     fn json_summary_snapshot() {
         let stats = report_stats();
-        let v = to_json(&full_report(&stats), "2026-11-22T03:04:05.000000000Z");
+        let (ports, namespaces) = ports_and_namespaces();
+        let v = to_json(
+            &full_report(&stats, &ports, &namespaces),
+            "2026-11-22T03:04:05.000000000Z",
+        );
         insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap());
     }
 
@@ -498,7 +583,8 @@ mod tests {
     fn text_summary_snapshot() {
         let stats = report_stats();
         let mut out = Vec::new();
-        write_text(&mut out, &full_report(&stats)).unwrap();
+        let (ports, namespaces) = ports_and_namespaces();
+        write_text(&mut out, &full_report(&stats, &ports, &namespaces)).unwrap();
         insta::assert_snapshot!(String::from_utf8(out).unwrap());
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use super::*;
 use crate::{
-    host::snapshot::Snapshot,
+    host::{netns::NetnsName, snapshot::Snapshot, sysctl::Sysctls},
     model::{
         TcpState,
         fixtures::{Script, task},
@@ -26,10 +26,35 @@ const CLI: &str = "10.0.0.2:40000";
 /// What the fake /proc says netns 7's overflow counter is.
 static OVERFLOWS: AtomicU64 = AtomicU64::new(100);
 
-fn read_overflows(_pid: u32, netns: u32) -> io::Result<u64> {
-    match netns {
-        7 => Ok(OVERFLOWS.load(Ordering::Relaxed)),
-        _ => Err(io::Error::other("no such process")),
+/// Index of TCPTimeWaitOverflow in the counters kept.
+fn overflow_index() -> usize {
+    netns::COUNTERS
+        .iter()
+        .position(|(_, name)| *name == "TCPTimeWaitOverflow")
+        .unwrap()
+}
+
+fn fake() -> Readers {
+    Readers {
+        counters: |_pid, netns| match netns {
+            7 => {
+                let mut values = [0; netns::COUNTERS.len()];
+                values[overflow_index()] = OVERFLOWS.load(Ordering::Relaxed);
+                Ok(values)
+            }
+            _ => Err(io::Error::other("no such process")),
+        },
+        sysctls: |_pid, _netns| {
+            Ok(Sysctls {
+                port_range: Some((40000, 40999)),
+                ..Sysctls::default()
+            })
+        },
+        name: |_netns, pid| NetnsName {
+            name: Some("proxy".into()),
+            process: Some((pid, "proxy".into())),
+            container: None,
+        },
     }
 }
 
@@ -41,14 +66,7 @@ fn session(summary_only: bool) -> Session<Vec<u8>, Vec<u8>> {
         records: !summary_only,
     });
     let printer = Printer::Json(JsonPrinter::new(WallClock::with_offset(0, Zone::Utc)));
-    Session::with(
-        pipeline,
-        printer,
-        Vec::new(),
-        Vec::new(),
-        true,
-        read_overflows,
-    )
+    Session::with(pipeline, printer, Vec::new(), Vec::new(), true, fake())
 }
 
 fn lines(bytes: &[u8]) -> Vec<serde_json::Value> {
@@ -105,11 +123,11 @@ fn summary_only_prints_no_per_event_line() {
 fn warnings_say_what_was_lost_or_not_followed_once() {
     let mut s = session(false);
     s.begin().unwrap();
-    s.every_second(0);
+    s.every_second(0).unwrap();
     assert!(s.warnings.is_empty());
-    s.every_second(5);
-    s.every_second(5);
-    s.every_second(8);
+    s.every_second(5).unwrap();
+    s.every_second(5).unwrap();
+    s.every_second(8).unwrap();
     // A second socket while the one allowed is followed.
     let mut script = Script { ts: 0 };
     for sock in [1, 2] {
@@ -123,8 +141,8 @@ fn warnings_say_what_was_lost_or_not_followed_once() {
         );
         s.record(Ok(Event::Transition(t))).unwrap();
     }
-    s.every_second(8);
-    s.every_second(8);
+    s.every_second(8).unwrap();
+    s.every_second(8).unwrap();
     assert_eq!(
         String::from_utf8(s.warnings.clone()).unwrap(),
         "tcptrace: warning: 5 transitions lost (ring buffer full, 5 in total); raise --ring-size\n\
@@ -145,7 +163,7 @@ fn timewait_overflows_count_from_start_up() {
     });
     s.begin().unwrap();
     OVERFLOWS.store(130, Ordering::Relaxed);
-    s.every_second(0);
+    s.every_second(0).unwrap();
     assert_eq!(
         String::from_utf8(s.warnings.clone()).unwrap(),
         "tcptrace: warning: netns 7: 30 connections closed without a timewait socket \
@@ -154,4 +172,13 @@ fn timewait_overflows_count_from_start_up() {
     s.summary().unwrap();
     let out = lines(&s.out);
     assert_eq!(out[0]["timewait"]["overflows"][0]["count"], 30);
+    // The namespaces section, with their names and sysctls.
+    let namespaces = out[0]["namespaces"].as_array().unwrap();
+    assert_eq!(namespaces.len(), 1, "netns 8 could not be read");
+    assert_eq!(namespaces[0]["name"], "proxy");
+    assert_eq!(namespaces[0]["sysctls"]["ip_local_port_range"][1], 40999);
+    assert_eq!(
+        namespaces[0]["since_start"]["TcpExtTCPTimeWaitOverflow"],
+        30
+    );
 }

@@ -149,7 +149,12 @@ impl Tracker {
             self.owners.closed(conn.netns, conn.local.port(), t.sock);
             return None;
         }
-        match verdict::at_close(t.old, conn.first_close) {
+        let how = verdict::Ending {
+            old: t.old,
+            has_port: t.local.port() != 0,
+            process_ctx: t.task.is_some(),
+        };
+        match verdict::at_close(how, conn.first_close) {
             Some(verdict) => Some(close(t.sock, t.ts_ns, conn, verdict)),
             None => {
                 self.pending.push(Pending {
@@ -213,6 +218,7 @@ impl Tracker {
             remote: c.remote,
             netns: c.netns,
             owner: c.owner.as_ref(),
+            role: c.role,
         })
     }
 }
@@ -438,11 +444,15 @@ mod tests {
         p.go(5, "10.0.0.2:40001", "10.0.0.1:81", SynSent, Close, None);
         p.go(6, "10.0.0.2:0", "10.0.0.9:81", Close, SynSent, c);
         p.go(6, "10.0.0.2:40002", "10.0.0.9:81", SynSent, Close, None);
+        // No free local port: CLOSE in the connect() itself, port still 0.
+        p.go(7, "10.0.0.2:0", "10.0.0.9:81", Close, SynSent, c);
+        p.go(7, "10.0.0.2:0", "10.0.0.9:81", SynSent, Close, c);
         assert_eq!(
             p.verdicts(),
             [
                 (5, Verdict::Refused, Some(100)),
-                (6, Verdict::ConnectFailed, Some(100))
+                (6, Verdict::ConnectFailed, Some(100)),
+                (7, Verdict::NoPort, Some(100))
             ]
         );
     }

@@ -19,8 +19,8 @@
 
 use crate::{
     model::{
-        Closed, ClosedTw, Task, TcpState, TimeInState, Transition, TwAction, TwCount, TwEnd,
-        TwEvent, TwNote, TwSeed,
+        Closed, ClosedTw, Role, Task, TcpState, TimeInState, Transition, TwAction, TwCount, TwEnd,
+        TwEvent, TwNote, TwSeed, TwSocket,
     },
     track::{
         tw_counts::LiveCounts,
@@ -52,6 +52,8 @@ struct Tw {
     /// In `Timewaits::pending`.
     queued: bool,
     owner: Option<Task>,
+    /// Its connection's role, once joined to it.
+    role: Option<Role>,
     /// The connection's record, completed when this timewait socket ends.
     closed: Option<Box<Closed>>,
     cancel: Option<Box<PendingCancel>>,
@@ -160,6 +162,7 @@ impl Timewaits {
                 joined: true,
                 queued: false,
                 owner: None,
+                role: None,
                 closed: None,
                 cancel: None,
             },
@@ -169,6 +172,31 @@ impl Timewaits {
     /// Live timewait sockets per network namespace (those with none left out).
     pub fn counts(&self) -> impl Iterator<Item = (u32, TwCount)> + '_ {
         self.counts.iter()
+    }
+
+    /// Every timewait socket followed now (not those found at start-up and
+    /// not seen since: they have no owner or role to show).
+    pub fn sockets(&self) -> impl Iterator<Item = TwSocket<'_>> {
+        self.live.iter().map(|(key, tw)| TwSocket {
+            netns: key.netns(),
+            local: key.local(),
+            remote: key.remote(),
+            substate: tw.substate,
+            owner: tw.owner.as_ref(),
+            role: tw.role,
+        })
+    }
+
+    /// Timewait sockets found at start-up and not seen since.
+    pub fn seeded(&self) -> impl Iterator<Item = TwSocket<'_>> {
+        self.seeded.iter().map(|(key, substate)| TwSocket {
+            netns: key.netns(),
+            local: key.local(),
+            remote: key.remote(),
+            substate: *substate,
+            owner: None,
+            role: None,
+        })
     }
 
     /// Remembers a connect() (a CLOSE -> SYN_SENT in process context), which
@@ -198,6 +226,7 @@ impl Timewaits {
         }
         tw.joined = true;
         tw.owner = t.owner;
+        tw.role = closed.as_ref().map(|c| c.role);
         if self.hold && self.held < MAX_HELD && closed.is_some() {
             tw.closed = closed.take().map(Box::new);
             self.held += 1;
@@ -331,6 +360,7 @@ impl Timewaits {
                 joined: false,
                 queued: false,
                 owner: None,
+                role: None,
                 closed: None,
                 cancel: None,
             },

@@ -109,6 +109,10 @@ impl<V> Sharded<V> {
         self.shards.iter().map(HashMap::len).sum()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&TwKey, &V)> {
+        self.shards.iter().flat_map(HashMap::iter)
+    }
+
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.shards.iter_mut().flat_map(HashMap::values_mut)
     }

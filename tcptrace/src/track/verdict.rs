@@ -35,12 +35,26 @@ pub const fn of_reset(direction: ResetDirection) -> Verdict {
     }
 }
 
-/// The verdict when the socket reaches CLOSE from `old`: a connect that
-/// never completed is refused (answered by a RST) or failed; otherwise the
-/// evidence, if any. `None`: wait for a RST record (an abortive close sets
-/// CLOSE before it sends its RST).
-pub const fn at_close(old: TcpState, evidence: Option<Verdict>) -> Option<Verdict> {
-    match (old, evidence) {
+/// How a socket reached CLOSE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    /// The state it left.
+    pub old: TcpState,
+    /// It had a local port (connect() assigns one before sending its SYN).
+    pub has_port: bool,
+    /// In its owner's system call, not in softirq.
+    pub process_ctx: bool,
+}
+
+/// The verdict when the socket reaches CLOSE: a connect that never completed
+/// found no free local port (CLOSE in the connect() call itself, before a
+/// port was assigned: `inet_hash_connect` failed with EADDRNOTAVAIL), was
+/// refused (answered by a RST) or failed otherwise; otherwise the evidence,
+/// if any. `None`: wait for a RST record (an abortive close sets CLOSE
+/// before it sends its RST).
+pub const fn at_close(close: Ending, evidence: Option<Verdict>) -> Option<Verdict> {
+    match (close.old, evidence) {
+        (TcpState::SynSent, _) if !close.has_port && close.process_ctx => Some(Verdict::NoPort),
         (TcpState::SynSent, Some(Verdict::AbortReceived)) => Some(Verdict::Refused),
         (TcpState::SynSent, _) => Some(Verdict::ConnectFailed),
         (_, evidence) => evidence,
@@ -114,12 +128,48 @@ mod tests {
     #[test]
     fn connects_that_never_completed() {
         assert_eq!(
-            at_close(SynSent, Some(Verdict::AbortReceived)),
+            at_close(from(SynSent), Some(Verdict::AbortReceived)),
             Some(Verdict::Refused)
         );
-        assert_eq!(at_close(SynSent, None), Some(Verdict::ConnectFailed));
-        assert_eq!(at_close(Established, None), None);
-        assert_eq!(at_close(LastAck, Some(Verdict::Peer)), Some(Verdict::Peer));
+        assert_eq!(at_close(from(SynSent), None), Some(Verdict::ConnectFailed));
+        assert_eq!(at_close(from(Established), None), None);
+        assert_eq!(
+            at_close(from(LastAck), Some(Verdict::Peer)),
+            Some(Verdict::Peer)
+        );
+    }
+
+    fn from(old: TcpState) -> Ending {
+        Ending {
+            old,
+            has_port: true,
+            process_ctx: false,
+        }
+    }
+
+    #[test]
+    fn a_connect_without_a_local_port() {
+        let no_port = Ending {
+            old: SynSent,
+            has_port: false,
+            process_ctx: true,
+        };
+        assert_eq!(at_close(no_port, None), Some(Verdict::NoPort));
+        // In softirq (a timeout, an ICMP error) a port had been assigned: if
+        // the address shows none, it is not a port shortage.
+        let softirq = Ending {
+            process_ctx: false,
+            ..no_port
+        };
+        assert_eq!(at_close(softirq, None), Some(Verdict::ConnectFailed));
+        let refused = Ending {
+            has_port: true,
+            ..no_port
+        };
+        assert_eq!(
+            at_close(refused, Some(Verdict::AbortReceived)),
+            Some(Verdict::Refused)
+        );
     }
 
     #[test]
