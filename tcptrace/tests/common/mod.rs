@@ -19,6 +19,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod net;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcptrace");
 
 /// A running `tcptrace`.

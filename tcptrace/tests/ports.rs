@@ -1,0 +1,496 @@
+//! Port exhaustion scenarios: a small reverse proxy, written for these
+//! tests, keeps one keep-alive connection toward its client and opens a new
+//! upstream connection per request, which it closes first — the reverse
+//! proxy of an outage that "looks like nothing". It runs in a namespace with
+//! a narrowed `ip_local_port_range`; its upstream is across a veth pair (so
+//! `tcp_tw_reuse=2` does not apply and TIME_WAIT holds each port ~60 s).
+//! tcptrace traces both namespaces; each scenario checks what it says
+//! against what the proxy saw and against `ss`.
+//!
+//! The scenarios run side by side, each in its own namespaces under its own
+//! tracer: the longest takes ~45 s. The binary is its own peer (see
+//! `common::net`). Needs root and `ip`.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    panic, thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::{
+    Tracer,
+    net::{Net, Peer, SERVER_IP, run},
+};
+use serde_json::Value;
+
+const PORT: u16 = 8080;
+/// The proxy's ephemeral range: 300 ports.
+const RANGE: &str = "40000 40299";
+const CAPACITY: u64 = 300;
+/// Requests per second: twice what 300 ports held 60 s sustain (5/s).
+const RATE: u64 = 10;
+
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn say(what: &str) {
+    println!("{what}");
+    std::io::stdout().flush().unwrap();
+}
+
+// ---------------------------------------------------------------- peers --
+
+/// The upstream: answers "ok" to every 2-byte request, closes after the
+/// peer's FIN.
+fn serve(addr: SocketAddr) -> ! {
+    let listener = TcpListener::bind(addr).unwrap();
+    say("ready");
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        thread::spawn(move || {
+            let mut buf = [0u8; 2];
+            while conn.read_exact(&mut buf).is_ok() {
+                if conn.write_all(b"ok").is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    std::process::exit(0)
+}
+
+/// One request upstream; `Err(true)`: connect() found no local port.
+fn request(upstream: &mut TcpStream) -> Result<(), bool> {
+    let mut reply = [0u8; 2];
+    upstream
+        .write_all(b"hi")
+        .and_then(|()| upstream.read_exact(&mut reply))
+        .map_err(|_| false)
+}
+
+/// The proxy, in mode `per-request:SECS` or `keepalive:SECS`: its client (a
+/// thread) sends RATE requests a second over one connection for SECS
+/// seconds; each is forwarded upstream. At the end it says what it saw:
+/// `done ok=N eaddrnotavail=M first_fail_ns=T` (T on CLOCK_MONOTONIC, 0 if
+/// none failed).
+fn proxy(mode: &str, upstream_addr: SocketAddr) -> ! {
+    let (kind, secs) = mode.split_once(':').unwrap();
+    let secs: u64 = secs.parse().unwrap();
+    let front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let client = thread::spawn(move || {
+        let mut conn = TcpStream::connect(front_addr).unwrap();
+        let start = Instant::now();
+        let mut reply = [0u8; 2];
+        for i in 0..secs * RATE {
+            let at = start + Duration::from_millis(i * 1000 / RATE);
+            thread::sleep(at.saturating_duration_since(Instant::now()));
+            conn.write_all(b"rq").unwrap();
+            conn.read_exact(&mut reply).unwrap();
+        }
+    });
+    let (mut conn, _) = front.accept().unwrap();
+    say("started");
+    let (mut ok, mut no_port, mut first_fail_ns) = (0u64, 0u64, 0u64);
+    let mut kept: Option<TcpStream> = None;
+    let mut buf = [0u8; 2];
+    while conn.read_exact(&mut buf).is_ok() {
+        let result = match kind {
+            "keepalive" => {
+                let upstream =
+                    kept.get_or_insert_with(|| TcpStream::connect(upstream_addr).unwrap());
+                request(upstream)
+            }
+            _ => match TcpStream::connect(upstream_addr) {
+                // Closed by the proxy first, as soon as the reply is in.
+                Ok(mut upstream) => request(&mut upstream),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(true),
+                Err(e) => panic!("connect: {e}"),
+            },
+        };
+        match result {
+            Ok(()) => ok += 1,
+            Err(true) => {
+                no_port += 1;
+                if first_fail_ns == 0 {
+                    first_fail_ns = monotonic_ns();
+                }
+            }
+            Err(false) => panic!("request failed"),
+        }
+        conn.write_all(if result.is_ok() { b"ok" } else { b"er" })
+            .unwrap();
+    }
+    client.join().unwrap();
+    say(&format!(
+        "done ok={ok} eaddrnotavail={no_port} first_fail_ns={first_fail_ns}"
+    ));
+    // Stay in the namespace a moment: tcptrace reads its counters through us.
+    thread::sleep(Duration::from_millis(1500));
+    std::process::exit(0)
+}
+
+fn peer(args: &[String]) -> ! {
+    let [netns, name, role, mode, addr] = args else {
+        panic!("peer NETNS NAME ROLE MODE ADDR")
+    };
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    match role.as_str() {
+        "server" => serve(addr),
+        "proxy" => proxy(mode, addr),
+        other => panic!("role {other}"),
+    }
+}
+
+// ------------------------------------------------------------ scenarios --
+
+/// What the proxy said it saw.
+#[derive(Debug)]
+struct Seen {
+    ok: u64,
+    no_port: u64,
+    first_fail_ns: u64,
+}
+
+/// A traced run: tcptrace's JSON records, `ss`'s counts toward the upstream
+/// (wall-clock seconds, ports), and the proxy's own account.
+struct Run {
+    records: Vec<Value>,
+    ss: Vec<(f64, u64)>,
+    seen: Seen,
+    proxy_pid: u32,
+    net: Net,
+}
+
+fn unix_s(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Ports `ss` shows held toward the upstream in the proxy's namespace.
+fn ss_count(net: &Net) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "ss",
+            "-Htan",
+            "dst",
+            &format!("{SERVER_IP}:{PORT}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
+fn traced(tag: &str, mode: &str, tw_reuse: &str) -> Run {
+    let net = Net::new(tag);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &net.client,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("net.ipv4.ip_local_port_range={RANGE}"),
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &net.client,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("net.ipv4.tcp_tw_reuse={tw_reuse}"),
+        ],
+    );
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns, "--interval", "1"]);
+    let upstream = format!("{SERVER_IP}:{PORT}");
+    let mut server = Peer::spawn(&net.server, "tt-upstream", "server", "-", &upstream);
+    server.expect("ready");
+    let mut proxy = Peer::spawn(&net.client, "tt-proxy", "proxy", mode, &upstream);
+    proxy.expect("started");
+    // ss at the moments the tracer's per-second summaries are taken, or
+    // near them: sampled every 250 ms, matched by time later.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let ss_net = (net.client.clone(), net.server.clone());
+    let sampler = thread::spawn(move || {
+        let net = Net::borrowed(&ss_net.0, &ss_net.1);
+        let mut samples = Vec::new();
+        while stop_rx.recv_timeout(Duration::from_millis(250)).is_err() {
+            let before = SystemTime::now();
+            let n = ss_count(&net);
+            let after = SystemTime::now();
+            samples.push(((unix_s(before) + unix_s(after)) / 2.0, n));
+        }
+        samples
+    });
+    let done = proxy.expect("done");
+    let field = |name: &str| -> u64 {
+        done.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let seen = Seen {
+        ok: field("ok"),
+        no_port: field("eaddrnotavail"),
+        first_fail_ns: field("first_fail_ns"),
+    };
+    // The last summary while the proxy is still in its namespace.
+    thread::sleep(Duration::from_millis(1200));
+    stop_tx.send(()).unwrap();
+    let ss = sampler.join().unwrap();
+    let proxy_pid = proxy.pid();
+    proxy.wait();
+    drop(server);
+    let finished = tracer.stop_lossless();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    Run {
+        records: finished.json(),
+        ss,
+        seen,
+        proxy_pid,
+        net,
+    }
+}
+
+impl Run {
+    fn of_type(&self, kind: &str) -> Vec<&Value> {
+        self.records.iter().filter(|r| r["type"] == kind).collect()
+    }
+
+    /// The upstream's row in a summary.
+    fn upstream<'a>(&self, summary: &'a Value) -> Option<&'a Value> {
+        summary["ports"].as_array()?.iter().find(|p| {
+            p["netns"] == self.net.client_ino && p["raddr"] == SERVER_IP && p["rport"] == PORT
+        })
+    }
+
+    fn last_upstream(&self) -> Value {
+        let summaries = self.of_type("summary");
+        let last = summaries.last().expect("an exit summary");
+        self.upstream(last)
+            .unwrap_or_else(|| panic!("no upstream in {}", last["ports"]))
+            .clone()
+    }
+}
+
+fn rfc3339_s(text: &str) -> f64 {
+    let t = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+    t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9
+}
+
+/// At twice the sustainable rate the proxy runs out of ports in ~30 s:
+/// tcptrace names it, counts with ss, warns at 50 % and 80 % before the
+/// first failure, predicts it within 20 %, and counts every EADDRNOTAVAIL.
+fn exhaustion() {
+    let run = traced("pex", "per-request:38", "0");
+    let seen = &run.seen;
+    assert!(seen.no_port > 0, "the proxy never ran out: {seen:?}");
+    let up = run.last_upstream();
+    assert_eq!(up["capacity"], CAPACITY);
+    assert_eq!(up["tw_reuse"], false);
+    assert_eq!(
+        up["failed_connects"], seen.no_port,
+        "tcptrace's count of EADDRNOTAVAIL: {up}"
+    );
+    assert_eq!(up["verdicts"]["no-port"], seen.no_port);
+    assert_eq!(
+        up["verdicts"]["local"], seen.ok,
+        "the proxy closed each first"
+    );
+    assert_eq!(up["closed_locally"], 1.0);
+    assert!(
+        up["owners"][0]["comm"] == "tt-proxy" && up["owners"][0]["pid"] == run.proxy_pid,
+        "{up}"
+    );
+    let sustainable = up["sustainable_per_s"].as_f64().unwrap();
+    assert!(
+        (sustainable - 5.0).abs() < 0.3,
+        "300 ports held ~60 s: {up}"
+    );
+
+    // Usage against ss at the same moments.
+    let mut compared = 0;
+    for summary in run.of_type("summary") {
+        let Some(row) = run.upstream(summary) else {
+            continue;
+        };
+        let at = rfc3339_s(summary["time"].as_str().unwrap());
+        let Some(&(_, ss)) = run.ss.iter().find(|(t, _)| (t - at).abs() < 0.15) else {
+            continue;
+        };
+        let held = row["held"].as_u64().unwrap();
+        let slack = (ss / 10).max(3);
+        assert!(
+            held.abs_diff(ss) <= slack,
+            "tcptrace {held} vs ss {ss} at {at}"
+        );
+        compared += 1;
+    }
+    assert!(
+        compared >= 5,
+        "only {compared} summaries had an ss sample beside them"
+    );
+
+    // The warnings come before the first failure, and the time left said
+    // at 50 % comes true within 20 %.
+    let alerts = run.of_type("ports_alert");
+    let at = |level: &str| -> &Value {
+        alerts
+            .iter()
+            .find(|a| a["level"] == level && a["netns"] == run.net.client_ino)
+            .unwrap_or_else(|| panic!("no {level} alert in {alerts:?}"))
+    };
+    let (half, high, failing) = (at("usage-50"), at("usage-80"), at("connects-failing"));
+    for alert in [half, high] {
+        assert!(
+            alert["ts_ns"].as_u64().unwrap() < seen.first_fail_ns,
+            "{alert} after the first failure"
+        );
+    }
+    assert!(failing["ts_ns"].as_u64().unwrap() >= seen.first_fail_ns);
+    let predicted = half["time_left_ns"].as_u64().unwrap() as f64;
+    let actual = (seen.first_fail_ns - half["ts_ns"].as_u64().unwrap()) as f64;
+    assert!(
+        (predicted - actual).abs() <= 0.2 * actual,
+        "predicted {:.1} s left at 50 %, ran out after {:.1} s",
+        predicted / 1e9,
+        actual / 1e9
+    );
+    // Once per crossing.
+    assert_eq!(
+        alerts.iter().filter(|a| a["level"] == "usage-50").count(),
+        1
+    );
+    println!(
+        "exhaustion: {} requests, {} EADDRNOTAVAIL (tcptrace: {}); {compared} summaries within ss's count; \
+         at 50 % predicted {:.1} s left, ran out after {:.1} s; sustainable {sustainable:.2}/s",
+        seen.ok + seen.no_port,
+        seen.no_port,
+        up["failed_connects"],
+        predicted / 1e9,
+        actual / 1e9
+    );
+}
+
+/// With tcp_tw_reuse=1 (and timestamps) a port in TIME_WAIT is taken over
+/// after a second: the same rate never runs out.
+fn exhaustion_avoided_by_tw_reuse() {
+    let run = traced("prx", "per-request:40", "1");
+    assert_eq!(run.seen.no_port, 0, "{:?}", run.seen);
+    let up = run.last_upstream();
+    assert_eq!(up["tw_reuse"], true, "{up}");
+    assert_eq!(up["failed_connects"], 0);
+    let hold_s = up["hold_ns"].as_f64().unwrap() / 1e9;
+    assert!((1.0..1.5).contains(&hold_s), "held {hold_s} s: {up}");
+    assert!(up["sustainable_per_s"].as_f64().unwrap() > 200.0, "{up}");
+    assert!(up["time_left_ns"].is_null(), "{up}");
+    // The range went round once: timewait sockets were taken over.
+    let summaries = run.of_type("summary");
+    let reused = summaries.last().unwrap()["timewait"]["ended"]["reused"]
+        .as_u64()
+        .unwrap();
+    assert!(reused > 0, "no timewait socket reused");
+    assert!(
+        up["reused_after_ns"].as_u64().unwrap() >= 1_000_000_000,
+        "{up}"
+    );
+    assert!(
+        run.of_type("ports_alert")
+            .iter()
+            .all(|a| a["level"] != "connects-failing"),
+        "no failure, no warning of one"
+    );
+    println!(
+        "tw_reuse=1: {} requests, 0 failed; held {hold_s:.2} s, sustainable {:.0}/s, \
+         {reused} timewait sockets reused after {:.1} s on average",
+        run.seen.ok,
+        up["sustainable_per_s"].as_f64().unwrap(),
+        up["reused_after_ns"].as_f64().unwrap() / 1e9
+    );
+}
+
+/// With keep-alive toward the upstream one port serves every request.
+fn keepalive_upstream() {
+    let run = traced("pka", "keepalive:5", "0");
+    assert_eq!((run.seen.no_port, run.seen.ok), (0, 5 * RATE));
+    let up = run.last_upstream();
+    assert!(up["held"].as_u64().unwrap() <= 1, "{up}");
+    assert!(up["usage"].as_f64().unwrap() < 0.01, "{up}");
+    assert!(
+        run.of_type("ports_alert").is_empty(),
+        "false alarm: {:?}",
+        run.of_type("ports_alert")
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("peer") {
+        peer(&args[2..]);
+    }
+    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let scenarios: [(&str, fn()); 3] = [
+        ("exhaustion", exhaustion),
+        (
+            "exhaustion_avoided_by_tw_reuse",
+            exhaustion_avoided_by_tw_reuse,
+        ),
+        ("keepalive_upstream", keepalive_upstream),
+    ];
+    let started = Instant::now();
+    println!("\nrunning {} tests", scenarios.len());
+    let running: Vec<_> = scenarios
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f.as_str())))
+        .map(|&(name, scenario)| {
+            (
+                name,
+                thread::spawn(move || panic::catch_unwind(scenario).is_ok()),
+            )
+        })
+        .collect();
+    let filtered = scenarios.len() - running.len();
+    let mut failed = Vec::new();
+    let mut passed = 0;
+    for (name, handle) in running {
+        if handle.join().unwrap_or(false) {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!("test {name} ... FAILED");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        println!("\nfailures:\n    {}", failed.join("\n    "));
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
