@@ -62,6 +62,16 @@ pub const KIND_TW_EXPIRED: u8 = 6;
 /// endpoints and `netns` are its own.
 pub const KIND_TW_REQUEST: u8 = 7;
 
+/// `TransitionEvent::kind`: a bind() failed with `EADDRINUSE`
+/// (`syscalls:sys_exit_bind`), e.g. a server restarting onto a port that
+/// timewait sockets still hold. `saddr`/`sport` are the address asked for
+/// (`sport` in host order), `family` its family, `netns` the calling task's
+/// namespace, `dur_ns` the errno; `skaddr` is 0.
+pub const KIND_BIND_FAILED: u8 = 8;
+
+/// `EADDRINUSE` on Linux.
+pub const EADDRINUSE: i64 = 98;
+
 /// `TransitionEvent::flags` of `KIND_TW_CANCEL`: the socket's network
 /// namespace was being dismantled (its reference count was 0).
 pub const FLAG_NET_DYING: u16 = 1 << 3;
@@ -173,6 +183,10 @@ pub struct KernelOffsets {
     pub sock_net: u32,
     /// `struct net` -> `ns.inum` (a `u32`).
     pub net_inum: u32,
+    /// `struct task_struct` -> `nsproxy` (a `struct nsproxy *`).
+    pub task_nsproxy: u32,
+    /// `struct nsproxy` -> `net_ns` (a `struct net *`).
+    pub nsproxy_net: u32,
 }
 
 /// What the timewait programs need, found by the agent at run time: timer
@@ -237,6 +251,11 @@ pub struct InetSockSetStateArgs {
 /// The fields of `tcp:tcp_send_reset` that the eBPF program reads
 /// (name, offset, size): `skaddr` is NULL for resets sent without a socket.
 pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 2] = [("skaddr", 16, 8), ("state", 24, 4)];
+/// The fields of `syscalls:sys_enter_bind` that the eBPF program reads.
+pub const SYS_ENTER_BIND_FIELDS: [(&str, usize, usize); 1] = [("umyaddr", 24, 8)];
+/// The fields of `syscalls:sys_exit_bind` that the eBPF program reads.
+pub const SYS_EXIT_BIND_FIELDS: [(&str, usize, usize); 1] = [("ret", 16, 8)];
+
 /// The fields of `tcp:tcp_receive_reset` that the eBPF program reads.
 pub const TCP_RECEIVE_RESET_FIELDS: [(&str, usize, usize); 1] = [("skaddr", 8, 8)];
 

@@ -23,6 +23,16 @@ pub fn floor_tcp_receive_reset(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn floor_sys_enter_bind(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn floor_sys_exit_bind(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[raw_tracepoint(tracepoint = "softirq_entry")]
 pub fn floor_softirq_entry(_ctx: RawTracePointContext) -> i32 {
     0

@@ -6,6 +6,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod binds;
 mod floor;
 mod inet_sock_set_state;
 mod maps;

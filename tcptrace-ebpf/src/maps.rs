@@ -5,7 +5,9 @@ use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     btf_maps::{ArrayOfMaps, RingBuf},
-    helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_ringbuf_query},
+    helpers::{
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_ringbuf_query,
+    },
     macros::{btf_map, map},
     maps::PerCpuArray,
 };
@@ -65,6 +67,8 @@ pub static FILTER: Global<KernelFilter> = Global::new(KernelFilter {
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     sock_net: 0,
     net_inum: 0,
+    task_nsproxy: 0,
+    nsproxy_net: 0,
 });
 
 /// What the timewait programs need (zeros: they are not attached).
@@ -105,14 +109,43 @@ pub fn net_of(sk: u64) -> Option<u64> {
 /// The inode number of a socket's network namespace, 0 if unknown.
 #[inline(always)]
 pub fn netns_of(sk: u64) -> u32 {
+    inum_of(net_of(sk))
+}
+
+/// The inode number of a `struct net`, 0 if unknown.
+#[inline(always)]
+fn inum_of(net: Option<u64>) -> u32 {
     let inum = OFFSETS.load().net_inum;
-    match net_of(sk) {
+    match net {
         Some(net) if inum != 0 => {
             // SAFETY: as in `net_of`.
             unsafe { bpf_probe_read_kernel((net + u64::from(inum)) as *const u32) }.unwrap_or(0)
         }
         _ => 0,
     }
+}
+
+/// The inode number of the current task's network namespace, 0 if unknown:
+/// `current->nsproxy->net_ns->ns.inum`.
+#[inline(always)]
+pub fn current_netns() -> u32 {
+    let o = OFFSETS.load();
+    if o.task_nsproxy == 0 || o.nsproxy_net == 0 {
+        return 0;
+    }
+    // SAFETY: a helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: bpf_probe_read_kernel checks the addresses; offsets from BTF.
+    let net = unsafe { bpf_probe_read_kernel((task + u64::from(o.task_nsproxy)) as *const u64) }
+        .ok()
+        .filter(|p| *p != 0)
+        .and_then(|nsproxy| {
+            // SAFETY: as above.
+            unsafe { bpf_probe_read_kernel((nsproxy + u64::from(o.nsproxy_net)) as *const u64) }
+                .ok()
+        })
+        .filter(|net| *net != 0);
+    inum_of(net)
 }
 
 /// Adds one to a per-CPU counter and returns its new value (0 if unavailable).

@@ -25,6 +25,8 @@ pub struct Features {
     pub timewait: Option<TimewaitConfig>,
     /// The kernel's timer frequency, to turn timer lengths into seconds.
     pub hz: Option<u32>,
+    /// Failed binds (EADDRINUSE) are seen through the syscall tracepoints.
+    pub binds: bool,
 }
 
 /// Why TIME_WAIT cannot be tracked on this kernel.
@@ -92,10 +94,20 @@ pub fn probe(no_timewait: bool, mut notice: impl FnMut(&str)) -> Result<Features
             }
         },
     };
+    let binds = match preflight::check_formats(&tracefs.path, &preflight::BIND_TRACEPOINTS) {
+        Ok(()) => true,
+        Err(err) => {
+            notice(&format!(
+                "warning: failed binds (EADDRINUSE) not counted: {err}"
+            ));
+            false
+        }
+    };
     Ok(Features {
         offsets,
         timewait,
         hz: kconfig::kernel_hz(),
+        binds,
     })
 }
 

@@ -88,6 +88,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         filter: kernel_filter,
         offsets: features.offsets,
         timewait: features.timewait,
+        binds: features.binds,
         floor: cli.bench_floor,
     })?;
 

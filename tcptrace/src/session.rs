@@ -347,6 +347,13 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     pub fn summary(&mut self) -> io::Result<()> {
         let now = monotonic_ns();
         let ports = self.ports_report(now);
+        let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
+        for tw in self.pipeline.timewait_sockets() {
+            *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
+        }
+        let binds = self
+            .stats
+            .bind_rows(|netns, port| on_port.get(&(netns, port)).copied().unwrap_or(0));
         let mut namespaces = self.namespaces.report(true);
         namespaces.retain(|n| self.pipeline.shows_netns(n.netns));
         let report = Report {
@@ -360,6 +367,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 overflows: self.namespaces.overflows_since_start(),
             }),
             ports: &ports,
+            binds: &binds,
             namespaces: &namespaces,
         };
         self.printer.summary(&mut self.out, &report, now)?;

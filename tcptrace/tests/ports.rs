@@ -135,6 +135,39 @@ fn proxy(mode: &str, upstream_addr: SocketAddr) -> ! {
     std::process::exit(0)
 }
 
+/// A server restarted without SO_REUSEADDR while its port has timewait
+/// sockets: it closes its one connection first, closes its listener, and
+/// binds the port again. Says `rebind Err(AddrInUse)` (or what it got).
+fn restart(addr: SocketAddr) -> ! {
+    let bind = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&addr.into()).map(|()| s)
+    };
+    let listener = bind().unwrap();
+    listener.listen(8).unwrap();
+    say("ready");
+    let (conn, _) = listener.accept().unwrap();
+    // Closed first: the timewait socket is this side's, on the server port.
+    drop(conn);
+    drop(listener);
+    thread::sleep(Duration::from_millis(300));
+    say(&format!(
+        "rebind {:?}",
+        bind().map(|_| ()).map_err(|e| e.kind())
+    ));
+    // Stay in the namespace a moment: tcptrace names it through us.
+    thread::sleep(Duration::from_millis(1500));
+    std::process::exit(0)
+}
+
+/// Connects, waits for the server's FIN, closes.
+fn client(addr: SocketAddr) -> ! {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut buf = [0u8; 16];
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+    std::process::exit(0)
+}
+
 fn peer(args: &[String]) -> ! {
     let [netns, name, role, mode, addr] = args else {
         panic!("peer NETNS NAME ROLE MODE ADDR")
@@ -146,6 +179,8 @@ fn peer(args: &[String]) -> ! {
     match role.as_str() {
         "server" => serve(addr),
         "proxy" => proxy(mode, addr),
+        "restart" => restart(addr),
+        "client" => client(addr),
         other => panic!("role {other}"),
     }
 }
@@ -443,19 +478,64 @@ fn keepalive_upstream() {
     );
 }
 
+/// A server that cannot bind its port again: the failed bind is counted,
+/// with the process, the port and the timewait sockets holding it.
+fn failed_bind() {
+    let net = Net::new("pbd");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+    let addr = format!("{SERVER_IP}:8081");
+    let mut server = Peer::spawn(&net.server, "tt-restart", "restart", "-", &addr);
+    server.expect("ready");
+    let mut client = Peer::spawn(&net.client, "tt-client", "client", "-", &addr);
+    client.wait();
+    assert_eq!(server.expect("rebind"), "rebind Err(AddrInUse)");
+    let server_pid = server.pid();
+    server.wait();
+    let finished = tracer.stop_lossless();
+    let records = finished.json();
+    let failed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "bind_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let b = failed[0];
+    assert_eq!(
+        (b["pid"].as_u64(), b["comm"].as_str()),
+        (Some(server_pid as u64), Some("tt-restart"))
+    );
+    assert_eq!(
+        (b["laddr"].as_str(), b["lport"].as_u64()),
+        (Some(SERVER_IP), Some(8081))
+    );
+    assert_eq!(b["netns"], net.server_ino);
+    let summary = records.iter().rfind(|r| r["type"] == "summary").unwrap();
+    let row = &summary["bind_failures"][0];
+    assert_eq!(
+        (row["count"].as_u64(), row["comm"].as_str()),
+        (Some(1), Some("tt-restart")),
+        "{row}"
+    );
+    assert_eq!(
+        row["timewait_on_port"], 1,
+        "the server's own timewait socket: {row}"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("peer") {
         peer(&args[2..]);
     }
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let scenarios: [(&str, fn()); 3] = [
+    let scenarios: [(&str, fn()); 4] = [
         ("exhaustion", exhaustion),
         (
             "exhaustion_avoided_by_tw_reuse",
             exhaustion_avoided_by_tw_reuse,
         ),
         ("keepalive_upstream", keepalive_upstream),
+        ("failed_bind", failed_bind),
     ];
     let started = Instant::now();
     println!("\nrunning {} tests", scenarios.len());

@@ -560,7 +560,7 @@ impl Sink for Ports {
                 }
             }
             Fact::Closed(c) => self.closed(c),
-            Fact::Record(_) => {}
+            Fact::Record(_) | Fact::BindFailed(_) => {}
         }
         Ok(())
     }

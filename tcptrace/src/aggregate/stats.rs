@@ -12,8 +12,8 @@ use hdrhistogram::Histogram;
 use crate::{
     aggregate::distribution::Distribution,
     model::{
-        Closed, Comm, Fact, Role, Sink, TcpState, TimeInState, Transition, TwEnd, TwNote, Verdict,
-        state::positions,
+        BindFailure, Closed, Comm, Fact, Role, Sink, TcpState, TimeInState, Transition, TwEnd,
+        TwNote, Verdict, state::positions,
     },
 };
 
@@ -74,6 +74,22 @@ pub struct Stats {
     tw_expired_max: u64,
     /// Length of the latest TIME_WAIT timer armed (the configured length).
     pub tw_timer_ns: Option<u64>,
+    /// Failed binds (EADDRINUSE) by namespace, process and address.
+    pub bind_failures: HashMap<BindKey, u64>,
+}
+
+/// A failed bind()'s table key: (netns, process, address asked for).
+pub type BindKey = (u32, ProcessKey, SocketAddr);
+
+/// Failed binds of one process to one address, for the summaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindRow {
+    pub netns: u32,
+    pub process: ProcessKey,
+    pub local: SocketAddr,
+    pub count: u64,
+    /// Timewait sockets holding the port in that namespace now.
+    pub timewait_on_port: u64,
 }
 
 impl Default for Stats {
@@ -118,6 +134,7 @@ impl Stats {
                 .expect("valid histogram bounds"),
             tw_expired_max: 0,
             tw_timer_ns: None,
+            bind_failures: HashMap::default(),
         }
     }
 
@@ -172,6 +189,34 @@ impl Stats {
         }
     }
 
+    /// Counts a failed bind(), pooling new keys under an unknown process and
+    /// address once `MAX_KEYS` are kept.
+    pub fn record_bind_failure(&mut self, b: &BindFailure) {
+        let mut key = (b.netns, b.task.map(|t| (t.pid, t.comm)), b.local);
+        if self.bind_failures.len() >= MAX_KEYS && !self.bind_failures.contains_key(&key) {
+            key = (0, None, SocketAddr::from(([0, 0, 0, 0], 0)));
+        }
+        *self.bind_failures.entry(key).or_default() += 1;
+    }
+
+    /// Failed binds, most first; `timewait_on_port(netns, port)`: timewait
+    /// sockets holding that local port now (the usual reason).
+    pub fn bind_rows(&self, timewait_on_port: impl Fn(u32, u16) -> u64) -> Vec<BindRow> {
+        let mut rows: Vec<BindRow> = self
+            .bind_failures
+            .iter()
+            .map(|(&(netns, process, local), &count)| BindRow {
+                netns,
+                process,
+                local,
+                count,
+                timewait_on_port: timewait_on_port(netns, local.port()),
+            })
+            .collect();
+        rows.sort_by_key(|r| (std::cmp::Reverse(r.count), r.netns, r.local));
+        rows
+    }
+
     /// The distribution of time spent in `state`, if it is one that is kept.
     pub fn distribution(&self, state: TcpState) -> Option<Distribution> {
         let i = HISTOGRAM_SLOT[state.index()]?;
@@ -191,6 +236,7 @@ impl Sink for Stats {
             Fact::Closed(c) => self.record_closed(c),
             // Counted when the connection closed.
             Fact::Record(_) => {}
+            Fact::BindFailed(b) => self.record_bind_failure(b),
         }
         Ok(())
     }

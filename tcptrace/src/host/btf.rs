@@ -229,6 +229,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<tcptrace_common::KernelOffsets, BtfEr
     Ok(tcptrace_common::KernelOffsets {
         sock_net: btf.member_offset("sock", &["__sk_common", "skc_net", "net"])?,
         net_inum: btf.member_offset("net", &["ns", "inum"])?,
+        // Only for the namespace of a failed bind(): 0 (unknown) without.
+        task_nsproxy: btf.member_offset("task_struct", &["nsproxy"]).unwrap_or(0),
+        nsproxy_net: btf.member_offset("nsproxy", &["net_ns"]).unwrap_or(0),
     })
 }
 

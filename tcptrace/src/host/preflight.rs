@@ -10,7 +10,8 @@ use std::{
 };
 
 use tcptrace_common::{
-    INET_SOCK_SET_STATE_FIELDS, TCP_RECEIVE_RESET_FIELDS, TCP_SEND_RESET_FIELDS,
+    INET_SOCK_SET_STATE_FIELDS, SYS_ENTER_BIND_FIELDS, SYS_EXIT_BIND_FIELDS,
+    TCP_RECEIVE_RESET_FIELDS, TCP_SEND_RESET_FIELDS,
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -155,6 +156,13 @@ pub const TRACEPOINTS: [(&str, &str, &Fields); 3] = [
     ("tcp", "tcp_receive_reset", &TCP_RECEIVE_RESET_FIELDS),
 ];
 
+/// The syscall tracepoints that see failed binds, and the fields read
+/// (optional: without them failed binds are not counted).
+pub const BIND_TRACEPOINTS: [(&str, &str, &Fields); 2] = [
+    ("syscalls", "sys_enter_bind", &SYS_ENTER_BIND_FIELDS),
+    ("syscalls", "sys_exit_bind", &SYS_EXIT_BIND_FIELDS),
+];
+
 /// Checks that a tracepoint's record (its `format` file's text) has `fields`
 /// where the eBPF programs read them.
 pub fn check_layout(
@@ -184,7 +192,15 @@ pub fn check_layout(
 
 /// Reads and checks the format files of every tracepoint in `TRACEPOINTS`.
 pub fn check_tracepoints(tracefs: &Path) -> Result<(), PreflightError> {
-    for (category, name, fields) in TRACEPOINTS {
+    check_formats(tracefs, &TRACEPOINTS)
+}
+
+/// Reads and checks the format files of `tracepoints`.
+pub fn check_formats(
+    tracefs: &Path,
+    tracepoints: &[(&str, &str, &Fields)],
+) -> Result<(), PreflightError> {
+    for &(category, name, fields) in tracepoints {
         let tp = format!("{category}:{name}");
         let path = tracefs.join(format!("events/{category}/{name}/format"));
         let format = fs::read_to_string(&path).map_err(|err| match err.kind() {

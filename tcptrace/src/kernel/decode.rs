@@ -8,14 +8,14 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, KIND_RESET_RECEIVED, KIND_RESET_SENT,
-    KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST,
-    TransitionEvent,
+    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, KIND_BIND_FAILED, KIND_RESET_RECEIVED,
+    KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED,
+    KIND_TW_REQUEST, TransitionEvent,
 };
 
 use crate::model::{
-    Comm, DecodeError, Event, Reset, ResetDirection, Task, TcpState, TimeInState, Transition,
-    TwAction, TwEvent,
+    BindFailure, Comm, DecodeError, Event, Reset, ResetDirection, Task, TcpState, TimeInState,
+    Transition, TwAction, TwEvent,
 };
 
 fn state(value: u8) -> Result<TcpState, DecodeError> {
@@ -66,6 +66,15 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
                 _ => state(raw.oldstate)?,
             },
             action,
+        }));
+    }
+    if raw.kind == KIND_BIND_FAILED {
+        let (local, _) = endpoints(raw)?;
+        return Ok(Event::BindFailed(BindFailure {
+            ts_ns: raw.ts_ns,
+            netns: raw.netns,
+            local,
+            task: task(raw),
         }));
     }
     let direction = match raw.kind {
@@ -240,6 +249,19 @@ mod tests {
         raw.family = 1;
         assert_eq!(transition(&raw), Err(DecodeError::Family(1)));
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10, 96)));
+    }
+
+    #[test]
+    fn decodes_failed_binds() {
+        let mut raw = raw_v4(0, 0);
+        raw.kind = KIND_BIND_FAILED;
+        raw.saddr = [0; 16];
+        raw.sport = 8080;
+        let Event::BindFailed(b) = from_raw(&raw).unwrap() else {
+            panic!("not a bind failure")
+        };
+        assert_eq!(b.local, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!((b.netns, b.task.unwrap().pid), (4026531840, 4242));
     }
 
     #[test]

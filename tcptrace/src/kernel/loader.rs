@@ -44,6 +44,11 @@ const SOFTIRQ_HOOKS: [Hook; 2] = [Hook::Raw("softirq_exit"), Hook::Raw("softirq_
 /// transitions, so that no timewait socket's start is missed for a
 /// connection whose CLOSE is seen.
 pub const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
+/// The programs that see failed binds (classic syscall tracepoints).
+const BIND_HOOKS: [Hook; 2] = [
+    Hook::Classic("syscalls", "sys_enter_bind"),
+    Hook::Classic("syscalls", "sys_exit_bind"),
+];
 /// Classic tracepoint programs; the state transitions last, once everything
 /// they rely on is in place.
 const TRACEPOINT_HOOKS: [Hook; 3] = [
@@ -91,6 +96,8 @@ pub struct Config {
     pub offsets: KernelOffsets,
     /// What the timewait programs need; `None`: TIME_WAIT is not tracked.
     pub timewait: Option<TimewaitConfig>,
+    /// Attach the programs that see failed binds.
+    pub binds: bool,
     /// Attach the empty "floor" programs instead (benchmark only).
     pub floor: bool,
 }
@@ -130,9 +137,14 @@ impl Tracer {
             None => &[],
         };
         // The softirq flag must be maintained before transitions are classified.
+        let binds = match config.binds {
+            true => &BIND_HOOKS[..],
+            false => &[],
+        };
         let hooks = SOFTIRQ_HOOKS
             .into_iter()
             .chain(timewait.iter().map(|name| Hook::Raw(name)))
+            .chain(binds.iter().copied())
             .chain(TRACEPOINT_HOOKS);
         for hook in hooks {
             attach(&mut ebpf, hook, config.floor)?;

@@ -66,12 +66,25 @@ pub struct TwEvent {
     pub action: TwAction,
 }
 
+/// A bind() that failed because the address was in use (`EADDRINUSE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindFailure {
+    pub ts_ns: u64,
+    /// The calling task's network namespace (0: unknown).
+    pub netns: u32,
+    /// The address asked for.
+    pub local: SocketAddr,
+    /// The task that called bind().
+    pub task: Option<Task>,
+}
+
 /// One decoded record of the ring buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Transition(Transition),
     Reset(Reset),
     Timewait(TwEvent),
+    BindFailed(BindFailure),
 }
 
 /// One decoded TCP state transition.

@@ -2,9 +2,12 @@
 //! (printers, aggregates) implements. A sink sees only facts that passed the
 //! filters, in the order they happened.
 
-use std::io;
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+};
 
-use crate::model::{Closed, Transition};
+use crate::model::{BindFailure, Closed, Task, Transition};
 
 /// One thing that happened, as the trackers concluded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,22 +21,21 @@ pub enum Fact<'a> {
     /// A connection's record is complete: nothing more will be added to it.
     /// Follows its [`Fact::Closed`], at once or when its timewait socket ends.
     Record(&'a Closed),
+    /// A bind() failed: the address was in use.
+    BindFailed(&'a BindFailure),
 }
+
+/// The remote end of what has none (a bind()).
+const NO_REMOTE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
 impl Fact<'_> {
     /// The socket the fact is about, as the filters see it:
     /// (owner, local, remote, netns).
-    pub fn socket(
-        &self,
-    ) -> (
-        Option<&crate::model::Task>,
-        &std::net::SocketAddr,
-        &std::net::SocketAddr,
-        u32,
-    ) {
+    pub fn socket(&self) -> (Option<&Task>, &SocketAddr, &SocketAddr, u32) {
         match self {
             Self::Transition(t) => (t.owner.as_ref(), &t.local, &t.remote, t.netns),
             Self::Closed(c) | Self::Record(c) => (c.owner.as_ref(), &c.local, &c.remote, c.netns),
+            Self::BindFailed(b) => (b.task.as_ref(), &b.local, &NO_REMOTE, b.netns),
         }
     }
 }

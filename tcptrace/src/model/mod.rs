@@ -15,7 +15,8 @@ pub(crate) mod fixtures;
 
 pub use closed::{Closed, ClosedTw, Role, StateTimes, Verdict};
 pub use event::{
-    DecodeError, Event, Reset, ResetDirection, Transition, TwAction, TwEnd, TwEvent, TwNote,
+    BindFailure, DecodeError, Event, Reset, ResetDirection, Transition, TwAction, TwEnd, TwEvent,
+    TwNote,
 };
 pub use fact::{Fact, Sink};
 pub use socket::{Existing, Open, TwCount, TwSeed, TwSocket};

@@ -107,6 +107,12 @@ impl Pipeline {
                 self.timewaits.on_event(&e, &mut self.tw_out);
                 self.timewait_output(sink)
             }
+            Ok(Event::BindFailed(b)) => {
+                if let Some(task) = b.task {
+                    self.namespaces.note(b.netns, task.pid);
+                }
+                self.emit(sink, Fact::BindFailed(&b))
+            }
             Ok(Event::Reset(r)) => match self.conns.on_reset(&r) {
                 Some(c) => self.closed(sink, &c),
                 None => Ok(()),

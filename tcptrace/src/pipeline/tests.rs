@@ -32,6 +32,7 @@ impl Sink for Recorder {
                 pid(t.owner.as_ref())
             ),
             Fact::Closed(c) => format!("C {} {}", c.verdict.name(), pid(c.owner.as_ref())),
+            Fact::BindFailed(b) => format!("B {} {}", b.local.port(), pid(b.task.as_ref())),
             Fact::Record(c) => format!(
                 "R {} {}{}",
                 c.verdict.name(),
@@ -223,6 +224,38 @@ fn a_close_without_evidence_is_settled_after_a_full_drain() {
     assert_eq!(run.sink.0.len(), 1, "one drain is not enough");
     run.pipeline.end_batch(&mut run.sink).unwrap();
     assert_eq!(run.sink.0[1..], ["C timeout 200", "R timeout 200"]);
+}
+
+#[test]
+fn failed_binds_are_facts_and_name_their_namespace() {
+    let mut run = Run::new(Filter::default(), true);
+    let b = crate::model::BindFailure {
+        ts_ns: 5,
+        netns: 3,
+        local: "0.0.0.0:8080".parse().unwrap(),
+        task: Some(task(42, "server")),
+    };
+    run.pipeline
+        .record(Ok(Event::BindFailed(b)), &mut run.sink)
+        .unwrap();
+    assert_eq!(run.sink.0, ["B 8080 42"]);
+    assert_eq!(
+        run.pipeline.namespaces().with_process().collect::<Vec<_>>(),
+        [(3, 42)]
+    );
+    // Filtered like any socket: by owner here.
+    let mut other = Run::new(
+        Filter {
+            pids: vec![7],
+            ..Filter::default()
+        },
+        true,
+    );
+    other
+        .pipeline
+        .record(Ok(Event::BindFailed(b)), &mut other.sink)
+        .unwrap();
+    assert!(other.sink.0.is_empty());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     aggregate::ports::{DestReport, Level},
-    model::{Closed, StateTimes, Transition, TwNote},
+    model::{BindFailure, Closed, StateTimes, Transition, TwNote},
     render::{
         clock::WallClock,
         ports, push_ip,
@@ -249,6 +249,27 @@ impl JsonPrinter {
                 rearms: tw.rearms,
             }),
         };
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")
+    }
+
+    /// A `bind_failed` record.
+    pub fn bind_failed<W: io::Write>(&mut self, out: &mut W, b: &BindFailure) -> io::Result<()> {
+        self.time.clear();
+        self.clock.push_rfc3339(&mut self.time, b.ts_ns);
+        let record = json!({
+            "type": "bind_failed",
+            "time": self.time,
+            "ts_ns": b.ts_ns,
+            "netns": b.netns,
+            "pid": b.task.map(|t| t.pid),
+            "tid": b.task.map(|t| t.tid),
+            "comm": b.task.map(|t| t.comm.as_str().into_owned()),
+            "family": family(&b.local),
+            "laddr": Ip(b.local.ip()),
+            "lport": b.local.port(),
+            "errno": "EADDRINUSE",
+        });
         serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")
     }

@@ -20,7 +20,7 @@ pub use text::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, TextPrinter};
 
 use crate::{
     aggregate::ports::{DestReport, Level},
-    model::{Closed, Fact, Sink, Transition},
+    model::{BindFailure, Closed, Fact, Sink, Transition},
 };
 
 /// The selected output format.
@@ -48,6 +48,13 @@ impl Printer {
         match self {
             Self::Text(p) => p.closed(out, c),
             Self::Json(p) => p.closed(out, c),
+        }
+    }
+
+    pub fn bind_failed<W: io::Write>(&mut self, out: &mut W, b: &BindFailure) -> io::Result<()> {
+        match self {
+            Self::Text(p) => p.bind_failed(out, b),
+            Self::Json(p) => p.bind_failed(out, b),
         }
     }
 
@@ -94,6 +101,7 @@ impl<W: io::Write> Sink for LiveLog<'_, W> {
             // Printed once complete.
             Fact::Closed(_) => Ok(()),
             Fact::Record(c) => self.printer.closed(self.out, c),
+            Fact::BindFailed(b) => self.printer.bind_failed(self.out, b),
         }
     }
 }

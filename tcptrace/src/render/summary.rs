@@ -11,7 +11,7 @@ use crate::{
         netns::NetnsReport,
         open::OpenState,
         ports::DestReport,
-        stats::{HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
+        stats::{BindRow, HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
     },
     model::{Comm, TwCount, TwEnd, Verdict},
     render::{ports, push_endpoint, text::push_ms},
@@ -31,6 +31,8 @@ pub struct Report<'a> {
     pub timewait: Option<TimewaitReport>,
     /// Destinations this host connects to, most used first.
     pub ports: &'a [DestReport],
+    /// Failed binds (EADDRINUSE), most first.
+    pub binds: &'a [BindRow],
     pub namespaces: &'a [NetnsReport],
 }
 
@@ -174,8 +176,34 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         write_timewait(out, r.stats, tw)?;
     }
     ports::write_text(out, r.ports, ports::names(r.namespaces))?;
+    write_binds(out, r.binds, ports::names(r.namespaces))?;
     ports::write_namespaces(out, r.namespaces)?;
     writeln!(out, "---")
+}
+
+fn write_binds<W: io::Write>(
+    out: &mut W,
+    rows: &[BindRow],
+    name: impl Fn(u32) -> Option<String>,
+) -> io::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nFAILED BINDS (bind() -> EADDRINUSE)")?;
+    for r in rows.iter().take(TABLE_ROWS) {
+        let mut addr = String::new();
+        push_endpoint(&mut addr, &r.local);
+        writeln!(
+            out,
+            "  netns {:<22} {:<24} {addr:<24} {:>6} times; {} timewait sockets hold port {} now",
+            ports::netns_label(r.netns, name(r.netns).as_deref()),
+            process_name(&r.process),
+            r.count,
+            r.timewait_on_port,
+            r.local.port()
+        )?;
+    }
+    Ok(())
 }
 
 fn write_timewait<W: io::Write>(out: &mut W, stats: &Stats, tw: &TimewaitReport) -> io::Result<()> {
@@ -319,6 +347,16 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "open": open,
         "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw)),
         "ports": ports::ports_json(r.ports, ports::names(r.namespaces)),
+        "bind_failures": r.binds.iter().map(|b| json!({
+            "netns": b.netns,
+            "netns_name": ports::names(r.namespaces)(b.netns),
+            "pid": b.process.map(|p| p.0),
+            "comm": b.process.map(|p| p.1.as_str().into_owned()),
+            "laddr": b.local.ip(),
+            "lport": b.local.port(),
+            "count": b.count,
+            "timewait_on_port": b.timewait_on_port,
+        })).collect::<Vec<_>>(),
         "namespaces": ports::namespaces_json(r.namespaces),
     })
 }
@@ -459,10 +497,22 @@ mod tests {
         (vec![dest], vec![netns])
     }
 
+    /// A server that could not bind its port while timewait sockets held it.
+    fn binds() -> Vec<BindRow> {
+        vec![BindRow {
+            netns: 7,
+            process: Some((43, Comm::from_name("server"))),
+            local: "0.0.0.0:8081".parse().unwrap(),
+            count: 2,
+            timewait_on_port: 5,
+        }]
+    }
+
     /// A report with every section filled in.
     fn full_report<'a>(
         stats: &'a Stats,
         ports: &'a [DestReport],
+        binds: &'a [BindRow],
         namespaces: &'a [NetnsReport],
     ) -> Report<'a> {
         let owner = task(7, "app");
@@ -492,6 +542,7 @@ mod tests {
                 overflows: vec![(7, 12)],
             }),
             ports,
+            binds,
             namespaces,
         }
     }
@@ -499,7 +550,7 @@ mod tests {
     #[test]
     fn text_summary() {
         let stats = report_stats();
-        let report = full_report(&stats, &[], &[]);
+        let report = full_report(&stats, &[], &[], &[]);
         let mut out = Vec::new();
         write_text(&mut out, &report).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -550,6 +601,7 @@ mod tests {
             open: vec![],
             timewait: Some(TimewaitReport::default()),
             ports: &[],
+            binds: &[],
             namespaces: &[],
         };
         let v = to_json(&report, "T");
@@ -573,7 +625,7 @@ mod tests {
         let stats = report_stats();
         let (ports, namespaces) = ports_and_namespaces();
         let v = to_json(
-            &full_report(&stats, &ports, &namespaces),
+            &full_report(&stats, &ports, &binds(), &namespaces),
             "2026-11-22T03:04:05.000000000Z",
         );
         insta::assert_snapshot!(serde_json::to_string_pretty(&v).unwrap());
@@ -584,7 +636,11 @@ mod tests {
         let stats = report_stats();
         let mut out = Vec::new();
         let (ports, namespaces) = ports_and_namespaces();
-        write_text(&mut out, &full_report(&stats, &ports, &namespaces)).unwrap();
+        write_text(
+            &mut out,
+            &full_report(&stats, &ports, &binds(), &namespaces),
+        )
+        .unwrap();
         insta::assert_snapshot!(String::from_utf8(out).unwrap());
     }
 }

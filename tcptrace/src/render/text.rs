@@ -3,7 +3,7 @@
 use std::{io, net::SocketAddr};
 
 use crate::{
-    model::{Closed, Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
+    model::{BindFailure, Closed, Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
     render::{
         clock::{WallClock, push_padded},
         push_endpoint,
@@ -95,6 +95,20 @@ impl TextPrinter {
             }
         }
         line.push('\n');
+        out.write_all(line.as_bytes())
+    }
+
+    /// A failed bind(): `bind() -> EADDRINUSE` where the transition goes.
+    pub fn bind_failed<W: io::Write>(&mut self, out: &mut W, b: &BindFailure) -> io::Result<()> {
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.start_line(b.ts_ns, b.task.as_ref(), &b.local, &nowhere);
+        let line = &mut self.line;
+        pad(line, "bind()", 12);
+        line.push_str(" -> ");
+        pad(line, "EADDRINUSE", 12);
+        line.push(' ');
+        right(line, "-", 10);
+        line.push_str("  address in use (timewait sockets on the port? SO_REUSEADDR)\n");
         out.write_all(line.as_bytes())
     }
 

@@ -1,0 +1,122 @@
+//! `syscalls:sys_enter_bind` and `syscalls:sys_exit_bind`: a bind() that
+//! failed with `EADDRINUSE` — a server restarting onto a port that its
+//! timewait sockets still hold (no `SO_REUSEADDR`). Classic tracepoints:
+//! bind() is rare, and no other hook sees its result on this kernel (no
+//! kprobes, fentry refused). Formats on Linux 6.18 (checked by the agent):
+//!
+//! ```text
+//! sys_enter_bind: field:int fd;                offset:16; size:8;
+//!                 field:struct sockaddr * umyaddr; offset:24; size:8;
+//!                 field:int addrlen;           offset:32; size:8;
+//! sys_exit_bind:  field:long ret;              offset:16; size:8;
+//! ```
+//!
+//! The entry copies the address asked for out of user memory into a map by
+//! thread (LRU, so a missed exit cannot leak); the exit reports it if the
+//! call failed with `EADDRINUSE`. Any socket type: the arguments do not say
+//! TCP from UDP without following the file descriptor.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tcptrace_common::{AF_INET, AF_INET6, EADDRINUSE, KIND_BIND_FAILED, TransitionEvent};
+
+use crate::{
+    maps::{FILTER, current_netns, send},
+    softirq::task,
+};
+
+/// The address a thread's bind() in progress asked for.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BindArgs {
+    addr: [u8; 16],
+    family: u16,
+    /// Host order.
+    port: u16,
+    _pad: u32,
+}
+
+/// bind() calls in progress, by thread.
+#[map]
+static BINDS: LruHashMap<u32, BindArgs> = LruHashMap::with_max_entries(1024, 0);
+
+/// Reads a field at a constant offset (see `inet_sock_set_state::field!`).
+#[inline(always)]
+fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: offsets are the checked ones listed above, inside the record.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
+}
+
+/// Reads user memory at `addr`.
+#[inline(always)]
+fn user<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user checks the address; a bad one is an error.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let _ = try_enter(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter(ctx: &TracePointContext) -> Option<()> {
+    let sockaddr: u64 = load(ctx, 24);
+    let family: u16 = user(sockaddr)?;
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => addr[..4].copy_from_slice(&user::<[u8; 4]>(sockaddr + 4)?),
+        AF_INET6 => addr = user(sockaddr + 8)?,
+        _ => return None,
+    }
+    let port = u16::from_be(user(sockaddr + 2)?);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let args = BindArgs {
+        addr,
+        family,
+        port,
+        _pad: 0,
+    };
+    BINDS.insert(&tid, &args, 0).ok()
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_exit(ctx: &TracePointContext) -> Option<()> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let args = unsafe { BINDS.get(&tid) }.copied()?;
+    let _ = BINDS.remove(&tid);
+    let ret: i64 = load(ctx, 16);
+    if ret != -EADDRINUSE || !FILTER.load().accepts(args.family, args.port, 0) {
+        return None;
+    }
+    let (pid, tid, comm, flags) = task();
+    send(TransitionEvent {
+        // SAFETY: a helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        dur_ns: EADDRINUSE as u64,
+        saddr: args.addr,
+        pid,
+        tid,
+        comm,
+        sport: args.port,
+        family: args.family,
+        flags,
+        kind: KIND_BIND_FAILED,
+        netns: current_netns(),
+        ..TransitionEvent::default()
+    });
+    Some(())
+}
