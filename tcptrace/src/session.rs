@@ -253,11 +253,16 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 self.namespaces.set_sysctls(netns, sysctls, now_s);
             }
         }
-        let poll = self.namespaces.poll(known.into_iter(), readers.counters);
+        let poll = self
+            .namespaces
+            .poll(known.into_iter(), readers.counters, now_s);
         // Read through the next process seen there; what it counted so far
-        // stays.
+        // stays, until it has gone.
         for netns in poll.unreadable {
             self.pipeline.namespaces().forget(netns);
+        }
+        for netns in poll.gone {
+            self.pipeline.namespaces().remove(netns);
         }
         if !self.timewait {
             return;

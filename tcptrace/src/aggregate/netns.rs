@@ -38,6 +38,10 @@ const TW_OVERFLOW: usize = 7;
 /// Sysctls are read again after this many seconds.
 const SYSCTLS_EVERY_S: u64 = 10;
 
+/// A namespace no process can be found in for this long has gone away (its
+/// last process exited, or `ip netns del`): it is dropped.
+pub const GONE_AFTER_S: u64 = 10;
+
 pub type Values = [u64; COUNTERS.len()];
 
 /// The kept counters out of a namespace's `netstat` and `snmp` (0 where the
@@ -64,6 +68,8 @@ struct Netns {
     last: Values,
     /// The values at the last summary.
     at_summary: Option<Values>,
+    /// Since when (seconds) no process in it could be read through.
+    unreadable_since: Option<u64>,
 }
 
 impl Netns {
@@ -86,8 +92,10 @@ pub struct Rise {
 pub struct Poll {
     pub rises: Vec<Rise>,
     /// Namespaces whose process could not be read through (gone, or moved
-    /// to another namespace).
+    /// to another namespace): read through the next one seen there.
     pub unreadable: Vec<u32>,
+    /// Namespaces dropped: no process seen in them for `GONE_AFTER_S`.
+    pub gone: Vec<u32>,
 }
 
 /// One namespace, as the summaries show it.
@@ -115,20 +123,24 @@ impl NetnsTable {
     }
 
     /// Reads the counters of each namespace through the process given for it
-    /// (`read(pid, netns)`).
+    /// (`read(pid, netns)`), at `now_s` (seconds).
     pub fn poll(
         &mut self,
         namespaces: impl Iterator<Item = (u32, u32)>,
         mut read: impl FnMut(u32, u32) -> io::Result<Values>,
+        now_s: u64,
     ) -> Poll {
         let mut poll = Poll::default();
+        let mut read_now = HashSet::default();
         for (netns, pid) in namespaces {
             let Ok(values) = read(pid, netns) else {
                 poll.unreadable.push(netns);
                 continue;
             };
+            read_now.insert(netns);
             let new = !self.at_start.contains(&netns);
             let ns = self.by_netns.entry(netns).or_default();
+            ns.unreadable_since = None;
             let base = *ns
                 .base
                 .get_or_insert(if new { [0; COUNTERS.len()] } else { values });
@@ -143,6 +155,17 @@ impl NetnsTable {
             }
         }
         poll.rises.sort_by_key(|r| r.netns);
+        for (netns, ns) in &mut self.by_netns {
+            if !read_now.contains(netns) {
+                let since = *ns.unreadable_since.get_or_insert(now_s);
+                if now_s >= since + GONE_AFTER_S {
+                    poll.gone.push(*netns);
+                }
+            }
+        }
+        for netns in &poll.gone {
+            self.by_netns.remove(netns);
+        }
         poll
     }
 
@@ -228,7 +251,7 @@ mod tests {
         let values = |a: u64, b: u64| {
             move |_pid: u32, netns: u32| Ok(overflows(if netns == 1 { a } else { b }))
         };
-        let first = t.poll([(1, 10), (2, 20)].into_iter(), values(100, 5));
+        let first = t.poll([(1, 10), (2, 20)].into_iter(), values(100, 5), 0);
         assert_eq!(
             first.rises,
             [Rise {
@@ -237,7 +260,7 @@ mod tests {
                 since_start: 5
             }]
         );
-        let next = t.poll([(1, 10), (2, 20)].into_iter(), values(130, 5));
+        let next = t.poll([(1, 10), (2, 20)].into_iter(), values(130, 5), 1);
         assert_eq!(
             next.rises,
             [Rise {
@@ -253,13 +276,13 @@ mod tests {
     fn summaries_count_since_the_last_one() {
         let mut t = NetnsTable::default();
         t.existed_at_start(1);
-        t.poll([(1, 10)].into_iter(), |_, _| Ok(overflows(100)));
-        t.poll([(1, 10)].into_iter(), |_, _| Ok(overflows(110)));
+        t.poll([(1, 10)].into_iter(), |_, _| Ok(overflows(100)), 0);
+        t.poll([(1, 10)].into_iter(), |_, _| Ok(overflows(110)), 1);
         let first = t.report(true);
         assert_eq!(first[0].since_start[TW_OVERFLOW], 10);
         assert_eq!(first[0].since_last_summary[TW_OVERFLOW], 10);
         assert_eq!(first[0].since_start[0], 20, "ActiveOpens");
-        t.poll([(1, 10)].into_iter(), |_, _| Ok(overflows(113)));
+        t.poll([(1, 10)].into_iter(), |_, _| Ok(overflows(113)), 2);
         let second = t.report(true);
         assert_eq!(second[0].since_start[TW_OVERFLOW], 13);
         assert_eq!(second[0].since_last_summary[TW_OVERFLOW], 3);
@@ -268,10 +291,28 @@ mod tests {
     #[test]
     fn unreadable_namespaces_are_reported_and_keep_their_count() {
         let mut t = NetnsTable::default();
-        t.poll([(3, 1)].into_iter(), |_, _| Ok(overflows(4)));
-        let poll = t.poll([(3, 1)].into_iter(), |_, _| Err(io::Error::other("gone")));
+        t.poll([(3, 1)].into_iter(), |_, _| Ok(overflows(4)), 0);
+        let poll = t.poll(
+            [(3, 1)].into_iter(),
+            |_, _| Err(io::Error::other("gone")),
+            1,
+        );
         assert_eq!(poll.unreadable, [3]);
         assert_eq!(t.overflows_since_start(), [(3, 4)]);
+        // No process found there for a while: it has gone, and is dropped.
+        let poll = t.poll(
+            std::iter::empty(),
+            |_, _| Ok(overflows(0)),
+            1 + GONE_AFTER_S - 1,
+        );
+        assert!(poll.gone.is_empty());
+        let poll = t.poll(
+            std::iter::empty(),
+            |_, _| Ok(overflows(0)),
+            1 + GONE_AFTER_S,
+        );
+        assert_eq!(poll.gone, [3]);
+        assert!(t.report(false).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Names for network namespaces, the way users know them: an `ip netns`
-//! name (a bind mount under /run/netns), "host" for the namespace of PID 1,
+//! name (a bind mount under /run/netns), "host" for the initial namespace,
 //! or a process in it and its container (from its cgroup path).
 
 use std::{
@@ -92,7 +92,11 @@ fn shorten_id(name: &str) -> String {
 
 /// Names namespace `netns`, in which process `pid` runs.
 pub fn name_of(netns: u32, pid: u32, ip_names: &HashMap<u32, String>) -> NetnsName {
-    let host = fs::metadata("/proc/1/ns/net").is_ok_and(|m| m.ino() as u32 == netns);
+    // The initial namespace: that of kernel threads (kthreadd is PID 2
+    // everywhere), or of PID 1 where tcptrace sees its own PID namespace.
+    let host = ["/proc/2/ns/net", "/proc/1/ns/net"]
+        .iter()
+        .any(|p| fs::metadata(p).is_ok_and(|m| m.ino() as u32 == netns));
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok();
     let container = fs::File::open(format!("/proc/{pid}/cgroup"))
         .ok()

@@ -48,15 +48,22 @@ fn per_second(r: Option<f64>) -> String {
     r.map_or_else(|| "-".into(), |r| format!("{r:.1}"))
 }
 
-fn destination(r: &DestReport) -> String {
+/// (local address, remote endpoint) as the live log spells them.
+fn endpoints(r: &DestReport) -> (String, String) {
     if r.dest.is_other() {
-        return "(other destinations)".into();
+        return ("(other".into(), "destinations)".into());
     }
-    let mut s = String::new();
-    let _ = crate::render::push_ip(&mut s, r.dest.local);
-    s.push_str(" -> ");
-    push_endpoint(&mut s, &r.dest.remote);
-    s
+    let mut local = String::new();
+    let _ = crate::render::push_ip(&mut local, r.dest.local);
+    let mut remote = String::new();
+    push_endpoint(&mut remote, &r.dest.remote);
+    (local, remote)
+}
+
+/// "10.0.0.2 to 10.0.0.1:80".
+fn destination(r: &DestReport) -> String {
+    let (local, remote) = endpoints(r);
+    format!("{local} to {remote}")
 }
 
 fn owners(r: &DestReport) -> String {
@@ -126,9 +133,10 @@ pub fn write_text<W: io::Write>(
     }
     writeln!(
         out,
-        "  {:<22} {:<36} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>7} {:>8} {:>7}  PROCESS",
+        "  {:<22} {:<15} {:<21} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>7} {:>8} {:>7}  PROCESS",
         "NETNS",
-        "LOCAL -> REMOTE",
+        "LOCAL",
+        "REMOTE",
         "HELD",
         "OPEN",
         "TW",
@@ -142,15 +150,17 @@ pub fn write_text<W: io::Write>(
         "NO-PORT"
     )?;
     for r in rows {
+        let (local, remote) = endpoints(r);
         let netns = match r.dest.is_other() {
             true => "-".into(),
             false => netns_label(r.dest.netns, name(r.dest.netns).as_deref()),
         };
         writeln!(
             out,
-            "  {:<22} {:<36} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>7} {:>8} {:>7}  {}",
+            "  {:<22} {:<15} {:<21} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>7} {:>8} {:>7}  {}",
             netns,
-            destination(r),
+            local,
+            remote,
             r.held.total(),
             r.held.open,
             r.held.timewait,

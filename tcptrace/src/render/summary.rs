@@ -173,7 +173,7 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         }
     }
     if let Some(tw) = &r.timewait {
-        write_timewait(out, r.stats, tw)?;
+        write_timewait(out, r.stats, tw, ports::names(r.namespaces))?;
     }
     ports::write_text(out, r.ports, ports::names(r.namespaces))?;
     write_binds(out, r.binds, ports::names(r.namespaces))?;
@@ -206,7 +206,12 @@ fn write_binds<W: io::Write>(
     Ok(())
 }
 
-fn write_timewait<W: io::Write>(out: &mut W, stats: &Stats, tw: &TimewaitReport) -> io::Result<()> {
+fn write_timewait<W: io::Write>(
+    out: &mut W,
+    stats: &Stats,
+    tw: &TimewaitReport,
+    name: impl Fn(u32) -> Option<String>,
+) -> io::Result<()> {
     writeln!(out, "\nTIME_WAIT")?;
     let d = stats.tw_expired();
     let timer = stats.tw_timer_ns.map_or_else(
@@ -247,23 +252,31 @@ fn write_timewait<W: io::Write>(out: &mut W, stats: &Stats, tw: &TimewaitReport)
     if tw.live.is_empty() {
         writeln!(out, "  now:                none")?;
     }
+    let named = |netns: u32| name(netns).map_or_else(String::new, |n| format!(" ({n})"));
     for (netns, c) in &tw.live {
         writeln!(
             out,
-            "  now in netns {netns:<10} {} in TIME_WAIT, {} orphans in FIN_WAIT2",
-            c.time_wait, c.fin_wait2
+            "  now in netns {netns:<10} {} in TIME_WAIT, {} orphans in FIN_WAIT2{}",
+            c.time_wait,
+            c.fin_wait2,
+            named(*netns)
         )?;
     }
     for (netns, n) in &tw.overflows {
         writeln!(
             out,
-            "  netns {netns}: {n} connections got no timewait socket (tcp_max_tw_buckets reached)"
+            "  netns {netns}{}: {n} connections got no timewait socket (tcp_max_tw_buckets reached)",
+            named(*netns)
         )?;
     }
     Ok(())
 }
 
-fn timewait_json(stats: &Stats, tw: &TimewaitReport) -> Value {
+fn timewait_json(
+    stats: &Stats,
+    tw: &TimewaitReport,
+    name: impl Fn(u32) -> Option<String>,
+) -> Value {
     let ends: Map<String, Value> = TwEnd::ALL
         .iter()
         .map(|r| (r.name().to_owned(), json!(stats.tw_ends[r.index()])))
@@ -274,9 +287,11 @@ fn timewait_json(stats: &Stats, tw: &TimewaitReport) -> Value {
         "ended": ends,
         "rearms": stats.tw_rearms,
         "now": tw.live.iter().map(|(netns, c)| json!({
-            "netns": netns, "time_wait": c.time_wait, "fin_wait2": c.fin_wait2,
+            "netns": netns, "netns_name": name(*netns), "time_wait": c.time_wait, "fin_wait2": c.fin_wait2,
         })).collect::<Vec<_>>(),
-        "overflows": tw.overflows.iter().map(|(netns, n)| json!({"netns": netns, "count": n})).collect::<Vec<_>>(),
+        "overflows": tw.overflows.iter().map(|(netns, n)| json!({
+            "netns": netns, "netns_name": name(*netns), "count": n,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -345,7 +360,7 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
         "open": open,
-        "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw)),
+        "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw, ports::names(r.namespaces))),
         "ports": ports::ports_json(r.ports, ports::names(r.namespaces)),
         "bind_failures": r.binds.iter().map(|b| json!({
             "netns": b.netns,

@@ -40,6 +40,11 @@ impl Namespaces {
         }
     }
 
+    /// A namespace that went away.
+    pub fn remove(&mut self, netns: u32) {
+        self.pids.remove(&netns);
+    }
+
     /// (netns, pid) of every namespace with a process known in it.
     pub fn with_process(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.pids
