@@ -34,7 +34,7 @@ pub enum AgentError {
 /// How the run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
-    /// SIGINT or SIGTERM: print the summary.
+    /// SIGINT or SIGTERM, or the end of `diagnose --for`: print the summary.
     Signal,
     /// The reader of stdout went away: exit quietly.
     BrokenPipe,
@@ -48,6 +48,8 @@ pub struct Timing {
     pub interval: Option<Duration>,
     /// Forward the eBPF side's log (`-v`).
     pub verbose: bool,
+    /// `diagnose`: stop after this long, saying how it goes meanwhile.
+    pub until: Option<Duration>,
 }
 
 /// Runs until a signal or a closed stdout. Must be called inside a tokio
@@ -80,6 +82,7 @@ pub async fn run<W: io::Write>(
         tick
     });
 
+    let deadline = timing.until.map(|d| tokio::time::Instant::now() + d);
     if let Err(err) = session.begin() {
         return output_failed(err);
     }
@@ -90,7 +93,19 @@ pub async fn run<W: io::Write>(
                 drain(&mut rings, session, false)
             }
             _ = drain_tick.tick() => drain(&mut rings, session, false),
-            _ = counters_tick.tick() => session.every_second(tracer.counters()?.lost),
+            _ = counters_tick.tick() => {
+                let result = session.every_second(tracer.counters()?.lost);
+                if let Some(until) = timing.until {
+                    session.progress(until);
+                }
+                result
+            }
+            _ = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => break,
             _ = async {
                 match summary_tick.as_mut() {
                     Some(tick) => tick.tick().await,

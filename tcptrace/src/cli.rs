@@ -83,37 +83,64 @@ EXAMPLES
   sudo tcptrace -c nginx --raddr 10.0.0.0/8
                                       nginx's connections to 10.0.0.0/8
   sudo tcptrace --summary -i 10       only summaries, every 10 seconds
+  sudo tcptrace diagnose --for 60     a minute of tracing, then what is wrong
+  sudo tcptrace diagnose --json       the same as one JSON summary (findings first)
 
 Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
 seen, transitions lost because the ring buffer was full, run time. Losses are
 also reported live. Closing stdout (tcptrace | head) ends tcptrace quietly.";
 
+/// What to do instead of the live log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Trace quietly for a while, then say what is wrong: the findings
+    /// (port exhaustion, CLOSE_WAIT leaks, resets, full queues...), worst
+    /// first, with the numbers and the remedies, then the tables behind
+    /// them. Ctrl-C ends it early with the report. Exit status: 0 nothing
+    /// at warning level, 3 a warning, 4 a critical finding (1: tcptrace
+    /// failed, 2: bad usage).
+    Diagnose {
+        /// How long to trace, in seconds.
+        #[arg(long = "for", value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        secs: u64,
+    },
+}
+
+/// Exit status of `tcptrace diagnose` with a warning-level finding.
+pub const EXIT_WARNING: u8 = 3;
+/// Exit status of `tcptrace diagnose` with a critical finding.
+pub const EXIT_CRITICAL: u8 = 4;
+
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Print JSON lines instead of columns: one object per transition, per
     /// closed connection and per summary (fields in README.md).
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub json: bool,
 
     /// Print TIME in UTC instead of local time (JSON times are always UTC).
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub utc: bool,
 
     /// Show eBPF-side diagnostics and the agent's own debug messages on stderr.
-    #[arg(short, long)]
+    #[arg(global = true, short, long)]
     pub verbose: bool,
 
     /// Print only summaries (on exit and every --interval), no per-transition lines.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub summary: bool,
 
     /// Print a summary every SECS seconds (cumulative since start).
-    #[arg(short, long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(global = true, short, long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: Option<u64>,
 
     /// Only sockets owned by these processes.
     #[arg(
+        global = true,
         short,
         long,
         value_name = "PID,...",
@@ -125,6 +152,7 @@ pub struct Cli {
     /// Only sockets owned by processes with these command names (exact, as in
     /// /proc/PID/comm).
     #[arg(
+        global = true,
         short,
         long,
         value_name = "COMM,...",
@@ -135,23 +163,24 @@ pub struct Cli {
 
     /// Only these local ports (in the kernel; at most 8). A connecting socket's
     /// first transition has no local port yet and is not shown.
-    #[arg(long, value_name = "PORT,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), help_heading = "Filters")]
+    #[arg(global = true, long, value_name = "PORT,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), help_heading = "Filters")]
     pub lport: Vec<u16>,
 
     /// Only these remote ports (in the kernel; at most 8).
-    #[arg(long, value_name = "PORT,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), help_heading = "Filters")]
+    #[arg(global = true, long, value_name = "PORT,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), help_heading = "Filters")]
     pub rport: Vec<u16>,
 
     /// Only these local addresses or networks (10.0.0.1, 10.0.0.0/8, ::1).
-    #[arg(long, value_name = "ADDR[/LEN],...", value_delimiter = ',', value_parser = parse_net, help_heading = "Filters")]
+    #[arg(global = true, long, value_name = "ADDR[/LEN],...", value_delimiter = ',', value_parser = parse_net, help_heading = "Filters")]
     pub laddr: Vec<IpNet>,
 
     /// Only these remote addresses or networks.
-    #[arg(long, value_name = "ADDR[/LEN],...", value_delimiter = ',', value_parser = parse_net, help_heading = "Filters")]
+    #[arg(global = true, long, value_name = "ADDR[/LEN],...", value_delimiter = ',', value_parser = parse_net, help_heading = "Filters")]
     pub raddr: Vec<IpNet>,
 
     /// Only IPv4 sockets (in the kernel).
     #[arg(
+        global = true,
         short = '4',
         long = "ipv4",
         conflicts_with = "ipv6",
@@ -160,12 +189,13 @@ pub struct Cli {
     pub ipv4: bool,
 
     /// Only IPv6 sockets, including v4-mapped ones (in the kernel).
-    #[arg(short = '6', long = "ipv6", help_heading = "Filters")]
+    #[arg(global = true, short = '6', long = "ipv6", help_heading = "Filters")]
     pub ipv6: bool,
 
     /// Only sockets in these network namespaces (inode numbers, as in
     /// `ls -L -i /proc/PID/ns/net` or `lsns -t net`).
     #[arg(
+        global = true,
         long,
         value_name = "INODE,...",
         value_delimiter = ',',
@@ -176,37 +206,48 @@ pub struct Cli {
     /// Size of each CPU's kernel ring buffer that carries transitions to
     /// tcptrace (a power of two: 64K, 4M, 16M...) [default: 8M shared out
     /// among the CPUs, at least 1M each]. Raise it if transitions are lost.
-    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size, help_heading = "Tuning")]
+    #[arg(global = true, long, value_name = "SIZE", value_parser = parse_ring_size, help_heading = "Tuning")]
     pub ring_size: Option<u32>,
 
     /// Wake tcptrace as soon as this much data is pending in one CPU's ring
     /// buffer [default: a quarter of --ring-size]. Below it, tcptrace reads every
     /// --drain-interval: one wake-up per transition would cost the host more
     /// than the tracing itself.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Tuning")]
+    #[arg(global = true, long, value_name = "SIZE", value_parser = parse_size, help_heading = "Tuning")]
     pub wakeup: Option<u64>,
 
     /// How often to read the ring buffer when it is not full enough to wake
     /// tcptrace, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Tuning")]
+    #[arg(global = true, long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Tuning")]
     pub drain_interval: u64,
 
     /// How many sockets tcptrace follows at once (for time in state and
     /// verdicts). Sockets beyond that show '?' and are counted in the summary.
-    #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
+    #[arg(global = true, long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
     pub max_sockets: u32,
 
     /// Do not follow timewait sockets: no TIME_WAIT lines, and no hooks on
     /// the kernel's timers (which fire for every timer on the host).
-    #[arg(long, help_heading = "Tuning")]
+    #[arg(global = true, long, help_heading = "Tuning")]
     pub no_timewait: bool,
 
     /// Benchmark only: attach empty programs to the same hooks and print nothing.
-    #[arg(long, hide = true)]
+    #[arg(global = true, long, hide = true)]
     pub bench_floor: bool,
 }
 
 impl Cli {
+    /// `tcptrace diagnose --for SECS`: how long.
+    pub fn diagnose_for(&self) -> Option<Duration> {
+        self.command
+            .map(|Command::Diagnose { secs }| Duration::from_secs(secs))
+    }
+
+    /// Only summaries: `--summary`, or `diagnose`.
+    pub fn summary_only(&self) -> bool {
+        self.summary || self.diagnose_for().is_some()
+    }
+
     pub fn drain_interval(&self) -> Duration {
         Duration::from_millis(self.drain_interval)
     }

@@ -11,6 +11,7 @@
 //!   (connections, timewait sockets), which conclude owners, times in
 //!   state, verdicts; it filters once and hands the facts to the sinks:
 //!   the aggregates of [`aggregate`] and the live log of [`render`];
+//! - [`findings`] says what is wrong, from the aggregates;
 //! - [`session`] holds one run's pipeline and sinks, and [`agent`] is the
 //!   loop that feeds it. [`cli`] is the command line.
 //!
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod cli;
 pub mod features;
+pub mod findings;
 pub mod host;
 pub mod kernel;
 pub mod model;

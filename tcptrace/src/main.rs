@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
     agent::{self, Ending, Timing},
-    cli::Cli,
+    cli::{self, Cli},
     features,
+    findings::Severity,
     host::snapshot,
     kernel::loader::{self, Tracer},
     pipeline::{Pipeline, Settings, filter},
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("tcptrace: {err:#}");
             ExitCode::FAILURE
@@ -50,7 +51,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+/// Runs tcptrace; the exit status on success (`diagnose` says with it
+/// whether anything is wrong).
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
     loader::check_object()?;
     let features = features::probe(cli.no_timewait, |notice| eprintln!("tcptrace: {notice}"))?;
@@ -96,7 +99,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         filter: cli.filter(),
         max_sockets: cli.max_sockets as usize,
         hz: features.hz,
-        records: !cli.summary,
+        records: !cli.summary_only(),
     });
     let out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut session = Session::new(pipeline, printer, out, timewait);
@@ -127,10 +130,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "tcptrace: tracing TCP state transitions{}; Ctrl-C to stop",
         if timewait { " and TIME_WAIT" } else { "" }
     );
+    if let Some(until) = cli.diagnose_for() {
+        eprintln!(
+            "tcptrace: diagnosing for {} s, quietly: the findings come at the end (Ctrl-C for them now)",
+            until.as_secs()
+        );
+    }
     let timing = Timing {
         drain_interval: cli.drain_interval(),
         interval: cli.interval.map(std::time::Duration::from_secs),
         verbose: cli.verbose,
+        until: cli.diagnose_for(),
     };
     let ending = runtime.block_on(agent::run(&mut tracer, rings, &mut session, &timing))?;
     if ending == Ending::Signal {
@@ -138,5 +148,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let _ = io::stdout().flush();
         eprintln!("tcptrace: {totals}");
     }
-    Ok(())
+    Ok(match (cli.diagnose_for(), session.worst()) {
+        (Some(_), Some(Severity::Critical)) => ExitCode::from(cli::EXIT_CRITICAL),
+        (Some(_), Some(Severity::Warning)) => ExitCode::from(cli::EXIT_WARNING),
+        _ => ExitCode::SUCCESS,
+    })
 }

@@ -14,10 +14,11 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     aggregate::{
         netns::{self, NetnsTable, Values},
-        open::open_by_state,
+        open::{close_wait_piles, open_by_state},
         ports::{Dest, Held, Ports},
-        stats::Stats,
+        stats::{ProcessKey, Stats, sorted_rows},
     },
+    findings::{self, Evidence, Severity},
     host::{
         netns::{self as names, NetnsName},
         netstat,
@@ -33,6 +34,31 @@ use crate::{
         totals::Totals,
     },
 };
+
+/// The aggregates one summary's findings look at.
+struct Seen {
+    ports: Vec<crate::aggregate::ports::DestReport>,
+    binds: Vec<crate::aggregate::stats::BindRow>,
+    namespaces: Vec<netns::NetnsReport>,
+    by_process: Vec<(ProcessKey, crate::aggregate::stats::VerdictCounts)>,
+    close_waits: Vec<crate::aggregate::open::Pile>,
+    server_timewait: Vec<(u32, ProcessKey, u64)>,
+}
+
+impl Seen {
+    fn findings(&self, elapsed_s: f64) -> Vec<findings::Finding> {
+        findings::diagnose(&Evidence {
+            elapsed_s,
+            ports: &self.ports,
+            namespaces: &self.namespaces,
+            binds: &self.binds,
+            by_process: &self.by_process,
+            close_waits: &self.close_waits,
+            server_timewait: &self.server_timewait,
+            listeners: &[],
+        })
+    }
+}
 
 /// Destinations listed in a summary; the rest are pooled as "other".
 pub const PORTS_ROWS: usize = 20;
@@ -95,6 +121,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     readers: Readers,
     lost_reported: u64,
     warned_untracked: bool,
+    /// The worst finding of the last summary.
+    worst: Option<Severity>,
     /// Since `begin`.
     started: Instant,
 }
@@ -135,6 +163,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             readers,
             lost_reported: 0,
             warned_untracked: false,
+            worst: None,
             started: Instant::now(),
         }
     }
@@ -282,10 +311,14 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// ephemeral range, as a connect() would have chosen it).
     fn held(&self) -> HashMap<Dest, Held> {
         let mut held: HashMap<Dest, Held> = HashMap::default();
-        let dest = |netns: u32, local: std::net::SocketAddr, remote| Dest {
-            netns,
-            local: local.ip(),
-            remote,
+        // Measured: one entry per timewait socket's destination (a churn from
+        // fresh source addresses) made this a third of the agent's time.
+        let dest = |netns: u32, local: std::net::SocketAddr, remote| {
+            self.ports.counted_as(Dest {
+                netns,
+                local: local.ip(),
+                remote,
+            })
         };
         for o in self.pipeline.open() {
             if o.role == Role::Active && o.state != TcpState::Listen && o.local.port() != 0 {
@@ -310,6 +343,38 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             }
         }
         held
+    }
+
+    /// Timewait sockets of connections this host accepted, by namespace and
+    /// owner (those found at start-up count where their local port is not
+    /// in the ephemeral range: a server's port).
+    fn server_timewait(&self) -> Vec<(u32, ProcessKey, u64)> {
+        let mut by: HashMap<(u32, ProcessKey), u64> = HashMap::default();
+        for tw in self.pipeline.timewait_sockets() {
+            let passive = match tw.role {
+                Some(role) => role == Role::Passive,
+                None => self
+                    .namespaces
+                    .sysctls(tw.netns)
+                    .and_then(|s| s.port_range)
+                    .is_some_and(|(lo, hi)| !(lo..=hi).contains(&tw.local.port())),
+            };
+            if passive {
+                *by.entry((tw.netns, tw.owner.map(|t| (t.pid, t.comm))))
+                    .or_default() += 1;
+            }
+        }
+        let mut rows: Vec<_> = by
+            .into_iter()
+            .map(|((netns, owner), n)| (netns, owner, n))
+            .collect();
+        rows.sort_by_key(|(netns, _, n)| (std::cmp::Reverse(*n), *netns));
+        rows
+    }
+
+    /// The worst finding of the last summary.
+    pub fn worst(&self) -> Option<Severity> {
+        self.worst
     }
 
     /// The destinations' state now, most used first.
@@ -351,17 +416,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// Prints a summary of everything since start.
     pub fn summary(&mut self) -> io::Result<()> {
         let now = monotonic_ns();
-        let ports = self.ports_report(now);
-        let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
-        for tw in self.pipeline.timewait_sockets() {
-            *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
-        }
-        let binds = self
-            .stats
-            .bind_rows(|netns, port| on_port.get(&(netns, port)).copied().unwrap_or(0));
-        let mut namespaces = self.namespaces.report(true);
-        namespaces.retain(|n| self.pipeline.shows_netns(n.netns));
+        let seen = self.collect(now, true);
+        let found = seen.findings(self.started.elapsed().as_secs_f64());
+        self.worst = findings::worst(&found);
         let report = Report {
+            findings: &found,
             elapsed: self.started.elapsed(),
             transitions: self.pipeline.transitions,
             lost: self.lost_reported,
@@ -371,12 +430,57 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 live: self.pipeline.timewait_counts().collect(),
                 overflows: self.namespaces.overflows_since_start(),
             }),
-            ports: &ports,
-            binds: &binds,
-            namespaces: &namespaces,
+            ports: &seen.ports,
+            binds: &seen.binds,
+            namespaces: &seen.namespaces,
         };
         self.printer.summary(&mut self.out, &report, now)?;
         self.out.flush()
+    }
+
+    /// What the findings look at, now; `summary`: for a summary, so that
+    /// the namespaces' counters count from now on.
+    fn collect(&mut self, now: u64, summary: bool) -> Seen {
+        let ports = self.ports_report(now);
+        let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
+        for tw in self.pipeline.timewait_sockets() {
+            *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
+        }
+        let binds = self
+            .stats
+            .bind_rows(|netns, port| on_port.get(&(netns, port)).copied().unwrap_or(0));
+        let mut namespaces = self.namespaces.report(summary);
+        namespaces.retain(|n| self.pipeline.shows_netns(n.netns));
+        Seen {
+            ports,
+            binds,
+            namespaces,
+            by_process: sorted_rows(&self.stats.by_process, usize::MAX),
+            close_waits: close_wait_piles(self.pipeline.open(), now),
+            server_timewait: self.server_timewait(),
+        }
+    }
+
+    /// `diagnose`: one line on stderr every 5 s while it traces, with what
+    /// is found so far.
+    pub fn progress(&mut self, until: Duration) {
+        let elapsed = self.started.elapsed();
+        if !elapsed.as_secs().is_multiple_of(5) || elapsed.as_secs() == 0 {
+            return;
+        }
+        let seen = self.collect(monotonic_ns(), false);
+        let found = seen.findings(elapsed.as_secs_f64());
+        let count = |s: Severity| found.iter().filter(|f| f.severity == s).count();
+        let _ = writeln!(
+            self.warnings,
+            "tcptrace: diagnosing: {} of {} s, {} transitions; so far {} critical, {} warning, {} info",
+            elapsed.as_secs(),
+            until.as_secs(),
+            self.pipeline.transitions,
+            count(Severity::Critical),
+            count(Severity::Warning),
+            count(Severity::Info)
+        );
     }
 
     /// At exit, after the last drain: settles and prints what is left, then

@@ -55,6 +55,67 @@ pub fn open_by_state<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> V
     states
 }
 
+/// Connections in CLOSE_WAIT of one owner in one namespace: a pile that
+/// grows when an application does not close after its peers did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pile {
+    pub netns: u32,
+    pub owner: Option<(u32, Comm)>,
+    pub count: u64,
+    /// How long the oldest has been in CLOSE_WAIT (0 if none was seen
+    /// entering it).
+    pub oldest_age_s: f64,
+    /// The peers most of them were connected to (address, port 0), most
+    /// first, at most 3.
+    pub peers: Vec<(SocketAddr, u64)>,
+}
+
+/// Groups the connections in CLOSE_WAIT by namespace and owner, largest
+/// pile first.
+pub fn close_wait_piles<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> Vec<Pile> {
+    type Key = (u32, Option<(u32, Comm)>);
+    let mut piles: std::collections::HashMap<
+        Key,
+        (Pile, std::collections::HashMap<SocketAddr, u64>),
+    > = std::collections::HashMap::new();
+    for o in open.filter(|o| o.state == TcpState::CloseWait) {
+        let owner = o.owner.map(|t| (t.pid, t.comm));
+        let (pile, peers) = piles.entry((o.netns, owner)).or_insert_with(|| {
+            (
+                Pile {
+                    netns: o.netns,
+                    owner,
+                    count: 0,
+                    oldest_age_s: 0.0,
+                    peers: Vec::new(),
+                },
+                std::collections::HashMap::new(),
+            )
+        });
+        pile.count += 1;
+        if let Some(since) = o.since_ns {
+            pile.oldest_age_s = pile
+                .oldest_age_s
+                .max(now_ns.saturating_sub(since) as f64 / 1e9);
+        }
+        if peers.len() < 1024 {
+            *peers.entry(SocketAddr::new(o.remote.ip(), 0)).or_default() += 1;
+        }
+    }
+    let mut out: Vec<Pile> = piles
+        .into_values()
+        .map(|(mut pile, peers)| {
+            let mut peers: Vec<(SocketAddr, u64)> = peers.into_iter().collect();
+            peers.sort_by_key(|(addr, n)| (std::cmp::Reverse(*n), *addr));
+            peers.truncate(3);
+            pile.peers = peers;
+            pile
+        })
+        .collect();
+    out.sort_by_key(|p| (std::cmp::Reverse(p.count), p.netns));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +159,31 @@ mod tests {
         assert_eq!(states[0].oldest, None);
         let (age, conn) = states[1].oldest.clone().unwrap();
         assert_eq!((states[1].count, age, conn.remote.port()), (2, 950, 3));
+    }
+
+    #[test]
+    fn close_wait_piles_by_owner_with_age_and_peers() {
+        let (app, other) = (task(7, "app"), task(8, "other"));
+        let open = |owner, remote: &str, since: Option<u64>| Open {
+            state: TcpState::CloseWait,
+            since_ns: since,
+            local: "10.0.0.1:8080".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            netns: 1,
+            owner,
+            role: Role::Passive,
+        };
+        let all = [
+            open(Some(&app), "10.0.0.3:5000", Some(1_000_000_000)),
+            open(Some(&app), "10.0.0.3:5001", Some(40_000_000_000)),
+            open(Some(&app), "10.0.0.4:5000", None),
+            open(Some(&other), "10.0.0.5:5000", Some(49_000_000_000)),
+        ];
+        let piles = close_wait_piles(all.into_iter(), 50_000_000_000);
+        assert_eq!(piles.len(), 2);
+        assert_eq!((piles[0].count, piles[0].owner.unwrap().0), (3, 7));
+        assert_eq!(piles[0].oldest_age_s, 49.0);
+        assert_eq!(piles[0].peers[0], ("10.0.0.3:0".parse().unwrap(), 2));
+        assert_eq!(piles[1].oldest_age_s, 1.0);
     }
 }

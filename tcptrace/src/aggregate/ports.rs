@@ -274,7 +274,7 @@ fn sec(ts_ns: u64) -> u64 {
 impl Ports {
     /// The entry of `dest`, or of the pool once the table is full.
     fn entry(&mut self, dest: Dest) -> &mut Counts {
-        if !self.dests.contains_key(&dest) && self.dests.len() >= MAX_DESTINATIONS {
+        if self.dests.len() >= MAX_DESTINATIONS && !self.dests.contains_key(&dest) {
             self.folded += 1;
             return self.dests.entry(Dest::OTHER).or_default();
         }
@@ -283,21 +283,29 @@ impl Ports {
 
     /// The destination of an active socket from its endpoints; a local
     /// address not chosen yet is the one last seen toward that remote.
-    fn dest(&mut self, netns: u32, local: &SocketAddr, remote: &SocketAddr) -> Dest {
-        let key = (netns, *remote);
+    fn dest(&self, netns: u32, local: &SocketAddr, remote: &SocketAddr) -> Dest {
         let local = match local.ip() {
-            ip if ip.is_unspecified() => self.local_of.get(&key).copied().unwrap_or(ip),
-            ip => {
-                if self.local_of.len() < MAX_DESTINATIONS || self.local_of.contains_key(&key) {
-                    self.local_of.insert(key, ip);
-                }
-                ip
+            ip if ip.is_unspecified() => {
+                self.local_of.get(&(netns, *remote)).copied().unwrap_or(ip)
             }
+            ip => ip,
         };
         Dest {
             netns,
             local,
             remote: *remote,
+        }
+    }
+
+    /// Remembers the local address chosen toward a remote (for the connects
+    /// that fail before choosing one).
+    fn saw_local(&mut self, dest: &Dest) {
+        if dest.local.is_unspecified() {
+            return;
+        }
+        let key = (dest.netns, dest.remote);
+        if self.local_of.len() < MAX_DESTINATIONS || self.local_of.contains_key(&key) {
+            self.local_of.insert(key, dest.local);
         }
     }
 
@@ -321,6 +329,16 @@ impl Ports {
             counts
                 .owners
                 .push((owner.pid, owner.comm.as_str().into_owned()));
+        }
+    }
+
+    /// The destination a socket toward `dest` is counted under: its own if
+    /// the table follows it, else the pool of the others (so that the ports
+    /// held are counted in at most `MAX_DESTINATIONS` + 1 entries).
+    pub fn counted_as(&self, dest: Dest) -> Dest {
+        match self.dests.contains_key(&dest) {
+            true => dest,
+            false => Dest::OTHER,
         }
     }
 
@@ -355,39 +373,78 @@ impl Ports {
         for counts in self.dests.values() {
             everywhere.merge(&counts.tw_expired);
         }
-        let mut rows: Vec<DestReport> = self
+        // Full rows only for the destinations shown and those whose level
+        // may change; the others are only summed into "other". (Building and
+        // sorting a row for each of 4 096 destinations every second showed in
+        // the agent's profile.)
+        let usage_of = |dest: &Dest| -> f64 {
+            let h = held.get(dest).map_or(0, Held::total);
+            sysctls(dest.netns)
+                .and_then(|s| Some(exhaustion::capacity(s.port_range?, &s.reserved_ports)))
+                .map_or(0.0, |c| exhaustion::usage(h, c))
+        };
+        let mut keyed: Vec<(f64, u64, u64, &Dest)> = self
             .dests
             .iter()
             .filter(|(dest, _)| !dest.is_other())
-            .map(|(dest, counts)| {
-                let h = held.get(dest).copied().unwrap_or_default();
-                self.one(
+            .map(|(dest, c)| {
+                (
+                    usage_of(dest),
+                    held.get(dest).map_or(0, Held::total),
+                    c.connects,
                     dest,
-                    counts,
-                    h,
-                    sysctls(dest.netns),
-                    &everywhere,
-                    timer_ns,
-                    now,
                 )
             })
             .collect();
-        rows.sort_by(|a, b| {
-            let key = |r: &DestReport| (r.usage.unwrap_or(0.0), r.held.total(), r.connects);
-            key(b)
-                .partial_cmp(&key(a))
+        keyed.sort_by(|a, b| {
+            (b.0, b.1, b.2)
+                .partial_cmp(&(a.0, a.1, a.2))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
-        if rows.len() > limit || self.dests.contains_key(&Dest::OTHER) {
-            let rest = rows.split_off(limit.min(rows.len()));
-            let mut pooled = self.dests.get(&Dest::OTHER).cloned().unwrap_or_default();
-            let mut pooled_held = Held::default();
-            for r in &rest {
-                if let Some(c) = self.dests.get(&r.dest) {
-                    pooled.merge(c);
+        let wanted = |i: usize, (usage, _, _, dest): &(f64, u64, u64, &Dest)| {
+            i < limit
+                || *usage >= 0.4
+                || self.levels.contains_key(*dest)
+                || self
+                    .dests
+                    .get(*dest)
+                    .is_some_and(|c| c.no_port_recent.any_since(now.saturating_sub(WINDOW_S)))
+        };
+        let mut rows: Vec<DestReport> = Vec::new();
+        let mut rest: Vec<&Dest> = Vec::new();
+        for (i, entry) in keyed.iter().enumerate() {
+            let dest = entry.3;
+            match wanted(i, entry) {
+                true => {
+                    let h = held.get(dest).copied().unwrap_or_default();
+                    rows.push(self.one(
+                        dest,
+                        &self.dests[dest],
+                        h,
+                        sysctls(dest.netns),
+                        &everywhere,
+                        timer_ns,
+                        now,
+                    ));
                 }
-                pooled_held.open += r.held.open;
-                pooled_held.timewait += r.held.timewait;
+                false => rest.push(dest),
+            }
+        }
+        if !rest.is_empty()
+            || self.dests.contains_key(&Dest::OTHER)
+            || held.contains_key(&Dest::OTHER)
+        {
+            let mut pooled = self.dests.get(&Dest::OTHER).cloned().unwrap_or_default();
+            // Sockets toward destinations not followed are counted there.
+            let mut pooled_held = held.get(&Dest::OTHER).copied().unwrap_or_default();
+            let mut rate = 0.0;
+            for dest in &rest {
+                let c = &self.dests[*dest];
+                pooled.merge(c);
+                rate += c.recent.rate(now, c.first_sec.unwrap_or(now));
+                let h = held.get(*dest).copied().unwrap_or_default();
+                pooled_held.open += h.open;
+                pooled_held.timewait += h.timewait;
             }
             let mut other = self.one(
                 &Dest::OTHER,
@@ -398,7 +455,7 @@ impl Ports {
                 timer_ns,
                 now,
             );
-            other.rate = rest.iter().map(|r| r.rate).sum();
+            other.rate = rate;
             other.owners.clear();
             rows.push(other);
         }
@@ -533,6 +590,9 @@ impl Sink for Ports {
             // address chosen (or failed before choosing one).
             Fact::Transition(t) if t.old == TcpState::SynSent && t.timewait.is_none() => {
                 let dest = self.dest(t.netns, &t.local, &t.remote);
+                if !self.local_of.contains_key(&(dest.netns, dest.remote)) {
+                    self.saw_local(&dest);
+                }
                 let counts = self.entry(dest);
                 counts.connects += 1;
                 counts.recent.add(sec(t.ts_ns));

@@ -3,6 +3,7 @@
 //! no other I/O, so they are tested against in-memory buffers.
 
 pub mod clock;
+pub mod findings;
 mod json;
 pub mod ports;
 pub mod summary;

@@ -13,8 +13,9 @@ use crate::{
         ports::DestReport,
         stats::{BindRow, HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
     },
+    findings::Finding,
     model::{Comm, TwCount, TwEnd, Verdict},
-    render::{ports, push_endpoint, text::push_ms},
+    render::{findings, ports, push_endpoint, text::push_ms},
 };
 
 /// Rows per "who closes first" table.
@@ -22,6 +23,8 @@ const TABLE_ROWS: usize = 10;
 
 /// Everything a summary shows.
 pub struct Report<'a> {
+    /// What is wrong, worst first.
+    pub findings: &'a [Finding],
     pub elapsed: Duration,
     pub transitions: u64,
     pub lost: u64,
@@ -75,6 +78,7 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         r.transitions,
         r.lost
     )?;
+    findings::write_text(out, r.findings)?;
     writeln!(
         out,
         "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  (ms)",
@@ -360,6 +364,7 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
         "open": open,
+        "findings": findings::to_json(r.findings),
         "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw, ports::names(r.namespaces))),
         "ports": ports::ports_json(r.ports, ports::names(r.namespaces)),
         "bind_failures": r.binds.iter().map(|b| json!({
@@ -541,6 +546,7 @@ mod tests {
             role: Role::Passive,
         }];
         Report {
+            findings: &[],
             elapsed: Duration::from_secs(3),
             transitions: 9,
             lost: 0,
@@ -609,6 +615,7 @@ mod tests {
     fn json_summary() {
         let stats = report_stats();
         let report = Report {
+            findings: &[],
             elapsed: Duration::from_secs(1),
             transitions: 2,
             lost: 1,

@@ -1,0 +1,395 @@
+//! The rules on synthetic evidence: each fires, stays quiet, and at its
+//! boundary.
+
+use super::*;
+use crate::{
+    aggregate::{
+        netns::COUNTERS,
+        ports::{Dest, Held, TimewaitHold},
+        stats::VerdictCounts,
+    },
+    host::{netns::NetnsName, sysctl::Sysctls},
+    model::{Comm, Verdict},
+};
+
+fn dest(usage: f64, failed: u64, failing: bool, time_left_s: Option<f64>) -> DestReport {
+    let held = (usage * 1000.0) as u64;
+    let mut verdicts = VerdictCounts::default();
+    verdicts[Verdict::Local.index()] = 900;
+    verdicts[Verdict::NoPort.index()] = failed;
+    DestReport {
+        dest: Dest {
+            netns: 7,
+            local: "10.0.0.2".parse().unwrap(),
+            remote: "10.0.0.1:80".parse().unwrap(),
+        },
+        owners: vec![(42, "nginx".into())],
+        held: Held {
+            open: 0,
+            timewait: held,
+        },
+        capacity: Some(1000),
+        usage: Some(usage),
+        tw_reuse: Some(false),
+        connects: 900 + failed,
+        rate: 33.0,
+        rate_since_start: 33.0,
+        closed_locally: Some(1.0),
+        lifetime_s: Some(0.002),
+        timewait_s: Some(60.0),
+        timewait_hold: Some(TimewaitHold::Measured),
+        reused_after_s: None,
+        hold_s: Some(60.002),
+        sustainable: Some(16.7),
+        time_left_s,
+        failed,
+        failing,
+        verdicts,
+    }
+}
+
+fn netns(fin_timeout: u32, counters: &[(&str, u64)]) -> NetnsReport {
+    let mut since_start = [0; COUNTERS.len()];
+    for (name, v) in counters {
+        let i = COUNTERS.iter().position(|(_, c)| c == name).unwrap();
+        since_start[i] = *v;
+    }
+    NetnsReport {
+        netns: 7,
+        name: Some(NetnsName {
+            name: Some("proxy".into()),
+            process: None,
+            container: None,
+        }),
+        sysctls: Some(Sysctls {
+            port_range: Some((40000, 40999)),
+            tw_reuse: Some(2),
+            fin_timeout_s: Some(fin_timeout),
+            max_tw_buckets: Some(4096),
+            somaxconn: Some(128),
+            ..Sysctls::default()
+        }),
+        since_start,
+        since_last_summary: since_start,
+    }
+}
+
+/// Evidence with only `ports` and `namespaces`; the rest empty.
+fn run(ports: &[DestReport], namespaces: &[NetnsReport]) -> Vec<Finding> {
+    diagnose(&Evidence {
+        elapsed_s: 30.0,
+        ports,
+        namespaces,
+        binds: &[],
+        by_process: &[],
+        close_waits: &[],
+        server_timewait: &[],
+        listeners: &[],
+    })
+}
+
+fn kinds(findings: &[Finding]) -> Vec<(Kind, Severity)> {
+    findings.iter().map(|f| (f.kind, f.severity)).collect()
+}
+
+#[test]
+fn port_exhaustion_levels() {
+    let ns = [netns(60, &[])];
+    assert!(
+        run(&[dest(0.49, 0, false, None)], &ns).is_empty(),
+        "below 50 %, not running out"
+    );
+    let half = run(&[dest(0.5, 0, false, Some(15.0))], &ns);
+    assert_eq!(kinds(&half), [(Kind::PortExhaustion, Severity::Warning)]);
+    let f = &half[0];
+    assert!(
+        f.headline.contains(
+            "nginx[42] in netns 7 (proxy) is running out of local ports toward 10.0.0.1:80"
+        ),
+        "{}",
+        f.headline
+    );
+    assert!(
+        f.headline
+            .contains("50 % held (500 of 1000), exhausted in ~15.0 s"),
+        "{}",
+        f.headline
+    );
+    assert!(
+        f.explanation.contains("TIME_WAIT 60.0 s"),
+        "{}",
+        f.explanation
+    );
+    assert!(
+        f.remedy[0].contains("keepalive"),
+        "keep-alive first: {:?}",
+        f.remedy
+    );
+    assert!(f.remedy[2].contains("ip_local_port_range in netns 7 (proxy) (now 40000-40999)"));
+    assert!(f.remedy[3].contains("tcp_tw_reuse=1"), "{:?}", f.remedy);
+    assert_eq!(f.bites_in_s, Some(15.0));
+    // Low usage but out of ports within 10 minutes: a warning all the same.
+    assert_eq!(
+        kinds(&run(&[dest(0.1, 0, false, Some(300.0))], &ns)).len(),
+        1
+    );
+    assert!(run(&[dest(0.1, 0, false, Some(900.0))], &ns).is_empty());
+    // Failing: critical, with the failed connects.
+    let out = run(&[dest(1.0, 81, true, Some(0.0))], &ns);
+    assert_eq!(kinds(&out), [(Kind::PortExhaustion, Severity::Critical)]);
+    assert!(
+        out[0]
+            .headline
+            .contains("no free local port (EADDRNOTAVAIL, 81 failed connects)"),
+        "{}",
+        out[0].headline
+    );
+    assert!(out[0].numbers.contains(&("failed_connects", json_u64(81))));
+}
+
+fn json_u64(n: u64) -> Value {
+    serde_json::json!(n)
+}
+
+#[test]
+fn a_lowered_fin_timeout_is_called_a_myth_next_to_exhaustion() {
+    let quiet = run(&[dest(0.6, 0, false, None)], &[netns(60, &[])]);
+    assert!(
+        !quiet[0]
+            .myths
+            .iter()
+            .any(|m| m.contains("tcp_fin_timeout is"))
+    );
+    let lowered = run(&[dest(0.6, 0, false, None)], &[netns(15, &[])]);
+    assert!(
+        lowered[0].myths[0]
+            .contains("tcp_fin_timeout is 15 s in this namespace: it does not shorten TIME_WAIT"),
+        "{:?}",
+        lowered[0].myths
+    );
+}
+
+#[test]
+fn counters_of_a_namespace() {
+    assert!(run(&[], &[netns(60, &[])]).is_empty(), "a quiet namespace");
+    let out = run(
+        &[],
+        &[netns(
+            60,
+            &[
+                ("TCPTimeWaitOverflow", 12),
+                ("ListenOverflows", 54),
+                ("SyncookiesSent", 3),
+            ],
+        )],
+    );
+    assert_eq!(
+        kinds(&out),
+        [
+            (Kind::TimewaitOverflow, Severity::Warning),
+            (Kind::ListenOverflow, Severity::Warning),
+            (Kind::SynQueue, Severity::Warning)
+        ]
+    );
+    assert!(
+        out[0]
+            .headline
+            .contains("12 connections closed without TIME_WAIT: tcp_max_tw_buckets (4096) reached")
+    );
+    assert!(out[0].myths[0].contains("Lowering tcp_max_tw_buckets is not a fix"));
+    assert!(
+        out[1]
+            .remedy
+            .iter()
+            .any(|r| r.contains("somaxconn") && r.contains("now 128"))
+    );
+}
+
+#[test]
+fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
+    let listeners = [Listener {
+        netns: 7,
+        local: "10.0.0.1:8080".parse().unwrap(),
+        owner: Some((5, Comm::from_name("server"))),
+        queued: 128,
+        limit: 128,
+    }];
+    let namespaces = [netns(60, &[("ListenOverflows", 54)])];
+    let out = diagnose(&Evidence {
+        elapsed_s: 10.0,
+        ports: &[],
+        namespaces: &namespaces,
+        binds: &[],
+        by_process: &[],
+        close_waits: &[],
+        server_timewait: &[],
+        listeners: &listeners,
+    });
+    assert!(
+        out[0]
+            .headline
+            .contains("10.0.0.1:8080 of server[5] queues 128/128"),
+        "{}",
+        out[0].headline
+    );
+    assert!(
+        out[0].remedy[0].contains("somaxconn"),
+        "the cap first: {:?}",
+        out[0].remedy
+    );
+}
+
+#[test]
+fn close_wait_leaks_need_age() {
+    let pile = |count, oldest_age_s| Pile {
+        netns: 7,
+        owner: Some((9, Comm::from_name("app"))),
+        count,
+        oldest_age_s,
+        peers: vec![("10.0.0.3:0".parse().unwrap(), count)],
+    };
+    let with = |piles: &[Pile]| {
+        diagnose(&Evidence {
+            elapsed_s: 60.0,
+            ports: &[],
+            namespaces: &[],
+            binds: &[],
+            by_process: &[],
+            close_waits: piles,
+            server_timewait: &[],
+            listeners: &[],
+        })
+    };
+    assert!(
+        with(&[pile(50, 29.0)]).is_empty(),
+        "young CLOSE_WAITs are closes in progress"
+    );
+    let out = with(&[pile(50, 31.0)]);
+    assert_eq!(kinds(&out), [(Kind::CloseWaitLeak, Severity::Warning)]);
+    assert!(
+        out[0].headline.contains(
+            "app[9] in netns 7 leaves 50 connections in CLOSE_WAIT (the oldest for 31.0 s)"
+        )
+    );
+    assert!(out[0].myths[0].contains("No kernel setting fixes CLOSE_WAIT"));
+    assert_eq!(kinds(&with(&[pile(1000, 31.0)]))[0].1, Severity::Critical);
+}
+
+#[test]
+fn aborts_need_numbers_and_a_share() {
+    let app = Some((9, Comm::from_name("app")));
+    let counts = |abort_sent: u64, peer: u64| {
+        let mut c = VerdictCounts::default();
+        c[Verdict::AbortSent.index()] = abort_sent;
+        c[Verdict::Peer.index()] = peer;
+        c
+    };
+    let with = |rows: &[(ProcessKey, VerdictCounts)]| {
+        diagnose(&Evidence {
+            elapsed_s: 10.0,
+            ports: &[],
+            namespaces: &[],
+            binds: &[],
+            by_process: rows,
+            close_waits: &[],
+            server_timewait: &[],
+            listeners: &[],
+        })
+    };
+    assert!(with(&[(app, counts(19, 0))]).is_empty(), "fewer than 20");
+    assert!(with(&[(app, counts(50, 1000))]).is_empty(), "under 10 %");
+    let out = with(&[(app, counts(100, 100))]);
+    assert_eq!(kinds(&out), [(Kind::AbortSent, Severity::Warning)]);
+    assert!(
+        out[0]
+            .headline
+            .contains("app[9] resets its connections: 100 abort-sent (10.0/s, 50 % of them)"),
+        "{}",
+        out[0].headline
+    );
+    assert!(out[0].myths[0].contains("SO_LINGER 0 is not a TIME_WAIT cure"));
+}
+
+#[test]
+fn refused_and_unreachable_upstreams() {
+    let ns = [netns(60, &[])];
+    let mut refused = dest(0.0, 0, false, None);
+    refused.verdicts = VerdictCounts::default();
+    refused.verdicts[Verdict::Refused.index()] = 10;
+    refused.connects = 10;
+    let out = run(&[refused.clone()], &ns);
+    assert_eq!(kinds(&out), [(Kind::UpstreamRefuses, Severity::Warning)]);
+    assert!(
+        out[0]
+            .headline
+            .starts_with("10.0.0.1:80 refuses connections"),
+        "{}",
+        out[0].headline
+    );
+    refused.verdicts[Verdict::Refused.index()] = 4;
+    assert!(run(&[refused.clone()], &ns).is_empty(), "fewer than 5");
+    refused.verdicts[Verdict::ConnectFailed.index()] = 6;
+    assert_eq!(
+        kinds(&run(&[refused], &ns)),
+        [(Kind::UpstreamUnreachable, Severity::Warning)]
+    );
+}
+
+#[test]
+fn timewait_on_the_accepting_side_is_information() {
+    let server = Some((5, Comm::from_name("server")));
+    let with = |n| {
+        diagnose(&Evidence {
+            elapsed_s: 10.0,
+            ports: &[],
+            namespaces: &[],
+            binds: &[],
+            by_process: &[],
+            close_waits: &[],
+            server_timewait: &[(7, server, n)],
+            listeners: &[],
+        })
+    };
+    assert!(with(99).is_empty());
+    let out = with(5000);
+    assert_eq!(kinds(&out), [(Kind::ServerTimewait, Severity::Info)]);
+    assert!(out[0].explanation.contains("do not use ephemeral ports"));
+    assert_eq!(worst(&out), Some(Severity::Info));
+}
+
+#[test]
+fn failed_binds_and_the_ranking() {
+    let binds = [BindRow {
+        netns: 7,
+        process: Some((5, Comm::from_name("server"))),
+        local: "0.0.0.0:8081".parse().unwrap(),
+        count: 1,
+        timewait_on_port: 3,
+    }];
+    let ports = [
+        dest(1.0, 5, true, Some(0.0)),
+        dest(0.6, 0, false, Some(40.0)),
+    ];
+    let out = diagnose(&Evidence {
+        elapsed_s: 10.0,
+        ports: &ports,
+        namespaces: &[],
+        binds: &binds,
+        by_process: &[],
+        close_waits: &[],
+        server_timewait: &[],
+        listeners: &[],
+    });
+    assert_eq!(
+        kinds(&out),
+        [
+            (Kind::PortExhaustion, Severity::Critical),
+            (Kind::PortExhaustion, Severity::Warning),
+            (Kind::BindInUse, Severity::Warning),
+        ],
+        "worst first, then the soonest to bite"
+    );
+    assert!(out[2].headline.contains("server[5] in netns 7 cannot bind *:8081 (EADDRINUSE, 1 times): 3 timewait sockets hold port 8081"), "{}", out[2].headline);
+    assert_eq!(worst(&out), Some(Severity::Critical));
+    assert_eq!(worst(&[]), None);
+}
