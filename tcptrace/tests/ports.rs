@@ -411,6 +411,30 @@ fn exhaustion() {
         predicted / 1e9,
         actual / 1e9
     );
+    // The finding: critical, naming the proxy, the destination and the
+    // numbers; keep-alive first among the remedies.
+    let summaries = run.of_type("summary");
+    let findings = summaries.last().unwrap()["findings"].as_array().unwrap();
+    let f = &findings[0];
+    assert_eq!(
+        (f["kind"].as_str(), f["severity"].as_str()),
+        (Some("port-exhaustion"), Some("critical")),
+        "{f}"
+    );
+    assert_eq!(
+        (f["pid"].as_u64(), f["comm"].as_str()),
+        (Some(run.proxy_pid as u64), Some("tt-proxy"))
+    );
+    assert_eq!(
+        (f["raddr"].as_str(), f["rport"].as_u64()),
+        (Some(SERVER_IP), Some(u64::from(PORT)))
+    );
+    assert_eq!(f["failed_connects"], seen.no_port);
+    assert_eq!(f["capacity"], CAPACITY);
+    assert!(
+        f["remedy"][0].as_str().unwrap().contains("keep-alive"),
+        "{f}"
+    );
     // Once per crossing.
     assert_eq!(
         alerts.iter().filter(|a| a["level"] == "usage-50").count(),
@@ -472,6 +496,11 @@ fn keepalive_upstream() {
     assert!(up["held"].as_u64().unwrap() <= 1, "{up}");
     assert!(up["usage"].as_f64().unwrap() < 0.01, "{up}");
     assert!(
+        warnings(&run).is_empty(),
+        "a healthy proxy, no warning: {:?}",
+        warnings(&run)
+    );
+    assert!(
         run.of_type("ports_alert").is_empty(),
         "false alarm: {:?}",
         run.of_type("ports_alert")
@@ -520,6 +549,81 @@ fn failed_bind() {
         row["timewait_on_port"], 1,
         "the server's own timewait socket: {row}"
     );
+    let f = summary["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "bind-in-use")
+        .expect("a bind-in-use finding");
+    assert_eq!(
+        (f["severity"].as_str(), f["comm"].as_str()),
+        (Some("warning"), Some("tt-restart"))
+    );
+    assert!(f["remedy"][0].as_str().unwrap().contains("SO_REUSEADDR"));
+}
+
+/// Findings at warning level or worse in the last summary of a run.
+fn warnings(run: &Run) -> Vec<Value> {
+    let summaries = run.of_type("summary");
+    summaries.last().unwrap()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] != "info")
+        .cloned()
+        .collect()
+}
+
+/// `tcptrace diagnose` says with its exit status whether anything is wrong:
+/// 4 when connects fail for lack of ports, 0 where nothing happens.
+fn diagnose_exit_status() {
+    let net = Net::new("pdg");
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &net.client,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_local_port_range=40000 40019",
+        ],
+    );
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let quiet = Tracer::start(&[
+        "diagnose",
+        "--for",
+        "3",
+        "--json",
+        "--netns",
+        &format!("{}", net.server_ino),
+    ]);
+    let tracer = Tracer::start(&["diagnose", "--for", "7", "--json", "--netns", &netns]);
+    let upstream = format!("{SERVER_IP}:{PORT}");
+    let mut server = Peer::spawn(&net.server, "tt-upstream", "server", "-", &upstream);
+    server.expect("ready");
+    // 20 ports, 10 connections a second for 4 s.
+    let mut proxy = Peer::spawn(&net.client, "tt-proxy", "proxy", "per-request:4", &upstream);
+    proxy.expect("started");
+    let done = proxy.expect("done");
+    assert!(!done.contains("eaddrnotavail=0"), "{done}");
+    let finished = tracer.wait();
+    assert_eq!(finished.status.code(), Some(4), "{:?}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .iter()
+            .any(|l| l.starts_with("tcptrace: diagnosing: 5 of 7 s")),
+        "progress: {:?}",
+        finished.stderr
+    );
+    let summaries = finished.records("summary");
+    assert_eq!(summaries.len(), 1, "one report");
+    assert_eq!(summaries[0]["findings"][0]["kind"], "port-exhaustion");
+    assert_eq!(finished.records("transition").len(), 0, "quietly");
+    let quiet = quiet.wait();
+    assert_eq!(quiet.status.code(), Some(0), "{:?}", quiet.stderr);
 }
 
 fn main() {
@@ -528,7 +632,7 @@ fn main() {
         peer(&args[2..]);
     }
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let scenarios: [(&str, fn()); 4] = [
+    let scenarios: [(&str, fn()); 5] = [
         ("exhaustion", exhaustion),
         (
             "exhaustion_avoided_by_tw_reuse",
@@ -536,6 +640,7 @@ fn main() {
         ),
         ("keepalive_upstream", keepalive_upstream),
         ("failed_bind", failed_bind),
+        ("diagnose_exit_status", diagnose_exit_status),
     ];
     let started = Instant::now();
     println!("\nrunning {} tests", scenarios.len());

@@ -1116,6 +1116,29 @@ fn timewait_overflow() {
         "{:#?}",
         run.stderr
     );
+    // Said as a finding, with the myth next to it.
+    let finding = finding(&run.summary, "timewait-overflow");
+    assert_eq!(finding["severity"], "warning");
+    assert_eq!(
+        (finding["netns"].as_u64(), finding["overflows"].as_u64()),
+        (Some(net.client_ino), Some(1))
+    );
+    assert!(
+        finding["myths"][0]
+            .as_str()
+            .unwrap()
+            .contains("Lowering tcp_max_tw_buckets is not a fix")
+    );
+}
+
+/// The finding of `kind` in a JSON summary.
+fn finding<'a>(summary: &'a Value, kind: &str) -> &'a Value {
+    summary["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} finding in {}", summary["findings"]))
 }
 
 // ---------------------------------------------------------------- harness --

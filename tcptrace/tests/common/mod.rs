@@ -99,6 +99,11 @@ impl Tracer {
         self.finish()
     }
 
+    /// Waits for it to end by itself (`diagnose --for`).
+    pub fn wait(self) -> Finished {
+        self.finish()
+    }
+
     fn finish(mut self) -> Finished {
         let status =
             wait_timeout(&mut self.child, Duration::from_secs(30)).expect("tcptrace exits");
