@@ -1,0 +1,348 @@
+//! Findings scenarios: one per finding that real traffic can produce in a
+//! few seconds (the CLOSE_WAIT leak takes half a minute: it runs alongside
+//! the others), each in its own pair of namespaces under its own tracer,
+//! each checking the finding's kind, severity, the process and endpoint it
+//! names and its numbers against what the scenario did. A healthy host —
+//! servers that close first, clients that reuse nothing — says nothing
+//! above info. The binary is its own peer (see `common::net`).
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    panic, thread,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Tracer,
+    net::{Net, Peer, SERVER_IP},
+};
+use serde_json::Value;
+
+const PORT: u16 = 8080;
+
+fn say(what: &str) {
+    println!("{what}");
+    std::io::stdout().flush().unwrap();
+}
+
+fn linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid struct linger of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+fn read_to_eof(conn: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+// ---------------------------------------------------------------- peers --
+
+/// Servers: `eof-then-close` (the client closes first), `close-first`,
+/// `never-close` (keeps every connection after its peer's FIN).
+fn server(mode: &str, addr: SocketAddr) -> ! {
+    let listener = TcpListener::bind(addr).unwrap();
+    say("ready");
+    let mut kept = Vec::new();
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        match mode {
+            "close-first" => {
+                let _ = conn.write_all(b"bye");
+            }
+            "never-close" => {
+                read_to_eof(&mut conn);
+                kept.push(conn);
+            }
+            _ => {
+                thread::spawn(move || read_to_eof(&mut conn));
+            }
+        }
+    }
+    std::process::exit(0)
+}
+
+/// Clients, `MODE:N` for N connections: `linger0` (reset by this side),
+/// `wait-eof` (the server closes first), `close-first`, `refused`.
+fn client(mode: &str, addr: SocketAddr) -> ! {
+    let (mode, n) = mode.split_once(':').unwrap();
+    let n: u32 = n.parse().unwrap();
+    for _ in 0..n {
+        match mode {
+            "refused" => {
+                let err = TcpStream::connect(addr).unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+            }
+            _ => {
+                let mut conn = TcpStream::connect(addr).unwrap();
+                match mode {
+                    "linger0" => {
+                        conn.write_all(b"hi").unwrap();
+                        thread::sleep(Duration::from_millis(5));
+                        linger_zero(&conn);
+                    }
+                    // Nothing sent: data reaching a server that has closed
+                    // would be answered with a RST, not TIME_WAIT.
+                    "wait-eof" => read_to_eof(&mut conn),
+                    "close-first" => conn.write_all(b"hi").unwrap(),
+                    other => panic!("client mode {other}"),
+                }
+            }
+        }
+    }
+    say("done");
+    // Stay in the namespace a moment: tcptrace reads its counters through us.
+    thread::sleep(Duration::from_millis(1500));
+    std::process::exit(0)
+}
+
+fn peer(args: &[String]) -> ! {
+    let [netns, name, role, mode, addr] = args else {
+        panic!("peer NETNS NAME ROLE MODE ADDR")
+    };
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    match role.as_str() {
+        "server" => server(mode, addr),
+        "client" => client(mode, addr),
+        other => panic!("role {other}"),
+    }
+}
+
+// ------------------------------------------------------------ scenarios --
+
+/// A scenario's outcome: tcptrace's last summary, the peers' pids.
+struct Run {
+    summary: Value,
+    client_pid: u32,
+    server_pid: u32,
+    net: Net,
+}
+
+/// Traces a server (if `server_mode`) and a client; `hold`: how long to
+/// keep tracing after the client is done.
+fn traced(tag: &str, server_mode: Option<&str>, client_mode: &str, hold: Duration) -> Run {
+    let net = Net::new(tag);
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--summary", "--netns", &netns]);
+    let addr = format!("{SERVER_IP}:{PORT}");
+    let server = server_mode.map(|mode| {
+        let mut s = Peer::spawn(&net.server, "tt-server", "server", mode, &addr);
+        s.expect("ready");
+        s
+    });
+    let mut client = Peer::spawn(&net.client, "tt-client", "client", client_mode, &addr);
+    client.expect("done");
+    thread::sleep(hold);
+    let (client_pid, server_pid) = (client.pid(), server.as_ref().map_or(0, Peer::pid));
+    let finished = tracer.stop_lossless();
+    drop(server);
+    let summaries = finished.records("summary");
+    Run {
+        summary: summaries.last().expect("an exit summary").clone(),
+        client_pid,
+        server_pid,
+        net,
+    }
+}
+
+impl Run {
+    fn findings(&self) -> Vec<&Value> {
+        self.summary["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect()
+    }
+
+    fn finding(&self, kind: &str) -> &Value {
+        self.findings()
+            .into_iter()
+            .find(|f| f["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} finding in {:#?}", self.findings()))
+    }
+
+    /// Findings at warning level or worse, but for `except`.
+    fn warnings_but(&self, except: &[&str]) -> Vec<&Value> {
+        self.findings()
+            .into_iter()
+            .filter(|f| f["severity"] != "info" && !except.contains(&f["kind"].as_str().unwrap()))
+            .collect()
+    }
+}
+
+/// A client that closes with SO_LINGER 0, 30 times: it resets; the server
+/// is reset.
+fn abort_storm() {
+    let run = traced(
+        "fab",
+        Some("eof-then-close"),
+        "linger0:30",
+        Duration::from_millis(300),
+    );
+    let sent = run.finding("abort-sent");
+    assert_eq!(sent["severity"], "warning");
+    assert_eq!(
+        (sent["pid"].as_u64(), sent["comm"].as_str()),
+        (Some(run.client_pid as u64), Some("tt-client"))
+    );
+    assert_eq!(sent["count"], 30);
+    assert!(
+        sent["myths"][0]
+            .as_str()
+            .unwrap()
+            .contains("SO_LINGER 0 is not a TIME_WAIT cure")
+    );
+    let received = run.finding("abort-received");
+    assert_eq!(
+        (received["comm"].as_str(), received["count"].as_u64()),
+        (Some("tt-server"), Some(30))
+    );
+    assert_eq!(received["pid"], run.server_pid);
+    assert!(
+        run.warnings_but(&["abort-sent", "abort-received"])
+            .is_empty(),
+        "{:#?}",
+        run.findings()
+    );
+}
+
+/// Six connects to a port nobody listens on: the upstream refuses.
+fn refused_upstream() {
+    let run = traced("frf", None, "refused:6", Duration::from_millis(300));
+    let f = run.finding("upstream-refuses");
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(
+        (f["raddr"].as_str(), f["rport"].as_u64()),
+        (Some(SERVER_IP), Some(u64::from(PORT)))
+    );
+    assert_eq!(
+        (f["failed"].as_u64(), f["connects"].as_u64()),
+        (Some(6), Some(6))
+    );
+    assert_eq!(f["netns"], run.net.client_ino);
+    assert!(f["headline"].as_str().unwrap().contains("tt-client"), "{f}");
+}
+
+/// A busy, healthy pair: 150 connections the server closes first. Its
+/// TIME_WAIT is on its own port and harmless: info only, said so.
+fn healthy_server_closes_first() {
+    let run = traced(
+        "fhs",
+        Some("close-first"),
+        "wait-eof:150",
+        Duration::from_millis(300),
+    );
+    assert!(
+        run.warnings_but(&[]).is_empty(),
+        "false alarm: {:#?}",
+        run.findings()
+    );
+    let f = run.finding("server-timewait");
+    assert_eq!(f["severity"], "info");
+    assert_eq!(
+        (f["comm"].as_str(), f["timewait"].as_u64()),
+        (Some("tt-server"), Some(150))
+    );
+    assert_eq!(f["netns"], run.net.server_ino);
+    assert!(
+        f["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("do not use ephemeral ports")
+    );
+}
+
+/// A server that never closes after its peers' FINs: its CLOSE_WAIT ages
+/// past 30 s.
+fn close_wait_leak() {
+    let run = traced(
+        "fcw",
+        Some("never-close"),
+        "close-first:5",
+        Duration::from_secs(32),
+    );
+    let f = run.finding("close-wait-leak");
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(
+        (f["pid"].as_u64(), f["comm"].as_str()),
+        (Some(run.server_pid as u64), Some("tt-server"))
+    );
+    assert_eq!(f["count"], 5);
+    let age = f["oldest_age_s"].as_f64().unwrap();
+    assert!((30.0..40.0).contains(&age), "oldest {age} s");
+    assert_eq!(f["peers"][0]["count"], 5, "{f}");
+    assert!(
+        f["myths"][0]
+            .as_str()
+            .unwrap()
+            .contains("No kernel setting fixes CLOSE_WAIT")
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("peer") {
+        peer(&args[2..]);
+    }
+    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let scenarios: [(&str, fn()); 4] = [
+        ("close_wait_leak", close_wait_leak),
+        ("abort_storm", abort_storm),
+        ("refused_upstream", refused_upstream),
+        ("healthy_server_closes_first", healthy_server_closes_first),
+    ];
+    let started = Instant::now();
+    println!("\nrunning {} tests", scenarios.len());
+    let running: Vec<_> = scenarios
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f.as_str())))
+        .map(|&(name, scenario)| {
+            (
+                name,
+                thread::spawn(move || panic::catch_unwind(scenario).is_ok()),
+            )
+        })
+        .collect();
+    let filtered = scenarios.len() - running.len();
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, handle) in running {
+        if handle.join().unwrap_or(false) {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!("test {name} ... FAILED");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        println!("\nfailures:\n    {}", failed.join("\n    "));
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
