@@ -13,16 +13,18 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     aggregate::{
+        listeners::Listeners,
         netns::{self, NetnsTable, Values},
         open::{close_wait_piles, open_by_state},
         ports::{Dest, Held, Ports},
         stats::{ProcessKey, Stats, sorted_rows},
     },
-    findings::{self, Evidence, Severity},
+    findings::{self, Evidence, Listener, Severity},
     host::{
         netns::{self as names, NetnsName},
         netstat,
         snapshot::Snapshot,
+        sockdiag::{self, DiagListener},
         sysctl::{self, Sysctls},
     },
     kernel::monotonic_ns,
@@ -43,6 +45,7 @@ struct Seen {
     by_process: Vec<(ProcessKey, crate::aggregate::stats::VerdictCounts)>,
     close_waits: Vec<crate::aggregate::open::Pile>,
     server_timewait: Vec<(u32, ProcessKey, u64)>,
+    listeners: Vec<Listener>,
 }
 
 impl Seen {
@@ -55,7 +58,7 @@ impl Seen {
             by_process: &self.by_process,
             close_waits: &self.close_waits,
             server_timewait: &self.server_timewait,
-            listeners: &[],
+            listeners: &self.listeners,
         })
     }
 }
@@ -71,6 +74,8 @@ pub struct Readers {
     pub counters: fn(u32, u32) -> io::Result<Values>,
     pub sysctls: fn(u32, u32) -> io::Result<Sysctls>,
     pub name: fn(u32, u32) -> NetnsName,
+    /// Its listening sockets and their accept queues.
+    pub listeners: fn(u32, u32) -> io::Result<Vec<DiagListener>>,
 }
 
 impl Readers {
@@ -83,6 +88,7 @@ impl Readers {
                 Ok(netns::values(&[netstat, snmp]))
             },
             sysctls: sysctl::read_in,
+            listeners: sockdiag::listeners_in,
             name: |netns, pid| {
                 names::name_of(
                     netns,
@@ -118,6 +124,7 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     /// Whether timewait sockets are traced (and their overflows said).
     timewait: bool,
     namespaces: NetnsTable,
+    listeners: Listeners,
     readers: Readers,
     lost_reported: u64,
     warned_untracked: bool,
@@ -160,6 +167,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             warnings,
             timewait,
             namespaces: NetnsTable::default(),
+            listeners: Listeners::default(),
             readers,
             lost_reported: 0,
             warned_untracked: false,
@@ -280,6 +288,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 && let Ok(sysctls) = (readers.sysctls)(pid, netns)
             {
                 self.namespaces.set_sysctls(netns, sysctls, now_s);
+            }
+        }
+        for &(netns, pid) in &known {
+            if let Ok(now) = (readers.listeners)(pid, netns) {
+                self.listeners.sample(netns, &now);
             }
         }
         let poll = self
@@ -458,6 +471,21 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             by_process: sorted_rows(&self.stats.by_process, usize::MAX),
             close_waits: close_wait_piles(self.pipeline.open(), now),
             server_timewait: self.server_timewait(),
+            listeners: self
+                .listeners
+                .iter()
+                .filter(|(netns, _, _)| self.pipeline.shows_netns(*netns))
+                .map(|(netns, local, q)| Listener {
+                    netns,
+                    local,
+                    owner: self
+                        .pipeline
+                        .listener_owner(netns, local.port())
+                        .map(|t| (t.pid, t.comm)),
+                    queued: q.max_queued,
+                    limit: q.limit,
+                })
+                .collect(),
         }
     }
 

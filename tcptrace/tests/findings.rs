@@ -57,6 +57,16 @@ fn read_to_eof(conn: &mut TcpStream) {
 /// Servers: `eof-then-close` (the client closes first), `close-first`,
 /// `never-close` (keeps every connection after its peer's FIN).
 fn server(mode: &str, addr: SocketAddr) -> ! {
+    // `never-accept:BACKLOG`: listens with that backlog and accepts nothing.
+    if let Some(backlog) = mode.strip_prefix("never-accept:") {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.listen(backlog.parse().unwrap()).unwrap();
+        say("ready");
+        thread::sleep(Duration::from_secs(60));
+        std::process::exit(0)
+    }
     let listener = TcpListener::bind(addr).unwrap();
     say("ready");
     let mut kept = Vec::new();
@@ -83,6 +93,23 @@ fn server(mode: &str, addr: SocketAddr) -> ! {
 fn client(mode: &str, addr: SocketAddr) -> ! {
     let (mode, n) = mode.split_once(':').unwrap();
     let n: u32 = n.parse().unwrap();
+    // `flood:N`: N connects at once, left pending.
+    if mode == "flood" {
+        let kept: Vec<socket2::Socket> = (0..n)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr.into());
+                s
+            })
+            .collect();
+        thread::sleep(Duration::from_secs(2));
+        say("done");
+        thread::sleep(Duration::from_secs(3));
+        drop(kept);
+        std::process::exit(0)
+    }
     for _ in 0..n {
         match mode {
             "refused" => {
@@ -140,7 +167,42 @@ struct Run {
 /// Traces a server (if `server_mode`) and a client; `hold`: how long to
 /// keep tracing after the client is done.
 fn traced(tag: &str, server_mode: Option<&str>, client_mode: &str, hold: Duration) -> Run {
+    traced_with(tag, &[], None, server_mode, client_mode, hold)
+}
+
+/// `traced` with sysctls set first, (`"server"` or `"client"`, name, value),
+/// and an nftables script in the server's namespace.
+fn traced_with(
+    tag: &str,
+    sysctls: &[(&str, &str, &str)],
+    server_nft: Option<&str>,
+    server_mode: Option<&str>,
+    client_mode: &str,
+    hold: Duration,
+) -> Run {
     let net = Net::new(tag);
+    for (side, name, value) in sysctls {
+        let ns = if *side == "server" {
+            &net.server
+        } else {
+            &net.client
+        };
+        common::net::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("{name}={value}"),
+            ],
+        );
+    }
+    if let Some(script) = server_nft {
+        net.nft(&net.server, script);
+    }
     let netns = format!("{},{}", net.client_ino, net.server_ino);
     let tracer = Tracer::start(&["--json", "--summary", "--netns", &netns]);
     let addr = format!("{SERVER_IP}:{PORT}");
@@ -298,17 +360,67 @@ fn close_wait_leak() {
     );
 }
 
+/// A server that never accepts, whose backlog somaxconn caps at 4: twenty
+/// clients overflow its accept queue; the listener is named, at its cap.
+fn listen_overflow() {
+    let run = traced_with(
+        "flo",
+        &[("server", "net.core.somaxconn", "4")],
+        None,
+        Some("never-accept:1024"),
+        "flood:20",
+        Duration::from_millis(2500),
+    );
+    let f = run.finding("listen-overflow");
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["netns"], run.net.server_ino);
+    assert!(f["listen_overflows"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["somaxconn"], 4);
+    let listener = &f["listeners"][0];
+    assert_eq!(listener["laddr"], format!("{SERVER_IP}:{PORT}"), "{f}");
+    assert_eq!(listener["limit"], 4, "listen(1024) capped by somaxconn");
+    assert!(listener["queued"].as_u64().unwrap() >= 4, "{f}");
+    assert_eq!(
+        (listener["comm"].as_str(), listener["pid"].as_u64()),
+        (Some("tt-server"), Some(run.server_pid as u64))
+    );
+    assert!(
+        f["remedy"][0].as_str().unwrap().contains("somaxconn"),
+        "the cap first: {f}"
+    );
+}
+
+/// The clients' final ACKs dropped: half-open connections fill the SYN
+/// queue (backlog 4) and the kernel answers with SYN cookies.
+fn syn_queue() {
+    let nft = "table inet tt {\n chain in {\n type filter hook input priority 0;\n tcp dport 8080 tcp flags & (syn | ack) == ack drop\n }\n}\n";
+    let run = traced_with(
+        "fsq",
+        &[],
+        Some(nft),
+        Some("never-accept:4"),
+        "flood:20",
+        Duration::from_millis(1500),
+    );
+    let f = run.finding("syn-queue");
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["netns"], run.net.server_ino);
+    assert!(f["syncookies_sent"].as_u64().unwrap() > 0, "{f}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("peer") {
         peer(&args[2..]);
     }
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let scenarios: [(&str, fn()); 4] = [
+    let scenarios: [(&str, fn()); 6] = [
         ("close_wait_leak", close_wait_leak),
         ("abort_storm", abort_storm),
         ("refused_upstream", refused_upstream),
         ("healthy_server_closes_first", healthy_server_closes_first),
+        ("listen_overflow", listen_overflow),
+        ("syn_queue", syn_queue),
     ];
     let started = Instant::now();
     println!("\nrunning {} tests", scenarios.len());

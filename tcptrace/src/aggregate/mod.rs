@@ -5,6 +5,7 @@
 
 pub mod distribution;
 pub mod exhaustion;
+pub mod listeners;
 pub mod netns;
 pub mod open;
 pub mod ports;

@@ -10,4 +10,5 @@ pub mod netns;
 pub mod netstat;
 pub mod preflight;
 pub mod snapshot;
+pub mod sockdiag;
 pub mod sysctl;

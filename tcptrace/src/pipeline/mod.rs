@@ -183,6 +183,11 @@ impl Pipeline {
         &mut self.namespaces
     }
 
+    /// The owner of the listener(s) on (netns, port), if known.
+    pub fn listener_owner(&self, netns: u32, port: u16) -> Option<crate::model::Task> {
+        self.conns.listener_owner(netns, port)
+    }
+
     /// Whether the filters show namespace `netns` (`--netns`).
     pub fn shows_netns(&self, netns: u32) -> bool {
         self.filter.accepts_netns(netns)

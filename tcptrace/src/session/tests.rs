@@ -50,6 +50,7 @@ fn fake() -> Readers {
                 ..Sysctls::default()
             })
         },
+        listeners: |_pid, _netns| Ok(Vec::new()),
         name: |_netns, pid| NetnsName {
             name: Some("proxy".into()),
             process: Some((pid, "proxy".into())),

@@ -72,6 +72,11 @@ impl Tracker {
         self.owners.seed(existing);
     }
 
+    /// The owner of what is accepted on (netns, port), if known.
+    pub fn listener_owner(&self, netns: u32, port: u16) -> Option<Task> {
+        self.owners.of_accepted(netns, port)
+    }
+
     /// Follows one transition; sets `t.owner` to the socket's owner as known.
     /// Returns the connection if this transition ended it with a verdict.
     pub fn on_transition(&mut self, t: &mut Transition) -> Option<Closed> {
