@@ -261,6 +261,11 @@ fn abort_storm() {
         Duration::from_millis(300),
     );
     let sent = run.finding("abort-sent");
+    assert_eq!(
+        sent["counterparts"][0],
+        format!("{SERVER_IP}:{PORT} (30)"),
+        "{sent}"
+    );
     assert_eq!(sent["severity"], "warning");
     assert_eq!(
         (sent["pid"].as_u64(), sent["comm"].as_str()),

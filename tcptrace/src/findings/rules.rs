@@ -132,10 +132,18 @@ fn counter(n: &NetnsReport, name: &str) -> u64 {
 
 /// The myth worth saying when a namespace's `tcp_fin_timeout` was lowered in
 /// the hope of shortening TIME_WAIT.
-fn fin_timeout_myth(n: Option<&NetnsReport>, measured_tw_s: Option<f64>) -> Option<String> {
+fn fin_timeout_myth(
+    n: Option<&NetnsReport>,
+    tw_s: Option<f64>,
+    hold: Option<TimewaitHold>,
+) -> Option<String> {
     let fin = n?.sysctls.as_ref()?.fin_timeout_s?;
     (fin != 60).then(|| {
-        let measured = measured_tw_s.map_or_else(String::new, |s| format!(" (measured here: {})", secs(s)));
+        let how = match hold {
+            Some(TimewaitHold::Measured | TimewaitHold::MeasuredElsewhere) => "measured here",
+            _ => "the timer here",
+        };
+        let measured = tw_s.map_or_else(String::new, |s| format!(" ({how}: {})", secs(s)));
         format!(
             "net.ipv4.tcp_fin_timeout is {fin} s in this namespace: it does not shorten TIME_WAIT. It is \
              the timeout of orphaned sockets in FIN_WAIT2; TIME_WAIT is fixed at 60 s{measured}."
@@ -228,9 +236,13 @@ fn port_exhaustion(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
             sysctls.and_then(|s| s.tw_reuse).map_or_else(|| "?".into(), |v| v.to_string())
         ));
     }
-    let mut myths: Vec<String> = fin_timeout_myth(netns_report(ev, r.dest.netns), r.timewait_s)
-        .into_iter()
-        .collect();
+    let mut myths: Vec<String> = fin_timeout_myth(
+        netns_report(ev, r.dest.netns),
+        r.timewait_s,
+        r.timewait_hold,
+    )
+    .into_iter()
+    .collect();
     myths.push(
         "tcp_tw_recycle is gone (removed in Linux 4.12: it broke clients behind NAT); SO_LINGER 0 is no \
          TIME_WAIT cure (it resets connections and can lose data)."
@@ -482,9 +494,31 @@ fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
             }
             let share = n as f64 / established.max(1) as f64 * 100.0;
             let rate = n as f64 / ev.elapsed_s.max(1.0);
+            // Its counterparts: the destinations it connects to, with their
+            // resets (the peers of what it accepted are in the tables).
+            let counterparts: Vec<String> = ev
+                .ports
+                .iter()
+                .filter(|r| !r.dest.is_other() && r.verdicts[verdict.index()] > 0)
+                .filter(|r| owner.is_some_and(|(pid, _)| r.owners.iter().any(|(p, _)| *p == pid)))
+                .take(3)
+                .map(|r| {
+                    format!(
+                        "{} ({})",
+                        endpoint(&r.dest.remote),
+                        r.verdicts[verdict.index()]
+                    )
+                })
+                .collect();
+            let toward = match counterparts.is_empty() {
+                true => {
+                    " on the connections it accepted (by local listening port below)".to_owned()
+                }
+                false => format!(" toward {}", counterparts.join(", ")),
+            };
             let (headline, explanation, remedy, myths) = match kind {
                 Kind::AbortSent => (
-                    format!("{} resets its connections: {n} abort-sent ({rate:.1}/s, {share:.0} % of them)", process(owner)),
+                    format!("{} resets its connections{toward}: {n} abort-sent ({rate:.1}/s, {share:.0} % of them)", process(owner)),
                     "A RST instead of a FIN: SO_LINGER with a 0 timeout, or close() with unread data. It trades \
                      TIME_WAIT for resets: the peer sees \"connection reset by peer\" and data in flight can be lost."
                         .to_owned(),
@@ -496,7 +530,7 @@ fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                     vec!["SO_LINGER 0 is not a TIME_WAIT cure: it hides the symptom and loses data.".to_owned()],
                 ),
                 _ => (
-                    format!("Peers reset the connections of {}: {n} abort-received ({rate:.1}/s, {share:.0} % of them)", process(owner)),
+                    format!("Peers reset the connections of {}{toward}: {n} abort-received ({rate:.1}/s, {share:.0} % of them)", process(owner)),
                     "The other side aborts: its SO_LINGER 0 or a crash, a load balancer's or a NAT's idle \
                      timeout, a firewall."
                         .to_owned(),
@@ -519,6 +553,7 @@ fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                     ("count", json!(n)),
                     ("rate_per_s", json!(rate)),
                     ("share", json!(share / 100.0)),
+                    ("counterparts", json!(counterparts)),
                 ],
                 remedy,
                 myths,

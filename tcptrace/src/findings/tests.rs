@@ -303,7 +303,7 @@ fn aborts_need_numbers_and_a_share() {
     assert!(
         out[0]
             .headline
-            .contains("app[9] resets its connections: 100 abort-sent (10.0/s, 50 % of them)"),
+            .contains("app[9] resets its connections on the connections it accepted (by local listening port below): 100 abort-sent (10.0/s, 50 % of them)"),
         "{}",
         out[0].headline
     );
