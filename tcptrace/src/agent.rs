@@ -34,7 +34,8 @@ pub enum AgentError {
 /// How the run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
-    /// SIGINT or SIGTERM, or the end of `diagnose --for`: print the summary.
+    /// SIGINT, SIGTERM or SIGHUP, or the end of `diagnose --for`: print the
+    /// summary.
     Signal,
     /// The reader of stdout went away: exit quietly.
     BrokenPipe,
@@ -72,6 +73,8 @@ pub async fn run<W: io::Write>(
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    // A closed terminal or ssh session: end cleanly too, with the summary.
+    let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
     let mut drain_tick = interval(timing.drain_interval);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut counters_tick = interval(Duration::from_secs(1));
@@ -125,6 +128,7 @@ pub async fn run<W: io::Write>(
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
         };
         if let Err(err) = result {
             return output_failed(err);

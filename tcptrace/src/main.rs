@@ -32,7 +32,10 @@ fn main() -> ExitCode {
     // SAFETY: mallopt only changes allocator parameters; called before any
     // thread exists.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     env_logger::Builder::new()
         .filter_level(if cli.verbose {
             log::LevelFilter::Debug
@@ -42,6 +45,11 @@ fn main() -> ExitCode {
         .format_target(false)
         .format_timestamp(None)
         .init();
+    // Options clap cannot check alone: also bad usage, exit 2.
+    if let Err(err) = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport) {
+        eprintln!("tcptrace: {err}");
+        return ExitCode::from(2);
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(err) => {
@@ -49,6 +57,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--help` and `--version` as clap prints them; any other error in one
+/// line (clap's first, without its "error: "), exit status 2.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = err.render().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("bad usage");
+    eprintln!("tcptrace: {}", line.trim_start_matches("error: "));
+    ExitCode::from(2)
 }
 
 /// Runs tcptrace; the exit status on success (`diagnose` says with it

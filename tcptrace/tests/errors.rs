@@ -41,6 +41,50 @@ fn invalid_option_values_are_rejected() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Every option with an invalid value: one line, naming the option, exit 2.
+#[test]
+fn every_bad_value_is_one_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--lport", "0"], "--lport"),
+        (&["--lport", "http"], "--lport"),
+        (
+            &["--lport", "1,2,3,4,5,6,7,8,9"],
+            "at most 8 ports per --lport",
+        ),
+        (&["--rport", "70000"], "--rport"),
+        (&["--laddr", "10.0.0/8"], "is not an address or network"),
+        (&["--raddr", "nowhere"], "is not an address or network"),
+        (&["--pid", "x"], "--pid"),
+        (&["--netns", "lo"], "--netns"),
+        (&["--ring-size", "3M"], "must be a power of two"),
+        (&["--ring-size", "2G"], "must be a power of two"),
+        (&["--wakeup", "5Q"], "is not a size"),
+        (&["--drain-interval", "0"], "--drain-interval"),
+        (&["--max-sockets", "0"], "--max-sockets"),
+        (&["--interval", "0"], "--interval"),
+        (&["-4", "-6"], "cannot be used with"),
+        (&["diagnose", "--for", "0"], "--for"),
+        (&["diagnose", "--for", "soon"], "--for"),
+        (&["--no-such-option"], "--no-such-option"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, says) in cases {
+        let (code, stderr) = run(Command::new(BIN).args(*args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: one line, got {stderr:?}"
+        );
+        assert!(stderr.starts_with("tcptrace: "), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn help_reads_like_a_man_page() {
     let out = Command::new(BIN).arg("--help").output().unwrap();

@@ -819,3 +819,64 @@ fn sockets_beyond_max_sockets_are_counted_and_warned() {
         "{accepted:#?}"
     );
 }
+
+#[test]
+fn killed_hard_it_leaves_nothing_attached_and_starts_again() {
+    let tracer = Tracer::start(&["--json"]);
+    let ids = prog_ids_of(tracer.pid());
+    assert!(ids.len() >= 8, "its programs: {ids:?}");
+    let finished = tracer.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    assert!(!finished.status.success());
+    // The kernel frees a program once its last reference (fd, link,
+    // perf event) is gone: at once, bar an RCU grace period.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ids.iter().any(|id| prog_exists(*id)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = ids.iter().filter(|id| prog_exists(**id)).collect();
+    assert!(left.is_empty(), "programs left after kill -9: {left:?}");
+    // A second start right after works and sees traffic.
+    let again = Tracer::start(&["--json"]);
+    let (server, _) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+    let finished = again.stop_lossless();
+    let records = since_start(finished.records("transition"));
+    assert_eq!(touching(&records, &server).len(), 12);
+}
+
+#[test]
+fn two_instances_each_see_every_transition() {
+    let (a, b) = (Tracer::start(&["--json"]), Tracer::start(&["--json"]));
+    let servers: Vec<SocketAddr> = (0..5)
+        .map(|_| client_closes_first("127.0.0.1:0", Duration::ZERO).0)
+        .collect();
+    for finished in [a.stop_lossless(), b.stop_lossless()] {
+        let records = since_start(finished.records("transition"));
+        for server in &servers {
+            assert_eq!(touching(&records, server).len(), 12, "{server}");
+        }
+    }
+}
+
+#[test]
+fn sighup_ends_cleanly_with_the_summary() {
+    let tracer = Tracer::start(&["--json"]);
+    let (server, _) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+    thread::sleep(Duration::from_millis(100));
+    let finished = tracer.signal_and_wait(nix::sys::signal::Signal::SIGHUP);
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .iter()
+            .any(|l| l.contains(" transitions in ")),
+        "{:?}",
+        finished.stderr
+    );
+    assert_eq!(finished.records("summary").len(), 1);
+    let records = since_start(finished.records("transition"));
+    assert_eq!(
+        touching(&records, &server).len(),
+        12,
+        "nothing lost on the way out"
+    );
+}

@@ -149,12 +149,24 @@ fn debian_packages() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()?;
         if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
+            bail!(
+                "apt-get {} failed ({status}): is Debian's archive reachable?",
+                args.join(" ")
+            );
         }
         Ok(())
     };
-    apt(&["update", "-qq"])?;
-    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    // A fresh cloud machine holds the dpkg lock for minutes after boot
+    // (unattended upgrades): wait for it rather than fail.
+    apt(&["-o", "DPkg::Lock::Timeout=600", "update", "-qq"])?;
+    let mut install = vec![
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+    ];
     install.extend(&missing);
     apt(&install)
 }

@@ -99,6 +99,18 @@ impl Tracer {
         self.finish()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends it a signal, and waits for it to end.
+    pub fn signal_and_wait(self, signal: nix::sys::signal::Signal) -> Finished {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal tcptrace");
+        self.finish()
+    }
+
     /// Waits for it to end by itself (`diagnose --for`).
     pub fn wait(self) -> Finished {
         self.finish()
@@ -137,6 +149,42 @@ impl Tracer {
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
+}
+
+/// The ids of the BPF programs process `pid` holds (its fdinfo's `prog_id`).
+pub fn prog_ids_of(pid: u32) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Whether the kernel still has BPF program `id` (`BPF_PROG_GET_FD_BY_ID`).
+pub fn prog_exists(id: u32) -> bool {
+    // union bpf_attr for BPF_PROG_GET_FD_BY_ID: prog_id, next_id, open_flags.
+    let attr: [u32; 3] = [id, 0, 0];
+    // SAFETY: attr is a valid, initialised bpf_attr prefix of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            13, // BPF_PROG_GET_FD_BY_ID
+            attr.as_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the fd was just returned to us.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
