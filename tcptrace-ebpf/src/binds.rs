@@ -11,16 +11,20 @@
 //! sys_exit_bind:  field:long ret;              offset:16; size:8;
 //! ```
 //!
-//! The entry copies the address asked for out of user memory into a map by
-//! thread (LRU, so a missed exit cannot leak); the exit reports it if the
-//! call failed with `EADDRINUSE`. Any socket type: the arguments do not say
-//! TCP from UDP without following the file descriptor.
+//! The entry copies the address asked for out of user memory into a slot
+//! of an array chosen by thread id; the exit reports it if the call failed
+//! with `EADDRINUSE` and the slot is still that thread's. (An LRU hash map
+//! by thread cost the bench's churn, which binds every client socket, ~2 µs
+//! per connection; an array slot costs a load and a store. Two threads whose
+//! ids share their low bits, binding at the same instant, can miss a
+//! failure: never report a wrong one.) Any socket type: the arguments do not
+//! say TCP from UDP without following the file descriptor.
 
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::Array,
     programs::TracePointContext,
 };
 use tcptrace_common::{AF_INET, AF_INET6, EADDRINUSE, KIND_BIND_FAILED, TransitionEvent};
@@ -38,12 +42,16 @@ pub struct BindArgs {
     family: u16,
     /// Host order.
     port: u16,
-    _pad: u32,
+    /// The thread, 0 once its exit was seen.
+    tid: u32,
 }
 
-/// bind() calls in progress, by thread.
+/// Slots of the bind() calls in progress.
+const SLOTS: u32 = 1024;
+
+/// bind() calls in progress, by thread id modulo `SLOTS`.
 #[map]
-static BINDS: LruHashMap<u32, BindArgs> = LruHashMap::with_max_entries(1024, 0);
+static BINDS: Array<BindArgs> = Array::with_max_entries(SLOTS, 0);
 
 /// Reads a field at a constant offset (see `inet_sock_set_state::field!`).
 #[inline(always)]
@@ -77,13 +85,18 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     }
     let port = u16::from_be(user(sockaddr + 2)?);
     let tid = bpf_get_current_pid_tgid() as u32;
-    let args = BindArgs {
-        addr,
-        family,
-        port,
-        _pad: 0,
-    };
-    BINDS.insert(&tid, &args, 0).ok()
+    let slot = BINDS.get_ptr_mut(tid % SLOTS)?;
+    // SAFETY: the array's slot, valid for the program's run; a concurrent
+    // writer of the same slot is caught by the tid check at the exit.
+    unsafe {
+        *slot = BindArgs {
+            addr,
+            family,
+            port,
+            tid,
+        };
+    }
+    Some(())
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_bind")]
@@ -95,9 +108,14 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let args = unsafe { BINDS.get(&tid) }.copied()?;
-    let _ = BINDS.remove(&tid);
+    let slot = BINDS.get_ptr_mut(tid % SLOTS)?;
+    // SAFETY: as in `try_enter`.
+    let args = unsafe { *slot };
+    if args.tid != tid {
+        return None;
+    }
+    // SAFETY: as in `try_enter`.
+    unsafe { (*slot).tid = 0 };
     let ret: i64 = load(ctx, 16);
     if ret != -EADDRINUSE || !FILTER.load().accepts(args.family, args.port, 0) {
         return None;

@@ -880,3 +880,23 @@ fn sighup_ends_cleanly_with_the_summary() {
         "nothing lost on the way out"
     );
 }
+
+#[test]
+fn diagnose_ends_early_on_ctrl_c_with_its_report() {
+    let tracer = Tracer::start(&["diagnose", "--for", "600", "--json"]);
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(1500));
+    let finished = tracer.stop();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Whatever the host's other traffic gave: 0, 3 or 4, never a failure.
+    assert!(
+        matches!(finished.status.code(), Some(0 | 3 | 4)),
+        "{:?}: {:?}",
+        finished.status,
+        finished.stderr
+    );
+    let summaries = finished.records("summary");
+    assert_eq!(summaries.len(), 1, "the report");
+    assert!(summaries[0]["findings"].is_array());
+    assert!(finished.records("transition").is_empty(), "quietly");
+}
