@@ -343,11 +343,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         for tw in self.pipeline.timewait_sockets() {
             let active = match tw.role {
                 Some(role) => role == Role::Active,
-                None => self
-                    .namespaces
-                    .sysctls(tw.netns)
-                    .and_then(|s| s.port_range)
-                    .is_some_and(|(lo, hi)| (lo..=hi).contains(&tw.local.port())),
+                None => self.ephemeral(tw.netns, tw.local.port()),
             };
             if active {
                 held.entry(dest(tw.netns, tw.local, tw.remote))
@@ -369,8 +365,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 None => self
                     .namespaces
                     .sysctls(tw.netns)
-                    .and_then(|s| s.port_range)
-                    .is_some_and(|(lo, hi)| !(lo..=hi).contains(&tw.local.port())),
+                    .is_some_and(|_| !self.ephemeral(tw.netns, tw.local.port())),
             };
             if passive {
                 *by.entry((tw.netns, tw.owner.map(|t| (t.pid, t.comm))))
@@ -383,6 +378,16 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             .collect();
         rows.sort_by_key(|(netns, _, n)| (std::cmp::Reverse(*n), *netns));
         rows
+    }
+
+    /// Whether `port` is in namespace `netns`'s ephemeral range: what a
+    /// connect() would have chosen (for the timewait sockets found at
+    /// start-up, whose role is not known).
+    fn ephemeral(&self, netns: u32, port: u16) -> bool {
+        self.namespaces
+            .sysctls(netns)
+            .and_then(|s| s.port_range)
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&port))
     }
 
     /// The worst finding of the last summary.

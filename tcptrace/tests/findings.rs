@@ -13,7 +13,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
     panic, thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{
@@ -140,14 +140,8 @@ fn client(mode: &str, addr: SocketAddr) -> ! {
 }
 
 fn peer(args: &[String]) -> ! {
-    let [netns, name, role, mode, addr] = args else {
-        panic!("peer NETNS NAME ROLE MODE ADDR")
-    };
-    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-    nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
-    let addr: SocketAddr = addr.parse().unwrap();
-    match role.as_str() {
+    let (role, mode, addr) = common::net::become_peer(args);
+    match role {
         "server" => server(mode, addr),
         "client" => client(mode, addr),
         other => panic!("role {other}"),
@@ -187,18 +181,7 @@ fn traced_with(
         } else {
             &net.client
         };
-        common::net::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-q",
-                "-w",
-                &format!("{name}={value}"),
-            ],
-        );
+        net.sysctl(ns, name, value);
     }
     if let Some(script) = server_nft {
         net.nft(&net.server, script);
@@ -418,8 +401,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("peer") {
         peer(&args[2..]);
     }
-    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let scenarios: [(&str, fn()); 6] = [
+    let scenarios: [(&'static str, fn()); 6] = [
         ("close_wait_leak", close_wait_leak),
         ("abort_storm", abort_storm),
         ("refused_upstream", refused_upstream),
@@ -427,39 +409,5 @@ fn main() {
         ("listen_overflow", listen_overflow),
         ("syn_queue", syn_queue),
     ];
-    let started = Instant::now();
-    println!("\nrunning {} tests", scenarios.len());
-    let running: Vec<_> = scenarios
-        .iter()
-        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f.as_str())))
-        .map(|&(name, scenario)| {
-            (
-                name,
-                thread::spawn(move || panic::catch_unwind(scenario).is_ok()),
-            )
-        })
-        .collect();
-    let filtered = scenarios.len() - running.len();
-    let (mut passed, mut failed) = (0, Vec::new());
-    for (name, handle) in running {
-        if handle.join().unwrap_or(false) {
-            println!("test {name} ... ok");
-            passed += 1;
-        } else {
-            println!("test {name} ... FAILED");
-            failed.push(name);
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailures:\n    {}", failed.join("\n    "));
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    common::run_side_by_side(&scenarios)
 }

@@ -22,7 +22,7 @@ use std::{
 
 use common::{
     Tracer,
-    net::{Net, Peer, SERVER_IP, run},
+    net::{Net, Peer, SERVER_IP},
 };
 use serde_json::Value;
 
@@ -169,14 +169,8 @@ fn client(addr: SocketAddr) -> ! {
 }
 
 fn peer(args: &[String]) -> ! {
-    let [netns, name, role, mode, addr] = args else {
-        panic!("peer NETNS NAME ROLE MODE ADDR")
-    };
-    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-    nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
-    let addr: SocketAddr = addr.parse().unwrap();
-    match role.as_str() {
+    let (role, mode, addr) = common::net::become_peer(args);
+    match role {
         "server" => serve(addr),
         "proxy" => proxy(mode, addr),
         "restart" => restart(addr),
@@ -230,30 +224,8 @@ fn ss_count(net: &Net) -> u64 {
 
 fn traced(tag: &str, mode: &str, tw_reuse: &str) -> Run {
     let net = Net::new(tag);
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &net.client,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("net.ipv4.ip_local_port_range={RANGE}"),
-        ],
-    );
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &net.client,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("net.ipv4.tcp_tw_reuse={tw_reuse}"),
-        ],
-    );
+    net.sysctl(&net.client, "net.ipv4.ip_local_port_range", RANGE);
+    net.sysctl(&net.client, "net.ipv4.tcp_tw_reuse", tw_reuse);
     let netns = format!("{},{}", net.client_ino, net.server_ino);
     let tracer = Tracer::start(&["--json", "--netns", &netns, "--interval", "1"]);
     let upstream = format!("{SERVER_IP}:{PORT}");
@@ -578,18 +550,7 @@ fn warnings(run: &Run) -> Vec<Value> {
 /// 4 when connects fail for lack of ports, 0 where nothing happens.
 fn diagnose_exit_status() {
     let net = Net::new("pdg");
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &net.client,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_local_port_range=40000 40019",
-        ],
-    );
+    net.sysctl(&net.client, "net.ipv4.ip_local_port_range", "40000 40019");
     let netns = format!("{},{}", net.client_ino, net.server_ino);
     let quiet = Tracer::start(&[
         "diagnose",
@@ -631,8 +592,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("peer") {
         peer(&args[2..]);
     }
-    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let scenarios: [(&str, fn()); 5] = [
+    let scenarios: [(&'static str, fn()); 5] = [
         ("exhaustion", exhaustion),
         (
             "exhaustion_avoided_by_tw_reuse",
@@ -642,40 +602,5 @@ fn main() {
         ("failed_bind", failed_bind),
         ("diagnose_exit_status", diagnose_exit_status),
     ];
-    let started = Instant::now();
-    println!("\nrunning {} tests", scenarios.len());
-    let running: Vec<_> = scenarios
-        .iter()
-        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f.as_str())))
-        .map(|&(name, scenario)| {
-            (
-                name,
-                thread::spawn(move || panic::catch_unwind(scenario).is_ok()),
-            )
-        })
-        .collect();
-    let filtered = scenarios.len() - running.len();
-    let mut failed = Vec::new();
-    let mut passed = 0;
-    for (name, handle) in running {
-        if handle.join().unwrap_or(false) {
-            println!("test {name} ... ok");
-            passed += 1;
-        } else {
-            println!("test {name} ... FAILED");
-            failed.push(name);
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailures:\n    {}", failed.join("\n    "));
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    common::run_side_by_side(&scenarios)
 }

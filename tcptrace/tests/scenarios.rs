@@ -19,7 +19,7 @@ use std::{
 
 use common::{
     Tracer,
-    net::{CLIENT_IP, Net, Peer, SERVER_IP, run},
+    net::{CLIENT_IP, Net, Peer, SERVER_IP},
 };
 use serde_json::Value;
 
@@ -70,18 +70,12 @@ fn say(what: &str) {
 
 /// Runs a peer; never returns.
 fn peer(args: &[String]) -> ! {
-    let [netns, name, role, mode, addr] = args else {
-        panic!("peer NETNS NAME ROLE MODE ADDR")
-    };
-    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-    nix::sys::prctl::set_name(&std::ffi::CString::new(name.as_str()).unwrap()).unwrap();
-    let addr: SocketAddr = addr.parse().unwrap();
+    let (role, mode, addr) = common::net::become_peer(args);
     let (mode, linger) = match mode.strip_suffix("+linger") {
         Some(mode) => (mode.to_owned(), true),
-        None => (mode.clone(), false),
+        None => (mode.to_owned(), false),
     };
-    match role.as_str() {
+    match role {
         "server" => {
             let listener = TcpListener::bind(addr).unwrap();
             say("ready");
@@ -766,29 +760,6 @@ fn server_never_closes() {
 }
 
 // ------------------------------------------------------------- TIME_WAIT --
-
-impl Net {
-    /// Sets a sysctl inside namespace `ns`.
-    fn sysctl(&self, ns: &str, key: &str, value: &str) {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sh",
-                "-c",
-                &format!("echo '{value}' > {path}"),
-            ],
-        );
-    }
-
-    /// Deletes the client's namespace now (its timewait sockets are purged).
-    fn remove_client(&self) {
-        run("ip", &["netns", "del", &self.client]);
-    }
-}
 
 /// The transitions of timewait sockets: `event` "begins", "changes" or "ends".
 fn tw<'a>(side: &Side<'a>, event: &str, connection: impl Fn(&Value) -> bool) -> Vec<&'a Value> {

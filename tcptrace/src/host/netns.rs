@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
+    io::{self, BufRead, BufReader},
     os::unix::fs::MetadataExt as _,
 };
 
@@ -88,6 +88,31 @@ fn shorten_id(name: &str) -> String {
     } else {
         name.to_owned()
     }
+}
+
+/// Runs `f` in a short-lived thread that has joined network namespace
+/// `netns` through process `pid` (which must be in it): what reads
+/// `/proc/sys/net` or opens a netlink socket there. The rest of tcptrace
+/// stays where it is.
+pub fn in_namespace<T: Send>(
+    pid: u32,
+    netns: u32,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    if ns.metadata()?.ino() as u32 != netns {
+        return Err(io::Error::other("process left the namespace"));
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
+    })
 }
 
 /// Names namespace `netns`, in which process `pid` runs.

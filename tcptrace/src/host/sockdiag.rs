@@ -14,12 +14,9 @@
 //! at 68.
 
 use std::{
-    fs, io,
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::fs::MetadataExt as _,
-    },
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
 const NETLINK_SOCK_DIAG: i32 = 4;
@@ -157,22 +154,11 @@ fn dump(family: u8, out: &mut Vec<DiagListener>) -> io::Result<()> {
 /// The listening TCP sockets (IPv4 and IPv6) of network namespace `netns`,
 /// asked from inside it through process `pid`.
 pub fn listeners_in(pid: u32, netns: u32) -> io::Result<Vec<DiagListener>> {
-    let ns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    if ns.metadata()?.ino() as u32 != netns {
-        return Err(io::Error::other("process left the namespace"));
-    }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)?;
-                let mut out = Vec::new();
-                dump(libc::AF_INET as u8, &mut out)?;
-                dump(libc::AF_INET6 as u8, &mut out)?;
-                Ok(out)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
+    super::netns::in_namespace(pid, netns, || {
+        let mut out = Vec::new();
+        dump(libc::AF_INET as u8, &mut out)?;
+        dump(libc::AF_INET6 as u8, &mut out)?;
+        Ok(out)
     })
 }
 

@@ -7,7 +7,6 @@
 use std::{
     fs,
     io::{self, BufRead},
-    os::unix::fs::MetadataExt as _,
 };
 
 /// The sysctls tcptrace reads, by their sysctl(8) names.
@@ -109,25 +108,14 @@ fn path(name: &str) -> String {
 /// (which must be in it): a short-lived thread joins the namespace and reads
 /// `/proc/sys`, leaving the rest of tcptrace where it is.
 pub fn read_in(pid: u32, netns: u32) -> io::Result<Sysctls> {
-    let ns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    if ns.metadata()?.ino() as u32 != netns {
-        return Err(io::Error::other("process left the namespace"));
-    }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)?;
-                let mut s = Sysctls::default();
-                for name in NAMES {
-                    if let Ok(value) = fs::read_to_string(path(name)) {
-                        s.set(name, &value);
-                    }
-                }
-                Ok(s)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
+    super::netns::in_namespace(pid, netns, || {
+        let mut s = Sysctls::default();
+        for name in NAMES {
+            if let Ok(value) = fs::read_to_string(path(name)) {
+                s.set(name, &value);
+            }
+        }
+        Ok(s)
     })
 }
 

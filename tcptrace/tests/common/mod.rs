@@ -317,3 +317,44 @@ pub fn read_lines(stdout: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> 
     }
     lines
 }
+
+/// The harness of the scenario binaries that run side by side: each
+/// scenario (those whose name contains the first argument, if any) in its own
+/// thread, then the closing lines cargo reads. Exits 101 if one failed.
+pub fn run_side_by_side(scenarios: &[(&'static str, fn())]) -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    let started = Instant::now();
+    println!("\nrunning {} tests", scenarios.len());
+    let running: Vec<_> = scenarios
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f.as_str())))
+        .map(|&(name, scenario)| {
+            (
+                name,
+                thread::spawn(move || std::panic::catch_unwind(scenario).is_ok()),
+            )
+        })
+        .collect();
+    let filtered = scenarios.len() - running.len();
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, handle) in running {
+        if handle.join().unwrap_or(false) {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!("test {name} ... FAILED");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        println!("\nfailures:\n    {}", failed.join("\n    "));
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    std::process::exit(if failed.is_empty() { 0 } else { 101 })
+}

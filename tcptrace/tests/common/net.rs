@@ -178,3 +178,45 @@ impl Drop for Peer {
         let _ = self.child.wait();
     }
 }
+
+impl Net {
+    /// Sets a sysctl inside namespace `ns`.
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                &format!("echo '{value}' > {path}"),
+            ],
+        );
+    }
+
+    /// Deletes the client's namespace now (its timewait sockets are purged).
+    pub fn remove_client(&self) {
+        run("ip", &["netns", "del", &self.client]);
+    }
+}
+
+/// What a peer process does first, from its arguments `NETNS NAME ROLE
+/// MODE ADDR`: join namespace NETNS, take the command name NAME; returns
+/// (ROLE, MODE, ADDR).
+pub fn become_peer(args: &[String]) -> (&str, &str, std::net::SocketAddr) {
+    let [netns, name, role, mode, addr] = args else {
+        panic!("peer NETNS NAME ROLE MODE ADDR")
+    };
+    join(netns, name);
+    (role, mode, addr.parse().unwrap())
+}
+
+/// Joins namespace `netns` (an `ip netns` name) and takes the command name
+/// `name`.
+pub fn join(netns: &str, name: &str) {
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    nix::sys::prctl::set_name(&std::ffi::CString::new(name).unwrap()).unwrap();
+}
