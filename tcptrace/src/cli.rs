@@ -231,6 +231,17 @@ pub struct Cli {
     #[arg(global = true, long, help_heading = "Tuning")]
     pub no_timewait: bool,
 
+    /// Tests only: act as if the kernel lacked these symbols, tracepoints or
+    /// BTF members, to see how tcptrace degrades.
+    #[arg(
+        global = true,
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub pretend_missing: Vec<String>,
+
     /// Benchmark only: attach empty programs to the same hooks and print nothing.
     #[arg(global = true, long, hide = true)]
     pub bench_floor: bool,

@@ -42,20 +42,38 @@ pub enum TimewaitError {
     Tracepoint(&'static str),
 }
 
+/// What the kernel is pretended to lack (`--pretend-missing`, for the tests
+/// of how tcptrace degrades): kernel symbols (`tw_timer_handler`,
+/// `reqsk_timer_handler`), tracepoints (`timer_start`, `sys_exit_bind`...),
+/// BTF members (`net.ns.inum`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Missing<'a>(pub &'a [String]);
+
+impl Missing<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|m| m == name)
+    }
+}
+
 /// Checks the host and decides the features. `no_timewait`: the user turned
 /// TIME_WAIT tracking off. `notice` gets one line per feature that is off or
 /// degraded, and per change made to the host, as soon as it is known (so it
 /// is said even when a later check fails).
-pub fn probe(no_timewait: bool, mut notice: impl FnMut(&str)) -> Result<Features, PreflightError> {
+pub fn probe(
+    no_timewait: bool,
+    missing: Missing<'_>,
+    mut notice: impl FnMut(&str),
+) -> Result<Features, PreflightError> {
     preflight::check_privileges()?;
     let btf_path = Path::new(preflight::BTF_PATH);
     preflight::check_btf(btf_path)?;
     let btf = Btf::from_file(btf_path);
-    let offsets = match btf
-        .as_ref()
-        .map_err(ToString::to_string)
-        .and_then(|btf| btf::kernel_offsets(btf).map_err(|e| e.to_string()))
-    {
+    let offsets = match btf.as_ref().map_err(ToString::to_string).and_then(|btf| {
+        match missing.has("net.ns.inum") {
+            true => Err("BTF struct net.ns has no member inum".to_owned()),
+            false => btf::kernel_offsets(btf).map_err(|e| e.to_string()),
+        }
+    }) {
         Ok(offsets) => offsets,
         Err(err) => {
             notice(&format!(
@@ -78,7 +96,7 @@ pub fn probe(no_timewait: bool, mut notice: impl FnMut(&str)) -> Result<Features
             notice(&format!("warning: TIME_WAIT not tracked: {err}"));
             None
         }
-        (false, Ok(btf)) => match timewait_config(btf, &tracefs.path) {
+        (false, Ok(btf)) => match timewait_config(btf, &tracefs.path, missing) {
             Ok(config) => {
                 if config.reqsk_handler == 0 {
                     notice(
@@ -94,7 +112,19 @@ pub fn probe(no_timewait: bool, mut notice: impl FnMut(&str)) -> Result<Features
             }
         },
     };
-    let binds = match preflight::check_formats(&tracefs.path, &preflight::BIND_TRACEPOINTS) {
+    let bind_tracepoints = preflight::check_formats(&tracefs.path, &preflight::BIND_TRACEPOINTS)
+        .and_then(|()| {
+            match preflight::BIND_TRACEPOINTS
+                .iter()
+                .find(|(_, name, _)| missing.has(name))
+            {
+                Some((category, name, _)) => Err(PreflightError::TracepointMissing(format!(
+                    "{category}:{name}"
+                ))),
+                None => Ok(()),
+            }
+        });
+    let binds = match bind_tracepoints {
         Ok(()) => true,
         Err(err) => {
             notice(&format!(
@@ -114,16 +144,22 @@ pub fn probe(no_timewait: bool, mut notice: impl FnMut(&str)) -> Result<Features
 /// What the timewait programs need on this kernel: the timer callbacks'
 /// addresses, the offsets from BTF, and the timer tracepoints. Without
 /// `reqsk_timer_handler`, reopened timewait sockets are reported as killed.
-pub fn timewait_config(btf: &Btf, tracefs: &Path) -> Result<TimewaitConfig, TimewaitError> {
+pub fn timewait_config(
+    btf: &Btf,
+    tracefs: &Path,
+    missing: Missing<'_>,
+) -> Result<TimewaitConfig, TimewaitError> {
     let mut config = btf::timewait_offsets(btf)?;
     let [tw, reqsk] = kallsyms::kallsyms(["tw_timer_handler", "reqsk_timer_handler"])
         .map_err(TimewaitError::Kallsyms)?;
+    let tw = tw.filter(|_| !missing.has("tw_timer_handler"));
+    let reqsk = reqsk.filter(|_| !missing.has("reqsk_timer_handler"));
     config.tw_handler = tw.ok_or(TimewaitError::NoHandler)?;
     config.reqsk_handler = reqsk.unwrap_or(0);
     // Attached as raw tracepoints (arguments, not a record: no layout to
     // check), so only their presence is.
     for name in TIMEWAIT_PROGRAMS {
-        if !tracefs.join("events/timer").join(name).is_dir() {
+        if !tracefs.join("events/timer").join(name).is_dir() || missing.has(name) {
             return Err(TimewaitError::Tracepoint(name));
         }
     }

@@ -84,7 +84,11 @@ fn usage_error(err: &clap::Error) -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
     loader::check_object()?;
-    let features = features::probe(cli.no_timewait, |notice| eprintln!("tcptrace: {notice}"))?;
+    let features = features::probe(
+        cli.no_timewait,
+        features::Missing(&cli.pretend_missing),
+        |notice| eprintln!("tcptrace: {notice}"),
+    )?;
     let timewait = features.timewait.is_some();
 
     let zone = if cli.utc { Zone::Utc } else { Zone::Local };

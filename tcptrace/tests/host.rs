@@ -106,7 +106,10 @@ fn tracepoint_layouts_match_the_running_kernel() {
 #[test]
 fn every_feature_is_on_with_this_kernel() {
     let mut notices = Vec::new();
-    let f = features::probe(false, |n| notices.push(n.to_owned())).unwrap();
+    let f = features::probe(false, features::Missing::default(), |n| {
+        notices.push(n.to_owned())
+    })
+    .unwrap();
     assert!(
         notices.iter().all(|n| !n.starts_with("warning")),
         "{notices:?}"
@@ -115,6 +118,6 @@ fn every_feature_is_on_with_this_kernel() {
     let tw = f.timewait.expect("TIME_WAIT tracked");
     assert!(tw.tw_handler != 0 && tw.reqsk_handler != 0);
     assert!(f.hz.is_some());
-    let off = features::probe(true, |_| {}).unwrap();
+    let off = features::probe(true, features::Missing::default(), |_| {}).unwrap();
     assert!(off.timewait.is_none(), "--no-timewait");
 }

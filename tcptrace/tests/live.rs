@@ -900,3 +900,49 @@ fn diagnose_ends_early_on_ctrl_c_with_its_report() {
     assert!(summaries[0]["findings"].is_array());
     assert!(finished.records("transition").is_empty(), "quietly");
 }
+
+/// With an optional feature unavailable, tcptrace says which and why, once,
+/// and the rest works.
+#[test]
+fn a_missing_kernel_feature_is_one_line_and_the_rest_works() {
+    let cases = [
+        (
+            "tw_timer_handler",
+            "tcptrace: warning: TIME_WAIT not tracked: tw_timer_handler is not in /proc/kallsyms",
+        ),
+        (
+            "timer_cancel",
+            "tcptrace: warning: TIME_WAIT not tracked: tracepoint timer:timer_cancel not found in tracefs",
+        ),
+        (
+            "reqsk_timer_handler",
+            "tcptrace: warning: reqsk_timer_handler not in /proc/kallsyms: reopened timewait sockets are reported as killed",
+        ),
+        (
+            "sys_exit_bind",
+            "tcptrace: warning: failed binds (EADDRINUSE) not counted: tracepoint syscalls:sys_exit_bind not found in tracefs (needs Linux 5.5 or newer)",
+        ),
+        (
+            "net.ns.inum",
+            "tcptrace: warning: network namespaces unavailable (BTF struct net.ns has no member inum); netns is shown as 0",
+        ),
+    ];
+    for (name, says) in cases {
+        let tracer = Tracer::start(&["--json", "--pretend-missing", name]);
+        let (server, _) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+        let finished = tracer.stop_lossless();
+        assert!(finished.status.success(), "{name}: {:?}", finished.stderr);
+        let said: Vec<&String> = finished
+            .stderr
+            .iter()
+            .filter(|l| l.contains("warning:"))
+            .collect();
+        assert_eq!(said, [says], "{name}: {:?}", finished.stderr);
+        let records = since_start(finished.records("transition"));
+        let ours = touching(&records, &server);
+        assert_eq!(ours.len(), 12, "{name}: the transitions are all there");
+        if name == "net.ns.inum" {
+            assert!(ours.iter().all(|r| r["netns"] == 0), "{name}");
+        }
+    }
+}
