@@ -946,3 +946,27 @@ fn a_missing_kernel_feature_is_one_line_and_the_rest_works() {
         }
     }
 }
+
+/// A full disk under the output file: one clear line, a non-zero exit.
+#[test]
+fn a_full_disk_is_one_line_and_a_failure() {
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("tcptrace exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "tcptrace: writing output failed: No space left on device (os error 28)",
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
