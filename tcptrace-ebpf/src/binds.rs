@@ -17,7 +17,7 @@
 //! by thread cost the bench's churn, which binds every client socket, ~2 µs
 //! per connection; an array slot costs a load and a store. Two threads whose
 //! ids share their low bits, binding at the same instant, can miss a
-//! failure: never report a wrong one.) Any socket type: the arguments do not
+//! failure, or in the rarest race see the other's address.) Any socket type: the arguments do not
 //! say TCP from UDP without following the file descriptor.
 
 use aya_ebpf::{
@@ -75,6 +75,12 @@ pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_enter(ctx: &TracePointContext) -> Option<()> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let slot = BINDS.get_ptr_mut(tid % SLOTS)?;
+    // Whatever this call binds, the slot no longer holds an earlier call's
+    // address for this thread (its exit may have been missed).
+    // SAFETY: the array's slot, valid for the program's run.
+    unsafe { (*slot).tid = 0 };
     let sockaddr: u64 = load(ctx, 24);
     let family: u16 = user(sockaddr)?;
     let mut addr = [0u8; 16];
@@ -84,8 +90,6 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         _ => return None,
     }
     let port = u16::from_be(user(sockaddr + 2)?);
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let slot = BINDS.get_ptr_mut(tid % SLOTS)?;
     // SAFETY: the array's slot, valid for the program's run; a concurrent
     // writer of the same slot is caught by the tid check at the exit.
     unsafe {

@@ -84,7 +84,8 @@ EXAMPLES
                                       nginx's connections to 10.0.0.0/8
   sudo tcptrace --summary -i 10       only summaries, every 10 seconds
   sudo tcptrace diagnose --for 60     a minute of tracing, then what is wrong
-  sudo tcptrace diagnose --json       the same as one JSON summary (findings first)
+  sudo tcptrace diagnose --json       one JSON summary at the end (and ports_alert records
+                                      as they happen), findings first
 
 Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
 seen, transitions lost because the ring buffer was full, run time. Losses are
@@ -101,7 +102,7 @@ pub enum Command {
     /// failed, 2: bad usage).
     Diagnose {
         /// How long to trace, in seconds.
-        #[arg(long = "for", value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        #[arg(long = "for", value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         secs: u64,
     },
 }

@@ -130,6 +130,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     warned_untracked: bool,
     /// The worst finding of the last summary.
     worst: Option<Severity>,
+    /// Seconds ticked (`progress`).
+    ticks: u64,
     /// Since `begin`.
     started: Instant,
 }
@@ -172,6 +174,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             lost_reported: 0,
             warned_untracked: false,
             worst: None,
+            ticks: 0,
             started: Instant::now(),
         }
     }
@@ -497,10 +500,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// `diagnose`: one line on stderr every 5 s while it traces, with what
     /// is found so far.
     pub fn progress(&mut self, until: Duration) {
-        let elapsed = self.started.elapsed();
-        if !elapsed.as_secs().is_multiple_of(5) || elapsed.as_secs() == 0 {
+        self.ticks += 1;
+        if !self.ticks.is_multiple_of(5) {
             return;
         }
+        let elapsed = Duration::from_secs(self.ticks);
         let seen = self.collect(monotonic_ns(), false);
         let found = seen.findings(elapsed.as_secs_f64());
         let count = |s: Severity| found.iter().filter(|f| f.severity == s).count();

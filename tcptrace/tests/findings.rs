@@ -367,7 +367,7 @@ fn listen_overflow() {
     let listener = &f["listeners"][0];
     assert_eq!(listener["laddr"], format!("{SERVER_IP}:{PORT}"), "{f}");
     assert_eq!(listener["limit"], 4, "listen(1024) capped by somaxconn");
-    assert!(listener["queued"].as_u64().unwrap() >= 4, "{f}");
+    assert!(listener["queued"].as_u64().unwrap() > 4, "{f}");
     assert_eq!(
         (listener["comm"].as_str(), listener["pid"].as_u64()),
         (Some("tt-server"), Some(run.server_pid as u64))

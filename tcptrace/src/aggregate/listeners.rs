@@ -42,8 +42,8 @@ impl Listeners {
             q.queued = l.queued;
             q.limit = l.limit;
             q.max_queued = q.max_queued.max(l.queued);
-            // The kernel drops when more than `limit` wait.
-            if l.limit > 0 && l.queued >= l.limit {
+            // Full: the kernel drops once more than `limit` wait.
+            if l.limit > 0 && l.queued > l.limit {
                 q.full_samples += 1;
             }
         }

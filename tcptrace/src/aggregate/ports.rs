@@ -129,6 +129,10 @@ impl Counts {
         self.lifetime.merge(&other.lifetime);
         self.tw_expired.merge(&other.tw_expired);
         self.tw_reused.merge(&other.tw_reused);
+        self.first_sec = match (self.first_sec, other.first_sec) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -180,6 +184,8 @@ pub struct DestReport {
     pub held: Held,
     /// `None` where the namespace's port range is unknown.
     pub capacity: Option<u32>,
+    /// Share of the capacity connect() cannot use now: the ports held, less
+    /// the timewait sockets it may take over where tcp_tw_reuse applies.
     pub usage: Option<f64>,
     /// `tcp_tw_reuse` lets connect() take over its timewait sockets.
     pub tw_reuse: Option<bool>,
@@ -275,7 +281,6 @@ impl Ports {
     /// The entry of `dest`, or of the pool once the table is full.
     fn entry(&mut self, dest: Dest) -> &mut Counts {
         if self.dests.len() >= MAX_DESTINATIONS && !self.dests.contains_key(&dest) {
-            self.folded += 1;
             return self.dests.entry(Dest::OTHER).or_default();
         }
         self.dests.entry(dest).or_default()
@@ -377,10 +382,21 @@ impl Ports {
         // may change; the others are only summed into "other". (Building and
         // sorting a row for each of 4 096 destinations every second showed in
         // the agent's profile.)
+        // (Where tcp_tw_reuse applies, a rough key: the open connections;
+        // the rows built below say exactly.)
         let usage_of = |dest: &Dest| -> f64 {
-            let h = held.get(dest).map_or(0, Held::total);
-            sysctls(dest.netns)
-                .and_then(|s| Some(exhaustion::capacity(s.port_range?, &s.reserved_ports)))
+            let h = held.get(dest).copied().unwrap_or_default();
+            let s = sysctls(dest.netns);
+            let reusable = s.is_some_and(|s| {
+                exhaustion::tw_reuse_applies(
+                    s.tw_reuse.unwrap_or(0),
+                    s.timestamps.unwrap_or(0),
+                    dest.local,
+                    dest.remote.ip(),
+                )
+            });
+            let h = if reusable { h.open } else { h.total() };
+            s.and_then(|s| Some(exhaustion::capacity(s.port_range?, &s.reserved_ports)))
                 .map_or(0.0, |c| exhaustion::usage(h, c))
         };
         let mut keyed: Vec<(f64, u64, u64, &Dest)> = self
@@ -455,7 +471,7 @@ impl Ports {
                 timer_ns,
                 now,
             );
-            other.rate = rate;
+            other.rate += rate;
             other.owners.clear();
             rows.push(other);
         }
@@ -529,8 +545,19 @@ impl Ports {
             }
             _ => 0.0,
         };
-        let time_left_s = capacity
-            .and_then(|c| exhaustion::time_left(c, held.total(), rate, sustainable, growth));
+        // Ports connect() cannot take now: where tcp_tw_reuse applies, a
+        // timewait socket older than the reuse delay is free for the next
+        // connect(), so only the youngest count (the new connections of the
+        // last delay that this host closed first).
+        let blocking = match (tw_reuse, timewait_s) {
+            (Some(true), Some(delay)) => {
+                let young = (rate * closed_locally.unwrap_or(1.0) * delay).ceil() as u64;
+                held.open + held.timewait.min(young)
+            }
+            _ => held.total(),
+        };
+        let time_left_s =
+            capacity.and_then(|c| exhaustion::time_left(c, blocking, rate, sustainable, growth));
         let elapsed = counts
             .first_sec
             .map_or(0, |first| now.saturating_sub(first))
@@ -540,7 +567,7 @@ impl Ports {
             owners: counts.owners.clone(),
             held,
             capacity,
-            usage: capacity.map(|c| exhaustion::usage(held.total(), c)),
+            usage: capacity.map(|c| exhaustion::usage(blocking, c)),
             tw_reuse,
             connects: counts.connects,
             rate,
@@ -573,10 +600,19 @@ impl Ports {
             if now > previous {
                 alerts.push((now, r));
             }
-            if now != previous
-                && (self.levels.len() < MAX_DESTINATIONS || self.levels.contains_key(&r.dest))
-            {
-                self.levels.insert(r.dest, now);
+            match now {
+                // Back to fine: forgotten, so the table holds only the
+                // destinations in trouble.
+                Level::Fine => {
+                    self.levels.remove(&r.dest);
+                }
+                now if now != previous
+                    && (self.levels.len() < MAX_DESTINATIONS
+                        || self.levels.contains_key(&r.dest)) =>
+                {
+                    self.levels.insert(r.dest, now);
+                }
+                _ => {}
             }
         }
         alerts
@@ -592,6 +628,9 @@ impl Sink for Ports {
                 let dest = self.dest(t.netns, &t.local, &t.remote);
                 if !self.local_of.contains_key(&(dest.netns, dest.remote)) {
                     self.saw_local(&dest);
+                }
+                if self.dests.len() >= MAX_DESTINATIONS && !self.dests.contains_key(&dest) {
+                    self.folded += 1;
                 }
                 let counts = self.entry(dest);
                 counts.connects += 1;

@@ -575,7 +575,7 @@ fn listen_overflow(ev: &Evidence<'_>, n: &NetnsReport) -> Option<Finding> {
     let full: Vec<&crate::findings::Listener> = ev
         .listeners
         .iter()
-        .filter(|l| l.netns == n.netns && l.limit > 0 && l.queued >= l.limit)
+        .filter(|l| l.netns == n.netns && l.limit > 0 && l.queued > l.limit)
         .collect();
     let mut headline = format!(
         "{}: {overflows} connections dropped because an accept queue was full (ListenOverflows; {drops} ListenDrops)",
@@ -635,6 +635,10 @@ fn listen_overflow(ev: &Evidence<'_>, n: &NetnsReport) -> Option<Finding> {
 
 /// 7. SYN flood, or a SYN queue too small.
 fn syn_queue(n: &NetnsReport) -> Option<Finding> {
+    // tcp_syncookies=2 sends a cookie for every SYN: nothing is full.
+    if n.sysctls.as_ref().and_then(|s| s.syncookies) == Some(2) {
+        return None;
+    }
     let cookies = counter(n, "SyncookiesSent");
     let drops = counter(n, "TCPReqQFullDrop");
     let full = counter(n, "TCPReqQFullDoCookies");
@@ -671,28 +675,67 @@ fn syn_queue(n: &NetnsReport) -> Option<Finding> {
     })
 }
 
-/// A server that cannot bind its port again.
+/// A bind() that failed with EADDRINUSE: a server that cannot bind its port
+/// again (timewait sockets on it: a warning), bind-time ephemeral exhaustion
+/// (port 0), or another socket on the port (said once, as information: a
+/// "find a free port" loop or a dual-stack retry does this too).
 fn binds_in_use(ev: &Evidence<'_>) -> Vec<Finding> {
     ev.binds
         .iter()
         .map(|b| {
-            let held = match b.timewait_on_port {
-                0 => "another socket holds it".to_owned(),
-                n => format!("{n} timewait sockets hold port {}", b.local.port()),
+            let who = process(&b.process);
+            let ns = namespace(ev, b.netns);
+            let addr = endpoint(&b.local);
+            let (severity, headline, explanation, remedy, myths) = if b.local.port() == 0 {
+                (
+                    Severity::Warning,
+                    format!("{who} in {ns} cannot bind {addr}: no free ephemeral port (EADDRINUSE, {} times)", b.count),
+                    "bind() to port 0 picks from ip_local_port_range a port no other socket holds for any \
+                     destination: binding before connect() spends the range much faster than connect() alone."
+                        .to_owned(),
+                    vec![
+                        "Set IP_BIND_ADDRESS_NO_PORT before bind() when binding a source address for a connect(): \
+                         the port is then chosen per destination at connect()."
+                            .to_owned(),
+                        "Reuse connections, or widen ip_local_port_range.".to_owned(),
+                    ],
+                    Vec::new(),
+                )
+            } else if b.timewait_on_port > 0 {
+                (
+                    Severity::Warning,
+                    format!(
+                        "{who} in {ns} cannot bind {addr} (EADDRINUSE, {} times): {} timewait sockets hold port {}",
+                        b.count,
+                        b.timewait_on_port,
+                        b.local.port()
+                    ),
+                    "A restarted server whose previous connections left TIME_WAIT on its port cannot bind it \
+                     again without SO_REUSEADDR."
+                        .to_owned(),
+                    vec!["Set SO_REUSEADDR on the listening socket before bind(), as every server should.".to_owned()],
+                    vec![
+                        "SO_REUSEADDR lets a server bind its port despite TIME_WAIT; it frees no ephemeral ports for \
+                         outgoing connections."
+                            .to_owned(),
+                    ],
+                )
+            } else {
+                (
+                    Severity::Info,
+                    format!("{who} in {ns} could not bind {addr} (EADDRINUSE, {} times): another socket holds it", b.count),
+                    "Another socket (a listener, or a UDP socket on the same port) holds the address; SO_REUSEADDR \
+                     does not help there."
+                        .to_owned(),
+                    vec![format!("Find the holder: ss -lntup 'sport = :{}' in that namespace.", b.local.port())],
+                    Vec::new(),
+                )
             };
             Finding {
                 kind: Kind::BindInUse,
-                severity: Severity::Warning,
-                headline: format!(
-                    "{} in {} cannot bind {} (EADDRINUSE, {} times): {held}",
-                    process(&b.process),
-                    namespace(ev, b.netns),
-                    endpoint(&b.local),
-                    b.count
-                ),
-                explanation: "A restarted server whose previous connections left TIME_WAIT on its port cannot \
-                              bind it again without SO_REUSEADDR."
-                    .into(),
+                severity,
+                headline,
+                explanation,
                 numbers: vec![
                     ("netns", json!(b.netns)),
                     ("pid", json!(b.process.map(|p| p.0))),
@@ -702,12 +745,8 @@ fn binds_in_use(ev: &Evidence<'_>) -> Vec<Finding> {
                     ("count", json!(b.count)),
                     ("timewait_on_port", json!(b.timewait_on_port)),
                 ],
-                remedy: vec!["Set SO_REUSEADDR on the listening socket before bind(), as every server should.".into()],
-                myths: vec![
-                    "SO_REUSEADDR lets a server bind its port despite TIME_WAIT; it frees no ephemeral ports for \
-                     outgoing connections."
-                        .into(),
-                ],
+                remedy,
+                myths,
                 bites_in_s: None,
             }
         })

@@ -211,7 +211,7 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
         netns: 7,
         local: "10.0.0.1:8080".parse().unwrap(),
         owner: Some((5, Comm::from_name("server"))),
-        queued: 128,
+        queued: 129,
         limit: 128,
     }];
     let namespaces = [netns(60, &[("ListenOverflows", 54)])];
@@ -228,7 +228,7 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
     assert!(
         out[0]
             .headline
-            .contains("10.0.0.1:8080 of server[5] queues 128/128"),
+            .contains("10.0.0.1:8080 of server[5] queues 129/128"),
         "{}",
         out[0].headline
     );
