@@ -278,12 +278,13 @@ fn sec(ts_ns: u64) -> u64 {
 }
 
 impl Ports {
-    /// The entry of `dest`, or of the pool once the table is full.
-    fn entry(&mut self, dest: Dest) -> &mut Counts {
+    /// The entry of `dest`, or of the pool once the table is full (then
+    /// `true`: `dest` was folded into `Dest::OTHER`).
+    fn entry(&mut self, dest: Dest) -> (&mut Counts, bool) {
         if self.dests.len() >= MAX_DESTINATIONS && !self.dests.contains_key(&dest) {
-            return self.dests.entry(Dest::OTHER).or_default();
+            return (self.dests.entry(Dest::OTHER).or_default(), true);
         }
-        self.dests.entry(dest).or_default()
+        (self.dests.entry(dest).or_default(), false)
     }
 
     /// The destination of an active socket from its endpoints; a local
@@ -319,7 +320,7 @@ impl Ports {
             return;
         }
         let dest = self.dest(c.netns, &c.local, &c.remote);
-        let counts = self.entry(dest);
+        let (counts, _) = self.entry(dest);
         counts.verdicts[c.verdict.index()] += 1;
         if c.verdict == Verdict::NoPort {
             counts.no_port_recent.add(sec(c.ts_ns));
@@ -629,13 +630,13 @@ impl Sink for Ports {
                 if !self.local_of.contains_key(&(dest.netns, dest.remote)) {
                     self.saw_local(&dest);
                 }
-                if self.dests.len() >= MAX_DESTINATIONS && !self.dests.contains_key(&dest) {
-                    self.folded += 1;
-                }
-                let counts = self.entry(dest);
+                let (counts, folded) = self.entry(dest);
                 counts.connects += 1;
                 counts.recent.add(sec(t.ts_ns));
                 counts.first_sec.get_or_insert(sec(t.ts_ns));
+                if folded {
+                    self.folded += 1;
+                }
             }
             // A timewait socket ended: only those toward destinations this
             // host connects to count (a server's are toward its clients).
