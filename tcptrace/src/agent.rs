@@ -1,6 +1,7 @@
 //! The agent's loop, and only the loop: wait on the rings' wake-ups, the
-//! periodic drain, the once-a-second checks, the summary interval, the eBPF
-//! log and the signals, and hand each to the session.
+//! periodic drain, the once-a-second checks, the summary interval, the
+//! scrapes of the metrics endpoint, the eBPF log and the signals, and hand
+//! each to the session.
 
 use std::{io, time::Duration};
 
@@ -12,6 +13,7 @@ use tokio::{
 };
 
 use crate::{
+    endpoint::Served,
     kernel::{
         loader::{BpfError, Tracer},
         rings::Rings,
@@ -60,6 +62,7 @@ pub async fn run<W: io::Write>(
     rings: Vec<RingBuf<MapData>>,
     session: &mut Session<W>,
     timing: &Timing,
+    mut endpoint: Option<Served>,
 ) -> Result<Ending, AgentError> {
     let mut rings = Rings::new(rings).map_err(AgentError::Poll)?;
     let mut logger = match timing.verbose {
@@ -125,6 +128,20 @@ pub async fn run<W: io::Write>(
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
                 Ok(())
+            }
+            Some(scrape) = async {
+                match endpoint.as_mut() {
+                    Some(e) => e.scrapes.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // What the rings hold is counted first.
+                let result = drain(&mut rings, session, false);
+                let refused = endpoint.as_ref().map_or(0, Served::refused);
+                let totals = session.totals(tracer.counters()?.lost, tracer.recursion_misses());
+                // The scraper may have gone meanwhile: nothing to do then.
+                let _ = scrape.send(session.scrape(&totals, refused));
+                result
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

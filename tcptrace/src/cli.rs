@@ -1,9 +1,15 @@
 //! Command line.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use clap::Parser;
 use ipnet::IpNet;
+
+use crate::render::metrics::Limits;
 
 const ABOUT: &str = "Trace TCP state transitions live, with eBPF";
 
@@ -86,6 +92,12 @@ EXAMPLES
   sudo tcptrace diagnose --for 60     a minute of tracing, then what is wrong
   sudo tcptrace diagnose --json       one JSON summary at the end (and ports_alert records
                                       as they happen), findings first
+  sudo tcptrace --summary --metrics 9977
+                                      summaries, and Prometheus metrics on
+                                      http://127.0.0.1:9977/metrics
+  sudo tcptrace --quiet --metrics 0.0.0.0:9977
+                                      a daemon: metrics for every host's Prometheus,
+                                      nothing on stdout, one line on stderr per problem
 
 Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
 seen, transitions lost because the ring buffer was full, run time. Losses are
@@ -232,6 +244,38 @@ pub struct Cli {
     #[arg(global = true, long, help_heading = "Tuning")]
     pub no_timewait: bool,
 
+    /// Serve Prometheus metrics on http://[ADDR:]PORT/metrics, rendered at
+    /// each scrape from what the summaries report (a bare PORT: on
+    /// 127.0.0.1 only). Combines with any mode.
+    #[arg(global = true, long, value_name = "[ADDR:]PORT", value_parser = parse_metrics_addr, help_heading = "Metrics")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Run as a daemon: nothing on stdout (no live log, no summaries), one
+    /// line on stderr per problem, metrics served. Needs --metrics.
+    #[arg(global = true, short, long, requires = "metrics", conflicts_with_all = ["interval", "json", "summary"], help_heading = "Metrics")]
+    pub quiet: bool,
+
+    /// Destinations with series of their own (those holding the most ports);
+    /// the rest are summed in destination="other".
+    #[arg(global = true, long, value_name = "N", default_value_t = Limits::DEFAULT.destinations as u32, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Metrics")]
+    pub metrics_destinations: u32,
+
+    /// Listeners with series of their own (the fullest accept queues first);
+    /// the rest are left out, and counted.
+    #[arg(global = true, long, value_name = "N", default_value_t = Limits::DEFAULT.listeners as u32, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Metrics")]
+    pub metrics_listeners: u32,
+
+    /// Network namespaces with series of their own (in inode order); the
+    /// rest are summed in netns="other" where a sum means something, and
+    /// counted.
+    #[arg(global = true, long, value_name = "N", default_value_t = Limits::DEFAULT.namespaces as u32, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Metrics")]
+    pub metrics_namespaces: u32,
+
+    /// Print the man page (roff) or a shell's completion script on stdout,
+    /// and exit.
+    #[arg(long, value_name = "WHAT", value_enum)]
+    pub generate: Option<Generate>,
+
     /// Tests only: act as if the kernel lacked these symbols, tracepoints or
     /// BTF members, to see how tcptrace degrades.
     #[arg(
@@ -248,16 +292,49 @@ pub struct Cli {
     pub bench_floor: bool,
 }
 
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The man page, section 8.
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes what `--generate` asks for.
+pub fn generate(what: Generate, out: &mut dyn io::Write) -> io::Result<()> {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let shell = match what {
+        Generate::Man => return clap_mangen::Man::new(command).section("8").render(out),
+        Generate::Bash => clap_complete::Shell::Bash,
+        Generate::Zsh => clap_complete::Shell::Zsh,
+        Generate::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut command, "tcptrace", out);
+    Ok(())
+}
+
 impl Cli {
+    /// The caps on the metrics' label values.
+    pub fn metrics_limits(&self) -> Limits {
+        Limits {
+            destinations: self.metrics_destinations as usize,
+            listeners: self.metrics_listeners as usize,
+            namespaces: self.metrics_namespaces as usize,
+        }
+    }
+
     /// `tcptrace diagnose --for SECS`: how long.
     pub fn diagnose_for(&self) -> Option<Duration> {
         self.command
             .map(|Command::Diagnose { secs }| Duration::from_secs(secs))
     }
 
-    /// Only summaries: `--summary`, or `diagnose`.
+    /// No live log: `--summary`, `--quiet`, or `diagnose`.
     pub fn summary_only(&self) -> bool {
-        self.summary || self.diagnose_for().is_some()
+        self.summary || self.quiet || self.diagnose_for().is_some()
     }
 
     pub fn drain_interval(&self) -> Duration {
@@ -296,6 +373,20 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
         .map_err(|_| {
             format!("`{text}` is not an address or network (examples: 10.0.0.1, 10.0.0.0/8, ::1)")
         })
+}
+
+/// The metrics endpoint's address: `PORT` (on loopback), `ADDR:PORT` or
+/// `[ADDR6]:PORT`.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not [ADDR:]PORT (examples: 9977, 127.0.0.1:9977, [::1]:9977, 0.0.0.0:9977)"
+        )
+    };
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    text.parse::<SocketAddr>().map_err(|_| bad())
 }
 
 /// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
@@ -382,6 +473,60 @@ mod tests {
         assert!(err(&["tcptrace", "--lport", "http"]).contains("invalid value"));
         assert!(err(&["tcptrace", "-4", "-6"]).contains("cannot be used with"));
         assert!(err(&["tcptrace", "-p", "x"]).contains("invalid value"));
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(
+            parse_metrics_addr("9977"),
+            Ok("127.0.0.1:9977".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("0.0.0.0:80"),
+            Ok("0.0.0.0:80".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("[::1]:9977"),
+            Ok("[::1]:9977".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "x",
+            "70000",
+            "localhost:9977",
+            "::1:9977",
+            "1.2.3.4",
+            ":9977",
+        ] {
+            assert!(parse_metrics_addr(bad).is_err(), "{bad}");
+        }
+        let err = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(err(&["tcptrace", "--quiet"]).contains("--metrics"));
+        assert!(
+            err(&["tcptrace", "--quiet", "--metrics", "1", "-i", "5"]).contains("cannot be used")
+        );
+        let cli = Cli::try_parse_from(["tcptrace", "-q", "--metrics", "1"]).unwrap();
+        assert!(cli.summary_only());
+        assert_eq!(cli.metrics_limits(), Limits::DEFAULT);
+    }
+
+    #[test]
+    fn generated_man_page_and_completions() {
+        let text = |what| {
+            let mut out = Vec::new();
+            generate(what, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let man = text(Generate::Man);
+        assert!(
+            man.contains(".TH tcptrace 8"),
+            "{}",
+            &man[..200.min(man.len())]
+        );
+        assert!(man.contains(r"metrics\-destinations"));
+        assert!(text(Generate::Bash).contains("--metrics"));
+        assert!(text(Generate::Zsh).contains("--metrics"));
+        assert!(text(Generate::Fish).contains("metrics"));
     }
 
     #[test]

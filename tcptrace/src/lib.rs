@@ -13,14 +13,16 @@
 //!   the aggregates of [`aggregate`] and the live log of [`render`];
 //! - [`findings`] says what is wrong, from the aggregates;
 //! - [`session`] holds one run's pipeline and sinks, and [`agent`] is the
-//!   loop that feeds it. [`cli`] is the command line.
+//!   loop that feeds it; [`endpoint`] serves the metrics, which the loop
+//!   renders ([`render::metrics`]) at each scrape. [`cli`] is the command line.
 //!
-//! `host`, `features`, `kernel` and `agent` touch the system (and `session`
+//! `host`, `features`, `kernel`, `endpoint` and `agent` touch the system (and `session`
 //! through the readers it is given); the rest is I/O-free and unit tested.
 
 pub mod agent;
 pub mod aggregate;
 pub mod cli;
+pub mod endpoint;
 pub mod features;
 pub mod findings;
 pub mod host;

@@ -11,7 +11,7 @@ use clap::Parser as _;
 use tcptrace::{
     agent::{self, Ending, Timing},
     cli::{self, Cli},
-    features,
+    endpoint, features,
     findings::Severity,
     host::snapshot,
     kernel::loader::{self, Tracer},
@@ -45,12 +45,36 @@ fn main() -> ExitCode {
         .format_target(false)
         .format_timestamp(None)
         .init();
+    if let Some(what) = cli.generate {
+        let mut out = io::stdout().lock();
+        return match cli::generate(what, &mut out).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("tcptrace: writing it failed: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Options clap cannot check alone: also bad usage, exit 2.
     if let Err(err) = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport) {
         eprintln!("tcptrace: {err}");
         return ExitCode::from(2);
     }
-    match run(&cli) {
+    if cli.quiet && cli.diagnose_for().is_some() {
+        eprintln!(
+            "tcptrace: --quiet runs a daemon; diagnose reports at its end: use one or the other"
+        );
+        return ExitCode::from(2);
+    }
+    // Bound before anything is attached: a port in use is bad usage too.
+    let listener = match cli.metrics.map(endpoint::bind).transpose() {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("tcptrace: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cli, listener) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("tcptrace: {err:#}");
@@ -81,7 +105,7 @@ fn usage_error(err: &clap::Error) -> ExitCode {
 
 /// Runs tcptrace; the exit status on success (`diagnose` says with it
 /// whether anything is wrong).
-fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<ExitCode> {
     let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
     loader::check_object()?;
     let features = features::probe(
@@ -135,6 +159,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     });
     let out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut session = Session::new(pipeline, printer, out, timewait);
+    session.limit_metrics(cli.metrics_limits());
+    if cli.quiet {
+        session.quiet();
+    }
     // After attaching, so that no socket falls between the two.
     let mut longest_tw = None;
     let existing = snapshot::take(|tw| {
@@ -168,13 +196,37 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             until.as_secs()
         );
     }
+    let served = match listener {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .context("reading the metrics address")?;
+            let served = endpoint::spawn(listener)?;
+            eprintln!(
+                "tcptrace: metrics on http://{addr}/metrics{}",
+                if addr.ip().is_loopback() {
+                    ""
+                } else {
+                    " (not loopback: reachable from other hosts, as asked)"
+                }
+            );
+            Some(served)
+        }
+        None => None,
+    };
     let timing = Timing {
         drain_interval: cli.drain_interval(),
         interval: cli.interval.map(std::time::Duration::from_secs),
         verbose: cli.verbose,
         until: cli.diagnose_for(),
     };
-    let ending = runtime.block_on(agent::run(&mut tracer, rings, &mut session, &timing))?;
+    let ending = runtime.block_on(agent::run(
+        &mut tracer,
+        rings,
+        &mut session,
+        &timing,
+        served,
+    ))?;
     if ending == Ending::Signal {
         let totals = session.totals(tracer.counters()?.lost, tracer.recursion_misses());
         let _ = io::stdout().flush();

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
@@ -32,6 +33,7 @@ use crate::{
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
+        metrics::{self, Limits, Scrape, SocketsRow},
         summary::{Report, TimewaitReport},
         totals::Totals,
     },
@@ -134,6 +136,12 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     ticks: u64,
     /// Since `begin`.
     started: Instant,
+    /// Caps on the metrics' label values.
+    limits: Limits,
+    /// The last scrape's render time (s) and series count.
+    previous_scrape: Option<(f64, usize)>,
+    /// Daemon mode: no summaries on stdout.
+    quiet: bool,
 }
 
 impl<W: io::Write> Session<W> {
@@ -176,7 +184,22 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             worst: None,
             ticks: 0,
             started: Instant::now(),
+            limits: Limits::DEFAULT,
+            previous_scrape: None,
+            quiet: false,
         }
+    }
+
+    /// Caps the metrics' label values.
+    pub fn limit_metrics(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Daemon mode: nothing on stdout (no live log, no summaries); problems
+    /// are still said on stderr, one line each, and the metrics served.
+    pub fn quiet(&mut self) {
+        self.quiet = true;
+        self.live = false;
     }
 
     /// A warning for the user: one line per problem. A warning that cannot
@@ -399,7 +422,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     /// The destinations' state now, most used first.
-    fn ports_report(&mut self, now_ns: u64) -> Vec<crate::aggregate::ports::DestReport> {
+    fn ports_report(
+        &mut self,
+        now_ns: u64,
+        rows: usize,
+    ) -> Vec<crate::aggregate::ports::DestReport> {
         let held = self.held();
         self.ports.sample(now_ns, &held);
         let namespaces = &self.namespaces;
@@ -408,13 +435,13 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             |netns| namespaces.sysctls(netns),
             self.stats.tw_timer_ns,
             now_ns,
-            PORTS_ROWS,
+            rows,
         )
     }
 
     /// Warns once per crossing when a destination's ports run low.
     fn ports_alerts(&mut self, now_ns: u64) -> io::Result<()> {
-        let rows = self.ports_report(now_ns);
+        let rows = self.ports_report(now_ns, PORTS_ROWS);
         let alerts: Vec<_> = self
             .ports
             .alerts(&rows)
@@ -428,16 +455,88 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 .and_then(NetnsName::label);
             let line = crate::render::ports::alert_line(level, &r, name.as_deref());
             self.warn(format_args!("{line}"));
-            self.printer
-                .ports_alert(&mut self.out, level, &r, name.as_deref(), now_ns)?;
+            if !self.quiet {
+                self.printer
+                    .ports_alert(&mut self.out, level, &r, name.as_deref(), now_ns)?;
+            }
         }
         self.out.flush()
     }
 
-    /// Prints a summary of everything since start.
-    pub fn summary(&mut self) -> io::Result<()> {
+    /// Answers one scrape of the metrics endpoint: `totals`, the loss
+    /// counters now; `refused`, the endpoint's connections refused so far.
+    pub fn scrape(&mut self, totals: &Totals, refused: u64) -> Bytes {
+        let started = Instant::now();
+        let (text, series) = self.metrics(totals, refused);
+        self.previous_scrape = Some((started.elapsed().as_secs_f64(), series));
+        Bytes::from(text)
+    }
+
+    /// The metrics exposition now, and its series count: what a summary
+    /// would say, rendered for Prometheus.
+    pub fn metrics(&mut self, totals: &Totals, refused: u64) -> (String, usize) {
+        let limits = self.limits;
         let now = monotonic_ns();
-        let seen = self.collect(now, true);
+        // Capped by the exposition, not by the summary's row count.
+        let seen = self.collect(now, false, limits.destinations);
+        let found = seen.findings(self.started.elapsed().as_secs_f64());
+        let mut sockets: HashMap<(u32, TcpState), SocketsRow> = HashMap::default();
+        for o in self.pipeline.open() {
+            let row = sockets.entry((o.netns, o.state)).or_insert(SocketsRow {
+                netns: o.netns,
+                state: o.state,
+                count: 0,
+                oldest_ns: None,
+            });
+            row.count += 1;
+            row.oldest_ns = row.oldest_ns.max(o.since_ns.map(|t| now.saturating_sub(t)));
+        }
+        let sockets: Vec<SocketsRow> = sockets.into_values().collect();
+        let listeners: Vec<_> = self
+            .listeners
+            .iter()
+            .filter(|(netns, _, _)| self.pipeline.shows_netns(*netns))
+            .collect();
+        let report = Report {
+            findings: &found,
+            elapsed: self.started.elapsed(),
+            transitions: self.pipeline.transitions,
+            lost: self.lost_reported,
+            stats: &self.stats,
+            open: Vec::new(),
+            timewait: self.timewait.then(|| TimewaitReport {
+                live: self.pipeline.timewait_counts().collect(),
+                overflows: Vec::new(),
+            }),
+            ports: &seen.ports,
+            binds: &seen.binds,
+            namespaces: &seen.namespaces,
+        };
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(self.started.elapsed());
+        metrics::render(&Scrape {
+            report: &report,
+            sockets: &sockets,
+            listeners: &listeners,
+            totals,
+            folded_connections: self.ports.folded,
+            destinations_tracked: self.ports.tracked(),
+            limits,
+            previous: self.previous_scrape,
+            refused_connections: refused,
+            start_time_s: start.as_secs_f64(),
+        })
+    }
+
+    /// Prints a summary of everything since start (not in daemon mode).
+    pub fn summary(&mut self) -> io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        let now = monotonic_ns();
+        let seen = self.collect(now, true, PORTS_ROWS);
         let found = seen.findings(self.started.elapsed().as_secs_f64());
         self.worst = findings::worst(&found);
         let report = Report {
@@ -460,9 +559,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     /// What the findings look at, now; `summary`: for a summary, so that
-    /// the namespaces' counters count from now on.
-    fn collect(&mut self, now: u64, summary: bool) -> Seen {
-        let ports = self.ports_report(now);
+    /// the namespaces' counters count from now on; `rows`: destinations
+    /// listed before the rest are pooled.
+    fn collect(&mut self, now: u64, summary: bool, rows: usize) -> Seen {
+        let ports = self.ports_report(now, rows);
         let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
         for tw in self.pipeline.timewait_sockets() {
             *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
@@ -505,7 +605,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             return;
         }
         let elapsed = Duration::from_secs(self.ticks);
-        let seen = self.collect(monotonic_ns(), false);
+        let seen = self.collect(monotonic_ns(), false, PORTS_ROWS);
         let found = seen.findings(elapsed.as_secs_f64());
         let count = |s: Severity| found.iter().filter(|f| f.severity == s).count();
         let _ = writeln!(

@@ -120,18 +120,27 @@ fn bpf_linker(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Debian packages the scenario tests need: `nft` (nftables) drops chosen
-/// packets inside the test namespaces. `ip` (iproute2) ships with the machine.
+/// Debian packages the tests need: `nft` (nftables) drops chosen packets
+/// inside the test namespaces; `prometheus` (with `promtool`) scrapes the
+/// metrics endpoint and checks the exposition and the alert rules; `dpkg-deb`
+/// builds the package. `ip` (iproute2) ships with the machine.
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = [("nft", "nftables"), ("ip", "iproute2")]
-        .into_iter()
-        .filter(|(bin, _)| {
-            !["/usr/sbin", "/sbin", "/usr/bin"]
-                .iter()
-                .any(|d| Path::new(d).join(bin).exists())
-        })
-        .map(|(_, package)| package)
-        .collect();
+    let mut missing: Vec<&str> = [
+        ("nft", "nftables"),
+        ("ip", "iproute2"),
+        ("prometheus", "prometheus"),
+        ("promtool", "prometheus"),
+        ("dpkg-deb", "dpkg"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| {
+        !["/usr/sbin", "/sbin", "/usr/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(bin).exists())
+    })
+    .map(|(_, package)| package)
+    .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

@@ -74,3 +74,42 @@ fn log2_counts(h: &Histogram<u64>) -> Vec<u64> {
     }
     slots
 }
+
+/// Cumulative counts at each of `bounds_ns` (ascending): how many durations
+/// were at most that long, to the histogram's precision (a recorded value
+/// counts as the top of its bucket). For histograms in the Prometheus form.
+pub fn cumulative(h: &Histogram<u64>, bounds_ns: &[u64]) -> Vec<u64> {
+    let mut counts = vec![0u64; bounds_ns.len()];
+    for v in h.iter_recorded() {
+        let value = h.highest_equivalent(v.value_iterated_to());
+        if let Some(i) = bounds_ns.iter().position(|&b| value <= b) {
+            counts[i] += v.count_at_value();
+        }
+    }
+    let mut total = 0;
+    for c in &mut counts {
+        total += *c;
+        *c = total;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cumulative_counts() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).unwrap();
+        for ns in [500, 1_000, 1_500, 60_000_000_000, 90_000_000_000] {
+            h.record(ns).unwrap();
+        }
+        let bounds = [1_000, 2_000, 61_000_000_000];
+        assert_eq!(
+            cumulative(&h, &bounds),
+            [2, 3, 4],
+            "the last one is above every bound"
+        );
+        assert_eq!(cumulative(&h, &[]), Vec::<u64>::new());
+    }
+}

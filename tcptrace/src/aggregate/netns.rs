@@ -104,6 +104,8 @@ pub struct NetnsReport {
     pub netns: u32,
     pub name: Option<NetnsName>,
     pub sysctls: Option<Sysctls>,
+    /// The kernel's values as last read (what node_exporter exports).
+    pub now: Values,
     pub since_start: Values,
     pub since_last_summary: Values,
 }
@@ -221,6 +223,7 @@ impl NetnsTable {
                 netns: *netns,
                 name: ns.name.clone(),
                 sysctls: ns.sysctls.clone(),
+                now: ns.last,
                 since_start: ns.since(None),
                 since_last_summary: ns.since(ns.at_summary.as_ref()),
             });

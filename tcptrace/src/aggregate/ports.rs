@@ -338,6 +338,11 @@ impl Ports {
         }
     }
 
+    /// Destinations followed one by one (the pool of the others aside).
+    pub fn tracked(&self) -> usize {
+        self.dests.len() - usize::from(self.dests.contains_key(&Dest::OTHER))
+    }
+
     /// The destination a socket toward `dest` is counted under: its own if
     /// the table follows it, else the pool of the others (so that the ports
     /// held are counted in at most `MAX_DESTINATIONS` + 1 entries).

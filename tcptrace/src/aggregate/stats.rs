@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap as HashMap;
 use hdrhistogram::Histogram;
 
 use crate::{
-    aggregate::distribution::Distribution,
+    aggregate::distribution::{Distribution, cumulative},
     model::{
         BindFailure, Closed, Comm, Fact, Role, Sink, TcpState, TimeInState, Transition, TwEnd,
         TwNote, Verdict, state::positions,
@@ -59,7 +59,13 @@ pub struct Stats {
     /// Exact maxima (the histograms keep 2 significant digits: 1% error, and
     /// small enough to stay in cache).
     max_ns: [u64; HISTOGRAM_STATES.len()],
+    /// Exact sums of the durations in each histogram.
+    sum_ns: [u64; HISTOGRAM_STATES.len()],
+    /// Transitions seen, by old and new state (`TcpState::index`).
+    pub transitions: [[u64; TcpState::COUNT]; TcpState::COUNT],
     pub verdicts: VerdictCounts,
+    /// Connections closed, by role (`Role::index`) and verdict.
+    pub by_role: [VerdictCounts; Role::ALL.len()],
     pub by_process: HashMap<ProcessKey, VerdictCounts>,
     /// Active connections, by the endpoint they connected to.
     pub by_remote: HashMap<Option<SocketAddr>, VerdictCounts>,
@@ -69,13 +75,24 @@ pub struct Stats {
     pub tw_ends: [u64; TwEnd::ALL.len()],
     /// Re-arms of the timers of the timewait sockets that ended.
     pub tw_rearms: u64,
-    /// How long TIME_WAIT lasted when its timer ran out, and the exact max.
-    tw_expired: Histogram<u64>,
+    /// How long TIME_WAIT lasted, by how it ended (`TwEnd::index`), with
+    /// the exact sums; and the exact max of those that expired.
+    tw_lasted: Vec<Histogram<u64>>,
+    tw_lasted_sum_ns: [u64; TwEnd::ALL.len()],
     tw_expired_max: u64,
     /// Length of the latest TIME_WAIT timer armed (the configured length).
     pub tw_timer_ns: Option<u64>,
     /// Failed binds (EADDRINUSE) by namespace, process and address.
     pub bind_failures: HashMap<BindKey, u64>,
+}
+
+/// A histogram in the Prometheus form: cumulative counts at given bounds,
+/// count and sum, in nanoseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Buckets {
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_ns: u64,
 }
 
 /// A failed bind()'s table key: (netns, process, address asked for).
@@ -122,7 +139,10 @@ impl Stats {
         Self {
             histograms,
             max_ns: [0; HISTOGRAM_STATES.len()],
+            sum_ns: [0; HISTOGRAM_STATES.len()],
+            transitions: [[0; TcpState::COUNT]; TcpState::COUNT],
             verdicts: VerdictCounts::default(),
+            by_role: [VerdictCounts::default(); Role::ALL.len()],
             by_process: HashMap::default(),
             by_remote: HashMap::default(),
             by_listen_port: HashMap::default(),
@@ -130,8 +150,14 @@ impl Stats {
             tw_rearms: 0,
             // 3 significant digits: 60 ms at 60 s, where the timer wheel's
             // slack is what users look for.
-            tw_expired: Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3)
-                .expect("valid histogram bounds"),
+            tw_lasted: TwEnd::ALL
+                .iter()
+                .map(|_| {
+                    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3)
+                        .expect("valid histogram bounds")
+                })
+                .collect(),
+            tw_lasted_sum_ns: [0; TwEnd::ALL.len()],
             tw_expired_max: 0,
             tw_timer_ns: None,
             bind_failures: HashMap::default(),
@@ -139,11 +165,13 @@ impl Stats {
     }
 
     pub fn record_transition(&mut self, t: &Transition) {
+        self.transitions[t.old.index()][t.new.index()] += 1;
         if let TimeInState::Measured(ns) = t.in_old
             && let Some(i) = HISTOGRAM_SLOT[t.old.index()]
         {
             self.histograms[i].saturating_record(ns.max(1));
             self.max_ns[i] = self.max_ns[i].max(ns);
+            self.sum_ns[i] = self.sum_ns[i].saturating_add(ns);
         }
     }
 
@@ -159,11 +187,13 @@ impl Stats {
             Some(TwNote::Ends { reason, rearms, .. }) => {
                 self.tw_ends[reason.index()] += 1;
                 self.tw_rearms += u64::from(rearms);
-                if let (TwEnd::Expired, TcpState::TimeWait, TimeInState::Measured(ns)) =
-                    (reason, t.old, t.in_old)
-                {
-                    self.tw_expired.saturating_record(ns.max(1));
-                    self.tw_expired_max = self.tw_expired_max.max(ns);
+                if let (TcpState::TimeWait, TimeInState::Measured(ns)) = (t.old, t.in_old) {
+                    let i = reason.index();
+                    self.tw_lasted[i].saturating_record(ns.max(1));
+                    self.tw_lasted_sum_ns[i] = self.tw_lasted_sum_ns[i].saturating_add(ns);
+                    if reason == TwEnd::Expired {
+                        self.tw_expired_max = self.tw_expired_max.max(ns);
+                    }
                 }
             }
             _ => {}
@@ -172,11 +202,33 @@ impl Stats {
 
     /// How long TIME_WAIT lasted when its timer ran out.
     pub fn tw_expired(&self) -> Distribution {
-        Distribution::of(&self.tw_expired).capped(self.tw_expired_max)
+        Distribution::of(&self.tw_lasted[TwEnd::Expired.index()]).capped(self.tw_expired_max)
+    }
+
+    /// How long TIME_WAIT lasted, for those that ended `reason`, in the
+    /// Prometheus form: cumulative counts at `bounds_ns`, count, sum (ns).
+    pub fn tw_lasted(&self, reason: TwEnd, bounds_ns: &[u64]) -> Buckets {
+        let h = &self.tw_lasted[reason.index()];
+        Buckets {
+            cumulative: cumulative(h, bounds_ns),
+            count: h.len(),
+            sum_ns: self.tw_lasted_sum_ns[reason.index()],
+        }
+    }
+
+    /// Time spent in `state` (one that is kept), as [`Stats::tw_lasted`].
+    pub fn buckets(&self, state: TcpState, bounds_ns: &[u64]) -> Option<Buckets> {
+        let i = HISTOGRAM_SLOT[state.index()]?;
+        Some(Buckets {
+            cumulative: cumulative(&self.histograms[i], bounds_ns),
+            count: self.histograms[i].len(),
+            sum_ns: self.sum_ns[i],
+        })
     }
 
     pub fn record_closed(&mut self, c: &Closed) {
         self.verdicts[c.verdict.index()] += 1;
+        self.by_role[c.role.index()][c.verdict.index()] += 1;
         count(
             &mut self.by_process,
             c.owner.map(|o| (o.pid, o.comm)),

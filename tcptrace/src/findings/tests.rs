@@ -69,6 +69,7 @@ fn netns(fin_timeout: u32, counters: &[(&str, u64)]) -> NetnsReport {
             somaxconn: Some(128),
             ..Sysctls::default()
         }),
+        now: since_start,
         since_start,
         since_last_summary: since_start,
     }

@@ -132,6 +132,12 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Self::Active, Self::Passive, Self::Unknown];
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::Active => "active",

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod findings;
 mod json;
+pub mod metrics;
 pub mod ports;
 pub mod summary;
 mod text;

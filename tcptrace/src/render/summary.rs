@@ -381,8 +381,9 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
     })
 }
 
+/// Fixtures shared with the metrics' tests: every section filled in.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         aggregate::open::open_by_state,
@@ -392,7 +393,7 @@ mod tests {
         },
     };
 
-    fn report_stats() -> Stats {
+    pub(crate) fn report_stats() -> Stats {
         let mut stats = Stats::new();
         let mut s = Script { ts: 0 };
         let mut t = s.t(
@@ -455,7 +456,7 @@ mod tests {
     }
 
     /// A destination running out of ports, and its namespace.
-    fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
+    pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
         use crate::{
             aggregate::{
                 netns::COUNTERS,
@@ -511,6 +512,7 @@ mod tests {
                 fin_timeout_s: Some(60),
                 ..Sysctls::default()
             }),
+            now: since_start,
             since_start,
             since_last_summary: since_start,
         };
@@ -518,7 +520,7 @@ mod tests {
     }
 
     /// A server that could not bind its port while timewait sockets held it.
-    fn binds() -> Vec<BindRow> {
+    pub(crate) fn binds() -> Vec<BindRow> {
         vec![BindRow {
             netns: 7,
             process: Some((43, Comm::from_name("server"))),
@@ -529,7 +531,7 @@ mod tests {
     }
 
     /// A report with every section filled in.
-    fn full_report<'a>(
+    pub(crate) fn full_report<'a>(
         stats: &'a Stats,
         ports: &'a [DestReport],
         binds: &'a [BindRow],
