@@ -68,10 +68,19 @@ fn every_bad_value_is_one_line_and_exit_2() {
         (&["--metrics", "x"], "is not [ADDR:]PORT"),
         (&["--metrics", "70000"], "is not [ADDR:]PORT"),
         (&["--metrics", "localhost:9977"], "is not [ADDR:]PORT"),
-        (&["--metrics", "192.0.2.1:9977"], "cannot serve metrics on 192.0.2.1:9977"),
+        (
+            &["--metrics", "192.0.2.1:9977"],
+            "cannot serve metrics on 192.0.2.1:9977",
+        ),
         (&["--quiet"], "--metrics"),
-        (&["--quiet", "--metrics", "0", "--json"], "cannot be used with"),
-        (&["--quiet", "--metrics", "0", "diagnose"], "--quiet runs a daemon"),
+        (
+            &["--quiet", "--metrics", "0", "--json"],
+            "cannot be used with",
+        ),
+        (
+            &["--quiet", "--metrics", "0", "diagnose"],
+            "--quiet runs a daemon",
+        ),
         (&["--metrics-destinations", "0"], "--metrics-destinations"),
         (&["--metrics-listeners", "many"], "--metrics-listeners"),
         (&["--metrics-namespaces", "5000"], "--metrics-namespaces"),

@@ -6,6 +6,7 @@
 
 mod bench;
 mod churn;
+mod package;
 mod setup;
 
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
@@ -31,10 +32,22 @@ enum Job {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and install tcptrace into PREFIX/bin so `sudo tcptrace` works.
+    /// Set up, build, and install tcptrace into PREFIX/bin so `sudo tcptrace`
+    /// works, with its man page, shell completions, alert rules and example
+    /// scrape configuration under PREFIX/share.
     Install {
         #[arg(long, default_value = "/usr/local")]
         prefix: PathBuf,
+        /// Also install the systemd unit (/etc/systemd/system/tcptrace.service)
+        /// running PREFIX/bin/tcptrace as a metrics daemon.
+        #[arg(long)]
+        service: bool,
+    },
+    /// Set up, build, and make a Debian package: target/package/*.deb.
+    Package {
+        /// Then install it into a fresh root and check it (as ./x test does).
+        #[arg(long)]
+        check: bool,
     },
     /// Set up, then run the whole test suite: formatting, clippy, unit tests,
     /// and the integration tests that load the real programs (needs root).
@@ -72,18 +85,35 @@ fn run(args: Args) -> Result<()> {
             Err(Command::new(&binary).args(args).exec())
                 .with_context(|| format!("running {}", binary.display()))
         }
-        Job::Install { prefix } => {
+        Job::Install { prefix, service } => {
             setup::run()?;
             build_release()?;
-            let dest = prefix.join("bin/tcptrace");
-            std::fs::create_dir_all(prefix.join("bin"))?;
-            // Copy to a temporary name and rename, so a running tcptrace is not disturbed.
-            let tmp = dest.with_extension("new");
-            std::fs::copy(root.join("target/release/tcptrace"), &tmp)
-                .with_context(|| format!("copying to {}", tmp.display()))?;
-            std::fs::rename(&tmp, &dest)?;
-            println!("xtask: installed {}", dest.display());
+            let layout = package::Layout::under(&prefix);
+            package::install(&root.join("target/release/tcptrace"), &layout)?;
+            println!(
+                "xtask: installed {}, its man page and completions",
+                layout.bin.display()
+            );
+            if service {
+                let unit = std::path::Path::new("/etc/systemd/system/tcptrace.service");
+                std::fs::write(unit, package::unit(&layout.bin)?)
+                    .with_context(|| format!("writing {}", unit.display()))?;
+                println!(
+                    "xtask: installed {}; start it with: systemctl daemon-reload && systemctl enable --now tcptrace",
+                    unit.display()
+                );
+            }
             Ok(())
+        }
+        Job::Package { check } => {
+            setup::run()?;
+            build_release()?;
+            let deb = package::build(&root)?;
+            println!("xtask: built {}", deb.display());
+            match check {
+                true => package::check(&root, &deb),
+                false => Ok(()),
+            }
         }
         Job::Test => {
             setup::run()?;
@@ -186,5 +216,35 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace", "--all-targets"])
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    alert_rules()?;
+    build_release()?;
+    let root = setup::workspace_root()?;
+    let deb = package::build(&root)?;
+    package::check(&root, &deb)
+}
+
+/// The shipped alert rules: valid (`promtool check rules`), and each one
+/// fires and stays quiet when it should (`promtool test rules`).
+fn alert_rules() -> Result<()> {
+    let status = Command::new("promtool")
+        .args(["check", "rules", "tcptrace/dist/alerts.yml"])
+        .status()
+        .context("running promtool (Debian's prometheus package)")?;
+    if !status.success() {
+        bail!("promtool check rules failed");
+    }
+    let mut tests: Vec<PathBuf> = std::fs::read_dir("tcptrace/dist/tests")?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    tests.sort();
+    let status = Command::new("promtool")
+        .args(["test", "rules"])
+        .args(&tests)
+        .status()?;
+    if !status.success() {
+        bail!("promtool test rules failed");
+    }
+    eprintln!("xtask: alert rules: valid, {} unit tests pass", tests.len());
+    Ok(())
 }

@@ -57,7 +57,13 @@ fn collect<R: std::io::Read + Send + 'static>(
 impl Tracer {
     /// Starts `tcptrace ARGS` and waits until its programs are attached.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_with(BIN, args)
+    }
+
+    /// Starts `PROGRAM ARGS`, a wrapper that runs tcptrace (`setpriv ...
+    /// BIN`), and waits until its programs are attached.
+    pub fn start_with(program: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -148,6 +154,14 @@ impl Tracer {
 
     pub fn stderr_so_far(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// A test that failed half way leaves no tracer running behind it.
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

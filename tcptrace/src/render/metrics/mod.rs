@@ -670,7 +670,7 @@ fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize); 3]) {
     e.family(
         "tcptrace_events_lost_total",
         Type::Counter,
-        "Records tcptrace did not get: ring buffer full, missed by the kernel (BPF recursion), or too short to decode.",
+        "Records tcptrace did not get: ring buffer full, too short to decode, or runs of its programs the kernel skipped (bpf_recursion: of every program, mostly timers that were not timewait timers, so an upper bound).",
     );
     e.sample(&[("reason", "ring_full")], t.lost);
     e.sample(&[("reason", "bpf_recursion")], t.recursion_misses);
