@@ -563,9 +563,12 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// listed before the rest are pooled.
     fn collect(&mut self, now: u64, summary: bool, rows: usize) -> Seen {
         let ports = self.ports_report(now, rows);
+        // Only where binds failed: a pass over every timewait socket.
         let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
-        for tw in self.pipeline.timewait_sockets() {
-            *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
+        if !self.stats.bind_failures.is_empty() {
+            for tw in self.pipeline.timewait_sockets() {
+                *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
+            }
         }
         let binds = self
             .stats

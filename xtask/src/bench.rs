@@ -44,50 +44,66 @@ struct Config {
     paused: bool,
     /// Run the `--compare` binary.
     compared: bool,
+    /// Scrape its metrics endpoint every second while the churn runs.
+    scraped: bool,
 }
 
-const CONFIGS: [Config; 7] = [
+const CONFIGS: [Config; 8] = [
     Config {
         name: "baseline (no tracer)",
         args: None,
         paused: false,
         compared: false,
+        scraped: false,
     },
     Config {
         name: "floor (empty programs)",
         args: Some(&["--bench-floor"]),
         paused: false,
         compared: false,
+        scraped: false,
     },
     Config {
         name: "live log to a file (TIME_WAIT on)",
         args: Some(&[]),
         paused: false,
         compared: false,
+        scraped: false,
     },
     Config {
         name: "--json to a file",
         args: Some(&["--json"]),
         paused: false,
         compared: false,
+        scraped: false,
     },
     Config {
         name: "--summary --no-timewait",
         args: Some(&["--summary", "--no-timewait"]),
         paused: false,
         compared: false,
+        scraped: false,
     },
     Config {
         name: "--summary",
         args: Some(&["--summary"]),
         paused: false,
         compared: false,
+        scraped: false,
+    },
+    Config {
+        name: "--summary --metrics, scraped 1/s",
+        args: Some(&["--summary", "--metrics", "127.0.0.1:0"]),
+        paused: false,
+        compared: false,
+        scraped: true,
     },
     Config {
         name: "kernel side only (agent stopped)",
         args: Some(&["--summary"]),
         paused: true,
         compared: false,
+        scraped: false,
     },
 ];
 
@@ -98,18 +114,21 @@ const COMPARED: [Config; 3] = [
         args: Some(&[]),
         paused: false,
         compared: true,
+        scraped: false,
     },
     Config {
         name: "  --json, --compare",
         args: Some(&["--json"]),
         paused: false,
         compared: true,
+        scraped: false,
     },
     Config {
         name: "  --summary, --compare",
         args: Some(&["--summary"]),
         paused: false,
         compared: true,
+        scraped: false,
     },
 ];
 
@@ -231,6 +250,78 @@ fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTrace
     }
 }
 
+/// The metrics endpoint's address, from the line tcptrace says it on.
+fn metrics_addr(tracer: &RunningTracer) -> Result<std::net::SocketAddr> {
+    loop {
+        let line = tracer
+            .stderr
+            .recv_timeout(Duration::from_secs(10))
+            .context("tcptrace did not say its metrics address")?;
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            return rest
+                .split("/metrics")
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .context("a metrics address");
+        }
+    }
+}
+
+/// Scrapes `/metrics` once a second, as Prometheus would, until stopped.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: thread::JoinHandle<Result<u64>>,
+}
+
+/// One scrape of `/metrics`: the exposition.
+fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let answer = String::from_utf8(answer)?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => bail!("scrape failed: {answer}"),
+    }
+}
+
+/// A sample's value in an exposition, summed over the series whose name and
+/// labels start with `series` and contain `with`.
+fn sum_of(text: &str, series: &str, with: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series) && l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Scraper {
+    fn start(addr: std::net::SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut scrapes = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                scrape(addr)?;
+                scrapes += 1;
+                thread::sleep(Duration::from_secs(1));
+            }
+            Ok(scrapes)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops it; how many scrapes it made.
+    fn stop(self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the scraper panicked"))?
+    }
+}
+
 /// Stops the tracer with SIGINT; returns (received, lost) from its summary line.
 fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
     send_signal(tracer.child.id(), Signal::SIGINT)?;
@@ -298,6 +389,10 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
         None => None,
     };
     let pid = tracer.as_ref().map(|t| t.child.id());
+    let scraper = match (&tracer, config.scraped) {
+        (Some(t), true) => Some(Scraper::start(metrics_addr(t)?)),
+        _ => None,
+    };
     let cpu_before = pid.map(process_cpu).transpose()?.unwrap_or(0.0);
     let paused = pid.filter(|_| config.paused);
     if let Some(pid) = paused {
@@ -308,6 +403,12 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
         send_signal(pid, Signal::SIGCONT)?;
     }
     let report = report?;
+    if let Some(scraper) = scraper {
+        let scrapes = scraper.stop()?;
+        if scrapes == 0 {
+            bail!("no scrape of the metrics endpoint answered");
+        }
+    }
     // Let the periodic drain pick up the tail before reading the counters
     // (a resumed agent has the whole run to read).
     thread::sleep(Duration::from_millis(if config.paused {
@@ -484,4 +585,89 @@ mod tests {
         assert_eq!(paused_ring_size(1), (1u64 << 20).to_string());
         assert_eq!(paused_ring_size(10_000_000), (1u64 << 30).to_string());
     }
+}
+
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Connections to churn through, in all.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub connections: u64,
+    /// Measure after every this many.
+    #[arg(long, default_value_t = 2_500_000)]
+    pub every: u64,
+    /// Client threads of the churn.
+    #[arg(long, default_value_t = 4)]
+    pub threads: u64,
+}
+
+/// `./x soak`: the daemon (`--quiet --metrics`) through millions of churned
+/// connections while scraped every second; its RSS and the series count at
+/// each step should stay flat. A table on stdout, target/bench/soak.json.
+pub fn soak(args: SoakArgs, root: &Path) -> Result<()> {
+    let binary = root.join("target/release/tcptrace");
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let tracer = start_tracer(
+        &binary,
+        &["--quiet", "--metrics", "127.0.0.1:0"],
+        &out_dir.join("soak.out"),
+    )?;
+    let addr = metrics_addr(&tracer)?;
+    let pid = tracer.child.id();
+    let scraper = Scraper::start(addr);
+    let chunk = args.every.min(250_000);
+    let (mut done, mut rows) = (0u64, Vec::new());
+    println!(
+        "{:>12} {:>10} {:>10} {:>10} {:>8} {:>12} {:>10} {:>10}",
+        "connections", "conn/s", "RSS KiB", "peak KiB", "series", "time_wait", "lost", "scrape ms"
+    );
+    let started = std::time::Instant::now();
+    while done < args.connections {
+        let n = chunk.min(args.connections - done);
+        churn(&ChurnArgs {
+            connections: n,
+            threads: args.threads,
+            server_first: false,
+        })?;
+        done += n;
+        if done % args.every == 0 || done == args.connections {
+            let text = scrape(addr)?;
+            let series = text.lines().filter(|l| !l.starts_with('#')).count();
+            let row = json!({
+                "connections": done,
+                "conns_per_s": done as f64 / started.elapsed().as_secs_f64(),
+                "rss_kib": status_kib(pid, "VmRSS:"),
+                "peak_rss_kib": status_kib(pid, "VmHWM:"),
+                "series": series,
+                "time_wait": sum_of(&text, "tcptrace_sockets{", "state=\"time_wait\"") as u64,
+                "lost": sum_of(&text, "tcptrace_events_lost_total{", "ring_full") as u64,
+                "scrape_ms": sum_of(&text, "tcptrace_scrape_duration_seconds", "") * 1e3,
+            });
+            println!(
+                "{:>12} {:>10.0} {:>10} {:>10} {:>8} {:>12} {:>10} {:>10.1}",
+                done,
+                row["conns_per_s"].as_f64().unwrap_or(0.0),
+                row["rss_kib"],
+                row["peak_rss_kib"],
+                series,
+                row["time_wait"],
+                row["lost"],
+                row["scrape_ms"].as_f64().unwrap_or(0.0)
+            );
+            rows.push(row);
+        }
+    }
+    let scrapes = scraper.stop()?;
+    let (received, lost) = stop_tracer(tracer)?;
+    println!("{scrapes} scrapes, {received} transitions received, {lost} lost");
+    let path = out_dir.join("soak.json");
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(&json!({
+            "connections": args.connections, "threads": args.threads, "scrapes": scrapes,
+            "received": received, "lost": lost, "steps": rows,
+        }))?,
+    )?;
+    println!("results: {}", path.display());
+    Ok(())
 }

@@ -55,6 +55,10 @@ enum Job {
     /// Set up, build, and measure tcptrace's overhead under connection churn
     /// (needs root): a table on stdout, target/bench/results.json.
     Bench(bench::BenchArgs),
+    /// Set up, build, and run the daemon (`--quiet --metrics`, scraped every
+    /// second) through millions of churned connections: RSS and series
+    /// count at each step (needs root).
+    Soak(bench::SoakArgs),
     /// The benchmark's load alone: loopback connection churn; prints a JSON report.
     Churn(churn::ChurnArgs),
 }
@@ -123,6 +127,11 @@ fn run(args: Args) -> Result<()> {
             setup::run()?;
             build_release()?;
             bench::run(args, &root)
+        }
+        Job::Soak(args) => {
+            setup::run()?;
+            build_release()?;
+            bench::soak(args, &root)
         }
         Job::Churn(args) => {
             let report = churn::run(args)?;
