@@ -245,8 +245,24 @@ fn endpoint_under_abuse() {
     assert!(finished.status.success(), "{:?}", finished.stderr);
 }
 
-/// A port in use: one line, exit 2, before anything is attached.
+/// A port in use: one line, exit 2, before anything is attached. An address
+/// that is not loopback is taken as asked, and said.
 fn port_in_use_is_one_line_and_exit_2() {
+    let tracer = Tracer::start(&["--summary", "--metrics", "0.0.0.0:0"]);
+    let addr = endpoint(&tracer);
+    assert!(addr.ip().is_unspecified(), "{addr}");
+    assert!(
+        tracer
+            .stderr_so_far()
+            .iter()
+            .any(|l| l.contains("not loopback: reachable from other hosts, as asked")),
+        "{:?}",
+        tracer.stderr_so_far()
+    );
+    let local = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    assert_eq!(get(local, "/metrics").0, 200);
+    assert!(tracer.stop().status.success());
+
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(BIN)

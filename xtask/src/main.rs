@@ -6,6 +6,7 @@
 
 mod bench;
 mod churn;
+mod fuzz;
 mod package;
 mod setup;
 
@@ -59,6 +60,13 @@ enum Job {
     /// second) through millions of churned connections: RSS and series
     /// count at each step (needs root).
     Soak(bench::SoakArgs),
+    /// Set up, then run the fuzz targets of tcptrace/fuzz (all, or one) for
+    /// SECS seconds each, from their corpora.
+    Fuzz {
+        target: Option<String>,
+        #[arg(long = "for", value_name = "SECS", default_value_t = 60)]
+        secs: u64,
+    },
     /// The benchmark's load alone: loopback connection churn; prints a JSON report.
     Churn(churn::ChurnArgs),
 }
@@ -127,6 +135,10 @@ fn run(args: Args) -> Result<()> {
             setup::run()?;
             build_release()?;
             bench::run(args, &root)
+        }
+        Job::Fuzz { target, secs } => {
+            setup::run()?;
+            fuzz::run(&root, target.as_deref(), secs)
         }
         Job::Soak(args) => {
             setup::run()?;
@@ -230,8 +242,13 @@ fn test() -> Result<()> {
     build_release()?;
     let root = setup::workspace_root()?;
     let deb = package::build(&root)?;
-    package::check(&root, &deb)
+    package::check(&root, &deb)?;
+    // Each parser of kernel-provided or file input, briefly.
+    fuzz::run(&root, None, FUZZ_SECS)
 }
+
+/// How long `./x test` fuzzes each target.
+const FUZZ_SECS: u64 = 20;
 
 /// The shipped alert rules: valid (`promtool check rules`), and each one
 /// fires and stays quiet when it should (`promtool test rules`).

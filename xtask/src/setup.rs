@@ -37,6 +37,7 @@ pub fn cargo_command() -> Command {
 pub fn run() -> Result<()> {
     let root = workspace_root()?;
     bpf_linker(&root)?;
+    cargo_fuzz(&root)?;
     tracefs();
     debian_packages()?;
     if !Path::new("/sys/kernel/btf/vmlinux").is_file() {
@@ -117,6 +118,40 @@ fn bpf_linker(root: &Path) -> Result<()> {
         bail!("building bpf-linker failed ({status})");
     }
     fs::write(&stamp_path, stamp)?;
+    Ok(())
+}
+
+/// cargo-fuzz release the fuzz targets are run with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Installs cargo-fuzz into .tools/ from crates.io, unless that version is
+/// there already.
+fn cargo_fuzz(root: &Path) -> Result<()> {
+    let tools = root.join(".tools");
+    let binary = tools.join("bin/cargo-fuzz");
+    let installed = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: building cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+    let status = cargo_command()
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--force",
+            "--root",
+        ])
+        .arg(&tools)
+        .status()?;
+    if !status.success() {
+        bail!("building cargo-fuzz from crates.io failed ({status}): is crates.io reachable?");
+    }
     Ok(())
 }
 

@@ -60,6 +60,10 @@ pub struct Btf {
     strings: Vec<u8>,
 }
 
+/// Anonymous struct and union members looked into, at most this deep (the
+/// kernel's own nest a few levels).
+const MAX_NESTING: u32 = 16;
+
 fn u16_at(data: &[u8], at: usize) -> Result<u16, BtfError> {
     let bytes = data
         .get(at..at + 2)
@@ -173,13 +177,22 @@ impl Btf {
     }
 
     /// Finds `member` in struct/union `id`, looking into anonymous struct and
-    /// union members too. Returns (bit offset, member type id).
+    /// union members too (at most `MAX_NESTING` deep: hostile BTF can make a
+    /// struct its own anonymous member, found by the fuzzer as a stack
+    /// overflow). Returns (bit offset, member type id).
     fn find_member(&self, id: u32, member: &str) -> Option<(u32, u32)> {
+        self.find_member_within(id, member, MAX_NESTING)
+    }
+
+    fn find_member_within(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
         let ty = self.types.get(id as usize)?;
         for m in &ty.members {
             if self.name(m.name_off) == member {
                 return Some((m.bit_offset, m.ty));
             }
+        }
+        if depth == 0 {
+            return None;
         }
         for m in &ty.members {
             let inner = self.resolve(m.ty);
@@ -188,9 +201,9 @@ impl Btf {
                     .types
                     .get(inner as usize)
                     .is_some_and(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION))
-                && let Some((bits, ty)) = self.find_member(inner, member)
+                && let Some((bits, ty)) = self.find_member_within(inner, member, depth - 1)
             {
-                return Some((m.bit_offset + bits, ty));
+                return Some((m.bit_offset.saturating_add(bits), ty));
             }
         }
         None
@@ -213,7 +226,7 @@ impl Btf {
                         ty: ty_name.clone(),
                         member: (*member).to_owned(),
                     })?;
-            bits += offset;
+            bits = offset.saturating_add(bits);
             id = self.resolve(member_ty);
             ty_name = format!("{ty_name}.{member}");
         }
@@ -351,6 +364,35 @@ mod tests {
         assert!(matches!(
             btf.member_offset("nope", &["x"]),
             Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    /// Found by the fuzzer: a struct that is its own anonymous member made
+    /// the member search recurse until the stack overflowed.
+    #[test]
+    fn a_struct_inside_itself_is_not_followed_for_ever() {
+        let strings = b"\0loop\0x\0".to_vec();
+        // id 1: struct loop { <anonymous> struct loop @0 }
+        let words: Vec<u32> = vec![1, (KIND_STRUCT << 24) | 1, 4, 0, 1, 0];
+        let tdata: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut data = Vec::new();
+        data.extend_from_slice(&MAGIC.to_le_bytes());
+        data.extend_from_slice(&[1, 0]);
+        for word in [
+            24u32,
+            0,
+            tdata.len() as u32,
+            tdata.len() as u32,
+            strings.len() as u32,
+        ] {
+            data.extend_from_slice(&word.to_le_bytes());
+        }
+        data.extend_from_slice(&tdata);
+        data.extend_from_slice(&strings);
+        let btf = Btf::parse(&data).unwrap();
+        assert!(matches!(
+            btf.member_offset("loop", &["x"]),
+            Err(BtfError::NoMember { .. })
         ));
     }
 

@@ -124,7 +124,8 @@ pub fn read_table(
                 local: line.local,
                 remote: line.remote,
                 substate: state,
-                remaining_ms: line.when * 1000 / USER_HZ,
+                // Saturating: the value is the kernel's, but read from text.
+                remaining_ms: line.when.saturating_mul(1000) / USER_HZ,
             });
             continue;
         }
@@ -296,6 +297,17 @@ mod tests {
         assert_eq!(tw.len(), 1);
         assert_eq!(tw[0].substate, TcpState::FinWait2);
         assert_eq!(tw[0].remote, "[::1]:8443".parse().unwrap());
+    }
+
+    /// Found by the fuzzer: a timer value too large to turn into
+    /// milliseconds overflowed.
+    #[test]
+    fn a_huge_timer_saturates() {
+        let table = "  sl  local_address rem_address   st\n   \
+            2: 0100007F:E696 0100007F:1F90 06 00000000:00000000 03:FFFFFFFFFFFFFFFF 00000000     0        0 0 3 0000000000000000";
+        let (_, tw) = read(table, &HashMap::new());
+        assert_eq!(tw.len(), 1);
+        assert_eq!(tw[0].remaining_ms, u64::MAX / USER_HZ);
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub fn parse(buf: &[u8], out: &mut Vec<DiagListener>) -> Result<bool, DiagError>
             NLMSG_ERROR => {
                 let errno = u32_at(body, 0).ok_or(DiagError::Truncated)? as i32;
                 if errno != 0 {
-                    return Err(DiagError::Kernel(-errno));
+                    // Wrapping: i32::MIN has no negation (found by the fuzzer).
+                    return Err(DiagError::Kernel(errno.wrapping_neg()));
                 }
             }
             SOCK_DIAG_BY_FAMILY => {
@@ -192,6 +193,18 @@ mod tests {
         err[16..20].copy_from_slice(&(-13i32).to_ne_bytes());
         assert_eq!(parse(&err, &mut out), Err(DiagError::Kernel(13)));
         assert_eq!(parse(&[], &mut out), Ok(false));
+    }
+
+    /// Found by the fuzzer: an error of i32::MIN could not be negated.
+    #[test]
+    fn any_error_number_is_an_error() {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&20u32.to_ne_bytes());
+        msg.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend_from_slice(&i32::MIN.to_ne_bytes());
+        let mut out = Vec::new();
+        assert_eq!(parse(&msg, &mut out), Err(DiagError::Kernel(i32::MIN)));
     }
 
     #[test]

@@ -1,0 +1,15 @@
+//! A tracepoint's `format` file in tracefs, and the layout check made on it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tcptrace::host::preflight::{check_layout, parse_format};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse_format(data);
+    let text = String::from_utf8_lossy(data);
+    let _ = check_layout(
+        "sock/inet_sock_set_state",
+        &text,
+        &[("skaddr", 8, 8), ("family", 22, 2)],
+    );
+});
