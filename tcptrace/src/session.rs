@@ -136,6 +136,9 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     ticks: u64,
     /// Since `begin`.
     started: Instant,
+    /// When the sockets found at start-up were known to exist (monotonic
+    /// ns): their age in a state is at least the time since.
+    existing_since_ns: Option<u64>,
     /// Caps on the metrics' label values.
     limits: Limits,
     /// The last scrape's render time (s) and series count.
@@ -184,6 +187,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             worst: None,
             ticks: 0,
             started: Instant::now(),
+            existing_since_ns: None,
             limits: Limits::DEFAULT,
             previous_scrape: None,
             quiet: false,
@@ -218,6 +222,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// Learns the sockets and namespaces that existed before tracing
     /// started, and reads the namespaces' counters as they were.
     pub fn seed(&mut self, snapshot: Snapshot) {
+        // After the snapshot was taken: a lower bound of their ages.
+        self.existing_since_ns = Some(monotonic_ns());
         self.pipeline.seed(snapshot.sockets);
         for (netns, pid) in snapshot.namespaces {
             self.namespaces.existed_at_start(netns);
@@ -489,7 +495,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 oldest_ns: None,
             });
             row.count += 1;
-            row.oldest_ns = row.oldest_ns.max(o.since_ns.map(|t| now.saturating_sub(t)));
+            let since = o.since_ns.or(self.existing_since_ns);
+            row.oldest_ns = row.oldest_ns.max(since.map(|t| now.saturating_sub(t)));
         }
         let sockets: Vec<SocketsRow> = sockets.into_values().collect();
         let listeners: Vec<_> = self
@@ -580,7 +587,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             binds,
             namespaces,
             by_process: sorted_rows(&self.stats.by_process, usize::MAX),
-            close_waits: close_wait_piles(self.pipeline.open(), now),
+            close_waits: close_wait_piles(self.pipeline.open(), now, self.existing_since_ns),
             server_timewait: self.server_timewait(),
             listeners: self
                 .listeners

@@ -359,6 +359,37 @@ fn service_capabilities_suffice() {
     assert!(said.contains("CAP_BPF"), "{said}");
 }
 
+/// A CLOSE_WAIT older than tcptrace (the leak an SRE restarts the daemon
+/// in the middle of) is counted, its age at least the time since start-up.
+fn close_wait_older_than_tcptrace_is_counted() {
+    let listener = TcpListener::bind("127.0.0.77:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    // The server never closes: its side stays in CLOSE_WAIT.
+    drop(client);
+    thread::sleep(Duration::from_millis(200));
+    let tracer = Tracer::start(&[
+        "--quiet",
+        "--metrics",
+        "127.0.0.1:0",
+        "--laddr",
+        "127.0.0.77",
+    ]);
+    let addr = endpoint(&tracer);
+    thread::sleep(Duration::from_secs(2));
+    let (_, _, text) = get(addr, "/metrics");
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(r#"state="close_wait""#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(value("tcptrace_sockets{"), Some(1.0), "{text}");
+    let age = value("tcptrace_oldest_socket_age_seconds{").unwrap_or(0.0);
+    assert!((2.0..10.0).contains(&age), "age {age}: {text}");
+    drop(accepted);
+    assert!(tracer.stop().status.success());
+}
+
 /// Percent-encodes a PromQL query for a URL.
 fn encode(query: &str) -> String {
     query
@@ -654,7 +685,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("peer") {
         peer(&args[2..]);
     }
-    let scenarios: [(&'static str, fn()); 4] = [
+    let scenarios: [(&'static str, fn()); 5] = [
+        (
+            "close_wait_older_than_tcptrace_is_counted",
+            close_wait_older_than_tcptrace_is_counted,
+        ),
         ("service_capabilities_suffice", service_capabilities_suffice),
         ("endpoint_under_abuse", endpoint_under_abuse),
         (

@@ -456,6 +456,35 @@ fn spread(v: &[f64]) -> (f64, f64) {
     (min, max)
 }
 
+/// Timewait sockets on the host now (`/proc/net/sockstat`, IPv4 and IPv6).
+fn timewait_on_host() -> u64 {
+    ["/proc/net/sockstat", "/proc/net/sockstat6"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| l.starts_with("TCP:") || l.starts_with("TCP6:"))
+                .filter_map(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    let at = words.iter().position(|w| *w == "tw")?;
+                    words.get(at + 1)?.parse::<u64>().ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// How long tcptrace takes from exec to "tracing" (attached, start-up
+/// snapshot taken) with the timewait sockets the host has now.
+fn startup(binary: &Path, out_dir: &Path) -> Result<(u64, f64)> {
+    let timewait = timewait_on_host();
+    let started = std::time::Instant::now();
+    let tracer = start_tracer(binary, &["--summary"], &out_dir.join("startup.out"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    stop_tracer(tracer)?;
+    Ok((timewait, seconds))
+}
+
 pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
     let binary = root.join("target/release/tcptrace");
     if let Some(other) = &args.compare
@@ -466,6 +495,9 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
     let configs = configs(args.compare.is_some());
+    // Start-up on a quiet host first; again after the churn, with the
+    // timewait sockets it left.
+    let mut startups = vec![startup(&binary, &out_dir)?];
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     for rep in 0..args.repeat {
         for (i, config) in configs.iter().enumerate() {
@@ -485,6 +517,7 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
             samples[i].push(s);
         }
     }
+    startups.push(startup(&binary, &out_dir)?);
     // Each run is compared with the baseline run of the same repetition, a
     // few seconds apart: the machine's speed drifts more between repetitions
     // than within one.
@@ -562,12 +595,23 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
         },
         args.repeat
     );
+    for (timewait, seconds) in &startups {
+        println!(
+            "start-up (exec to tracing): {seconds:.2} s with {timewait} timewait sockets on the host{}",
+            if *seconds > 1.0 {
+                "  (over a second)"
+            } else {
+                ""
+            }
+        );
+    }
     let machine = json!({
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
     let result = json!({"machine": machine, "connections": args.churn.connections, "threads": args.churn.threads,
-        "server_first": args.churn.server_first, "repeat": args.repeat, "results": rows});
+        "server_first": args.churn.server_first, "repeat": args.repeat, "results": rows,
+        "startup": startups.iter().map(|(tw, s)| json!({"timewait_on_host": tw, "seconds": s})).collect::<Vec<_>>()});
     let path: PathBuf = out_dir.join("results.json");
     fs::write(&path, serde_json::to_string_pretty(&result)?)?;
     println!("results: {}", path.display());

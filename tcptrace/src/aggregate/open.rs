@@ -62,8 +62,8 @@ pub struct Pile {
     pub netns: u32,
     pub owner: Option<(u32, Comm)>,
     pub count: u64,
-    /// How long the oldest has been in CLOSE_WAIT (0 if none was seen
-    /// entering it).
+    /// How long the oldest has been in CLOSE_WAIT; for those found in it at
+    /// start-up, at least since then (0 if neither is known).
     pub oldest_age_s: f64,
     /// The peers most of them were connected to (address, port 0), most
     /// first, at most 3.
@@ -71,8 +71,13 @@ pub struct Pile {
 }
 
 /// Groups the connections in CLOSE_WAIT by namespace and owner, largest
-/// pile first.
-pub fn close_wait_piles<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> Vec<Pile> {
+/// pile first. `existing_since_ns`: when those of unknown age (found at
+/// start-up) were known to exist, so that their age counts from then.
+pub fn close_wait_piles<'a>(
+    open: impl Iterator<Item = Open<'a>>,
+    now_ns: u64,
+    existing_since_ns: Option<u64>,
+) -> Vec<Pile> {
     type Key = (u32, Option<(u32, Comm)>);
     let mut piles: std::collections::HashMap<
         Key,
@@ -93,7 +98,7 @@ pub fn close_wait_piles<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -
             )
         });
         pile.count += 1;
-        if let Some(since) = o.since_ns {
+        if let Some(since) = o.since_ns.or(existing_since_ns) {
             pile.oldest_age_s = pile
                 .oldest_age_s
                 .max(now_ns.saturating_sub(since) as f64 / 1e9);
@@ -179,11 +184,14 @@ mod tests {
             open(Some(&app), "10.0.0.4:5000", None),
             open(Some(&other), "10.0.0.5:5000", Some(49_000_000_000)),
         ];
-        let piles = close_wait_piles(all.into_iter(), 50_000_000_000);
+        let piles = close_wait_piles(all.clone().into_iter(), 50_000_000_000, None);
         assert_eq!(piles.len(), 2);
         assert_eq!((piles[0].count, piles[0].owner.unwrap().0), (3, 7));
         assert_eq!(piles[0].oldest_age_s, 49.0);
         assert_eq!(piles[0].peers[0], ("10.0.0.3:0".parse().unwrap(), 2));
         assert_eq!(piles[1].oldest_age_s, 1.0);
+        // One found in CLOSE_WAIT at start-up (t = 0.5 s): at least 49.5 s old.
+        let piles = close_wait_piles(all.into_iter(), 50_000_000_000, Some(500_000_000));
+        assert_eq!(piles[0].oldest_age_s, 49.5);
     }
 }

@@ -214,9 +214,10 @@ impl Tracker {
             .collect()
     }
 
-    /// Connections currently open (listeners excluded).
+    /// Connections currently open (listeners excluded), those found at
+    /// start-up and not seen since included.
     pub fn open(&self) -> impl Iterator<Item = Open<'_>> {
-        self.conns.values().filter(|c| !c.listener).map(|c| Open {
+        let followed = self.conns.values().filter(|c| !c.listener).map(|c| Open {
             state: c.state,
             since_ns: c.since_ns,
             local: c.local,
@@ -224,7 +225,22 @@ impl Tracker {
             netns: c.netns,
             owner: c.owner.as_ref(),
             role: c.role,
-        })
+        });
+        // Those found at start-up and quiet since: in their state then, for
+        // an unknown time (a CLOSE_WAIT leak older than tcptrace is one).
+        let existing = self
+            .owners
+            .existing()
+            .map(|(netns, local, remote, state, owner)| Open {
+                state,
+                since_ns: None,
+                local,
+                remote,
+                netns,
+                owner,
+                role: Role::Unknown,
+            });
+        followed.chain(existing)
     }
 }
 
@@ -610,6 +626,31 @@ mod tests {
         let mut t = s.t(5, SRV, CLI, Listen, SynRecv, None);
         tracker.on_transition(&mut t);
         assert_eq!(t.owner, None, "the closed listener no longer owns the port");
+    }
+
+    /// A CLOSE_WAIT that predates tcptrace is open, of unknown age, until
+    /// its first transition; then it is followed, and counted once.
+    #[test]
+    fn sockets_found_at_start_up_are_open_until_they_move() {
+        let mut tracker = Tracker::new(10);
+        let mut s = Script { ts: 0 };
+        tracker.seed([Existing {
+            netns: 1,
+            local: SRV.parse().unwrap(),
+            remote: CLI.parse().unwrap(),
+            state: CloseWait,
+            owner: None,
+        }]);
+        let open: Vec<_> = tracker.open().collect();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].state, open[0].since_ns, open[0].role),
+            (CloseWait, None, Role::Unknown)
+        );
+        tracker.on_transition(&mut s.t(9, SRV, CLI, CloseWait, LastAck, None));
+        let open: Vec<_> = tracker.open().collect();
+        assert_eq!(open.len(), 1, "followed now, not twice");
+        assert_eq!(open[0].state, LastAck);
     }
 
     #[test]

@@ -15,9 +15,9 @@ type Listeners = Vec<(u64, Option<Task>)>;
 
 pub struct Owners {
     listeners: HashMap<(u32, u16), Listeners>,
-    /// Owners of connections that existed at start-up, by (netns, local,
-    /// remote).
-    seeded: HashMap<(u32, SocketAddr, SocketAddr), Task>,
+    /// Connections that existed at start-up and have not been seen since,
+    /// by (netns, local, remote): their state then, and owner if known.
+    seeded: HashMap<(u32, SocketAddr, SocketAddr), (TcpState, Option<Task>)>,
     max_seeded: usize,
 }
 
@@ -35,24 +35,38 @@ impl Owners {
     /// removes them.
     pub fn seed(&mut self, existing: impl IntoIterator<Item = Existing>) {
         for e in existing {
-            match (e.state, e.owner) {
-                (TcpState::Listen, owner) => self.listening(e.netns, e.local.port(), 0, owner),
-                (_, Some(owner)) if self.seeded.len() < self.max_seeded => {
-                    self.seeded.insert((e.netns, e.local, e.remote), owner);
+            match e.state {
+                TcpState::Listen => self.listening(e.netns, e.local.port(), 0, e.owner),
+                state if self.seeded.len() < self.max_seeded => {
+                    self.seeded
+                        .insert((e.netns, e.local, e.remote), (state, e.owner));
                 }
                 _ => {}
             }
         }
     }
 
-    /// The owner of a connection found at start-up, claimed once.
+    /// The owner of a connection found at start-up, claimed once: from its
+    /// first transition on, the tracker follows it.
     pub fn claim_existing(
         &mut self,
         netns: u32,
         local: SocketAddr,
         remote: SocketAddr,
     ) -> Option<Task> {
-        self.seeded.remove(&(netns, local, remote))
+        self.seeded.remove(&(netns, local, remote))?.1
+    }
+
+    /// The connections found at start-up that have not changed state since:
+    /// (netns, local, remote, state, owner).
+    pub fn existing(
+        &self,
+    ) -> impl Iterator<Item = (u32, SocketAddr, SocketAddr, TcpState, Option<&Task>)> + '_ {
+        self.seeded
+            .iter()
+            .map(|(&(netns, local, remote), (state, owner))| {
+                (netns, local, remote, *state, owner.as_ref())
+            })
     }
 
     /// The owner of sockets accepted on (netns, port), if all its listeners agree.
