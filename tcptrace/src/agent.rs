@@ -137,10 +137,10 @@ pub async fn run<W: io::Write>(
             } => {
                 // What the rings hold is counted first.
                 let result = drain(&mut rings, session, false);
-                let refused = endpoint.as_ref().map_or(0, Served::refused);
                 let totals = session.totals(tracer.counters()?.lost, tracer.recursion_misses());
-                // The scraper may have gone meanwhile: nothing to do then.
-                let _ = scrape.send(session.scrape(&totals, refused));
+                if let Some(e) = endpoint.as_mut() {
+                    e.answer(scrape, |refused| session.scrape(&totals, refused));
+                }
                 result
             }
             _ = sigint.recv() => break,

@@ -255,8 +255,9 @@ pub struct Cli {
     #[arg(global = true, short, long, requires = "metrics", conflicts_with_all = ["interval", "json", "summary"], help_heading = "Metrics")]
     pub quiet: bool,
 
-    /// Destinations with series of their own (those holding the most ports);
-    /// the rest are summed in destination="other".
+    /// Destinations with series of their own (the most used first: port
+    /// usage, then ports held); the rest are summed in destination="other"
+    /// (gauges only).
     #[arg(global = true, long, value_name = "N", default_value_t = Limits::DEFAULT.destinations as u32, value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "Metrics")]
     pub metrics_destinations: u32,
 

@@ -40,7 +40,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// A request's headers must arrive within this (an idle keep-alive
 /// connection is closed after it too).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection is closed after this long, whatever it does.
+/// A connection is closed after this long (once its request in flight is
+/// answered).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// A request's headers must fit in this (hyper's smallest buffer).
 pub const MAX_HEADER_BYTES: usize = 8192;
@@ -88,6 +89,25 @@ impl Served {
     pub fn refused(&self) -> u64 {
         self.counters.refused.load(Ordering::Relaxed)
     }
+
+    /// Answers `first` and every scrape waiting behind it with one
+    /// exposition (`render`, given the refused count); those whose client
+    /// has gone cost nothing.
+    pub fn answer(&mut self, first: Scrape, render: impl FnOnce(u64) -> Bytes) {
+        let mut waiting = vec![first];
+        while let Ok(more) = self.scrapes.try_recv() {
+            waiting.push(more);
+        }
+        waiting.retain(|s| !s.is_closed());
+        if waiting.is_empty() {
+            return;
+        }
+        let body = render(self.refused());
+        for scrape in waiting {
+            // The scraper may have gone meanwhile: nothing to do then.
+            let _ = scrape.send(body.clone());
+        }
+    }
 }
 
 /// Serves `listener` on the current runtime (which must have I/O and time
@@ -126,9 +146,18 @@ async fn accept(listener: TcpListener, tx: mpsc::Sender<Scrape>, counters: Arc<C
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
             // Errors are the client's (malformed, timed out, gone): nothing
-            // to say on the host's stderr.
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            // to say on the host's stderr. At the end of its lifetime, a
+            // connection finishes the request in flight, then closes; one
+            // that does not within the header timeout is dropped.
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
+                }
+            }
             drop(permit);
         });
     }

@@ -95,10 +95,13 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let text = err.render().to_string();
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("bad usage");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("bad usage");
+    // "...were not provided:" names them on the next line: one line still.
+    let line = match first.ends_with(':') {
+        true => format!("{first} {}", lines.next().unwrap_or_default()),
+        false => first.to_owned(),
+    };
     eprintln!("tcptrace: {}", line.trim_start_matches("error: "));
     ExitCode::from(2)
 }
@@ -165,10 +168,14 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
     }
     // After attaching, so that no socket falls between the two.
     let mut longest_tw = None;
-    let existing = snapshot::take(|tw| {
+    let mut existing = snapshot::take(|tw| {
         longest_tw = longest_tw.max(Some(tw.remaining_ms));
         session.seed_timewait(tw);
     });
+    // Those the kernel filter hides would never be seen to move.
+    existing
+        .sockets
+        .retain(|e| filter::kernel_accepts(&kernel_filter, &e.local, &e.remote));
     log::debug!("{} TCP sockets existed at start-up", existing.sockets.len());
     session.seed(existing);
     if let (true, Some(ms)) = (timewait, longest_tw) {

@@ -68,6 +68,9 @@ impl Seen {
 /// Destinations listed in a summary; the rest are pooled as "other".
 pub const PORTS_ROWS: usize = 20;
 
+/// Scrapes closer together than this share one exposition.
+const SCRAPE_REUSE: Duration = Duration::from_millis(100);
+
 /// How the session reads the host: each through a process in the namespace
 /// (`pid`, `netns`).
 #[derive(Clone, Copy)]
@@ -143,6 +146,10 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     limits: Limits,
     /// The last scrape's render time (s) and series count.
     previous_scrape: Option<(f64, usize)>,
+    /// The last exposition rendered, and when.
+    last_exposition: Option<(Instant, Bytes)>,
+    /// When tracing started, in seconds since the epoch.
+    start_time_s: f64,
     /// Daemon mode: no summaries on stdout.
     quiet: bool,
 }
@@ -190,6 +197,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             existing_since_ns: None,
             limits: Limits::DEFAULT,
             previous_scrape: None,
+            last_exposition: None,
+            start_time_s: 0.0,
             quiet: false,
         }
     }
@@ -240,6 +249,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// Tracing starts now: the live log's column header.
     pub fn begin(&mut self) -> io::Result<()> {
         self.started = Instant::now();
+        self.start_time_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         if !self.live {
             return Ok(());
         }
@@ -471,11 +484,21 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
 
     /// Answers one scrape of the metrics endpoint: `totals`, the loss
     /// counters now; `refused`, the endpoint's connections refused so far.
+    /// Scrapes less than `SCRAPE_REUSE` apart get the same exposition:
+    /// however many scrapers there are, rendering takes the loop at most
+    /// ten times a second.
     pub fn scrape(&mut self, totals: &Totals, refused: u64) -> Bytes {
+        if let Some((at, body)) = &self.last_exposition
+            && at.elapsed() < SCRAPE_REUSE
+        {
+            return body.clone();
+        }
         let started = Instant::now();
         let (text, series) = self.metrics(totals, refused);
         self.previous_scrape = Some((started.elapsed().as_secs_f64(), series));
-        Bytes::from(text)
+        let body = Bytes::from(text);
+        self.last_exposition = Some((started, body.clone()));
+        body
     }
 
     /// The metrics exposition now, and its series count: what a summary
@@ -499,17 +522,14 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             row.oldest_ns = row.oldest_ns.max(since.map(|t| now.saturating_sub(t)));
         }
         let sockets: Vec<SocketsRow> = sockets.into_values().collect();
-        let listeners: Vec<_> = self
-            .listeners
-            .iter()
-            .filter(|(netns, _, _)| self.pipeline.shows_netns(*netns))
-            .collect();
+        let listeners: Vec<_> = self.shown_listeners().collect();
         let report = Report {
             findings: &found,
             elapsed: self.started.elapsed(),
             transitions: self.pipeline.transitions,
             lost: self.lost_reported,
             stats: &self.stats,
+            // Not what the metrics read: they count by namespace.
             open: Vec::new(),
             timewait: self.timewait.then(|| TimewaitReport {
                 live: self.pipeline.timewait_counts().collect(),
@@ -519,10 +539,6 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             binds: &seen.binds,
             namespaces: &seen.namespaces,
         };
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(self.started.elapsed());
         metrics::render(&Scrape {
             report: &report,
             sockets: &sockets,
@@ -533,7 +549,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             limits,
             previous: self.previous_scrape,
             refused_connections: refused,
-            start_time_s: start.as_secs_f64(),
+            start_time_s: self.start_time_s,
         })
     }
 
@@ -565,6 +581,21 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         self.out.flush()
     }
 
+    /// The listeners of the namespaces the filters show.
+    fn shown_listeners(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            u32,
+            std::net::SocketAddr,
+            crate::aggregate::listeners::Queue,
+        ),
+    > + '_ {
+        self.listeners
+            .iter()
+            .filter(|(netns, _, _)| self.pipeline.shows_netns(*netns))
+    }
+
     /// What the findings look at, now; `summary`: for a summary, so that
     /// the namespaces' counters count from now on; `rows`: destinations
     /// listed before the rest are pooled.
@@ -590,9 +621,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             close_waits: close_wait_piles(self.pipeline.open(), now, self.existing_since_ns),
             server_timewait: self.server_timewait(),
             listeners: self
-                .listeners
-                .iter()
-                .filter(|(netns, _, _)| self.pipeline.shows_netns(*netns))
+                .shown_listeners()
                 .map(|(netns, local, q)| Listener {
                     netns,
                     local,

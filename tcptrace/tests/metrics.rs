@@ -172,7 +172,23 @@ fn endpoint_under_abuse() {
         .map(|_| TcpStream::connect(addr).expect("connect to the endpoint"))
         .collect();
     churn(&server, 1000);
-    thread::sleep(Duration::from_millis(500));
+    // Those over the limit (256 at once) are closed by tcptrace as soon as
+    // it accepts them: seen from this side as an end of stream.
+    let closed_by_peer = |s: &TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        !matches!(s.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut closed = 0;
+    while Instant::now() < deadline {
+        closed = idle.iter().filter(|s| closed_by_peer(s)).count();
+        if closed >= 1000 - 256 - 2 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed >= 1000 - 256 - 2, "{closed} of 1000 closed");
     drop(idle);
     let (elapsed, answer) = slow.join().unwrap();
     assert!(
@@ -224,9 +240,10 @@ fn endpoint_under_abuse() {
         server.local_addr().unwrap()
     );
     assert_eq!(sample(&text, &dest), Some(1000.0), "{dest}\n{text}");
+    let refused = sample(&text, "tcptrace_metrics_connections_refused_total").unwrap();
     assert!(
-        sample(&text, "tcptrace_metrics_connections_refused_total").unwrap() >= 700.0,
-        "{text}"
+        refused >= closed as f64,
+        "{refused} refused, {closed} closed"
     );
     // (bpf_recursion counts the skipped runs of every program, mostly of
     // timers that are not timewait timers: not asserted.)
@@ -274,8 +291,8 @@ fn port_in_use_is_one_line_and_exit_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.starts_with(&format!(
-            "tcptrace: cannot serve metrics on 127.0.0.1:{port}: Address in use"
-        )) || stderr.contains("Address already in use"),
+            "tcptrace: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        )),
         "{stderr}"
     );
 }
@@ -332,9 +349,23 @@ fn service_capabilities_suffice() {
     );
     let finished = tracer.stop();
     assert!(finished.status.success(), "{:?}", finished.stderr);
+    // Nothing off, nothing refused (what the scenarios alongside do is
+    // warned about, as it should be).
     for line in &finished.stderr {
+        let lower = line.to_ascii_lowercase();
         assert!(
-            !line.contains("warning") && !line.contains(" off"),
+            [
+                " off",
+                "denied",
+                "not permitted",
+                "cannot",
+                "not tracked",
+                "not counted",
+                "unavailable",
+                "not in /proc",
+            ]
+            .iter()
+            .all(|bad| !lower.contains(bad)),
             "with the unit's capabilities: {line}"
         );
     }
@@ -424,35 +455,53 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let addr = {
-            let free = TcpListener::bind("127.0.0.1:0").unwrap();
-            free.local_addr().unwrap()
-        };
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus (Debian's package; ./x setup installs it)");
-        let p = Self { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !TcpStream::connect(addr).is_ok_and(|_| get(addr, "/-/ready").0 == 200) {
+        // A free port, chosen by binding 0 and letting it go: another test
+        // may take it meanwhile, so a start that fails is tried again.
+        for _ in 0..3 {
+            let addr = {
+                let free = TcpListener::bind("127.0.0.1:0").unwrap();
+                free.local_addr().unwrap()
+            };
+            let child = Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+                .spawn()
+                .expect("prometheus (Debian's package; ./x setup installs it)");
+            let mut p = Self {
+                child,
+                addr,
+                dir: dir.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if TcpStream::connect(addr).is_ok_and(|_| get(addr, "/-/ready").0 == 200) {
+                    return p;
+                }
+                if p.child.try_wait().is_ok_and(|s| s.is_some()) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            let log = p.log();
             assert!(
-                Instant::now() < deadline,
-                "prometheus did not start: {}",
-                p.log()
+                log.contains("address already in use"),
+                "prometheus did not start: {log}"
             );
-            thread::sleep(Duration::from_millis(200));
+            // Not dropped: that would remove the directory the next try uses.
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            std::mem::forget(p);
         }
-        p
+        panic!("prometheus found no free port")
     }
 
     fn log(&self) -> String {
@@ -549,19 +598,7 @@ fn prometheus_scrapes_a_scenario() {
     closed("peer", "passive", CONNECTIONS);
     closed("refused", "active", REFUSED);
     // The TIME_WAIT gauge against ss in the client's namespace.
-    let ss = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.client,
-            "ss",
-            "-Htan",
-            "state",
-            "time-wait",
-        ])
-        .output()
-        .unwrap();
-    let in_ss = String::from_utf8_lossy(&ss.stdout).lines().count();
+    let in_ss = common::net::ss_count(&net.client, &["state", "time-wait"]) as usize;
     assert_eq!(in_ss, CONNECTIONS, "ss");
     let q = format!(
         r#"tcptrace_sockets{{netns="{}",state="time_wait"}}"#,

@@ -207,19 +207,7 @@ fn unix_s(t: SystemTime) -> f64 {
 
 /// Ports `ss` shows held toward the upstream in the proxy's namespace.
 fn ss_count(net: &Net) -> u64 {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.client,
-            "ss",
-            "-Htan",
-            "dst",
-            &format!("{SERVER_IP}:{PORT}"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    common::net::ss_count(&net.client, &["dst", &format!("{SERVER_IP}:{PORT}")])
 }
 
 fn traced(tag: &str, mode: &str, tw_reuse: &str) -> Run {

@@ -155,6 +155,21 @@ pub fn build(root: &Path) -> Result<PathBuf> {
          tcptrace.service, alert rules in /usr/share/tcptrace).\n"
     );
     write(&stage.join("DEBIAN/control"), control.as_bytes())?;
+    // systemd learns of the unit (not started: the metrics address is the
+    // operator's choice). Nothing to do in a root that is not running.
+    for (script, action) in [("postinst", "configure"), ("postrm", "remove")] {
+        let path = stage.join("DEBIAN").join(script);
+        write(
+            &path,
+            format!(
+                "#!/bin/sh\nset -e\n\
+                 if [ \"$1\" = \"{action}\" ] && [ -z \"$DPKG_ROOT\" ] && [ -d /run/systemd/system ]; then\n    \
+                 systemctl daemon-reload >/dev/null || true\nfi\n"
+            )
+            .as_bytes(),
+        )?;
+        set_mode(&path, 0o755)?;
+    }
     let deb = root.join(format!("target/package/tcptrace_{version}_{arch}.deb"));
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])

@@ -212,7 +212,15 @@ fn debian_packages() -> Result<()> {
         "--no-install-recommends",
     ];
     install.extend(&missing);
-    apt(&install)
+    apt(&install)?;
+    // Debian starts the server it installs where systemd runs: the tests
+    // start their own, on their own ports.
+    if missing.contains(&"prometheus") && Path::new("/run/systemd/system").is_dir() {
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "prometheus"])
+            .status();
+    }
+    Ok(())
 }
 
 /// Mounts tracefs if it is not mounted (classic tracepoints are attached by

@@ -184,7 +184,7 @@ mod tests {
             open(Some(&app), "10.0.0.4:5000", None),
             open(Some(&other), "10.0.0.5:5000", Some(49_000_000_000)),
         ];
-        let piles = close_wait_piles(all.clone().into_iter(), 50_000_000_000, None);
+        let piles = close_wait_piles(all.into_iter(), 50_000_000_000, None);
         assert_eq!(piles.len(), 2);
         assert_eq!((piles[0].count, piles[0].owner.unwrap().0), (3, 7));
         assert_eq!(piles[0].oldest_age_s, 49.0);

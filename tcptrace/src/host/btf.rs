@@ -281,6 +281,21 @@ pub fn timewait_offsets(btf: &Btf) -> Result<tcptrace_common::TimewaitConfig, Bt
 mod tests {
     use super::*;
 
+    /// A BTF blob: the header, `words` as the type section, `strings`.
+    fn blob(words: &[u32], strings: &[u8]) -> Vec<u8> {
+        let tdata: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut data = Vec::new();
+        data.extend_from_slice(&MAGIC.to_le_bytes());
+        data.extend_from_slice(&[1, 0]);
+        let (types, strs) = (tdata.len() as u32, strings.len() as u32);
+        for word in [24u32, 0, types, types, strs] {
+            data.extend_from_slice(&word.to_le_bytes());
+        }
+        data.extend_from_slice(&tdata);
+        data.extend_from_slice(strings);
+        data
+    }
+
     #[test]
     fn finds_nested_and_anonymous_members() {
         let names = ["int", "inner", "a", "b", "outer", "x", "in", "deep"];
@@ -335,23 +350,7 @@ mod tests {
             3,
             192,
         ];
-        let tdata: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut data = Vec::new();
-        data.extend_from_slice(&MAGIC.to_le_bytes());
-        data.extend_from_slice(&[1, 0]);
-        for word in [
-            24u32,
-            0,
-            tdata.len() as u32,
-            tdata.len() as u32,
-            strings.len() as u32,
-        ] {
-            data.extend_from_slice(&word.to_le_bytes());
-        }
-        data.extend_from_slice(&tdata);
-        data.extend_from_slice(&strings);
-
-        let btf = Btf::parse(&data).unwrap();
+        let btf = Btf::parse(&blob(&words, &strings)).unwrap();
         assert_eq!(btf.member_offset("outer", &["x"]).unwrap(), 0);
         assert_eq!(btf.member_offset("outer", &["in", "b"]).unwrap(), 12);
         assert_eq!(btf.member_offset("outer", &["deep"]).unwrap(), 24);
@@ -374,22 +373,7 @@ mod tests {
         let strings = b"\0loop\0x\0".to_vec();
         // id 1: struct loop { <anonymous> struct loop @0 }
         let words: Vec<u32> = vec![1, (KIND_STRUCT << 24) | 1, 4, 0, 1, 0];
-        let tdata: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut data = Vec::new();
-        data.extend_from_slice(&MAGIC.to_le_bytes());
-        data.extend_from_slice(&[1, 0]);
-        for word in [
-            24u32,
-            0,
-            tdata.len() as u32,
-            tdata.len() as u32,
-            strings.len() as u32,
-        ] {
-            data.extend_from_slice(&word.to_le_bytes());
-        }
-        data.extend_from_slice(&tdata);
-        data.extend_from_slice(&strings);
-        let btf = Btf::parse(&data).unwrap();
+        let btf = Btf::parse(&blob(&words, &strings)).unwrap();
         assert!(matches!(
             btf.member_offset("loop", &["x"]),
             Err(BtfError::NoMember { .. })

@@ -69,6 +69,22 @@ impl Filter {
 }
 
 /// The kernel-side part of the filters.
+/// Whether the kernel-side filter lets a socket's records through (for the
+/// sockets found at start-up, which the kernel never filtered).
+pub fn kernel_accepts(f: &KernelFilter, local: &SocketAddr, remote: &SocketAddr) -> bool {
+    let family = match f.family {
+        AF_INET => local.is_ipv4(),
+        AF_INET6 => local.is_ipv6(),
+        _ => true,
+    };
+    let ports = |list: &[u16], count: u16, port: u16| {
+        count == 0 || list[..usize::from(count).min(list.len())].contains(&port)
+    };
+    family
+        && ports(&f.lports, f.lport_count, local.port())
+        && ports(&f.rports, f.rport_count, remote.port())
+}
+
 pub fn kernel_filter(
     ipv4: bool,
     ipv6: bool,
@@ -103,6 +119,23 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn sockets_found_at_start_up_pass_the_kernel_filter_or_not() {
+        let (v4, v6) = (addr("10.0.0.1:80"), addr("[::ffff:10.0.0.1]:80"));
+        let peer = addr("10.0.0.2:5000");
+        let all = kernel_filter(false, false, &[], &[]).unwrap();
+        assert!(kernel_accepts(&all, &v4, &peer));
+        let only_v6 = kernel_filter(false, true, &[], &[]).unwrap();
+        assert!(!kernel_accepts(&only_v6, &v4, &peer));
+        assert!(kernel_accepts(&only_v6, &v6, &peer), "v4-mapped is IPv6");
+        let lport = kernel_filter(false, false, &[443, 80], &[]).unwrap();
+        assert!(kernel_accepts(&lport, &v4, &peer));
+        assert!(!kernel_accepts(&lport, &peer, &v4));
+        let rport = kernel_filter(false, false, &[], &[5000]).unwrap();
+        assert!(kernel_accepts(&rport, &v4, &peer));
+        assert!(!kernel_accepts(&rport, &peer, &v4));
     }
 
     #[test]

@@ -198,9 +198,12 @@ impl Pipeline {
         self.records
     }
 
-    /// Connections not followed because `max_sockets` was reached.
+    /// Sockets (connections, timewait sockets) not followed because
+    /// `max_sockets` was reached.
     pub fn untracked(&self) -> u64 {
-        self.conns.untracked
+        // Timewait sockets beyond the bound too: their TIME_WAIT is not
+        // measured.
+        self.conns.untracked + self.timewaits.untracked
     }
 
     /// A connection that closed with its record complete.

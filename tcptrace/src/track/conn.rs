@@ -85,7 +85,10 @@ impl Tracker {
         if fresh || !self.conns.contains_key(&t.sock) {
             if self.conns.len() >= self.max_conns && !self.conns.contains_key(&t.sock) {
                 self.untracked += 1;
-                t.owner = t.task;
+                // One found at start-up has moved: it is no longer in its
+                // state then, even if it cannot be followed.
+                let seeded = self.owners.claim_existing(t.netns, t.local, t.remote);
+                t.owner = t.task.or(seeded);
                 return None;
             }
             let (role, owner, born_ns) = match (t.old, t.new) {

@@ -119,6 +119,16 @@ impl Drop for Net {
     }
 }
 
+/// Sockets `ss -Htan FILTER...` lists in namespace `ns`.
+pub fn ss_count(ns: &str, filter: &[&str]) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htan"])
+        .args(filter)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
 pub fn ino(ns: &str) -> u64 {
     std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
 }

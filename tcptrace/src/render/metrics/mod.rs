@@ -32,7 +32,8 @@ use crate::{
 /// How many label values each capped label may take; the rest are folded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Destinations (by ports held); the rest in `destination="other"`.
+    /// Destinations (most used first: port usage, then ports held); the
+    /// rest in `destination="other"`.
     pub destinations: usize,
     /// Listeners (by accept queue); the rest are not exported.
     pub listeners: usize,
@@ -353,7 +354,7 @@ fn sockets(e: &mut Exposition, s: &Scrape<'_>, ns_label: &dyn Fn(u32) -> (String
     e.family(
         "tcptrace_sockets",
         Type::Gauge,
-        "TCP sockets now, by namespace and state (timewait sockets and FIN_WAIT2 orphans included), as ss counts them.",
+        "TCP connections now, by namespace and state: full sockets (listeners are in tcptrace_listener_*), timewait sockets and FIN_WAIT2 orphans, as ss counts them.",
     );
     for ((ns, name, state), (count, _)) in &rows {
         e.sample(
@@ -364,7 +365,7 @@ fn sockets(e: &mut Exposition, s: &Scrape<'_>, ns_label: &dyn Fn(u32) -> (String
     e.family(
         "tcptrace_oldest_socket_age_seconds",
         Type::Gauge,
-        "How long the oldest full socket in each state has been in it (a CLOSE_WAIT that never closes grows here).",
+        "How long the oldest full socket in each state has been in it (a CLOSE_WAIT that never closes grows here); for sockets older than tcptrace, at least the time since it started.",
     );
     for ((ns, name, state), (_, oldest)) in &rows {
         if let Some(ns_age) = oldest {
@@ -508,9 +509,12 @@ fn destinations(
             |d| d.failed,
         ),
     ];
+    // Counters only for destinations of their own: a sum over "other"
+    // would go down whenever one leaves it (rate() would see resets).
+    let own = || lines.iter().filter(|d| d.labels[3] != "other");
     for (name, help, get) in counters {
         e.family(name, Type::Counter, help);
-        for d in &lines {
+        for d in own() {
             let l = labels(d);
             e.sample(&as_refs(&l), get(d));
         }
@@ -520,7 +524,7 @@ fn destinations(
         Type::Counter,
         "Connections toward a destination closed, by verdict.",
     );
-    for d in &lines {
+    for d in own() {
         for v in Verdict::ALL {
             let n = d.verdicts[v.index()];
             if n > 0 {
@@ -633,8 +637,13 @@ fn netns_counters(e: &mut Exposition, rows: &[&NetnsReport]) {
 
 fn binds(e: &mut Exposition, s: &Scrape<'_>, ns_label: &dyn Fn(u32) -> (String, String)) {
     let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Not summed into netns="other": that sum would go down as namespaces
+    // come and go.
     for b in s.report.binds {
-        *by.entry(ns_label(b.netns)).or_default() += b.count;
+        let (ns, name) = ns_label(b.netns);
+        if ns != "other" {
+            *by.entry((ns, name)).or_default() += b.count;
+        }
     }
     e.family(
         "tcptrace_bind_failures_total",
