@@ -166,6 +166,21 @@ fn sysctl_values(s: &Sysctls) -> [(&'static str, Option<f64>); 10] {
     ]
 }
 
+/// A sysctl metric's help: most are the sysctl itself.
+fn sysctl_help(name: &str) -> &'static str {
+    if name.ends_with("_port_range_low") {
+        "The low end of the namespace's net.ipv4.ip_local_port_range."
+    } else if name.ends_with("_port_range_high") {
+        "The high end of the namespace's net.ipv4.ip_local_port_range (inclusive)."
+    } else if name.ends_with("_reserved_ports") {
+        "How many ports the namespace's net.ipv4.ip_local_reserved_ports reserves."
+    } else if name.ends_with("_delay_seconds") {
+        "The namespace's net.ipv4.tcp_tw_reuse_delay, in seconds."
+    } else {
+        "The namespace's sysctl of the same name."
+    }
+}
+
 /// The namespaces given labels of their own (the first `limit` in inode
 /// order among those seen), with their name labels.
 fn labelled_namespaces(s: &Scrape<'_>) -> (BTreeMap<u32, String>, usize) {
@@ -621,11 +636,7 @@ fn netns_counters(e: &mut Exposition, rows: &[&NetnsReport]) {
             let (name, value) = sysctl_values(sysctls)[i];
             if let Some(v) = value {
                 if !started {
-                    e.family(
-                        name,
-                        Type::Gauge,
-                        "The namespace's sysctl of the same name.",
-                    );
+                    e.family(name, Type::Gauge, sysctl_help(name));
                     started = true;
                 }
                 let (ns, label) = (n.netns.to_string(), netns_name(n.name.as_ref()));
