@@ -139,7 +139,7 @@ async fn accept(listener: TcpListener, tx: mpsc::Sender<Scrape>, counters: Arc<C
         };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, tx.clone()));
+            let service = service_fn(move |req| respond(req, tx.clone()));
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -170,7 +170,7 @@ fn response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// Answers one request.
-async fn answer<B>(
+async fn respond<B>(
     req: Request<B>,
     tx: mpsc::Sender<Scrape>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
