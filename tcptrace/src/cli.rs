@@ -234,8 +234,9 @@ pub struct Cli {
     #[arg(global = true, long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Tuning")]
     pub drain_interval: u64,
 
-    /// How many sockets tcptrace follows at once (for time in state and
-    /// verdicts). Sockets beyond that show '?' and are counted in the summary.
+    /// How many connections tcptrace follows at once (for time in state and
+    /// verdicts), and twice as many timewait sockets. Those beyond show '?'
+    /// and are counted in the summary.
     #[arg(global = true, long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1..=16_777_216), help_heading = "Tuning")]
     pub max_sockets: u32,
 

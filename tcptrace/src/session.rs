@@ -68,6 +68,9 @@ impl Seen {
 /// Destinations listed in a summary; the rest are pooled as "other".
 pub const PORTS_ROWS: usize = 20;
 
+/// In daemon mode, a repeating warning is said at most this often.
+const QUIET_REPEAT_S: u64 = 60;
+
 /// Scrapes closer together than this share one exposition.
 const SCRAPE_REUSE: Duration = Duration::from_millis(100);
 
@@ -133,6 +136,11 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     readers: Readers,
     lost_reported: u64,
     warned_untracked: bool,
+    warned_untracked_tw: bool,
+    /// When each repeating warning was last said (`repeat_due`).
+    repeated_at: HashMap<Option<u32>, Option<u64>>,
+    /// Overflows counted but not said yet, by namespace.
+    overflows_unsaid: HashMap<u32, u64>,
     /// The worst finding of the last summary.
     worst: Option<Severity>,
     /// Seconds ticked (`progress`).
@@ -191,6 +199,9 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             readers,
             lost_reported: 0,
             warned_untracked: false,
+            warned_untracked_tw: false,
+            repeated_at: HashMap::default(),
+            overflows_unsaid: HashMap::default(),
             worst: None,
             ticks: 0,
             started: Instant::now(),
@@ -298,14 +309,15 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// destination's ports run low. `lost`: the kernel side's count of
     /// records lost so far.
     pub fn every_second(&mut self, lost: u64) -> io::Result<()> {
-        if lost > self.lost_reported {
+        let now_s = monotonic_ns() / 1_000_000_000;
+        if lost > self.lost_reported && self.repeat_due(None, now_s) {
             let reported = self.lost_reported;
             self.warn(format_args!(
                 "{} transitions lost (ring buffer full, {lost} in total); raise --ring-size",
                 lost - reported,
             ));
+            self.lost_reported = lost;
         }
-        self.lost_reported = self.lost_reported.max(lost);
         if self.pipeline.untracked() > 0 && !self.warned_untracked {
             self.warned_untracked = true;
             self.warn(format_args!(
@@ -313,9 +325,32 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                  others get unknown durations and no verdict (raise --max-sockets)"
             ));
         }
+        if self.pipeline.untracked_timewaits() > 0 && !self.warned_untracked_tw {
+            self.warned_untracked_tw = true;
+            self.warn(format_args!(
+                "already following twice --max-sockets timewait sockets; \
+                 others' TIME_WAIT is not measured (raise --max-sockets)"
+            ));
+        }
         let now = monotonic_ns();
         self.poll_namespaces(now);
         self.ports_alerts(now)
+    }
+
+    /// Whether a warning that repeats (losses: `None`; a namespace's
+    /// overflows) may be said now: always, but in daemon mode at most once a
+    /// minute each, the counts in between added up (a journal, not a
+    /// terminal, reads them).
+    fn repeat_due(&mut self, what: Option<u32>, now_s: u64) -> bool {
+        if !self.quiet {
+            return true;
+        }
+        let last = self.repeated_at.entry(what).or_insert(None);
+        if last.is_some_and(|at| now_s < at + QUIET_REPEAT_S) {
+            return false;
+        }
+        *last = Some(now_s);
+        true
     }
 
     /// Reads every namespace's counters (and, when due, its sysctls and
@@ -355,10 +390,19 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             return;
         }
         for rise in poll.rises {
+            let unsaid = self.overflows_unsaid.entry(rise.netns).or_default();
+            *unsaid += rise.new;
+            if !self.repeat_due(Some(rise.netns), now_s) {
+                continue;
+            }
+            let new = self
+                .overflows_unsaid
+                .remove(&rise.netns)
+                .unwrap_or(rise.new);
             self.warn(format_args!(
                 "netns {}: {} connections closed without a timewait socket \
                  (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; {} since start)",
-                rise.netns, rise.new, rise.since_start
+                rise.netns, new, rise.since_start
             ));
         }
     }
@@ -683,6 +727,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             recursion_misses,
             undecodable: self.pipeline.undecodable,
             untracked_conns: self.pipeline.untracked(),
+            untracked_timewaits: self.pipeline.untracked_timewaits(),
             elapsed: self.elapsed(),
         }
     }

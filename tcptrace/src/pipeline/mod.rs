@@ -55,7 +55,14 @@ impl Pipeline {
     pub fn new(settings: Settings) -> Self {
         Self {
             conns: Tracker::new(settings.max_sockets),
-            timewaits: Timewaits::new(settings.max_sockets, settings.hz, settings.records),
+            // Twice as many timewait sockets: a host at its
+            // tcp_max_tw_buckets holds as many as connections, plus those
+            // whose end is still settling.
+            timewaits: Timewaits::new(
+                settings.max_sockets.saturating_mul(2),
+                settings.hz,
+                settings.records,
+            ),
             namespaces: Namespaces::default(),
             accept_all: settings.filter.is_empty(),
             filter: settings.filter,
@@ -198,12 +205,15 @@ impl Pipeline {
         self.records
     }
 
-    /// Sockets (connections, timewait sockets) not followed because
-    /// `max_sockets` was reached.
+    /// Connections not followed because `max_sockets` was reached.
     pub fn untracked(&self) -> u64 {
-        // Timewait sockets beyond the bound too: their TIME_WAIT is not
-        // measured.
-        self.conns.untracked + self.timewaits.untracked
+        self.conns.untracked
+    }
+
+    /// Timewait sockets not followed because twice `max_sockets` were: their
+    /// TIME_WAIT is not measured.
+    pub fn untracked_timewaits(&self) -> u64 {
+        self.timewaits.untracked
     }
 
     /// A connection that closed with its record complete.

@@ -13,6 +13,8 @@ pub struct Totals {
     pub undecodable: u64,
     /// Connections tcptrace could not follow (--max-sockets reached).
     pub untracked_conns: u64,
+    /// Timewait sockets it could not follow (twice --max-sockets reached).
+    pub untracked_timewaits: u64,
     pub elapsed: Duration,
 }
 
@@ -37,6 +39,13 @@ impl fmt::Display for Totals {
                 f,
                 ", {} connections not followed (--max-sockets)",
                 self.untracked_conns
+            )?;
+        }
+        if self.untracked_timewaits > 0 {
+            write!(
+                f,
+                ", {} timewait sockets not followed (twice --max-sockets)",
+                self.untracked_timewaits
             )?;
         }
         if self.undecodable > 0 {
@@ -64,11 +73,13 @@ mod tests {
         );
         s.recursion_misses = 2;
         s.untracked_conns = 7;
+        s.untracked_timewaits = 3;
         s.undecodable = 1;
         assert_eq!(
             s.to_string(),
             "1234 transitions in 12.3 s, 5 lost (ring buffer full), 2 missed by the kernel (BPF recursion), \
-             7 connections not followed (--max-sockets), 1 undecodable records"
+             7 connections not followed (--max-sockets), 3 timewait sockets not followed (twice --max-sockets), \
+             1 undecodable records"
         );
     }
 }

@@ -183,3 +183,22 @@ fn timewait_overflows_count_from_start_up() {
         30
     );
 }
+
+/// A daemon says a repeating problem once, then at most once a minute (a
+/// journal reads it, not a person at a terminal); it prints no summary.
+#[test]
+fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
+    let mut s = session(true);
+    s.quiet();
+    s.begin().unwrap();
+    s.every_second(5).unwrap();
+    s.every_second(8).unwrap();
+    s.every_second(9).unwrap();
+    assert_eq!(
+        String::from_utf8(s.warnings.clone()).unwrap(),
+        "tcptrace: warning: 5 transitions lost (ring buffer full, 5 in total); raise --ring-size\n"
+    );
+    s.summary().unwrap();
+    s.finish().unwrap();
+    assert!(s.out.is_empty(), "{:?}", String::from_utf8_lossy(&s.out));
+}

@@ -698,9 +698,10 @@ fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize); 3]) {
     e.family(
         "tcptrace_sockets_not_followed_total",
         Type::Counter,
-        "Connections tcptrace could not follow (--max-sockets reached): unknown durations, no verdict.",
+        "Sockets tcptrace could not follow: connections beyond --max-sockets (unknown durations, no verdict), timewait sockets beyond twice that (TIME_WAIT not measured).",
     );
-    e.sample(&[], t.untracked_conns);
+    e.sample(&[("kind", "connection")], t.untracked_conns);
+    e.sample(&[("kind", "timewait")], t.untracked_timewaits);
     e.family(
         "tcptrace_destinations_folded_connections_total",
         Type::Counter,

@@ -46,6 +46,7 @@ fn scrape_text(limits: Limits, ports: &[DestReport], sockets: &[SocketsRow]) -> 
         recursion_misses: 1,
         undecodable: 2,
         untracked_conns: 3,
+        untracked_timewaits: 4,
         ..Totals::default()
     };
     let listeners = [listener(7, "0.0.0.0:8080", 4), listener(7, "[::]:443", 9)];
@@ -209,7 +210,14 @@ fn every_section_from_the_aggregates() {
         &text,
         r#"tcptrace_events_lost_total{reason="undecodable"} 2"#,
     );
-    has(&text, "tcptrace_sockets_not_followed_total 3");
+    has(
+        &text,
+        r#"tcptrace_sockets_not_followed_total{kind="connection"} 3"#,
+    );
+    has(
+        &text,
+        r#"tcptrace_sockets_not_followed_total{kind="timewait"} 4"#,
+    );
     has(&text, "tcptrace_destinations_folded_connections_total 11");
     has(&text, "tcptrace_metrics_connections_refused_total 4");
     has(&text, "tcptrace_scrape_series 321");
