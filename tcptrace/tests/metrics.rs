@@ -172,23 +172,28 @@ fn endpoint_under_abuse() {
         .map(|_| TcpStream::connect(addr).expect("connect to the endpoint"))
         .collect();
     churn(&server, 1000);
-    // Those over the limit (256 at once) are closed by tcptrace as soon as
-    // it accepts them: seen from this side as an end of stream.
+    // None is held for ever: those over the limit (256 at once) are closed
+    // as soon as accepted, the others when their headers time out (5 s),
+    // which frees their slots for the next. Seen from this side as an end
+    // of stream.
     let closed_by_peer = |s: &TcpStream| {
         s.set_nonblocking(true).unwrap();
         let mut byte = [0u8; 1];
         !matches!(s.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = Instant::now();
     let mut closed = 0;
-    while Instant::now() < deadline {
+    while started.elapsed() < Duration::from_secs(30) {
         closed = idle.iter().filter(|s| closed_by_peer(s)).count();
-        if closed >= 1000 - 256 - 2 {
+        if closed == idle.len() {
             break;
         }
         thread::sleep(Duration::from_millis(200));
     }
-    assert!(closed >= 1000 - 256 - 2, "{closed} of 1000 closed");
+    assert_eq!(closed, idle.len(), "idle connections still held");
+    // At most 256 were served per header timeout: the rest were refused.
+    let rounds = 1 + started.elapsed().as_secs().div_ceil(5) as usize;
+    let at_least_refused = 1000usize.saturating_sub(256 * rounds).max(1);
     drop(idle);
     let (elapsed, answer) = slow.join().unwrap();
     assert!(
@@ -242,8 +247,8 @@ fn endpoint_under_abuse() {
     assert_eq!(sample(&text, &dest), Some(1000.0), "{dest}\n{text}");
     let refused = sample(&text, "tcptrace_metrics_connections_refused_total").unwrap();
     assert!(
-        refused >= closed as f64,
-        "{refused} refused, {closed} closed"
+        refused >= at_least_refused as f64,
+        "{refused} refused, at least {at_least_refused} expected"
     );
     // (bpf_recursion counts the skipped runs of every program, mostly of
     // timers that are not timewait timers: not asserted.)
