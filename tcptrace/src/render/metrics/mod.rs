@@ -114,8 +114,11 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// The sysctls exported, as (metric name, value).
-fn sysctl_values(s: &Sysctls) -> [(&'static str, Option<f64>); 10] {
+/// Help of the sysctl series that are the sysctl itself.
+const SYSCTL_HELP: &str = "The namespace's sysctl of the same name.";
+
+/// The sysctls exported, as (metric name, help, value).
+fn sysctl_values(s: &Sysctls) -> [(&'static str, &'static str, Option<f64>); 10] {
     let reserved: u64 = s
         .reserved_ports
         .iter()
@@ -125,60 +128,55 @@ fn sysctl_values(s: &Sysctls) -> [(&'static str, Option<f64>); 10] {
     [
         (
             "tcptrace_sysctl_net_ipv4_ip_local_port_range_low",
+            "The low end of the namespace's net.ipv4.ip_local_port_range.",
             n(s.port_range.map(|r| r.0.into())),
         ),
         (
             "tcptrace_sysctl_net_ipv4_ip_local_port_range_high",
+            "The high end of the namespace's net.ipv4.ip_local_port_range (inclusive).",
             n(s.port_range.map(|r| r.1.into())),
         ),
         (
             "tcptrace_sysctl_net_ipv4_ip_local_reserved_ports",
+            "How many ports the namespace's net.ipv4.ip_local_reserved_ports reserves.",
             n(s.port_range.map(|_| reserved)),
         ),
         (
             "tcptrace_sysctl_net_ipv4_tcp_tw_reuse",
+            SYSCTL_HELP,
             n(s.tw_reuse.map(u64::from)),
         ),
         (
             "tcptrace_sysctl_net_ipv4_tcp_tw_reuse_delay_seconds",
+            "The namespace's net.ipv4.tcp_tw_reuse_delay, in seconds.",
             s.tw_reuse_delay_ms.map(|ms| f64::from(ms) / 1000.0),
         ),
         (
             "tcptrace_sysctl_net_ipv4_tcp_fin_timeout_seconds",
+            SYSCTL_HELP,
             n(s.fin_timeout_s.map(u64::from)),
         ),
         (
             "tcptrace_sysctl_net_ipv4_tcp_max_tw_buckets",
+            SYSCTL_HELP,
             n(s.max_tw_buckets),
         ),
         (
             "tcptrace_sysctl_net_ipv4_tcp_max_syn_backlog",
+            SYSCTL_HELP,
             n(s.max_syn_backlog.map(u64::from)),
         ),
         (
             "tcptrace_sysctl_net_core_somaxconn",
+            SYSCTL_HELP,
             n(s.somaxconn.map(u64::from)),
         ),
         (
             "tcptrace_sysctl_net_ipv4_tcp_syncookies",
+            SYSCTL_HELP,
             n(s.syncookies.map(u64::from)),
         ),
     ]
-}
-
-/// A sysctl metric's help: most are the sysctl itself.
-fn sysctl_help(name: &str) -> &'static str {
-    if name.ends_with("_port_range_low") {
-        "The low end of the namespace's net.ipv4.ip_local_port_range."
-    } else if name.ends_with("_port_range_high") {
-        "The high end of the namespace's net.ipv4.ip_local_port_range (inclusive)."
-    } else if name.ends_with("_reserved_ports") {
-        "How many ports the namespace's net.ipv4.ip_local_reserved_ports reserves."
-    } else if name.ends_with("_delay_seconds") {
-        "The namespace's net.ipv4.tcp_tw_reuse_delay, in seconds."
-    } else {
-        "The namespace's sysctl of the same name."
-    }
 }
 
 /// The namespaces given labels of their own (the first `limit` in inode
@@ -626,19 +624,16 @@ fn netns_counters(e: &mut Exposition, rows: &[&NetnsReport]) {
             e.sample(&[("netns", &ns), ("netns_name", &label)], n.now[i]);
         }
     }
-    let with_sysctls: Vec<(&NetnsReport, &Sysctls)> = rows
+    // Each namespace's values once; a family with no value anywhere leaves
+    // no header (the exposition writes it with its first sample).
+    let with_sysctls: Vec<(&NetnsReport, _)> = rows
         .iter()
-        .filter_map(|n| Some((*n, n.sysctls.as_ref()?)))
+        .filter_map(|n| Some((*n, sysctl_values(n.sysctls.as_ref()?))))
         .collect();
-    for i in 0..sysctl_values(&Sysctls::default()).len() {
-        let mut started = false;
-        for (n, sysctls) in &with_sysctls {
-            let (name, value) = sysctl_values(sysctls)[i];
-            if let Some(v) = value {
-                if !started {
-                    e.family(name, Type::Gauge, sysctl_help(name));
-                    started = true;
-                }
+    for (i, (name, help, _)) in sysctl_values(&Sysctls::default()).into_iter().enumerate() {
+        e.family(name, Type::Gauge, help);
+        for (n, values) in &with_sysctls {
+            if let Some(v) = values[i].2 {
                 let (ns, label) = (n.netns.to_string(), netns_name(n.name.as_ref()));
                 e.sample(&[("netns", &ns), ("netns_name", &label)], v);
             }
