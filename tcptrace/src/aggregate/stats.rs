@@ -63,7 +63,6 @@ pub struct Stats {
     sum_ns: [u64; HISTOGRAM_STATES.len()],
     /// Transitions seen, by old and new state (`TcpState::index`).
     pub transitions: [[u64; TcpState::COUNT]; TcpState::COUNT],
-    pub verdicts: VerdictCounts,
     /// Connections closed, by role (`Role::index`) and verdict.
     pub by_role: [VerdictCounts; Role::ALL.len()],
     pub by_process: HashMap<ProcessKey, VerdictCounts>,
@@ -141,7 +140,6 @@ impl Stats {
             max_ns: [0; HISTOGRAM_STATES.len()],
             sum_ns: [0; HISTOGRAM_STATES.len()],
             transitions: [[0; TcpState::COUNT]; TcpState::COUNT],
-            verdicts: VerdictCounts::default(),
             by_role: [VerdictCounts::default(); Role::ALL.len()],
             by_process: HashMap::default(),
             by_remote: HashMap::default(),
@@ -227,7 +225,6 @@ impl Stats {
     }
 
     pub fn record_closed(&mut self, c: &Closed) {
-        self.verdicts[c.verdict.index()] += 1;
         self.by_role[c.role.index()][c.verdict.index()] += 1;
         count(
             &mut self.by_process,
@@ -267,6 +264,17 @@ impl Stats {
             .collect();
         rows.sort_by_key(|r| (std::cmp::Reverse(r.count), r.netns, r.local));
         rows
+    }
+
+    /// Connections closed, by verdict, whatever their role.
+    pub fn verdicts(&self) -> VerdictCounts {
+        let mut all = VerdictCounts::default();
+        for by_verdict in &self.by_role {
+            for (sum, n) in all.iter_mut().zip(by_verdict) {
+                *sum += n;
+            }
+        }
+        all
     }
 
     /// The distribution of time spent in `state`, if it is one that is kept.
@@ -379,7 +387,11 @@ mod tests {
         stats.record_closed(&closed(Verdict::Local, Role::Active, 2, "10.0.0.3:80"));
         stats.record_closed(&closed(Verdict::Local, Role::Active, 2, "10.0.0.3:80"));
         stats.record_closed(&closed(Verdict::AbortSent, Role::Active, 3, "10.0.0.4:80"));
-        assert_eq!(stats.verdicts[Verdict::Local.index()], 2);
+        assert_eq!(stats.verdicts()[Verdict::Local.index()], 2);
+        assert_eq!(
+            stats.by_role[Role::Active.index()][Verdict::Local.index()],
+            2
+        );
         let rows = sorted_rows(&stats.by_process, 10);
         assert_eq!(rows[0].0.unwrap().0, 2, "most TIME_WAIT first");
         assert_eq!(rows[0].1[Verdict::Local.index()], 2);

@@ -125,7 +125,11 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         header.push_str(v.name());
     }
     writeln!(out, "{header}")?;
-    writeln!(out, "{}", counts_line("all connections", &r.stats.verdicts))?;
+    writeln!(
+        out,
+        "{}",
+        counts_line("all connections", &r.stats.verdicts())
+    )?;
     writeln!(out, "by process")?;
     for (key, counts) in sorted_rows(&r.stats.by_process, TABLE_ROWS) {
         writeln!(out, "{}", counts_line(&process_name(&key), &counts))?;
@@ -359,7 +363,7 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "transitions": r.transitions,
         "lost": r.lost,
         "states": states,
-        "verdicts": verdict_map(&r.stats.verdicts),
+        "verdicts": verdict_map(&r.stats.verdicts()),
         "by_process": by_process,
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
