@@ -122,11 +122,26 @@ pub struct TransitionEvent {
     pub netns: u32,
 }
 
-/// Indices into the per-CPU `COUNTERS` array.
-pub mod counter {
-    /// Transitions dropped because the ring buffer was full.
-    pub const LOST: u32 = 0;
-    pub const COUNT: u32 = 1;
+/// Records the eBPF side could not send because its CPU's ring was full, by
+/// record kind: `by_kind[KIND_*]` (index 0 and those above the last kind
+/// stay 0). One per CPU, in the one entry of the per-CPU `LOST` array, so
+/// the agent reads every kind's count of every CPU in one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostRecords {
+    pub by_kind: [u64; LOST_KINDS],
+}
+
+/// Entries of `LostRecords::by_kind`: a power of two above the last
+/// `KIND_*`, so that masking a kind with `LOST_KINDS - 1` keeps the eBPF
+/// side's index in bounds.
+pub const LOST_KINDS: usize = 16;
+
+impl LostRecords {
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.by_kind.iter().sum()
+    }
 }
 
 /// Up to this many ports per `--lport` / `--rport` filter (kernel side).
@@ -249,15 +264,28 @@ pub struct InetSockSetStateArgs {
 }
 
 /// The fields of `tcp:tcp_send_reset` that the eBPF program reads
-/// (name, offset, size): `skaddr` is NULL for resets sent without a socket.
-pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 2] = [("skaddr", 16, 8), ("state", 24, 4)];
+/// (name, offset, size): `skaddr` is NULL for resets sent without a socket;
+/// `saddr` and `daddr` are a `struct sockaddr_in6` or `sockaddr_in` each
+/// (family at 0, port in network order at 2).
+pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 4] = [
+    ("skaddr", 16, 8),
+    ("state", 24, 4),
+    ("saddr", 32, 28),
+    ("daddr", 60, 28),
+];
 /// The fields of `syscalls:sys_enter_bind` that the eBPF program reads.
 pub const SYS_ENTER_BIND_FIELDS: [(&str, usize, usize); 1] = [("umyaddr", 24, 8)];
 /// The fields of `syscalls:sys_exit_bind` that the eBPF program reads.
 pub const SYS_EXIT_BIND_FIELDS: [(&str, usize, usize); 1] = [("ret", 16, 8)];
 
-/// The fields of `tcp:tcp_receive_reset` that the eBPF program reads.
-pub const TCP_RECEIVE_RESET_FIELDS: [(&str, usize, usize); 1] = [("skaddr", 8, 8)];
+/// The fields of `tcp:tcp_receive_reset` that the eBPF program reads
+/// (ports in host order).
+pub const TCP_RECEIVE_RESET_FIELDS: [(&str, usize, usize); 4] = [
+    ("skaddr", 8, 8),
+    ("sport", 16, 2),
+    ("dport", 18, 2),
+    ("family", 20, 2),
+];
 
 /// (name, offset, size) of each `InetSockSetStateArgs` field after the common
 /// header, in the spelling of the tracepoint's `format` file.
@@ -294,6 +322,7 @@ const _: () = {
     assert!(size_of::<TransitionEvent>() == 96);
     assert!(size_of::<KernelFilter>() == 40);
     assert!(size_of::<TimewaitConfig>() == 72);
+    assert!(KIND_BIND_FAILED < LOST_KINDS as u8 && LOST_KINDS.is_power_of_two());
 };
 
 #[cfg(feature = "user")]
@@ -306,6 +335,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TimewaitConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LostRecords {}
 }
 
 #[cfg(test)]

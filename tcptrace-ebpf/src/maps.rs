@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tcptrace_common::{
-    KernelFilter, KernelOffsets, MAX_CPUS, TimewaitConfig, TransitionEvent, counter,
+    KernelFilter, KernelOffsets, LOST_KINDS, LostRecords, MAX_CPUS, TimewaitConfig, TransitionEvent,
 };
 
 /// Records for the agent (`TransitionEvent`s), one ring buffer per CPU: the
@@ -30,9 +30,9 @@ pub static EVENTS: ArrayOfMaps<Ring, MAX_CPUS> = ArrayOfMaps::new();
 /// The inner map template of `EVENTS`.
 pub type Ring = RingBuf<TransitionEvent, { 1 << 20 }>;
 
-/// Per-CPU counters, indexed by `tcptrace_common::counter`.
+/// Records lost because this CPU's ring was full, by kind (one entry).
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub static LOST: PerCpuArray<LostRecords> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU "serving a softirq right now" flag (1 or 0), maintained by the
 /// `softirq_entry`/`softirq_exit` programs.
@@ -148,20 +148,6 @@ pub fn current_netns() -> u32 {
     inum_of(net)
 }
 
-/// Adds one to a per-CPU counter and returns its new value (0 if unavailable).
-#[inline(always)]
-pub fn count(index: u32) -> u64 {
-    if let Some(ptr) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, only this CPU's programs touch it, and programs
-        // on one CPU do not nest.
-        unsafe {
-            *ptr += 1;
-            return *ptr;
-        }
-    }
-    0
-}
-
 /// Sends one record to this CPU's ring, or counts it lost when that is full
 /// (or missing, which the agent never allows).
 #[inline(always)]
@@ -169,26 +155,38 @@ pub fn send(event: TransitionEvent) {
     // SAFETY: no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(ring) = EVENTS.get(cpu) else {
-        lost(cpu);
+        lost(cpu, event.kind);
         return;
     };
     let Some(mut entry) = ring.reserve(0) else {
-        lost(cpu);
+        lost(cpu, event.kind);
         return;
     };
     entry.write(event);
     entry.submit(wakeup_flag(ring));
 }
 
-/// Counts a lost record; the first on each CPU is logged (`-v`), off the
-/// per-event path.
+/// Counts a lost record by its kind; the first of each kind on each CPU is
+/// logged (`-v`), off the per-event path.
 #[inline(never)]
-fn lost(cpu: u32) {
-    if count(counter::LOST) == 1 {
+fn lost(cpu: u32, kind: u8) {
+    let Some(counts) = LOST.get_ptr_mut(0) else {
+        return;
+    };
+    // Masked, so the verifier sees the index in bounds.
+    let index = usize::from(kind) & (LOST_KINDS - 1);
+    // SAFETY: this CPU's slot; only this CPU's programs touch it, and
+    // programs on one CPU do not nest.
+    let count = unsafe {
+        let slot = &mut (*counts).by_kind[index];
+        *slot += 1;
+        *slot
+    };
+    if count == 1 {
         // aya-log 0.3 ignores its context argument; these helpers have none.
         warn!(
             &(),
-            "CPU {}: ring buffer full, records lost (raise --ring-size)", cpu
+            "CPU {}: ring buffer full, records of kind {} lost (raise --ring-size)", cpu, kind
         );
     }
 }

@@ -6,13 +6,17 @@
 //! ```text
 //! tcp_send_reset:    field:const void * skaddr; offset:16; size:8;   (NULL: no socket)
 //!                    field:int state;           offset:24; size:4;
+//!                    field:__u8 saddr[28];      offset:32; size:28;  (sockaddr_in6)
+//!                    field:__u8 daddr[28];      offset:60; size:28;
 //! tcp_receive_reset: field:const void * skaddr; offset:8;  size:8;
+//!                    field:__u16 sport;         offset:16; size:2;   (host order)
+//!                    field:__u16 dport;         offset:18; size:2;
+//!                    field:__u16 family;        offset:20; size:2;
 //! ```
 //!
-//! Every reset on a full socket is sent; the agent keeps those of sockets it
-//! follows (whose transitions passed the filters). Resets are rare next to
-//! transitions, and a RST storm is made of connections whose transitions
-//! are sent anyway.
+//! Resets on full sockets that pass the port and family filters are sent
+//! (the same filters as their transitions, so what a filtered run counts
+//! and loses is its own); the agent keeps those of sockets it follows.
 
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
@@ -20,7 +24,7 @@ use aya_ebpf::{
 use tcptrace_common::{KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent};
 
 use crate::{
-    maps::{netns_of, send},
+    maps::{FILTER, netns_of, send},
     softirq::task,
 };
 
@@ -34,9 +38,15 @@ fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = load(&ctx, 16);
-    let state = load::<i32>(&ctx, 24) as u8;
-    if sk != 0 {
-        try_reset(sk, state, KIND_RESET_SENT);
+    if sk == 0 {
+        return 0;
+    }
+    // A full socket's own addresses: local in `saddr`, remote in `daddr`.
+    let family: u16 = load(&ctx, 32);
+    let lport = u16::from_be(load(&ctx, 34));
+    let rport = u16::from_be(load(&ctx, 62));
+    if FILTER.load().accepts(family, lport, rport) {
+        try_reset(sk, load::<i32>(&ctx, 24) as u8, KIND_RESET_SENT);
     }
     0
 }
@@ -44,7 +54,11 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = load(&ctx, 8);
-    if sk != 0 {
+    if sk == 0 {
+        return 0;
+    }
+    let (sport, dport, family) = (load(&ctx, 16), load(&ctx, 18), load(&ctx, 20));
+    if FILTER.load().accepts(family, sport, dport) {
         try_reset(sk, 0, KIND_RESET_RECEIVED);
     }
     0

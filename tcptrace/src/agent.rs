@@ -96,11 +96,11 @@ pub async fn run<W: io::Write>(
         let result = tokio::select! {
             woken = rings.woken() => {
                 woken.map_err(AgentError::Poll)?;
-                drain(&mut rings, session, false)
+                drain(&mut rings, tracer, session, false)?
             }
-            _ = drain_tick.tick() => drain(&mut rings, session, false),
+            _ = drain_tick.tick() => drain(&mut rings, tracer, session, false)?,
             _ = counters_tick.tick() => {
-                let result = session.every_second(tracer.counters()?.lost);
+                let result = session.every_second();
                 if let Some(until) = timing.until {
                     session.progress(until);
                 }
@@ -117,7 +117,7 @@ pub async fn run<W: io::Write>(
                     Some(tick) => tick.tick().await,
                     None => std::future::pending().await,
                 }
-            } => drain(&mut rings, session, false).and_then(|()| session.summary()),
+            } => drain(&mut rings, tracer, session, false)?.and_then(|()| session.summary()),
             Some(guard) = async {
                 match logger.as_mut() {
                     Some(l) => l.readable_mut().await.ok(),
@@ -136,8 +136,8 @@ pub async fn run<W: io::Write>(
                 }
             } => {
                 // What the rings hold is counted first.
-                let result = drain(&mut rings, session, false);
-                let totals = session.totals(tracer.counters()?.lost, tracer.recursion_misses());
+                let result = drain(&mut rings, tracer, session, false)?;
+                let totals = session.totals(tracer.recursion_misses());
                 if let Some(e) = endpoint.as_mut() {
                     e.answer(scrape, |refused| session.scrape(&totals, refused));
                 }
@@ -153,10 +153,8 @@ pub async fn run<W: io::Write>(
     }
     // Whatever arrived before the signal is still printed and counted, and
     // the final summary has fresh loss counters.
-    let lost = tracer.counters()?.lost;
-    match session
-        .every_second(lost)
-        .and_then(|()| drain(&mut rings, session, true))
+    match drain(&mut rings, tracer, session, true)?
+        .and_then(|()| session.every_second())
         .and_then(|()| session.finish())
     {
         Ok(()) => Ok(Ending::Signal),
@@ -173,12 +171,21 @@ fn output_failed(err: io::Error) -> Result<Ending, AgentError> {
 }
 
 /// Hands the session the pending records (all of them when `all`, at exit;
-/// else those older than the merge margin), then lets it flush once.
-fn drain<W: io::Write>(rings: &mut Rings, session: &mut Session<W>, all: bool) -> io::Result<()> {
+/// else those older than the merge margin), then the kernel side's loss
+/// counts as they stand after them, and lets it flush once. The outer
+/// error is the kernel side's, the inner one the output's.
+fn drain<W: io::Write>(
+    rings: &mut Rings,
+    tracer: &Tracer,
+    session: &mut Session<W>,
+    all: bool,
+) -> Result<io::Result<()>, BpfError> {
     let cutoff = rings.read(all, |err| session.undecodable(&err));
     while let Some(record) = rings.next(cutoff) {
-        session.record(record)?;
+        if let Err(err) = session.record(record) {
+            return Ok(Err(err));
+        }
     }
     rings.end_drain();
-    session.end_drain()
+    Ok(session.end_drain(tracer.lost()?))
 }

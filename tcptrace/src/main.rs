@@ -235,7 +235,7 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         served,
     ))?;
     if ending == Ending::Signal {
-        let totals = session.totals(tracer.counters()?.lost, tracer.recursion_misses());
+        let totals = session.totals(tracer.recursion_misses());
         let _ = io::stdout().flush();
         eprintln!("tcptrace: {totals}");
     }

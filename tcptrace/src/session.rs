@@ -29,7 +29,7 @@ use crate::{
         sysctl::{self, Sysctls},
     },
     kernel::monotonic_ns,
-    model::{DecodeError, Event, Role, Sink, TcpState, TwCount, TwSeed},
+    model::{DecodeError, Event, PerKind, Role, Sink, TcpState, TwCount, TwSeed},
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
@@ -134,7 +134,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     namespaces: NetnsTable,
     listeners: Listeners,
     readers: Readers,
-    lost_reported: u64,
+    /// The kernel side's losses as last said.
+    lost_reported: PerKind,
     warned_untracked: bool,
     warned_untracked_tw: bool,
     /// When each repeating warning was last said (`repeat_due`).
@@ -197,7 +198,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             namespaces: NetnsTable::default(),
             listeners: Listeners::default(),
             readers,
-            lost_reported: 0,
+            lost_reported: PerKind::default(),
             warned_untracked: false,
             warned_untracked_tw: false,
             repeated_at: HashMap::default(),
@@ -289,8 +290,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         self.pipeline.undecodable(err);
     }
 
-    /// After each drain of the rings.
-    pub fn end_drain(&mut self) -> io::Result<()> {
+    /// After each drain of the rings, with the kernel side's loss counts
+    /// read after it.
+    pub fn end_drain(&mut self, lost: PerKind) -> io::Result<()> {
+        let now_ns = monotonic_ns();
         {
             let mut sink = sinks(
                 &mut self.stats,
@@ -299,22 +302,31 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 &mut self.out,
                 self.live,
             );
-            self.pipeline.end_batch(&mut sink)?;
+            self.pipeline.end_batch(lost, now_ns, &mut sink)?;
         }
         self.out.flush()
     }
 
     /// Once a second: says on stderr what was lost or not followed since the
     /// last time, reads the namespaces' counters, and warns when a
-    /// destination's ports run low. `lost`: the kernel side's count of
-    /// records lost so far.
-    pub fn every_second(&mut self, lost: u64) -> io::Result<()> {
+    /// destination's ports run low.
+    pub fn every_second(&mut self) -> io::Result<()> {
         let now_s = monotonic_ns() / 1_000_000_000;
-        if lost > self.lost_reported && self.repeat_due(None, now_s) {
+        let lost = self.pipeline.lost();
+        if lost.total() > self.lost_reported.total() && self.repeat_due(None, now_s) {
             let reported = self.lost_reported;
+            let kinds: Vec<String> = lost
+                .iter()
+                .zip(reported.iter())
+                .filter(|((_, now), (_, before))| now > before)
+                .map(|((kind, now), (_, before))| format!("{} {}", now - before, kind.name()))
+                .collect();
             self.warn(format_args!(
-                "{} transitions lost (ring buffer full, {lost} in total); raise --ring-size",
-                lost - reported,
+                "{} records lost (ring buffer full: {}; {} in total); \
+                 their connections' verdicts and durations are unknown where they would have told; raise --ring-size",
+                lost.total() - reported.total(),
+                kinds.join(", "),
+                lost.total(),
             ));
             self.lost_reported = lost;
         }
@@ -570,8 +582,9 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         let report = Report {
             findings: &found,
             elapsed: self.started.elapsed(),
-            transitions: self.pipeline.transitions,
-            lost: self.lost_reported,
+            transitions: self.pipeline.transitions(),
+            lost: self.pipeline.lost(),
+            received: self.pipeline.received,
             stats: &self.stats,
             // Not what the metrics read: they count by namespace.
             open: Vec::new(),
@@ -609,8 +622,9 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         let report = Report {
             findings: &found,
             elapsed: self.started.elapsed(),
-            transitions: self.pipeline.transitions,
-            lost: self.lost_reported,
+            transitions: self.pipeline.transitions(),
+            lost: self.pipeline.lost(),
+            received: self.pipeline.received,
             stats: &self.stats,
             open: open_by_state(self.pipeline.open(), now),
             timewait: self.timewait.then(|| TimewaitReport {
@@ -696,7 +710,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             "tcptrace: diagnosing: {} of {} s, {} transitions; so far {} critical, {} warning, {} info",
             elapsed.as_secs(),
             until.as_secs(),
-            self.pipeline.transitions,
+            self.pipeline.transitions(),
             count(Severity::Critical),
             count(Severity::Warning),
             count(Severity::Info)
@@ -720,10 +734,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     /// The exit line's numbers.
-    pub fn totals(&self, lost: u64, recursion_misses: u64) -> Totals {
+    pub fn totals(&self, recursion_misses: u64) -> Totals {
         Totals {
-            transitions: self.pipeline.transitions,
-            lost,
+            transitions: self.pipeline.transitions(),
+            lost: self.pipeline.lost(),
             recursion_misses,
             undecodable: self.pipeline.undecodable,
             untracked_conns: self.pipeline.untracked(),

@@ -322,7 +322,9 @@ impl Scraper {
     }
 }
 
-/// Stops the tracer with SIGINT; returns (received, lost) from its summary line.
+/// Stops the tracer with SIGINT; returns (received, lost) transitions from
+/// its summary line (`N transitions in T s, M lost (ring buffer full: K
+/// transition, ...)`: the transitions among the records lost).
 fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
     send_signal(tracer.child.id(), Signal::SIGINT)?;
     let status = tracer.child.wait()?;
@@ -336,7 +338,11 @@ fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
         .context("no summary from tcptrace")?;
     let words: Vec<&str> = summary.split_whitespace().collect();
     let received = words[1].parse()?;
-    let lost = words[words.iter().position(|w| *w == "lost").context("lost")? - 1].parse()?;
+    // Only kinds with losses are listed.
+    let lost = summary
+        .split([':', ',', ')'])
+        .find_map(|part| part.trim().strip_suffix(" transition"))
+        .map_or(Ok(0), str::parse)?;
     Ok((received, lost))
 }
 

@@ -83,6 +83,8 @@ pub struct Stats {
     pub tw_timer_ns: Option<u64>,
     /// Failed binds (EADDRINUSE) by namespace, process and address.
     pub bind_failures: HashMap<BindKey, u64>,
+    /// Connections closed that missed records (lost by the kernel side).
+    pub missed: u64,
 }
 
 /// A histogram in the Prometheus form: cumulative counts at given bounds,
@@ -159,6 +161,7 @@ impl Stats {
             tw_expired_max: 0,
             tw_timer_ns: None,
             bind_failures: HashMap::default(),
+            missed: 0,
         }
     }
 
@@ -226,6 +229,7 @@ impl Stats {
 
     pub fn record_closed(&mut self, c: &Closed) {
         self.by_role[c.role.index()][c.verdict.index()] += 1;
+        self.missed += u64::from(c.missed);
         count(
             &mut self.by_process,
             c.owner.map(|o| (o.pid, o.comm)),
@@ -376,6 +380,7 @@ mod tests {
             verdict,
             lifetime_ns: Some(5),
             in_state: Default::default(),
+            missed: false,
             timewait: None,
         }
     }

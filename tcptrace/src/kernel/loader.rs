@@ -12,7 +12,9 @@ use aya::{
     maps::{ArrayOfMaps, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
-use tcptrace_common::{KernelFilter, KernelOffsets, TimewaitConfig, counter};
+use tcptrace_common::{KernelFilter, KernelOffsets, LostRecords, TimewaitConfig};
+
+use crate::model::PerKind;
 
 /// The eBPF object built by build.rs; empty when the build skipped it
 /// (`AYA_BUILD_SKIP=1`, for checks on machines without bpf-linker).
@@ -102,16 +104,9 @@ pub struct Config {
     pub floor: bool,
 }
 
-/// Counters kept by the eBPF programs, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Records dropped because a ring buffer was full.
-    pub lost: u64,
-}
-
 pub struct Tracer {
     ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
+    lost: PerCpuArray<MapData, LostRecords>,
 }
 
 impl Tracer {
@@ -150,8 +145,8 @@ impl Tracer {
             attach(&mut ebpf, hook, config.floor)?;
         }
 
-        let counters = take_map(&mut ebpf, "COUNTERS")?;
-        Ok((Self { ebpf, counters }, events))
+        let lost = take_map(&mut ebpf, "LOST")?;
+        Ok((Self { ebpf, lost }, events))
     }
 
     /// The eBPF ring of aya-log records, for `-v`.
@@ -159,20 +154,20 @@ impl Tracer {
         aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 
-    pub fn counters(&self) -> Result<Counters, BpfError> {
-        let sum = |index: u32| -> Result<u64, BpfError> {
-            let values = self
-                .counters
-                .get(&index, 0)
-                .map_err(|source| BpfError::Map {
-                    name: "COUNTERS",
-                    source,
-                })?;
-            Ok(values.iter().sum())
-        };
-        Ok(Counters {
-            lost: sum(counter::LOST)?,
-        })
+    /// Records the eBPF side lost so far (rings full), by kind, summed over
+    /// CPUs: one lookup of the per-CPU `LOST` array.
+    pub fn lost(&self) -> Result<PerKind, BpfError> {
+        let per_cpu = self.lost.get(&0, 0).map_err(|source| BpfError::Map {
+            name: "LOST",
+            source,
+        })?;
+        let mut sum = LostRecords::default();
+        for cpu in per_cpu.iter() {
+            for (total, n) in sum.by_kind.iter_mut().zip(cpu.by_kind) {
+                *total += n;
+            }
+        }
+        Ok(PerKind::from(sum))
     }
 
     /// Program runs the kernel skipped because another BPF program was running

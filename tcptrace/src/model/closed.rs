@@ -80,10 +80,13 @@ pub enum Verdict {
     /// address and remote end. Seen as SYN_SENT -> CLOSE in the caller's
     /// system call before a local port was ever assigned.
     NoPort,
+    /// Not known: the records that would tell were lost (ring buffer full),
+    /// or the connection's end was never seen.
+    Unknown,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Self::Local,
         Self::Peer,
         Self::Simultaneous,
@@ -93,6 +96,7 @@ impl Verdict {
         Self::ConnectFailed,
         Self::Timeout,
         Self::NoPort,
+        Self::Unknown,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -106,6 +110,7 @@ impl Verdict {
             Self::ConnectFailed => "connect-failed",
             Self::Timeout => "timeout",
             Self::NoPort => "no-port",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -163,6 +168,10 @@ pub struct Closed {
     pub lifetime_ns: Option<u64>,
     /// Measured time in each state it passed through, in order.
     pub in_state: StateTimes,
+    /// Some of its records were lost (ring buffer full): `in_state` lacks
+    /// the states whose start or end went missing, and the verdict is
+    /// `Unknown` where the lost records would have told.
+    pub missed: bool,
     /// How its timewait socket ended, if it had one (the record then comes
     /// at that end, and `ts_ns`, `lifetime_ns` and `in_state` include it).
     pub timewait: Option<ClosedTw>,

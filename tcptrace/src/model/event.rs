@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Task, TcpState, TimeInState};
+use crate::model::{RecordKind, Task, TcpState, TimeInState};
 
 /// Why a ring buffer record could not be decoded (`kernel::decode`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +87,26 @@ pub enum Event {
     BindFailed(BindFailure),
 }
 
+impl Event {
+    /// The kind of record it came in.
+    pub const fn kind(&self) -> RecordKind {
+        match self {
+            Self::Transition(_) => RecordKind::Transition,
+            Self::Reset(r) => match r.direction {
+                ResetDirection::Sent => RecordKind::ResetSent,
+                ResetDirection::Received => RecordKind::ResetReceived,
+            },
+            Self::Timewait(e) => match e.action {
+                TwAction::Armed { .. } => RecordKind::TimewaitArmed,
+                TwAction::Cancelled { .. } => RecordKind::TimewaitCancelled,
+                TwAction::Expired => RecordKind::TimewaitExpired,
+                TwAction::Request => RecordKind::TimewaitRequest,
+            },
+            Self::BindFailed(_) => RecordKind::BindFailed,
+        }
+    }
+}
+
 /// One decoded TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -125,15 +145,19 @@ pub enum TwEnd {
     Killed,
     /// Its network namespace went away.
     Purged,
+    /// Ended early, and records that would tell why were lost (ring
+    /// buffer full).
+    Unknown,
 }
 
 impl TwEnd {
-    pub const ALL: [TwEnd; 5] = [
+    pub const ALL: [TwEnd; 6] = [
         Self::Expired,
         Self::Reused,
         Self::Reopened,
         Self::Killed,
         Self::Purged,
+        Self::Unknown,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -143,6 +167,7 @@ impl TwEnd {
             Self::Reopened => "reopened",
             Self::Killed => "killed",
             Self::Purged => "purged",
+            Self::Unknown => "unknown",
         }
     }
 

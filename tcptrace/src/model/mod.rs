@@ -6,6 +6,7 @@
 mod closed;
 mod event;
 mod fact;
+mod records;
 mod socket;
 pub(crate) mod state;
 mod task;
@@ -19,6 +20,7 @@ pub use event::{
     TwNote,
 };
 pub use fact::{Fact, Sink};
+pub use records::{Losses, PerKind, RecordKind};
 pub use socket::{Existing, Open, TwCount, TwSeed, TwSocket};
 pub use state::{TcpState, TimeInState};
 pub use task::{Comm, Task};

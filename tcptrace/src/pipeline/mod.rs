@@ -12,7 +12,8 @@ use std::io;
 
 use crate::{
     model::{
-        Closed, DecodeError, Event, Existing, Fact, Open, Sink, TcpState, TwCount, TwSeed, TwSocket,
+        Closed, DecodeError, Event, Existing, Fact, Losses, Open, PerKind, Sink, TcpState, TwCount,
+        TwSeed, TwSocket,
     },
     pipeline::filter::Filter,
     track::{
@@ -45,8 +46,10 @@ pub struct Pipeline {
     /// Reused between timewait records.
     tw_out: Vec<TwOutput>,
     records: bool,
-    /// Transition records received.
-    pub transitions: u64,
+    /// Records received, by kind.
+    pub received: PerKind,
+    /// What the kernel side lost, and when.
+    losses: Losses,
     /// Records that could not be decoded.
     pub undecodable: u64,
 }
@@ -68,7 +71,8 @@ impl Pipeline {
             filter: settings.filter,
             tw_out: Vec::new(),
             records: settings.records,
-            transitions: 0,
+            received: PerKind::default(),
+            losses: Losses::default(),
             undecodable: 0,
         }
     }
@@ -89,9 +93,11 @@ impl Pipeline {
         record: Result<Event, DecodeError>,
         sink: &mut impl Sink,
     ) -> io::Result<()> {
+        if let Ok(event) = &record {
+            self.received.add(event.kind());
+        }
         match record {
             Ok(Event::Transition(mut t)) => {
-                self.transitions += 1;
                 let mut closed = self.conns.on_transition(&mut t);
                 if let Some(task) = t.task {
                     if t.old == TcpState::Close && t.new == TcpState::SynSent {
@@ -111,7 +117,7 @@ impl Pipeline {
                 Ok(())
             }
             Ok(Event::Timewait(e)) => {
-                self.timewaits.on_event(&e, &mut self.tw_out);
+                self.timewaits.on_event(&e, &self.losses, &mut self.tw_out);
                 self.timewait_output(sink)
             }
             Ok(Event::BindFailed(b)) => {
@@ -139,25 +145,44 @@ impl Pipeline {
         self.undecodable += 1;
     }
 
-    /// Call after each drain of the rings: settles what waited for the
-    /// records that follow it.
-    pub fn end_batch(&mut self, sink: &mut impl Sink) -> io::Result<()> {
-        for c in self.conns.end_batch() {
+    /// Call after each drain of the rings, with the kernel side's loss
+    /// counts read after it at `now_ns`: settles what waited for the
+    /// records that follow it, unknown where those may have been lost.
+    pub fn end_batch(
+        &mut self,
+        lost: PerKind,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) -> io::Result<()> {
+        self.losses.update(lost, now_ns);
+        for c in self.conns.end_batch(&self.losses) {
             self.closed(sink, &c)?;
         }
-        self.timewaits.end_batch(&mut self.tw_out);
+        self.timewaits
+            .end_batch(now_ns, &self.losses, &mut self.tw_out);
         self.timewait_output(sink)
+    }
+
+    /// Transition records received.
+    pub fn transitions(&self) -> u64 {
+        self.received.get(crate::model::RecordKind::Transition)
+    }
+
+    /// Records the kernel side lost so far, by kind.
+    pub fn lost(&self) -> PerKind {
+        self.losses.counts()
     }
 
     /// At exit, after the last drain: settles everything, and hands out the
     /// records of connections still in a timewait socket as they stand
     /// (`now_ns`).
     pub fn finish(&mut self, now_ns: u64, sink: &mut impl Sink) -> io::Result<()> {
-        for c in self.conns.settle_all() {
+        for c in self.conns.settle_all(&self.losses) {
             self.closed(sink, &c)?;
         }
-        self.timewaits.settle_all(&mut self.tw_out);
-        self.timewaits.flush_at_exit(now_ns, &mut self.tw_out);
+        self.timewaits.settle_all(&self.losses, &mut self.tw_out);
+        self.timewaits
+            .flush_at_exit(now_ns, &self.losses, &mut self.tw_out);
         self.timewait_output(sink)
     }
 

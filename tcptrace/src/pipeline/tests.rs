@@ -5,7 +5,7 @@ use std::io;
 
 use super::*;
 use crate::model::{
-    Reset, ResetDirection, Task, TwAction, TwEvent,
+    PerKind, Reset, ResetDirection, Task, TwAction, TwEvent,
     fixtures::{Script, task},
 };
 
@@ -146,7 +146,7 @@ fn a_connection_and_its_timewait_socket_become_facts_in_order() {
             "R local 100 tw=expired",
         ]
     );
-    assert_eq!(run.pipeline.transitions, 11);
+    assert_eq!(run.pipeline.transitions(), 11);
     assert_eq!(run.pipeline.timewait_counts().count(), 0);
 }
 
@@ -220,9 +220,13 @@ fn a_close_without_evidence_is_settled_after_a_full_drain() {
     use TcpState::*;
     let mut run = Run::established(Filter::default(), true);
     run.t(3, SRV, CLI, Established, Close, None);
-    run.pipeline.end_batch(&mut run.sink).unwrap();
+    run.pipeline
+        .end_batch(PerKind::default(), 0, &mut run.sink)
+        .unwrap();
     assert_eq!(run.sink.0.len(), 1, "one drain is not enough");
-    run.pipeline.end_batch(&mut run.sink).unwrap();
+    run.pipeline
+        .end_batch(PerKind::default(), 0, &mut run.sink)
+        .unwrap();
     assert_eq!(run.sink.0[1..], ["C timeout 200", "R timeout 200"]);
 }
 

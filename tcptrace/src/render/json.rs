@@ -207,6 +207,8 @@ struct ClosedRecord<'a> {
     verdict: &'static str,
     lifetime_ns: Option<u64>,
     states: States<'a>,
+    /// Some of its records were lost: `states` is partial.
+    missed_records: bool,
     timewait: Option<ClosedTwJson>,
 }
 
@@ -244,6 +246,7 @@ impl JsonPrinter {
             verdict: c.verdict.name(),
             lifetime_ns: c.lifetime_ns,
             states: States(&c.in_state),
+            missed_records: c.missed,
             timewait: c.timewait.map(|tw| ClosedTwJson {
                 reason: tw.reason.map(|r| r.name()),
                 rearms: tw.rearms,
@@ -395,6 +398,7 @@ mod tests {
             verdict: Verdict::Local,
             lifetime_ns: Some(61_403_772_000),
             in_state,
+            missed: false,
             timewait: Some(ClosedTw {
                 reason: Some(TwEnd::Expired),
                 rearms: 1,

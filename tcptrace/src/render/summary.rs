@@ -14,7 +14,7 @@ use crate::{
         stats::{BindRow, HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
     },
     findings::Finding,
-    model::{Comm, TwCount, TwEnd, Verdict},
+    model::{Comm, PerKind, TwCount, TwEnd, Verdict},
     render::{findings, ports, push_endpoint, text::push_ms},
 };
 
@@ -27,7 +27,10 @@ pub struct Report<'a> {
     pub findings: &'a [Finding],
     pub elapsed: Duration,
     pub transitions: u64,
-    pub lost: u64,
+    /// Records the kernel side lost (rings full), by kind.
+    pub lost: PerKind,
+    /// Records received, by kind.
+    pub received: PerKind,
     pub stats: &'a Stats,
     pub open: Vec<OpenState>,
     /// `None` when TIME_WAIT is not tracked.
@@ -62,6 +65,14 @@ fn ms(ns: u64) -> String {
     s
 }
 
+/// Every record kind with its count.
+fn per_kind(counts: &PerKind) -> Map<String, Value> {
+    counts
+        .iter()
+        .map(|(kind, n)| (kind.name().into(), n.into()))
+        .collect()
+}
+
 fn counts_line(label: &str, counts: &VerdictCounts) -> String {
     let mut line = format!("  {label:<28}");
     for (v, n) in Verdict::ALL.iter().zip(counts) {
@@ -76,8 +87,23 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
         "\n--- summary after {:.1} s: {} transitions, {} lost ---",
         r.elapsed.as_secs_f64(),
         r.transitions,
-        r.lost
+        r.lost.total()
     )?;
+    if r.lost.total() > 0 {
+        let kinds: Vec<String> = r
+            .lost
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(kind, n)| format!("{n} {}", kind.name()))
+            .collect();
+        writeln!(
+            out,
+            "lost (ring buffer full): {}; {} connections missed records (verdict unknown where they would have told, \
+             durations of the states they began or ended not counted)",
+            kinds.join(", "),
+            r.stats.missed
+        )?;
+    }
     findings::write_text(out, r.findings)?;
     writeln!(
         out,
@@ -361,7 +387,10 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
         "time": time,
         "elapsed_ns": r.elapsed.as_nanos() as u64,
         "transitions": r.transitions,
-        "lost": r.lost,
+        "lost": r.lost.total(),
+        "lost_by_kind": per_kind(&r.lost),
+        "received_by_kind": per_kind(&r.received),
+        "missed_records": r.stats.missed,
         "states": states,
         "verdicts": verdict_map(&r.stats.verdicts()),
         "by_process": by_process,
@@ -454,6 +483,7 @@ pub(crate) mod tests {
             verdict: Verdict::Local,
             lifetime_ns: Some(1),
             in_state: Default::default(),
+            missed: false,
             timewait: None,
         });
         stats
@@ -555,7 +585,8 @@ pub(crate) mod tests {
             findings: &[],
             elapsed: Duration::from_secs(3),
             transitions: 9,
-            lost: 0,
+            lost: PerKind::default(),
+            received: PerKind::default(),
             stats,
             open: open_by_state(open.into_iter(), 4_500_000_000),
             timewait: Some(TimewaitReport {
@@ -606,7 +637,7 @@ pub(crate) mod tests {
             text.contains("max 61200.000 ms  (timer 60000 ms)"),
             "{text}"
         );
-        assert!(text.contains("ended:              expired 1 reused 0 reopened 0 killed 1 purged 0; timers re-armed 2"), "{text}");
+        assert!(text.contains("ended:              expired 1 reused 0 reopened 0 killed 1 purged 0 unknown 0; timers re-armed 2"), "{text}");
         assert!(
             text.contains("now in netns 7          3 in TIME_WAIT, 1 orphans in FIN_WAIT2"),
             "{text}"
@@ -624,7 +655,8 @@ pub(crate) mod tests {
             findings: &[],
             elapsed: Duration::from_secs(1),
             transitions: 2,
-            lost: 1,
+            lost: PerKind::of(&[(crate::model::RecordKind::ResetReceived, 1)]),
+            received: PerKind::default(),
             stats: &stats,
             open: vec![],
             timewait: Some(TimewaitReport::default()),

@@ -86,6 +86,9 @@ impl TextPrinter {
             line.push('=');
             push_ms(line, ns);
         }
+        if c.missed {
+            line.push_str(" records-lost");
+        }
         if let Some(tw) = c.timewait {
             line.push_str(" timewait=");
             line.push_str(tw.reason.map_or("ongoing", TwEnd::name));
@@ -318,6 +321,7 @@ TIME            PID     COMM             LOCAL                 REMOTE           
                 times.add(TcpState::SynSent, 75_000);
                 times
             },
+            missed: false,
             timewait: None,
         };
         let mut out = Vec::new();

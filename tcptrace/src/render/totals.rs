@@ -3,12 +3,14 @@
 
 use std::{fmt, time::Duration};
 
+use crate::model::PerKind;
+
 /// What the exit line reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub transitions: u64,
-    /// Records dropped because a ring buffer was full.
-    pub lost: u64,
+    /// Records dropped because a ring buffer was full, by kind.
+    pub lost: PerKind,
     pub recursion_misses: u64,
     pub undecodable: u64,
     /// Connections tcptrace could not follow (--max-sockets reached).
@@ -22,11 +24,17 @@ impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} transitions in {:.1} s, {} lost (ring buffer full)",
+            "{} transitions in {:.1} s, {} lost (ring buffer full",
             self.transitions,
             self.elapsed.as_secs_f64(),
-            self.lost
+            self.lost.total()
         )?;
+        let mut sep = ": ";
+        for (kind, n) in self.lost.iter().filter(|(_, n)| *n > 0) {
+            write!(f, "{sep}{n} {}", kind.name())?;
+            sep = ", ";
+        }
+        f.write_str(")")?;
         if self.recursion_misses > 0 {
             write!(
                 f,
@@ -60,16 +68,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exit_line_without_losses() {
+        let s = Totals {
+            transitions: 9,
+            elapsed: Duration::from_secs(1),
+            ..Totals::default()
+        };
+        assert_eq!(
+            s.to_string(),
+            "9 transitions in 1.0 s, 0 lost (ring buffer full)"
+        );
+    }
+
+    #[test]
     fn exit_line() {
         let mut s = Totals {
             transitions: 1234,
-            lost: 5,
+            lost: PerKind::of(&[
+                (crate::model::RecordKind::Transition, 4),
+                (crate::model::RecordKind::ResetSent, 1),
+            ]),
             elapsed: Duration::from_millis(12_345),
             ..Totals::default()
         };
         assert_eq!(
             s.to_string(),
-            "1234 transitions in 12.3 s, 5 lost (ring buffer full)"
+            "1234 transitions in 12.3 s, 5 lost (ring buffer full: 4 transition, 1 reset_sent)"
         );
         s.recursion_misses = 2;
         s.untracked_conns = 7;
@@ -77,7 +101,7 @@ mod tests {
         s.undecodable = 1;
         assert_eq!(
             s.to_string(),
-            "1234 transitions in 12.3 s, 5 lost (ring buffer full), 2 missed by the kernel (BPF recursion), \
+            "1234 transitions in 12.3 s, 5 lost (ring buffer full: 4 transition, 1 reset_sent), 2 missed by the kernel (BPF recursion), \
              7 connections not followed (--max-sockets), 3 timewait sockets not followed (twice --max-sockets), \
              1 undecodable records"
         );

@@ -10,7 +10,7 @@ use super::*;
 use crate::{
     host::{netns::NetnsName, snapshot::Snapshot, sysctl::Sysctls},
     model::{
-        TcpState,
+        PerKind, RecordKind, TcpState,
         fixtures::{Script, task},
     },
     pipeline::{Settings, filter::Filter},
@@ -88,7 +88,16 @@ fn failed_connect(s: &mut Session<Vec<u8>, Vec<u8>>) {
         let t = script.t(2, local, SRV, old, new, c);
         s.record(Ok(Event::Transition(t))).unwrap();
     }
-    s.end_drain().unwrap();
+    // Failed without a RST: settled once the loss counts after it are read.
+    s.end_drain(PerKind::default()).unwrap();
+    s.end_drain(PerKind::default()).unwrap();
+}
+
+/// A second with the kernel side's transition losses at `lost` in all.
+fn second(s: &mut Session<Vec<u8>, Vec<u8>>, lost: u64) {
+    s.end_drain(PerKind::of(&[(RecordKind::Transition, lost)]))
+        .unwrap();
+    s.every_second().unwrap();
 }
 
 #[test]
@@ -124,11 +133,11 @@ fn summary_only_prints_no_per_event_line() {
 fn warnings_say_what_was_lost_or_not_followed_once() {
     let mut s = session(false);
     s.begin().unwrap();
-    s.every_second(0).unwrap();
+    second(&mut s, 0);
     assert!(s.warnings.is_empty());
-    s.every_second(5).unwrap();
-    s.every_second(5).unwrap();
-    s.every_second(8).unwrap();
+    second(&mut s, 5);
+    second(&mut s, 5);
+    second(&mut s, 8);
     // A second socket while the one allowed is followed.
     let mut script = Script { ts: 0 };
     for sock in [1, 2] {
@@ -142,16 +151,18 @@ fn warnings_say_what_was_lost_or_not_followed_once() {
         );
         s.record(Ok(Event::Transition(t))).unwrap();
     }
-    s.every_second(8).unwrap();
-    s.every_second(8).unwrap();
+    second(&mut s, 8);
+    second(&mut s, 8);
     assert_eq!(
         String::from_utf8(s.warnings.clone()).unwrap(),
-        "tcptrace: warning: 5 transitions lost (ring buffer full, 5 in total); raise --ring-size\n\
-         tcptrace: warning: 3 transitions lost (ring buffer full, 8 in total); raise --ring-size\n\
+        "tcptrace: warning: 5 records lost (ring buffer full: 5 transition; 5 in total); \
+         their connections' verdicts and durations are unknown where they would have told; raise --ring-size\n\
+         tcptrace: warning: 3 records lost (ring buffer full: 3 transition; 8 in total); \
+         their connections' verdicts and durations are unknown where they would have told; raise --ring-size\n\
          tcptrace: warning: already following --max-sockets sockets; others get unknown \
          durations and no verdict (raise --max-sockets)\n"
     );
-    assert_eq!(s.totals(8, 0).untracked_conns, 1);
+    assert_eq!(s.totals(0).untracked_conns, 1);
 }
 
 #[test]
@@ -164,7 +175,7 @@ fn timewait_overflows_count_from_start_up() {
     });
     s.begin().unwrap();
     OVERFLOWS.store(130, Ordering::Relaxed);
-    s.every_second(0).unwrap();
+    second(&mut s, 0);
     assert_eq!(
         String::from_utf8(s.warnings.clone()).unwrap(),
         "tcptrace: warning: netns 7: 30 connections closed without a timewait socket \
@@ -191,12 +202,13 @@ fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
     let mut s = session(true);
     s.quiet();
     s.begin().unwrap();
-    s.every_second(5).unwrap();
-    s.every_second(8).unwrap();
-    s.every_second(9).unwrap();
+    second(&mut s, 5);
+    second(&mut s, 8);
+    second(&mut s, 9);
     assert_eq!(
         String::from_utf8(s.warnings.clone()).unwrap(),
-        "tcptrace: warning: 5 transitions lost (ring buffer full, 5 in total); raise --ring-size\n"
+        "tcptrace: warning: 5 records lost (ring buffer full: 5 transition; 5 in total); \
+         their connections' verdicts and durations are unknown where they would have told; raise --ring-size\n"
     );
     s.summary().unwrap();
     s.finish().unwrap();

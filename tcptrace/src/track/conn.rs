@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     model::{
-        Closed, Existing, Open, Reset, ResetDirection, Role, StateTimes, Task, TcpState,
-        TimeInState, Transition, Verdict,
+        Closed, Existing, Losses, Open, RecordKind, Reset, ResetDirection, Role, StateTimes, Task,
+        TcpState, TimeInState, Transition, Verdict,
     },
     track::{owners::Owners, verdict},
 };
@@ -33,7 +33,14 @@ struct Conn {
     first_close: Option<Verdict>,
     rst_sent: bool,
     in_state: StateTimes,
+    /// A record of it is known to be missing: a transition did not start
+    /// from the state the last one left it in.
+    missed: bool,
 }
+
+/// The records whose loss could hide a RST: the verdicts concluded from
+/// seeing none wait until the loss counts after them are read.
+const RESETS: [RecordKind; 2] = [RecordKind::ResetSent, RecordKind::ResetReceived];
 
 /// A connection that reached CLOSE without FIN or RST evidence yet: an
 /// abortive close sets CLOSE *before* sending its RST, so the verdict waits
@@ -42,6 +49,11 @@ struct Pending {
     conn: Conn,
     sock: u64,
     ts_ns: u64,
+    /// The state it left for CLOSE.
+    old: TcpState,
+    /// When its record before the CLOSE came (0: none): a RST for it, if
+    /// any, came after that.
+    prev_ns: u64,
     process_ctx: bool,
     batches: u8,
 }
@@ -78,10 +90,28 @@ impl Tracker {
     }
 
     /// Follows one transition; sets `t.owner` to the socket's owner as known.
-    /// Returns the connection if this transition ended it with a verdict.
+    /// Returns the connection if this transition ended it with a verdict,
+    /// or, when a new socket starts at the address of one whose end was
+    /// never seen (its CLOSE was lost), that one, marked as missing records.
     pub fn on_transition(&mut self, t: &mut Transition) -> Option<Closed> {
         use TcpState::*;
         let fresh = Transition::opens(t.old, t.new);
+        // A socket at the address of one followed, but not that one: a new
+        // one (or one with other endpoints, whose opening records were
+        // lost). The one followed ended unseen.
+        let mut unfinished = None;
+        let mut reborn = false;
+        if self
+            .conns
+            .get(&t.sock)
+            .is_some_and(|c| fresh || !same_life(c, t))
+            && let Some(old) = self.conns.remove(&t.sock)
+        {
+            reborn = !fresh;
+            if !old.listener {
+                unfinished = Some(never_ended(t.sock, old));
+            }
+        }
         if fresh || !self.conns.contains_key(&t.sock) {
             if self.conns.len() >= self.max_conns && !self.conns.contains_key(&t.sock) {
                 self.untracked += 1;
@@ -118,18 +148,26 @@ impl Tracker {
                 first_close: None,
                 rst_sent: false,
                 in_state: StateTimes::default(),
+                missed: reborn,
             };
             self.conns.insert(t.sock, conn);
         }
-        let conn = self.conns.get_mut(&t.sock)?;
+        let Some(conn) = self.conns.get_mut(&t.sock) else {
+            return unfinished;
+        };
+        // A transition from another state than the last one left it in:
+        // the records between were lost.
+        let gap = !fresh && conn.state != t.old;
+        conn.missed |= gap;
         // Time in the old state, if its start was seen (not for a socket
         // first seen mid-life, nor after a lost record).
-        if !fresh
-            && conn.state == t.old
+        if !gap
+            && !fresh
             && let Some(since) = conn.since_ns
         {
             t.in_old = TimeInState::Measured(t.ts_ns.saturating_sub(since));
         }
+        let prev_ns = conn.since_ns.or(conn.born_ns).unwrap_or(0);
         if t.task.is_some() {
             conn.owner = t.task;
         }
@@ -140,7 +178,7 @@ impl Tracker {
         if let TimeInState::Measured(ns) = t.in_old {
             conn.in_state.add(t.old, ns);
         }
-        conn.first_close = verdict::after_transition(conn.first_close, t.old, t.new);
+        conn.first_close = verdict::after_transition(conn.first_close, t.old, t.new, gap);
         conn.state = t.new;
         conn.since_ns = Some(t.ts_ns);
         if t.new == Listen {
@@ -149,7 +187,7 @@ impl Tracker {
                 .listening(t.netns, t.local.port(), t.sock, conn.owner);
         }
         if t.new != Close {
-            return None;
+            return unfinished;
         }
 
         let conn = self.conns.remove(&t.sock)?;
@@ -169,6 +207,8 @@ impl Tracker {
                     conn,
                     sock: t.sock,
                     ts_ns: t.ts_ns,
+                    old: t.old,
+                    prev_ns,
                     process_ctx: t.task.is_some(),
                     batches: 0,
                 });
@@ -187,31 +227,42 @@ impl Tracker {
         }
         let at = self.pending.iter().position(|p| p.sock == r.sock)?;
         let pending = self.pending.swap_remove(at);
+        let verdict = match pending.old {
+            TcpState::SynSent => verdict::of_failed_connect(Some(verdict)),
+            _ => verdict,
+        };
         Some(close(pending.sock, pending.ts_ns, pending.conn, verdict))
     }
 
-    /// Call after each drain of the ring buffer: settles connections that
-    /// closed without FIN or RST at least one full drain ago.
-    pub fn end_batch(&mut self) -> Vec<Closed> {
+    /// Call after each drain of the ring buffer, with what the kernel side
+    /// lost so far: settles connections that closed without FIN or RST at
+    /// least one full drain ago (the loss counts read since cover the RST
+    /// records around their CLOSE).
+    pub fn end_batch(&mut self, losses: &Losses) -> Vec<Closed> {
         for p in &mut self.pending {
             p.batches += 1;
         }
-        self.settle(|p| p.batches >= 2)
+        self.settle(losses, |p| p.batches >= 2)
     }
 
-    /// Settles everything pending (at exit).
-    pub fn settle_all(&mut self) -> Vec<Closed> {
-        self.settle(|_| true)
+    /// Settles everything pending (at exit, after the last drain).
+    pub fn settle_all(&mut self, losses: &Losses) -> Vec<Closed> {
+        self.settle(losses, |_| true)
     }
 
-    fn settle(&mut self, ready: impl Fn(&Pending) -> bool) -> Vec<Closed> {
+    fn settle(&mut self, losses: &Losses, ready: impl Fn(&Pending) -> bool) -> Vec<Closed> {
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| ready(p));
         self.pending = waiting;
         done.into_iter()
             .map(|p| {
-                let verdict = verdict::unresolved(p.conn.rst_sent, p.process_ctx);
+                let unseen = verdict::Unseen {
+                    rst_sent: p.conn.rst_sent,
+                    process_ctx: p.process_ctx,
+                    resets_maybe_lost: losses.any_since(&RESETS, p.prev_ns),
+                };
+                let verdict = verdict::unresolved(p.old, unseen);
                 close(p.sock, p.ts_ns, p.conn, verdict)
             })
             .collect()
@@ -247,6 +298,39 @@ impl Tracker {
     }
 }
 
+/// Whether a transition of the socket at `conn`'s address is one of the
+/// connection followed there: the same endpoints, where both are known (a
+/// port is 0 before bind or connect, an address unspecified before connect).
+fn same_life(conn: &Conn, t: &Transition) -> bool {
+    same_end(conn.local, t.local) && same_end(conn.remote, t.remote)
+}
+
+fn same_end(known: SocketAddr, now: SocketAddr) -> bool {
+    known.port() == 0
+        || now.port() == 0
+        || known.port() == now.port()
+            && (known.ip().is_unspecified() || now.ip().is_unspecified() || known.ip() == now.ip())
+}
+
+/// The record of a connection whose end was never seen: its CLOSE was
+/// lost, and its address now belongs to a new socket. Who closed first is
+/// what its evidence says, if any; its end and lifetime are unknown.
+fn never_ended(sock: u64, conn: Conn) -> Closed {
+    let verdict = conn.first_close.unwrap_or(Verdict::Unknown);
+    let ts_ns = conn.since_ns.unwrap_or(0);
+    let mut closed = close(
+        sock,
+        ts_ns,
+        Conn {
+            missed: true,
+            ..conn
+        },
+        verdict,
+    );
+    closed.lifetime_ns = None;
+    closed
+}
+
 fn close(sock: u64, ts_ns: u64, conn: Conn, verdict: Verdict) -> Closed {
     Closed {
         ts_ns,
@@ -259,6 +343,7 @@ fn close(sock: u64, ts_ns: u64, conn: Conn, verdict: Verdict) -> Closed {
         verdict,
         lifetime_ns: conn.born_ns.map(|born| ts_ns.saturating_sub(born)),
         in_state: conn.in_state,
+        missed: conn.missed,
         timewait: None,
     }
 }
@@ -330,8 +415,10 @@ mod tests {
         }
 
         fn verdicts(&mut self) -> Vec<(u64, Verdict, Option<u32>)> {
-            self.closed.extend(self.tracker.end_batch());
-            self.closed.extend(self.tracker.end_batch());
+            self.closed
+                .extend(self.tracker.end_batch(&Losses::default()));
+            self.closed
+                .extend(self.tracker.end_batch(&Losses::default()));
             let mut v: Vec<_> = self
                 .closed
                 .iter()
@@ -446,17 +533,23 @@ mod tests {
         let c = Some(p.client);
         p.go(2, CLI, SRV, Established, Close, c);
         assert!(
-            p.tracker.end_batch().is_empty(),
+            p.tracker.end_batch(&Losses::default()).is_empty(),
             "one drain is not enough to settle"
         );
-        assert_eq!(p.tracker.end_batch()[0].verdict, Verdict::AbortSent);
+        assert_eq!(
+            p.tracker.end_batch(&Losses::default())[0].verdict,
+            Verdict::AbortSent
+        );
     }
 
     #[test]
     fn softirq_close_without_fin_or_rst_is_a_timeout() {
         let mut p = Pair::established();
         p.go(2, CLI, SRV, Established, Close, None);
-        assert_eq!(p.tracker.settle_all()[0].verdict, Verdict::Timeout);
+        assert_eq!(
+            p.tracker.settle_all(&Losses::default())[0].verdict,
+            Verdict::Timeout
+        );
     }
 
     #[test]
@@ -566,7 +659,7 @@ mod tests {
             closed.in_state.iter().collect::<Vec<_>>(),
             [(SynSent, 1_000)]
         );
-        assert!(tracker.settle_all().is_empty());
+        assert!(tracker.settle_all(&Losses::default()).is_empty());
         assert_eq!(tracker.open().count(), 0);
     }
 
@@ -623,7 +716,7 @@ mod tests {
         t.in_old = TimeInState::Unknown;
         assert_eq!(tracker.on_transition(&mut t), None);
         assert!(
-            tracker.settle_all().is_empty(),
+            tracker.settle_all(&Losses::default()).is_empty(),
             "a listener is not a connection"
         );
         let mut t = s.t(5, SRV, CLI, Listen, SynRecv, None);
@@ -654,6 +747,126 @@ mod tests {
         let open: Vec<_> = tracker.open().collect();
         assert_eq!(open.len(), 1, "followed now, not twice");
         assert_eq!(open[0].state, LastAck);
+    }
+
+    /// Losses of RST records, counted at `at_ns`.
+    fn resets_lost(at_ns: u64) -> Losses {
+        let mut losses = Losses::default();
+        losses.update(
+            crate::model::PerKind::of(&[(RecordKind::ResetReceived, 1)]),
+            at_ns,
+        );
+        losses
+    }
+
+    #[test]
+    fn no_rst_seen_is_no_evidence_when_rst_records_may_have_been_lost() {
+        let mut p = Pair::established();
+        // A softirq close of an established connection: a timeout, or a RST
+        // received whose record was lost.
+        p.go(3, SRV, CLI, Established, Close, None);
+        // A connect that failed, or was refused by a RST whose record was lost.
+        p.go(
+            5,
+            "10.0.0.2:0",
+            "10.0.0.1:81",
+            Close,
+            SynSent,
+            Some(p.client),
+        );
+        p.go(5, "10.0.0.2:40001", "10.0.0.1:81", SynSent, Close, None);
+        let after = p.s.ts;
+        let lost = resets_lost(after + 1);
+        assert!(p.tracker.end_batch(&lost).is_empty());
+        let settled = p.tracker.end_batch(&lost);
+        let verdicts: Vec<_> = settled.iter().map(|c| (c.sock, c.verdict)).collect();
+        assert_eq!(verdicts, [(3, Verdict::Unknown), (5, Verdict::Unknown)]);
+        // Losses before their last records did not hide anything of theirs.
+        let mut p = Pair::established();
+        p.go(3, SRV, CLI, Established, Close, None);
+        let before = resets_lost(1);
+        assert_eq!(p.tracker.settle_all(&before)[0].verdict, Verdict::Timeout);
+    }
+
+    #[test]
+    fn a_gap_in_the_states_is_marked_and_never_measured() {
+        let mut p = Pair::established();
+        let c = Some(p.client);
+        // ESTABLISHED -> FIN_WAIT1 lost; a RST received; FIN_WAIT1 -> CLOSE.
+        p.reset(2, ResetDirection::Received, None);
+        let t = p.go(2, CLI, SRV, FinWait1, Close, c);
+        assert_eq!(t.in_old, TimeInState::Unknown, "FIN_WAIT1's start was lost");
+        let closed = &p.closed[0];
+        assert!(closed.missed);
+        assert_eq!(
+            closed.verdict,
+            Verdict::Local,
+            "it was in FIN_WAIT1: it sent the first FIN"
+        );
+        assert_eq!(
+            closed.in_state.iter().collect::<Vec<_>>(),
+            [(SynSent, 2_000)],
+            "ESTABLISHED's end was not seen either"
+        );
+        // The other end saw everything.
+        p.go(3, SRV, CLI, Established, Close, None);
+        assert!(!p.tracker.settle_all(&Losses::default())[0].missed);
+    }
+
+    #[test]
+    fn a_socket_whose_close_was_lost_ends_when_its_address_is_reused() {
+        let mut p = Pair::established();
+        let c = Some(p.client);
+        p.go(2, CLI, SRV, Established, FinWait1, c);
+        // FIN_WAIT1 -> FIN_WAIT2 -> CLOSE lost; the address is a new socket.
+        p.go(2, "10.0.0.2:0", SRV, Close, SynSent, c);
+        let old = &p.closed[0];
+        assert_eq!((old.sock, old.verdict), (2, Verdict::Local));
+        assert!(old.missed);
+        assert_eq!(old.lifetime_ns, None, "its end is not known");
+        // One with no evidence yet is unknown.
+        p.go(3, SRV, CLI, Listen, SynRecv, None);
+        assert_eq!(p.closed[1].verdict, Verdict::Unknown);
+        assert_eq!(
+            p.tracker.open().filter(|o| o.state == Established).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_new_connection_at_the_address_of_one_followed_is_not_that_one() {
+        let mut p = Pair::established();
+        let sv = Some(p.server);
+        // The server closes first: evidence "local"...
+        p.go(3, SRV, CLI, Established, FinWait1, sv);
+        // ...its last records are lost, and the socket's memory goes to a
+        // connection from another client whose opening records are lost too.
+        let other = "10.0.0.3:50000";
+        let t = p.go(3, SRV, other, Established, CloseWait, None);
+        assert_eq!(t.in_old, TimeInState::Unknown);
+        let first = &p.closed[0];
+        assert_eq!(
+            (first.remote, first.verdict),
+            (CLI.parse().unwrap(), Verdict::Local)
+        );
+        assert!(first.missed);
+        p.go(3, SRV, other, CloseWait, LastAck, sv);
+        p.go(3, SRV, other, LastAck, Close, None);
+        let second = &p.closed[1];
+        assert_eq!(second.remote, other.parse().unwrap());
+        assert_eq!(
+            second.verdict,
+            Verdict::Peer,
+            "its own evidence, not the other's"
+        );
+        assert_eq!((second.role, second.missed), (Role::Unknown, true));
+        // A port or an address learnt on the way is the same connection.
+        let mut tracker = Tracker::new(10);
+        let mut s = Script { ts: 0 };
+        tracker.on_transition(&mut s.t(9, "0.0.0.0:0", SRV, Close, SynSent, None));
+        tracker.on_transition(&mut s.t(9, CLI, SRV, SynSent, Established, None));
+        let open: Vec<_> = tracker.open().collect();
+        assert_eq!((open.len(), open[0].role), (1, Role::Active));
     }
 
     #[test]

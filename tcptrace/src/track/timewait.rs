@@ -19,8 +19,8 @@
 
 use crate::{
     model::{
-        Closed, ClosedTw, Role, Task, TcpState, TimeInState, Transition, TwAction, TwCount, TwEnd,
-        TwEvent, TwNote, TwSeed, TwSocket,
+        Closed, ClosedTw, Losses, RecordKind, Role, Task, TcpState, TimeInState, Transition,
+        TwAction, TwCount, TwEnd, TwEvent, TwNote, TwSeed, TwSocket,
     },
     track::{
         tw_counts::LiveCounts,
@@ -61,11 +61,21 @@ struct Tw {
 
 impl Tw {
     /// The connection's record with this timewait socket's time up to
-    /// `at_ns` and how it ended (`None`: it had not yet).
-    fn complete(&mut self, at_ns: u64, reason: Option<TwEnd>) -> Option<Closed> {
+    /// `at_ns` and how it ended (`None`: it had not yet). `known`: `at_ns`
+    /// is known to be its end (or the time it was still there); if not
+    /// (records of its end may have been lost), its time in its state and
+    /// its lifetime are unknown, and the record says it missed records.
+    fn complete(&mut self, at_ns: u64, reason: Option<TwEnd>, known: bool) -> Option<Closed> {
         let mut c = *self.closed.take()?;
-        if let TimeInState::Measured(ns) = measured(self.since_ns, at_ns) {
-            c.in_state.add(self.substate, ns);
+        if !known {
+            c.missed = true;
+            c.lifetime_ns = None;
+        } else if let TimeInState::Measured(ns) = measured(self.since_ns, at_ns) {
+            // From the full socket's CLOSE, which the state before it lasted
+            // until (the timer is armed a moment before): the states add up
+            // to the lifetime.
+            let overlap = c.ts_ns.saturating_sub(self.since_ns);
+            c.in_state.add(self.substate, ns.saturating_sub(overlap));
         }
         c.lifetime_ns = c.lifetime_ns.map(|l| l + at_ns.saturating_sub(c.ts_ns));
         c.ts_ns = at_ns;
@@ -110,7 +120,17 @@ pub struct Timewaits {
     max: usize,
     /// Timewait sockets not followed because `max` was reached.
     pub untracked: u64,
+    /// When those whose end records may have been lost were last looked for.
+    swept_ns: u64,
 }
+
+/// The records that end a timewait socket: when one may have been lost,
+/// a socket still followed may be gone.
+const ENDS: [RecordKind; 2] = [RecordKind::TimewaitCancelled, RecordKind::TimewaitExpired];
+
+/// How often, at most, timewait sockets whose end records may have been
+/// lost are looked for (a pass over all of them), once losses happened.
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 
 impl Timewaits {
     /// `hz`: the kernel's timer frequency, to show timer lengths in seconds;
@@ -128,6 +148,7 @@ impl Timewaits {
             hz,
             max,
             untracked: 0,
+            swept_ns: 0,
         }
     }
 
@@ -239,10 +260,11 @@ impl Timewaits {
     }
 
     /// Follows one timewait record.
-    pub fn on_event(&mut self, e: &TwEvent, out: &mut Vec<TwOutput>) {
+    /// `losses`: what the kernel side lost, as counted after the last drain.
+    pub fn on_event(&mut self, e: &TwEvent, losses: &Losses, out: &mut Vec<TwOutput>) {
         let key = TwKey::new(e.netns, e.local, e.remote);
         match e.action {
-            TwAction::Armed { jiffies } => self.armed(e, key, jiffies, out),
+            TwAction::Armed { jiffies } => self.armed(e, key, jiffies, losses, out),
             TwAction::Cancelled { task, net_dying } => {
                 self.adopt(key);
                 let Some(tw) = self.live.get_mut(&key) else {
@@ -283,7 +305,14 @@ impl Timewaits {
         }
     }
 
-    fn armed(&mut self, e: &TwEvent, key: TwKey, jiffies: u64, out: &mut Vec<TwOutput>) {
+    fn armed(
+        &mut self,
+        e: &TwEvent,
+        key: TwKey,
+        jiffies: u64,
+        losses: &Losses,
+        out: &mut Vec<TwOutput>,
+    ) {
         let timer_ns = jiffies_to_ns(self.hz, jiffies);
         // One found at start-up for this 4-tuple has ended unseen.
         if let Some(substate) = self.seeded.remove(&key) {
@@ -304,7 +333,7 @@ impl Timewaits {
             match tw.cancel.as_deref() {
                 Some(c) => {
                     let (cancel, substate) = (c.cancel, c.substate);
-                    let reason = tw_end::early_end(&self.connects, &cancel);
+                    let reason = early_end(&self.connects, &cancel, losses);
                     self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
                 }
                 None => {
@@ -406,40 +435,97 @@ impl Timewaits {
                 fin_unseen,
             }),
         }));
-        if let Some(c) = tw.complete(ts_ns, Some(reason)) {
+        if let Some(c) = tw.complete(ts_ns, Some(reason), true) {
             self.held -= 1;
             out.push(TwOutput::Closed(c));
         }
     }
 
-    /// Call after each drain of the ring buffer: settles the cancels that
-    /// nothing followed for a full drain (early ends).
-    pub fn end_batch(&mut self, out: &mut Vec<TwOutput>) {
-        self.settle(out, 2);
+    /// Call after each drain of the ring buffer (at `now_ns`): settles the
+    /// cancels that nothing followed for a full drain (early ends), and,
+    /// once records were lost, ends those long past their timer whose end
+    /// records may have been among them.
+    pub fn end_batch(&mut self, now_ns: u64, losses: &Losses, out: &mut Vec<TwOutput>) {
+        self.settle(losses, out, 2);
+        if losses.counts().total() > 0 && now_ns >= self.swept_ns + SWEEP_EVERY_NS {
+            self.swept_ns = now_ns;
+            self.end_overdue(now_ns, losses, out);
+        }
         // Those found at start-up all end within a minute or two: give
         // their table's memory back as it empties.
         self.seeded.shrink_if_sparse();
     }
 
     /// Settles every cancel still open (at exit).
-    pub fn settle_all(&mut self, out: &mut Vec<TwOutput>) {
-        self.settle(out, 0);
+    pub fn settle_all(&mut self, losses: &Losses, out: &mut Vec<TwOutput>) {
+        self.settle(losses, out, 0);
+    }
+
+    /// Ends the timewait sockets past any time their timer could have run
+    /// (`tw_end::overdue`) whose end records may have been lost: ended, at
+    /// an unknown time, for an unknown reason.
+    fn end_overdue(&mut self, now_ns: u64, losses: &Losses, out: &mut Vec<TwOutput>) {
+        let hz = self.hz;
+        let overdue: Vec<TwKey> = self
+            .live
+            .iter()
+            .filter(|(_, tw)| {
+                let timer_ns = jiffies_to_ns(hz, tw.jiffies.into());
+                tw.since_ns != 0
+                    && tw.cancel.is_none()
+                    && tw_end::overdue(tw.since_ns, timer_ns, tw.rearms, now_ns)
+                    && losses.any_since(&ENDS, tw.since_ns)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in overdue {
+            let Some(mut tw) = self.live.remove(&key) else {
+                continue;
+            };
+            self.counts.leave(key.netns(), tw.substate);
+            out.push(TwOutput::Transition(Transition {
+                ts_ns: now_ns,
+                sock: tw.addr,
+                netns: key.netns(),
+                local: key.local(),
+                remote: key.remote(),
+                old: tw.substate,
+                new: TcpState::Close,
+                in_old: TimeInState::Unknown,
+                task: None,
+                owner: tw.owner,
+                timewait: Some(TwNote::Ends {
+                    reason: TwEnd::Unknown,
+                    rearms: tw.rearms,
+                    by: None,
+                    fin_unseen: false,
+                }),
+            }));
+            if let Some(c) = tw.complete(now_ns, Some(TwEnd::Unknown), false) {
+                self.held -= 1;
+                out.push(TwOutput::Closed(c));
+            }
+        }
     }
 
     /// At exit: the records of connections still in a timewait socket, as
-    /// they stand now (`now_ns`), oldest first, marked as not ended.
-    pub fn flush_at_exit(&mut self, now_ns: u64, out: &mut Vec<TwOutput>) {
+    /// they stand now (`now_ns`), oldest first, marked as not ended — or,
+    /// where their end records may have been lost, as missing records.
+    pub fn flush_at_exit(&mut self, now_ns: u64, losses: &Losses, out: &mut Vec<TwOutput>) {
         let mut held: Vec<Closed> = self
             .live
             .values_mut()
-            .filter_map(|tw| tw.complete(now_ns, None))
+            .filter_map(|tw| {
+                let known = !losses.any_since(&ENDS, tw.since_ns);
+                tw.complete(now_ns, None, known)
+            })
             .collect();
         self.held -= held.len();
         held.sort_by_key(|c| c.lifetime_ns.map(std::cmp::Reverse));
         out.extend(held.into_iter().map(TwOutput::Closed));
     }
 
-    fn settle(&mut self, out: &mut Vec<TwOutput>, after_batches: u8) {
+    fn settle(&mut self, losses: &Losses, out: &mut Vec<TwOutput>, after_batches: u8) {
         let pending = std::mem::take(&mut self.pending);
         for key in pending {
             let Some(tw) = self.live.get_mut(&key) else {
@@ -455,10 +541,18 @@ impl Timewaits {
                 continue;
             }
             let (cancel, substate) = (cancelled.cancel, cancelled.substate);
-            let reason = tw_end::early_end(&self.connects, &cancel);
+            let reason = early_end(&self.connects, &cancel, losses);
             self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
         }
     }
+}
+
+/// Why a timewait socket whose cancel nothing followed ended, unknown if
+/// what would have followed may have been lost.
+fn early_end(connects: &[(u32, u64)], cancel: &Cancel, losses: &Losses) -> TwEnd {
+    let since = cancel.ts_ns.saturating_sub(tw_end::REUSE_WINDOW_NS);
+    let maybe_lost = losses.any_since(&tw_end::CANCEL_FOLLOWERS, since);
+    tw_end::early_end(connects, cancel, maybe_lost)
 }
 
 /// Time since `since_ns` (0: not seen).
@@ -484,6 +578,7 @@ mod tests {
     const LOCAL: &str = "10.0.0.2:40000";
     const REMOTE: &str = "10.0.0.1:80";
     const SEC: u64 = 1_000_000_000;
+    const NONE_LOST: Losses = Losses::NONE;
 
     fn ev(ts_ns: u64, substate: TcpState, action: TwAction) -> TwEvent {
         TwEvent {
@@ -526,7 +621,8 @@ mod tests {
         let mut in_state = StateTimes::default();
         in_state.add(TcpState::Established, 5 * SEC);
         Closed {
-            ts_ns: SEC,
+            // Its full socket's CLOSE, 10 µs after the timer was armed.
+            ts_ns: SEC + 10_000,
             sock: 0xffff_8880_0000_1000,
             netns: 1,
             local: LOCAL.parse().unwrap(),
@@ -536,6 +632,7 @@ mod tests {
             verdict: Verdict::Local,
             lifetime_ns: Some(5 * SEC),
             in_state,
+            missed: false,
             timewait: None,
         }
     }
@@ -544,7 +641,7 @@ mod tests {
     fn joined() -> Timewaits {
         let mut tws = Timewaits::new(100, Some(250), true);
         let mut out = Vec::new();
-        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &NONE_LOST, &mut out);
         let mut t = full_close(SEC + 10_000);
         let mut closed = Some(record());
         assert!(tws.join(&mut t, &mut closed).is_some());
@@ -583,8 +680,12 @@ mod tests {
         let mut tws = joined();
         assert_eq!(tws.counts().collect::<Vec<_>>()[0].1.time_wait, 1);
         let mut out = Vec::new();
-        tws.on_event(&cancelled(62 * SEC, None, false), &mut out);
-        tws.on_event(&ev(62 * SEC + 500, TcpState::TimeWait, Expired), &mut out);
+        tws.on_event(&cancelled(62 * SEC, None, false), &NONE_LOST, &mut out);
+        tws.on_event(
+            &ev(62 * SEC + 500, TcpState::TimeWait, Expired),
+            &NONE_LOST,
+            &mut out,
+        );
         let (t, closed) = ended(&out);
         assert_eq!(
             (t.old, t.new, reason(t)),
@@ -600,19 +701,22 @@ mod tests {
                 rearms: 0
             })
         );
-        assert_eq!(c.lifetime_ns, Some(5 * SEC + 61 * SEC + 500));
+        // TIME_WAIT from the arming in the transition (its histogram), from
+        // the full socket's CLOSE in the record: its states add up to its
+        // lifetime.
+        assert_eq!(c.lifetime_ns, Some(5 * SEC + 61 * SEC - 9_500));
         assert_eq!(
             c.in_state.iter().collect::<Vec<_>>(),
             vec![
                 (TcpState::Established, 5 * SEC),
-                (TcpState::TimeWait, 61 * SEC + 500)
+                (TcpState::TimeWait, 61 * SEC - 9_500)
             ]
         );
         assert_eq!(tws.counts().count(), 0);
         // Nothing left to settle.
         out.clear();
-        tws.settle_all(&mut out);
-        tws.flush_at_exit(70 * SEC, &mut out);
+        tws.settle_all(&NONE_LOST, &mut out);
+        tws.flush_at_exit(70 * SEC, &NONE_LOST, &mut out);
         assert!(out.is_empty());
     }
 
@@ -620,7 +724,7 @@ mod tests {
     fn records_still_in_time_wait_at_exit() {
         let mut tws = joined();
         let mut out = Vec::new();
-        tws.flush_at_exit(3 * SEC, &mut out);
+        tws.flush_at_exit(3 * SEC, &NONE_LOST, &mut out);
         let [TwOutput::Closed(c)] = &out[..] else {
             panic!("{out:?}")
         };
@@ -635,7 +739,7 @@ mod tests {
         assert!(
             c.in_state
                 .iter()
-                .any(|(s, ns)| s == TcpState::TimeWait && ns == 2 * SEC)
+                .any(|(s, ns)| s == TcpState::TimeWait && ns == 2 * SEC - 10_000)
         );
     }
 
@@ -644,14 +748,22 @@ mod tests {
         let mut tws = joined();
         let mut out = Vec::new();
         for i in 2..5 {
-            tws.on_event(&cancelled(i * SEC, None, false), &mut out);
-            tws.on_event(&armed(i * SEC + 1, TcpState::TimeWait), &mut out);
-            tws.end_batch(&mut out);
-            tws.end_batch(&mut out);
+            tws.on_event(&cancelled(i * SEC, None, false), &NONE_LOST, &mut out);
+            tws.on_event(
+                &armed(i * SEC + 1, TcpState::TimeWait),
+                &NONE_LOST,
+                &mut out,
+            );
+            tws.end_batch(0, &NONE_LOST, &mut out);
+            tws.end_batch(0, &NONE_LOST, &mut out);
         }
         assert!(out.is_empty(), "{out:?}");
-        tws.on_event(&cancelled(70 * SEC, None, false), &mut out);
-        tws.on_event(&ev(70 * SEC, TcpState::TimeWait, Expired), &mut out);
+        tws.on_event(&cancelled(70 * SEC, None, false), &NONE_LOST, &mut out);
+        tws.on_event(
+            &ev(70 * SEC, TcpState::TimeWait, Expired),
+            &NONE_LOST,
+            &mut out,
+        );
         let (t, c) = ended(&out);
         assert!(
             matches!(t.timewait, Some(TwNote::Ends { rearms: 3, .. })),
@@ -665,17 +777,17 @@ mod tests {
         // Killed: a cancel in softirq that nothing follows.
         let mut tws = joined();
         let mut out = Vec::new();
-        tws.on_event(&cancelled(3 * SEC, None, false), &mut out);
-        tws.end_batch(&mut out);
+        tws.on_event(&cancelled(3 * SEC, None, false), &NONE_LOST, &mut out);
+        tws.end_batch(0, &NONE_LOST, &mut out);
         assert!(out.is_empty(), "settled one drain later, not at once");
-        tws.end_batch(&mut out);
+        tws.end_batch(0, &NONE_LOST, &mut out);
         assert_eq!(reason(ended(&out).0), TwEnd::Killed);
         assert_eq!(ended(&out).0.in_old, TimeInState::Measured(2 * SEC));
 
         // Reused: the cancel runs in the connect() of the same thread.
         let (mut tws, mut out) = cancelled_by_connect();
-        tws.end_batch(&mut out);
-        tws.end_batch(&mut out);
+        tws.end_batch(0, &NONE_LOST, &mut out);
+        tws.end_batch(0, &NONE_LOST, &mut out);
         let (t, _) = ended(&out);
         assert_eq!(reason(t), TwEnd::Reused);
         assert!(matches!(t.timewait, Some(TwNote::Ends { by: Some(b), .. }) if b.pid == 9));
@@ -683,33 +795,132 @@ mod tests {
         // A process-context cancel with no connect before it (ss -K): killed.
         let mut tws = joined();
         let mut out = Vec::new();
-        tws.on_event(&cancelled(3 * SEC, Some(task(5, "ss")), false), &mut out);
-        tws.settle_all(&mut out);
+        tws.on_event(
+            &cancelled(3 * SEC, Some(task(5, "ss")), false),
+            &NONE_LOST,
+            &mut out,
+        );
+        tws.settle_all(&NONE_LOST, &mut out);
         assert_eq!(reason(ended(&out).0), TwEnd::Killed);
 
         // Purged: its namespace was dying.
         let mut tws = joined();
         let mut out = Vec::new();
-        tws.on_event(&cancelled(3 * SEC, None, true), &mut out);
-        tws.settle_all(&mut out);
+        tws.on_event(&cancelled(3 * SEC, None, true), &NONE_LOST, &mut out);
+        tws.settle_all(&NONE_LOST, &mut out);
         assert_eq!(reason(ended(&out).0), TwEnd::Purged);
 
         // Reopened: a request socket for the same 4-tuple right after.
         let mut tws = joined();
         let mut out = Vec::new();
-        tws.on_event(&cancelled(3 * SEC, None, false), &mut out);
+        tws.on_event(&cancelled(3 * SEC, None, false), &NONE_LOST, &mut out);
         let mut req = ev(3 * SEC + 10, TcpState::SynRecv, Request);
         req.sock = 0xffff_8880_0000_9000;
-        tws.on_event(&req, &mut out);
+        tws.on_event(&req, &NONE_LOST, &mut out);
         assert_eq!(reason(ended(&out).0), TwEnd::Reopened);
         assert_eq!(ended(&out).0.ts_ns, 3 * SEC, "ends at the cancel");
         // A request for another 4-tuple is not it.
         let mut tws = joined();
         let mut out = Vec::new();
-        tws.on_event(&cancelled(3 * SEC, None, false), &mut out);
+        tws.on_event(&cancelled(3 * SEC, None, false), &NONE_LOST, &mut out);
         req.remote = "10.0.0.1:81".parse().unwrap();
-        tws.on_event(&req, &mut out);
-        tws.settle_all(&mut out);
+        tws.on_event(&req, &NONE_LOST, &mut out);
+        tws.settle_all(&NONE_LOST, &mut out);
+        assert_eq!(reason(ended(&out).0), TwEnd::Killed);
+    }
+
+    /// Cancels lost at 2 s, counted at `at`.
+    fn ends_lost(at: u64) -> Losses {
+        let mut losses = Losses::default();
+        losses.update(
+            crate::model::PerKind::of(&[(RecordKind::TimewaitCancelled, 3)]),
+            at,
+        );
+        losses
+    }
+
+    /// One whose end records may have been lost is ended once it is long
+    /// past its timer, for an unknown reason, with no TIME_WAIT time; not
+    /// before, and not without losses.
+    #[test]
+    fn overdue_after_losses_ends_unknown() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.end_batch(200 * SEC, &NONE_LOST, &mut out);
+        assert!(out.is_empty(), "nothing lost: it is there");
+        let lost = ends_lost(2 * SEC);
+        tws.end_batch(100 * SEC, &lost, &mut out);
+        assert!(out.is_empty(), "not overdue yet");
+        tws.end_batch(200 * SEC, &lost, &mut out);
+        let (t, closed) = ended(&out);
+        assert_eq!(reason(t), TwEnd::Unknown);
+        assert_eq!(t.in_old, TimeInState::Unknown);
+        let closed = closed.unwrap();
+        assert!(closed.missed);
+        assert_eq!(closed.lifetime_ns, None);
+        assert!(closed.in_state.iter().all(|(s, _)| s != TcpState::TimeWait));
+        assert_eq!(tws.counts().count(), 0, "no longer counted");
+    }
+
+    #[test]
+    fn at_exit_one_whose_end_may_have_been_lost_is_not_measured() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.flush_at_exit(30 * SEC, &ends_lost(2 * SEC), &mut out);
+        let TwOutput::Closed(c) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(c.missed);
+        assert!(c.in_state.iter().all(|(s, _)| s != TcpState::TimeWait));
+        // Losses before it was armed say nothing of its end.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.flush_at_exit(30 * SEC, &ends_lost(SEC / 2), &mut out);
+        let TwOutput::Closed(c) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(!c.missed);
+        assert!(c.in_state.iter().any(|(s, _)| s == TcpState::TimeWait));
+    }
+
+    /// A cancel that nothing followed, when its expiry (or a re-arm, or
+    /// the SYN that reopened it) may have been lost: ended, reason unknown.
+    #[test]
+    fn a_cancel_alone_after_losses_ends_for_an_unknown_reason() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, false), &NONE_LOST, &mut out);
+        let mut losses = Losses::default();
+        losses.update(
+            crate::model::PerKind::of(&[(RecordKind::TimewaitExpired, 1)]),
+            3 * SEC + 1_000,
+        );
+        tws.end_batch(0, &losses, &mut out);
+        tws.end_batch(0, &losses, &mut out);
+        let (t, closed) = ended(&out);
+        assert_eq!(reason(t), TwEnd::Unknown);
+        assert_eq!(t.in_old, TimeInState::Measured(2 * SEC), "its end is known");
+        assert_eq!(
+            closed.unwrap().timewait.unwrap().reason,
+            Some(TwEnd::Unknown)
+        );
+        // Losses of other kinds, or before it, do not hide its reason.
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, false), &NONE_LOST, &mut out);
+        let mut losses = Losses::default();
+        losses.update(
+            crate::model::PerKind::of(&[(RecordKind::BindFailed, 1)]),
+            4 * SEC,
+        );
+        losses.update(
+            crate::model::PerKind::of(&[
+                (RecordKind::BindFailed, 1),
+                (RecordKind::TimewaitExpired, 1),
+            ]),
+            SEC,
+        );
+        tws.settle_all(&losses, &mut out);
         assert_eq!(reason(ended(&out).0), TwEnd::Killed);
     }
 
@@ -723,7 +934,11 @@ mod tests {
         (connect.old, connect.new, connect.task) =
             (TcpState::Close, TcpState::SynSent, Some(client));
         tws.note_connect(&connect);
-        tws.on_event(&cancelled(3 * SEC, Some(client), false), &mut out);
+        tws.on_event(
+            &cancelled(3 * SEC, Some(client), false),
+            &NONE_LOST,
+            &mut out,
+        );
         (tws, out)
     }
 
@@ -733,7 +948,11 @@ mod tests {
         // socket may get the same memory before the cancel was settled.
         let (mut tws, mut out) = cancelled_by_connect();
         // Within a millisecond: a connect() never re-arms, so not a re-arm.
-        tws.on_event(&armed(3 * SEC + 500_000, TcpState::TimeWait), &mut out);
+        tws.on_event(
+            &armed(3 * SEC + 500_000, TcpState::TimeWait),
+            &NONE_LOST,
+            &mut out,
+        );
         let (t, c) = ended(&out);
         assert_eq!(reason(t), TwEnd::Reused);
         assert!(matches!(t.timewait, Some(TwNote::Ends { rearms: 0, .. })));
@@ -743,8 +962,8 @@ mod tests {
         assert!(tws.join(&mut t, &mut Some(record())).is_some());
         assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
         out.clear();
-        tws.end_batch(&mut out);
-        tws.end_batch(&mut out);
+        tws.end_batch(0, &NONE_LOST, &mut out);
+        tws.end_batch(0, &NONE_LOST, &mut out);
         assert!(out.is_empty(), "the old cancel is settled already: {out:?}");
     }
 
@@ -754,7 +973,7 @@ mod tests {
         // The second connection closes within the same drain.
         let mut next = armed(3 * SEC + 900_000, TcpState::TimeWait);
         next.sock = TW + 64;
-        tws.on_event(&next, &mut out);
+        tws.on_event(&next, &NONE_LOST, &mut out);
         let (t, _) = ended(&out);
         assert_eq!((t.sock, reason(t)), (TW, TwEnd::Reused));
         assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
@@ -766,7 +985,7 @@ mod tests {
     fn orphans_in_fin_wait2() {
         let mut tws = Timewaits::new(100, Some(100), true);
         let mut out = Vec::new();
-        tws.on_event(&armed(SEC, TcpState::FinWait2), &mut out);
+        tws.on_event(&armed(SEC, TcpState::FinWait2), &NONE_LOST, &mut out);
         let mut t = full_close(SEC);
         t.old = TcpState::FinWait1;
         tws.join(&mut t, &mut None);
@@ -779,8 +998,8 @@ mod tests {
             }
         );
         // The peer's FIN, seen as a re-arm with a new substate.
-        tws.on_event(&cancelled(5 * SEC, None, false), &mut out);
-        tws.on_event(&armed(5 * SEC, TcpState::TimeWait), &mut out);
+        tws.on_event(&cancelled(5 * SEC, None, false), &NONE_LOST, &mut out);
+        tws.on_event(&armed(5 * SEC, TcpState::TimeWait), &NONE_LOST, &mut out);
         let TwOutput::Transition(t) = &out[0] else {
             panic!()
         };
@@ -799,7 +1018,11 @@ mod tests {
                 fin_wait2: 0
             }
         );
-        tws.on_event(&ev(66 * SEC, TcpState::TimeWait, Expired), &mut out);
+        tws.on_event(
+            &ev(66 * SEC, TcpState::TimeWait, Expired),
+            &NONE_LOST,
+            &mut out,
+        );
         let TwOutput::Transition(t) = &out[1] else {
             panic!()
         };
@@ -817,8 +1040,12 @@ mod tests {
         // record tells.
         let mut tws = Timewaits::new(100, None, true);
         let mut out = Vec::new();
-        tws.on_event(&armed(SEC, TcpState::FinWait2), &mut out);
-        tws.on_event(&ev(62 * SEC, TcpState::TimeWait, Expired), &mut out);
+        tws.on_event(&armed(SEC, TcpState::FinWait2), &NONE_LOST, &mut out);
+        tws.on_event(
+            &ev(62 * SEC, TcpState::TimeWait, Expired),
+            &NONE_LOST,
+            &mut out,
+        );
         let (t, _) = ended(&out);
         assert_eq!(t.old, TcpState::TimeWait);
         assert!(matches!(
@@ -863,8 +1090,12 @@ mod tests {
         );
         let mut out = Vec::new();
         // 40000 expires: found by its 4-tuple, duration unknown.
-        tws.on_event(&cancelled(2 * SEC, None, false), &mut out);
-        tws.on_event(&ev(2 * SEC, TcpState::TimeWait, Expired), &mut out);
+        tws.on_event(&cancelled(2 * SEC, None, false), &NONE_LOST, &mut out);
+        tws.on_event(
+            &ev(2 * SEC, TcpState::TimeWait, Expired),
+            &NONE_LOST,
+            &mut out,
+        );
         let (t, closed) = ended(&out);
         assert_eq!(
             (reason(t), t.in_old, closed),
@@ -875,15 +1106,15 @@ mod tests {
         let mut e = armed(3 * SEC, TcpState::TimeWait);
         e.local = tuple(40001).1;
         e.sock = TW + 1;
-        tws.on_event(&e, &mut out);
+        tws.on_event(&e, &NONE_LOST, &mut out);
         assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
         // Records of unknown sockets are ignored.
         let mut stray = cancelled(4 * SEC, None, false);
         stray.sock = TW + 2;
         stray.local = "10.9.9.9:1".parse().unwrap();
         out.clear();
-        tws.on_event(&stray, &mut out);
-        tws.settle_all(&mut out);
+        tws.on_event(&stray, &NONE_LOST, &mut out);
+        tws.settle_all(&NONE_LOST, &mut out);
         assert!(out.is_empty());
     }
 
@@ -891,7 +1122,7 @@ mod tests {
     fn join_needs_a_fresh_unjoined_timewait_socket() {
         let mut tws = Timewaits::new(100, None, true);
         let mut out = Vec::new();
-        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &NONE_LOST, &mut out);
         // Another namespace, or too late: not its connection.
         let mut t = full_close(SEC);
         t.netns = 2;
@@ -914,13 +1145,17 @@ mod tests {
     fn records_are_not_held_when_not_printed() {
         let mut tws = Timewaits::new(100, None, false);
         let mut out = Vec::new();
-        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &NONE_LOST, &mut out);
         let mut t = full_close(SEC + 10);
         let mut closed = Some(record());
         assert!(tws.join(&mut t, &mut closed).is_none());
         assert!(closed.is_some(), "left to the caller");
         assert_eq!(t.new, TcpState::TimeWait, "still relabelled");
-        tws.on_event(&ev(62 * SEC, TcpState::TimeWait, Expired), &mut out);
+        tws.on_event(
+            &ev(62 * SEC, TcpState::TimeWait, Expired),
+            &NONE_LOST,
+            &mut out,
+        );
         let (t, c) = ended(&out);
         assert_eq!((reason(t), c), (TwEnd::Expired, None));
         assert_eq!(t.owner.unwrap().pid, 7);
@@ -930,11 +1165,11 @@ mod tests {
     fn bounded() {
         let mut tws = Timewaits::new(1, None, true);
         let mut out = Vec::new();
-        tws.on_event(&armed(SEC, TcpState::TimeWait), &mut out);
+        tws.on_event(&armed(SEC, TcpState::TimeWait), &NONE_LOST, &mut out);
         let mut other = armed(SEC, TcpState::TimeWait);
         other.sock = TW + 1;
         other.local = "10.0.0.2:40001".parse().unwrap();
-        tws.on_event(&other, &mut out);
+        tws.on_event(&other, &NONE_LOST, &mut out);
         assert_eq!(tws.untracked, 1);
         assert_eq!(tws.counts().next().unwrap().1.time_wait, 1);
     }

@@ -3,7 +3,7 @@
 //! cancel followed by an arming is a re-arm, and why a timewait socket whose
 //! timer was cancelled with nothing after it ended.
 
-use crate::model::{Task, TwEnd};
+use crate::model::{RecordKind, Task, TwEnd};
 
 /// A full socket's CLOSE joins the timewait socket armed for its 4-tuple at
 /// most this long before (the kernel arms it just before that CLOSE).
@@ -46,9 +46,38 @@ pub fn is_rearm(same_socket: bool, cancel: Option<&Cancel>, armed_ns: u64) -> bo
         })
 }
 
+/// The records whose loss could make a cancel look alone: its expiry, a
+/// re-arm, the SYN that reopened it, the connect() that reused it.
+pub const CANCEL_FOLLOWERS: [RecordKind; 4] = [
+    RecordKind::TimewaitExpired,
+    RecordKind::TimewaitArmed,
+    RecordKind::TimewaitRequest,
+    RecordKind::Transition,
+];
+
+/// Whether a timewait socket armed (or moved to its substate) at
+/// `since_ns`, whose timer of `timer_ns` was re-armed `rearms` times, is
+/// past any time its timer could have run out at `now_ns`: each arming
+/// lasts at most its length plus the timer wheel's slack (an eighth, at
+/// these lengths), and this allows twice that, plus 10 s. Unknown timer
+/// length: never.
+pub fn overdue(since_ns: u64, timer_ns: Option<u64>, rearms: u32, now_ns: u64) -> bool {
+    let Some(timer_ns) = timer_ns else {
+        return false;
+    };
+    let longest = timer_ns
+        .saturating_mul(2)
+        .saturating_mul(u64::from(rearms) + 1)
+        .saturating_add(10_000_000_000);
+    now_ns > since_ns.saturating_add(longest)
+}
+
 /// Why a timewait socket whose timer was cancelled, with nothing after,
-/// ended. `connects`: the last connect()s, (thread, when).
-pub fn early_end(connects: &[(u32, u64)], cancel: &Cancel) -> TwEnd {
+/// ended. `connects`: the last connect()s, (thread, when). `maybe_lost`:
+/// records that would have followed the cancel (`CANCEL_FOLLOWERS`, from
+/// `REUSE_WINDOW_NS` before it) may have been lost, so "killed", which is
+/// concluded from their absence, is unknown.
+pub fn early_end(connects: &[(u32, u64)], cancel: &Cancel, maybe_lost: bool) -> TwEnd {
     let connected_just_before = |tid: u32| {
         connects
             .iter()
@@ -58,6 +87,8 @@ pub fn early_end(connects: &[(u32, u64)], cancel: &Cancel) -> TwEnd {
         TwEnd::Purged
     } else if cancel.task.is_some_and(|t| connected_just_before(t.tid)) {
         TwEnd::Reused
+    } else if maybe_lost {
+        TwEnd::Unknown
     } else {
         TwEnd::Killed
     }
@@ -116,25 +147,57 @@ mod tests {
         let c = task(9, "client");
         let connects = [(9, 100 * MS), (4, 0)];
         assert_eq!(
-            early_end(&connects, &cancel(101 * MS, Some(c), false)),
+            early_end(&connects, &cancel(101 * MS, Some(c), false), false),
             TwEnd::Reused
         );
         assert_eq!(
-            early_end(&connects, &cancel(111 * MS, Some(c), false)),
+            early_end(&connects, &cancel(111 * MS, Some(c), false), false),
             TwEnd::Killed,
             "connect too long before"
         );
         assert_eq!(
-            early_end(&connects, &cancel(99 * MS, Some(c), false)),
+            early_end(&connects, &cancel(99 * MS, Some(c), false), false),
             TwEnd::Killed,
             "connect after the cancel"
         );
         assert_eq!(
-            early_end(&connects, &cancel(101 * MS, None, false)),
+            early_end(&connects, &cancel(101 * MS, None, false), false),
             TwEnd::Killed
         );
         assert_eq!(
-            early_end(&connects, &cancel(101 * MS, Some(c), true)),
+            early_end(&connects, &cancel(101 * MS, Some(c), true), false),
+            TwEnd::Purged
+        );
+    }
+
+    #[test]
+    fn overdue_only_well_past_every_arming() {
+        let minute = Some(60 * 1000 * MS);
+        assert!(
+            !overdue(1, minute, 0, 120 * 1000 * MS),
+            "within twice the timer"
+        );
+        assert!(overdue(1, minute, 0, 131 * 1000 * MS));
+        assert!(!overdue(1, minute, 1, 200 * 1000 * MS), "re-armed once");
+        assert!(overdue(1, minute, 1, 251 * 1000 * MS));
+        assert!(!overdue(1, None, 0, u64::MAX), "timer length unknown");
+    }
+
+    #[test]
+    fn a_cancel_alone_after_lost_records_ended_for_an_unknown_reason() {
+        let c = task(9, "client");
+        let connects = [(9, 100 * MS)];
+        assert_eq!(
+            early_end(&connects, &cancel(500 * MS, None, false), true),
+            TwEnd::Unknown
+        );
+        // What the cancel itself says stays known.
+        assert_eq!(
+            early_end(&connects, &cancel(101 * MS, Some(c), false), true),
+            TwEnd::Reused
+        );
+        assert_eq!(
+            early_end(&connects, &cancel(500 * MS, None, true), true),
             TwEnd::Purged
         );
     }

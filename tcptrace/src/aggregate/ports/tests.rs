@@ -37,6 +37,7 @@ fn closed(ports: &mut Ports, at_ns: u64, local: &str, verdict: Verdict, lifetime
         verdict,
         lifetime_ns: Some(lifetime_ns),
         in_state: StateTimes::default(),
+        missed: false,
         timewait: None,
     };
     ports.fact(Fact::Closed(&c)).unwrap();
@@ -186,6 +187,7 @@ fn passive_connections_and_servers_timewait_are_not_destinations() {
         verdict: Verdict::Local,
         lifetime_ns: Some(5),
         in_state: StateTimes::default(),
+        missed: false,
         timewait: None,
     };
     ports.fact(Fact::Closed(&c)).unwrap();

@@ -685,11 +685,27 @@ fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize); 3]) {
     e.family(
         "tcptrace_events_lost_total",
         Type::Counter,
-        "Records tcptrace did not get: ring buffer full, too short to decode, or runs of its programs the kernel skipped (bpf_recursion: of every program, mostly timers that were not timewait timers, so an upper bound).",
+        "Records tcptrace did not get: ring buffer full (by record kind), too short to decode, or runs of its programs the kernel skipped (bpf_recursion: of every program, mostly timers that were not timewait timers, so an upper bound).",
     );
-    e.sample(&[("reason", "ring_full")], t.lost);
+    for (kind, n) in t.lost.iter() {
+        e.sample(&[("reason", "ring_full"), ("kind", kind.name())], n);
+    }
     e.sample(&[("reason", "bpf_recursion")], t.recursion_misses);
     e.sample(&[("reason", "undecodable")], t.undecodable);
+    e.family(
+        "tcptrace_records_received_total",
+        Type::Counter,
+        "Records tcptrace got from the kernel side, by kind (with the ring_full losses of the same kind: all it caused).",
+    );
+    for (kind, n) in s.report.received.iter() {
+        e.sample(&[("kind", kind.name())], n);
+    }
+    e.family(
+        "tcptrace_connections_missed_records_total",
+        Type::Counter,
+        "Connections closed that missed records lost by the kernel side: their verdict is unknown where those would have told, their durations partial.",
+    );
+    e.sample(&[], s.report.stats.missed);
     e.family(
         "tcptrace_sockets_not_followed_total",
         Type::Counter,

@@ -2,6 +2,7 @@ use super::*;
 use crate::{
     aggregate::ports::{Dest, Held},
     findings::Finding,
+    model::{PerKind, RecordKind},
     render::summary::tests::{binds, full_report, ports_and_namespaces, report_stats},
 };
 
@@ -42,7 +43,7 @@ fn scrape_text(limits: Limits, ports: &[DestReport], sockets: &[SocketsRow]) -> 
     }];
     report.findings = &found;
     let totals = Totals {
-        lost: 5,
+        lost: PerKind::of(&[(RecordKind::Transition, 5)]),
         recursion_misses: 1,
         undecodable: 2,
         untracked_conns: 3,
@@ -201,7 +202,14 @@ fn every_section_from_the_aggregates() {
         &text,
         r#"tcptrace_findings{kind="close-wait-leak",severity="warning"} 0"#,
     );
-    has(&text, r#"tcptrace_events_lost_total{reason="ring_full"} 5"#);
+    has(
+        &text,
+        r#"tcptrace_events_lost_total{reason="ring_full",kind="transition"} 5"#,
+    );
+    has(
+        &text,
+        r#"tcptrace_events_lost_total{reason="ring_full",kind="reset_received"} 0"#,
+    );
     has(
         &text,
         r#"tcptrace_events_lost_total{reason="bpf_recursion"} 1"#,
