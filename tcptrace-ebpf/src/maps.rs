@@ -175,14 +175,18 @@ fn lost(cpu: u32, kind: u8) {
     };
     // Masked, so the verifier sees the index in bounds.
     let index = usize::from(kind) & (LOST_KINDS - 1);
-    // SAFETY: this CPU's slot; only this CPU's programs touch it, and
-    // programs on one CPU do not nest.
-    let count = unsafe {
+    // SAFETY: this CPU's slot, a valid u64 of the map's value while the
+    // program runs. Not atomic (the BPF target has no atomic read-modify-
+    // write in `core`): a timer's raw tracepoint program interrupting this
+    // one between its load and store, on the same CPU and also losing a
+    // record, would lose one count.
+    let before = unsafe {
         let slot = &mut (*counts).by_kind[index];
-        *slot += 1;
-        *slot
+        let before = *slot;
+        *slot = before + 1;
+        before
     };
-    if count == 1 {
+    if before == 0 {
         // aya-log 0.3 ignores its context argument; these helpers have none.
         warn!(
             &(),

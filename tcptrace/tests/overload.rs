@@ -43,7 +43,8 @@ const VERDICTS: [&str; 4] = ["peer", "local", "abort-sent", "abort-received"];
 fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
     let net = Net::new("ovl");
     let port = PORT.to_string();
-    let reference = Tracer::start(&["--summary", "--json", "--lport", &port]);
+    // The reference prints its records: the test waits on them.
+    let reference = Tracer::start(&["--json", "--lport", &port]);
     let small = Tracer::start(&[
         "--json",
         "--lport",
@@ -66,9 +67,28 @@ fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
     thread::sleep(Duration::from_millis(2500));
     server.stop();
     // Deleting the namespace purges the server's timewait sockets: one
-    // cancel each.
+    // cancel each, from a workqueue, some time after. Both tracers stop
+    // once the reference has seen every one.
     run("ip", &["netns", "del", &net.server]);
-    thread::sleep(Duration::from_secs(3));
+    let purged = |r: &Value| {
+        r["type"] == "transition"
+            && r["timewait"]["event"] == "ends"
+            && r["timewait"]["reason"] == "purged"
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = reference
+            .stdout_so_far()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(purged)
+            .count();
+        if seen == (BURST + 8) / 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{seen} purged so far");
+        thread::sleep(Duration::from_millis(200));
+    }
 
     let small = small.stop();
     let reference = reference.stop();

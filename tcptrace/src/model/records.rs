@@ -110,18 +110,22 @@ impl From<LostRecords> for PerKind {
 /// The records the kernel side lost so far, and for each kind the latest
 /// moment at which one may have been lost: the time of the first read of
 /// the counters that showed it (a record lost at `t` is counted before any
-/// read after `t`).
+/// read after `t`). What happened after the last read is not known yet.
+/// The default has read nothing: anything may have been lost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Losses {
     counts: PerKind,
     until_ns: [u64; LOST_KINDS],
+    /// The last read.
+    read_ns: u64,
 }
 
 impl Losses {
-    /// Nothing lost.
+    /// Nothing lost, ever (for tests).
     pub const NONE: Self = Self {
         counts: PerKind([0; LOST_KINDS]),
         until_ns: [0; LOST_KINDS],
+        read_ns: u64::MAX,
     };
 
     /// The kernel side's counts, as read just before `now_ns`
@@ -133,15 +137,17 @@ impl Losses {
             }
         }
         self.counts = counts;
+        self.read_ns = self.read_ns.max(now_ns);
     }
 
     /// Whether a record of one of `kinds` may have been lost at or after
-    /// `since_ns`.
+    /// `since_ns`: one was, or the counters were not read since.
     pub fn any_since(&self, kinds: &[RecordKind], since_ns: u64) -> bool {
-        kinds.iter().any(|k| {
-            let until = self.until_ns[usize::from(k.wire())];
-            until != 0 && until >= since_ns
-        })
+        since_ns > self.read_ns
+            || kinds.iter().any(|k| {
+                let until = self.until_ns[usize::from(k.wire())];
+                until != 0 && until >= since_ns
+            })
     }
 
     pub fn counts(&self) -> PerKind {
@@ -160,11 +166,20 @@ mod tests {
     #[test]
     fn a_loss_is_dated_by_the_read_that_showed_it() {
         let mut l = Losses::default();
-        assert!(!l.any_since(&RecordKind::ALL, 0), "nothing lost yet");
+        assert!(l.any_since(&RecordKind::ALL, 1), "nothing read yet");
+        l.update(PerKind::default(), 500);
+        assert!(
+            !l.any_since(&RecordKind::ALL, 500),
+            "nothing lost until 500"
+        );
+        assert!(l.any_since(&RecordKind::ALL, 501), "not known after 500");
         l.update(lost(RecordKind::ResetReceived, 2), 1_000);
         assert!(l.any_since(&[RecordKind::ResetReceived], 1_000));
         assert!(l.any_since(&[RecordKind::ResetReceived], 10));
-        assert!(!l.any_since(&[RecordKind::ResetReceived], 1_001));
+        assert!(
+            l.any_since(&[RecordKind::ResetReceived], 1_001),
+            "not read since"
+        );
         assert!(!l.any_since(&[RecordKind::ResetSent, RecordKind::Transition], 0));
         // The same count read again later: nothing new was lost.
         l.update(lost(RecordKind::ResetReceived, 2), 5_000);

@@ -99,6 +99,10 @@ impl Pipeline {
         match record {
             Ok(Event::Transition(mut t)) => {
                 let mut closed = self.conns.on_transition(&mut t);
+                // One whose end was lost, found ended by this transition.
+                if let Some(c) = self.conns.take_ended_unseen() {
+                    self.closed(sink, &c)?;
+                }
                 if let Some(task) = t.task {
                     if t.old == TcpState::Close && t.new == TcpState::SynSent {
                         self.timewaits.note_connect(&t);

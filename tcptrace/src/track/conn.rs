@@ -65,6 +65,8 @@ pub struct Tracker {
     max_conns: usize,
     /// Sockets not followed because `max_conns` was reached.
     pub untracked: u64,
+    /// A connection found ended by the last transition (`on_transition`).
+    ended_unseen: Option<Closed>,
 }
 
 impl Tracker {
@@ -75,6 +77,7 @@ impl Tracker {
             pending: Vec::new(),
             max_conns,
             untracked: 0,
+            ended_unseen: None,
         }
     }
 
@@ -90,16 +93,16 @@ impl Tracker {
     }
 
     /// Follows one transition; sets `t.owner` to the socket's owner as known.
-    /// Returns the connection if this transition ended it with a verdict,
-    /// or, when a new socket starts at the address of one whose end was
-    /// never seen (its CLOSE was lost), that one, marked as missing records.
+    /// Returns the connection if this transition ended it with a verdict.
+    /// When it shows a new socket at the address of one whose end was never
+    /// seen (its CLOSE was lost), that one is ended too, marked as missing
+    /// records: `take_ended_unseen` hands it out.
     pub fn on_transition(&mut self, t: &mut Transition) -> Option<Closed> {
         use TcpState::*;
         let fresh = Transition::opens(t.old, t.new);
         // A socket at the address of one followed, but not that one: a new
         // one (or one with other endpoints, whose opening records were
         // lost). The one followed ended unseen.
-        let mut unfinished = None;
         let mut reborn = false;
         if self
             .conns
@@ -109,7 +112,7 @@ impl Tracker {
         {
             reborn = !fresh;
             if !old.listener {
-                unfinished = Some(never_ended(t.sock, old));
+                self.ended_unseen = Some(never_ended(t.sock, old));
             }
         }
         if fresh || !self.conns.contains_key(&t.sock) {
@@ -152,9 +155,7 @@ impl Tracker {
             };
             self.conns.insert(t.sock, conn);
         }
-        let Some(conn) = self.conns.get_mut(&t.sock) else {
-            return unfinished;
-        };
+        let conn = self.conns.get_mut(&t.sock)?;
         // A transition from another state than the last one left it in:
         // the records between were lost.
         let gap = !fresh && conn.state != t.old;
@@ -187,7 +188,7 @@ impl Tracker {
                 .listening(t.netns, t.local.port(), t.sock, conn.owner);
         }
         if t.new != Close {
-            return unfinished;
+            return None;
         }
 
         let conn = self.conns.remove(&t.sock)?;
@@ -215,6 +216,11 @@ impl Tracker {
                 None
             }
         }
+    }
+
+    /// The connection whose end the last transition found unseen, if any.
+    pub fn take_ended_unseen(&mut self) -> Option<Closed> {
+        self.ended_unseen.take()
     }
 
     /// Follows a reset. Returns a connection whose verdict it completed.
@@ -398,7 +404,9 @@ mod tests {
             task: Option<Task>,
         ) -> Transition {
             let mut t = self.s.t(sock, l, r, old, new, task);
-            self.closed.extend(self.tracker.on_transition(&mut t));
+            let closed = self.tracker.on_transition(&mut t);
+            self.closed.extend(self.tracker.take_ended_unseen());
+            self.closed.extend(closed);
             t
         }
 
@@ -415,10 +423,8 @@ mod tests {
         }
 
         fn verdicts(&mut self) -> Vec<(u64, Verdict, Option<u32>)> {
-            self.closed
-                .extend(self.tracker.end_batch(&Losses::default()));
-            self.closed
-                .extend(self.tracker.end_batch(&Losses::default()));
+            self.closed.extend(self.tracker.end_batch(&Losses::NONE));
+            self.closed.extend(self.tracker.end_batch(&Losses::NONE));
             let mut v: Vec<_> = self
                 .closed
                 .iter()
@@ -533,11 +539,11 @@ mod tests {
         let c = Some(p.client);
         p.go(2, CLI, SRV, Established, Close, c);
         assert!(
-            p.tracker.end_batch(&Losses::default()).is_empty(),
+            p.tracker.end_batch(&Losses::NONE).is_empty(),
             "one drain is not enough to settle"
         );
         assert_eq!(
-            p.tracker.end_batch(&Losses::default())[0].verdict,
+            p.tracker.end_batch(&Losses::NONE)[0].verdict,
             Verdict::AbortSent
         );
     }
@@ -547,7 +553,7 @@ mod tests {
         let mut p = Pair::established();
         p.go(2, CLI, SRV, Established, Close, None);
         assert_eq!(
-            p.tracker.settle_all(&Losses::default())[0].verdict,
+            p.tracker.settle_all(&Losses::NONE)[0].verdict,
             Verdict::Timeout
         );
     }
@@ -659,7 +665,7 @@ mod tests {
             closed.in_state.iter().collect::<Vec<_>>(),
             [(SynSent, 1_000)]
         );
-        assert!(tracker.settle_all(&Losses::default()).is_empty());
+        assert!(tracker.settle_all(&Losses::NONE).is_empty());
         assert_eq!(tracker.open().count(), 0);
     }
 
@@ -716,7 +722,7 @@ mod tests {
         t.in_old = TimeInState::Unknown;
         assert_eq!(tracker.on_transition(&mut t), None);
         assert!(
-            tracker.settle_all(&Losses::default()).is_empty(),
+            tracker.settle_all(&Losses::NONE).is_empty(),
             "a listener is not a connection"
         );
         let mut t = s.t(5, SRV, CLI, Listen, SynRecv, None);
@@ -749,13 +755,13 @@ mod tests {
         assert_eq!(open[0].state, LastAck);
     }
 
-    /// Losses of RST records, counted at `at_ns`.
+    /// Losses of RST records, counted at `at_ns`, and nothing more by a
+    /// read long after.
     fn resets_lost(at_ns: u64) -> Losses {
         let mut losses = Losses::default();
-        losses.update(
-            crate::model::PerKind::of(&[(RecordKind::ResetReceived, 1)]),
-            at_ns,
-        );
+        let lost = crate::model::PerKind::of(&[(RecordKind::ResetReceived, 1)]);
+        losses.update(lost, at_ns);
+        losses.update(lost, u64::MAX / 2);
         losses
     }
 
@@ -810,7 +816,7 @@ mod tests {
         );
         // The other end saw everything.
         p.go(3, SRV, CLI, Established, Close, None);
-        assert!(!p.tracker.settle_all(&Losses::default())[0].missed);
+        assert!(!p.tracker.settle_all(&Losses::NONE)[0].missed);
     }
 
     #[test]
@@ -831,6 +837,20 @@ mod tests {
             p.tracker.open().filter(|o| o.state == Established).count(),
             0
         );
+    }
+
+    #[test]
+    fn an_unseen_end_is_handed_out_even_when_the_next_socket_closes_at_once() {
+        let mut p = Pair::established();
+        p.go(3, SRV, CLI, Established, FinWait1, Some(p.server));
+        // All of the next connection's records lost but its CLOSE.
+        p.go(3, SRV, "10.0.0.3:50000", LastAck, Close, None);
+        let socks: Vec<_> = p
+            .closed
+            .iter()
+            .map(|c| (c.remote.port(), c.verdict))
+            .collect();
+        assert_eq!(socks, [(40000, Verdict::Local), (50000, Verdict::Peer)]);
     }
 
     #[test]

@@ -124,9 +124,14 @@ pub struct Timewaits {
     swept_ns: u64,
 }
 
-/// The records that end a timewait socket: when one may have been lost,
-/// a socket still followed may be gone.
-const ENDS: [RecordKind; 2] = [RecordKind::TimewaitCancelled, RecordKind::TimewaitExpired];
+/// The records whose loss can leave a timewait socket followed that is
+/// gone: its end (cancel, expiry), or an arming, whose loss keeps one whose
+/// cancel nothing followed (a re-arm, perhaps).
+const ENDS: [RecordKind; 3] = [
+    RecordKind::TimewaitCancelled,
+    RecordKind::TimewaitExpired,
+    RecordKind::TimewaitArmed,
+];
 
 /// How often, at most, timewait sockets whose end records may have been
 /// lost are looked for (a pass over all of them), once losses happened.
@@ -336,10 +341,9 @@ impl Timewaits {
                     let reason = early_end(&self.connects, &cancel, losses);
                     self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
                 }
-                None => {
-                    self.counts.leave(key.netns(), tw.substate);
-                    self.live.remove(&key);
-                }
+                // One found at start-up, or one whose end was missed (its
+                // records lost): gone, when and why unknown.
+                None => self.end_unseen(key, e.ts_ns, out),
             }
         }
         if let Some(tw) = self.live.get_mut(&key) {
@@ -479,32 +483,42 @@ impl Timewaits {
             .map(|(key, _)| *key)
             .collect();
         for key in overdue {
-            let Some(mut tw) = self.live.remove(&key) else {
-                continue;
-            };
-            self.counts.leave(key.netns(), tw.substate);
-            out.push(TwOutput::Transition(Transition {
-                ts_ns: now_ns,
-                sock: tw.addr,
-                netns: key.netns(),
-                local: key.local(),
-                remote: key.remote(),
-                old: tw.substate,
-                new: TcpState::Close,
-                in_old: TimeInState::Unknown,
-                task: None,
-                owner: tw.owner,
-                timewait: Some(TwNote::Ends {
-                    reason: TwEnd::Unknown,
-                    rearms: tw.rearms,
-                    by: None,
-                    fin_unseen: false,
-                }),
-            }));
-            if let Some(c) = tw.complete(now_ns, Some(TwEnd::Unknown), false) {
-                self.held -= 1;
-                out.push(TwOutput::Closed(c));
-            }
+            self.end_unseen(key, now_ns, out);
+        }
+    }
+
+    /// Ends the timewait socket of `key`, found gone at `now_ns` without
+    /// its end seen: when and why it ended are unknown.
+    fn end_unseen(&mut self, key: TwKey, now_ns: u64, out: &mut Vec<TwOutput>) {
+        let Some(mut tw) = self.live.remove(&key) else {
+            return;
+        };
+        self.counts.leave(key.netns(), tw.substate);
+        if tw.since_ns == 0 && tw.closed.is_none() {
+            // Found at start-up and never seen since: nothing to say.
+            return;
+        }
+        out.push(TwOutput::Transition(Transition {
+            ts_ns: now_ns,
+            sock: tw.addr,
+            netns: key.netns(),
+            local: key.local(),
+            remote: key.remote(),
+            old: tw.substate,
+            new: TcpState::Close,
+            in_old: TimeInState::Unknown,
+            task: None,
+            owner: tw.owner,
+            timewait: Some(TwNote::Ends {
+                reason: TwEnd::Unknown,
+                rearms: tw.rearms,
+                by: None,
+                fin_unseen: false,
+            }),
+        }));
+        if let Some(c) = tw.complete(now_ns, Some(TwEnd::Unknown), false) {
+            self.held -= 1;
+            out.push(TwOutput::Closed(c));
         }
     }
 
@@ -542,6 +556,15 @@ impl Timewaits {
             }
             let (cancel, substate) = (cancelled.cancel, cancelled.substate);
             let reason = early_end(&self.connects, &cancel, losses);
+            if reason == TwEnd::Unknown
+                && losses.any_since(&[RecordKind::TimewaitArmed], cancel.ts_ns)
+            {
+                // Perhaps re-armed, the arming lost: still there as far as
+                // is known (the overdue sweep ends it if it is not).
+                tw.cancel = None;
+                tw.queued = false;
+                continue;
+            }
             self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
         }
     }
@@ -829,13 +852,57 @@ mod tests {
         assert_eq!(reason(ended(&out).0), TwEnd::Killed);
     }
 
+    /// A cancel alone when an arming may have been lost: perhaps a re-arm,
+    /// so still there; its expiry, when it comes, ends it for real.
+    #[test]
+    fn a_cancel_alone_when_an_arming_may_be_lost_keeps_the_socket() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        tws.on_event(&cancelled(3 * SEC, None, false), &NONE_LOST, &mut out);
+        let mut losses = Losses::default();
+        let lost = crate::model::PerKind::of(&[(RecordKind::TimewaitArmed, 1)]);
+        losses.update(lost, 3 * SEC + 1_000);
+        tws.end_batch(3 * SEC + 2_000, &losses, &mut out);
+        tws.end_batch(3 * SEC + 3_000, &losses, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(tws.counts().count(), 1);
+        tws.on_event(
+            &ev(61 * SEC, TcpState::TimeWait, Expired),
+            &losses,
+            &mut out,
+        );
+        assert_eq!(reason(ended(&out).0), TwEnd::Expired);
+        assert_eq!(ended(&out).0.in_old, TimeInState::Measured(60 * SEC));
+    }
+
+    /// A new timewait socket for the 4-tuple of one whose cancel was lost:
+    /// the old one ended unseen, its record out, marked.
+    #[test]
+    fn a_new_socket_for_the_4_tuple_of_one_whose_end_was_lost() {
+        let mut tws = joined();
+        let mut out = Vec::new();
+        let mut next = armed(10 * SEC, TcpState::TimeWait);
+        next.sock = 0xffff_8880_0000_8000;
+        tws.on_event(&next, &NONE_LOST, &mut out);
+        let (t, closed) = ended(&out);
+        assert_eq!(
+            (reason(t), t.in_old),
+            (TwEnd::Unknown, TimeInState::Unknown)
+        );
+        assert!(closed.unwrap().missed);
+        assert_eq!(
+            tws.counts().collect::<Vec<_>>()[0].1.time_wait,
+            1,
+            "the new one"
+        );
+    }
+
     /// Cancels lost at 2 s, counted at `at`.
     fn ends_lost(at: u64) -> Losses {
         let mut losses = Losses::default();
-        losses.update(
-            crate::model::PerKind::of(&[(RecordKind::TimewaitCancelled, 3)]),
-            at,
-        );
+        let lost = crate::model::PerKind::of(&[(RecordKind::TimewaitCancelled, 3)]);
+        losses.update(lost, at);
+        losses.update(lost, u64::MAX / 2);
         losses
     }
 
