@@ -20,56 +20,10 @@ use std::{
 
 use common::{
     BIN, Tracer,
+    http::{endpoint, get, http, sample},
     net::{Net, Peer, SERVER_IP, become_peer},
 };
 use serde_json::Value;
-
-/// The endpoint's address, from the line tcptrace says it on.
-fn endpoint(tracer: &Tracer) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(addr) = tracer.stderr_so_far().iter().find_map(|l| {
-            let rest = l.split("metrics on http://").nth(1)?;
-            rest.split("/metrics").next()?.parse().ok()
-        }) {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "{:?}", tracer.stderr_so_far());
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// One HTTP/1.1 exchange: (status, head, body).
-fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let text = String::from_utf8_lossy(&all).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
-    )
-}
-
-/// A sample's value in an exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 /// `promtool check metrics`: only the deliberate exception may be reported
 /// (the kernel's counters keep node_exporter's CamelCase names).
@@ -252,16 +206,20 @@ fn endpoint_under_abuse() {
     );
     // (bpf_recursion counts the skipped runs of every program, mostly of
     // timers that are not timewait timers: not asserted.)
-    for reason in ["ring_full", "undecodable"] {
-        assert_eq!(
-            sample(
-                &text,
-                &format!(r#"tcptrace_events_lost_total{{reason="{reason}"}}"#)
-            ),
-            Some(0.0),
-            "{reason}"
-        );
-    }
+    let ring_full: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(r#"tcptrace_events_lost_total{reason="ring_full",kind=""#))
+        .collect();
+    assert_eq!(
+        ring_full.len(),
+        8,
+        "one series per record kind: {ring_full:?}"
+    );
+    assert!(ring_full.iter().all(|l| l.ends_with(" 0")), "{ring_full:?}");
+    assert_eq!(
+        sample(&text, r#"tcptrace_events_lost_total{reason="undecodable"}"#),
+        Some(0.0)
+    );
     promtool_check(&text);
     let finished = tracer.stop_lossless();
     assert!(finished.status.success(), "{:?}", finished.stderr);

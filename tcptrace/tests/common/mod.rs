@@ -19,6 +19,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod http;
 pub mod net;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcptrace");
