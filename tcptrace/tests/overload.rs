@@ -231,7 +231,10 @@ fn complete_if_claimed(c: &Value, mode: usize) {
         .iter()
         .map(|s| s["ns"].as_u64().unwrap())
         .sum();
-    assert!(sum <= lifetime, "{c}");
+    // TIME_WAIT counts from its timer's arming, a few µs before the full
+    // socket's CLOSE that ends the state before it.
+    let overlap = if mode == 1 { 1_000_000 } else { 0 };
+    assert!(sum <= lifetime + overlap, "{c}");
 }
 
 fn summary(f: &Finished) -> Value {

@@ -71,11 +71,9 @@ impl Tw {
             c.missed = true;
             c.lifetime_ns = None;
         } else if let TimeInState::Measured(ns) = measured(self.since_ns, at_ns) {
-            // From the full socket's CLOSE, which the state before it lasted
-            // until (the timer is armed a moment before): the states add up
-            // to the lifetime.
-            let overlap = c.ts_ns.saturating_sub(self.since_ns);
-            c.in_state.add(self.substate, ns.saturating_sub(overlap));
+            // From its timer's arming, as on its end's line: a few µs
+            // before the full socket's CLOSE, which ends the state before.
+            c.in_state.add(self.substate, ns);
         }
         c.lifetime_ns = c.lifetime_ns.map(|l| l + at_ns.saturating_sub(c.ts_ns));
         c.ts_ns = at_ns;
@@ -724,15 +722,14 @@ mod tests {
                 rearms: 0
             })
         );
-        // TIME_WAIT from the arming in the transition (its histogram), from
-        // the full socket's CLOSE in the record: its states add up to its
-        // lifetime.
+        // TIME_WAIT from the arming, as on its end's line; the lifetime
+        // from the connection's start to that end.
         assert_eq!(c.lifetime_ns, Some(5 * SEC + 61 * SEC - 9_500));
         assert_eq!(
             c.in_state.iter().collect::<Vec<_>>(),
             vec![
                 (TcpState::Established, 5 * SEC),
-                (TcpState::TimeWait, 61 * SEC - 9_500)
+                (TcpState::TimeWait, 61 * SEC + 500)
             ]
         );
         assert_eq!(tws.counts().count(), 0);
@@ -762,7 +759,7 @@ mod tests {
         assert!(
             c.in_state
                 .iter()
-                .any(|(s, ns)| s == TcpState::TimeWait && ns == 2 * SEC - 10_000)
+                .any(|(s, ns)| s == TcpState::TimeWait && ns == 2 * SEC)
         );
     }
 
