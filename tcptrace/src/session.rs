@@ -25,11 +25,13 @@ use crate::{
         netns::{self as names, NetnsName},
         netstat,
         snapshot::Snapshot,
-        sockdiag::{self, DiagListener},
+        sockdiag::{self, DiagListener, DiagSocket},
         sysctl::{self, Sysctls},
     },
     kernel::monotonic_ns,
-    model::{DecodeError, Event, PerKind, Role, Sink, TcpState, TwCount, TwSeed},
+    model::{
+        DecodeError, Event, Listed, PerKind, RecordKind, Role, Sink, TcpState, TwCount, TwSeed,
+    },
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
@@ -71,6 +73,10 @@ pub const PORTS_ROWS: usize = 20;
 /// In daemon mode, a repeating warning is said at most this often.
 const QUIET_REPEAT_S: u64 = 60;
 
+/// After losses, how often (at most) the kernel's connections are listed to
+/// end those whose CLOSE was lost (`clear_doubts`).
+const DOUBTS_EVERY_S: u64 = 10;
+
 /// Scrapes closer together than this share one exposition.
 const SCRAPE_REUSE: Duration = Duration::from_millis(100);
 
@@ -84,6 +90,8 @@ pub struct Readers {
     pub name: fn(u32, u32) -> NetnsName,
     /// Its listening sockets and their accept queues.
     pub listeners: fn(u32, u32) -> io::Result<Vec<DiagListener>>,
+    /// Its connections (full sockets, no listeners).
+    pub sockets: fn(u32, u32) -> io::Result<Vec<DiagSocket>>,
 }
 
 impl Readers {
@@ -97,6 +105,7 @@ impl Readers {
             },
             sysctls: sysctl::read_in,
             listeners: sockdiag::listeners_in,
+            sockets: sockdiag::sockets_in,
             name: |netns, pid| {
                 names::name_of(
                     netns,
@@ -161,6 +170,11 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     start_time_s: f64,
     /// Daemon mode: no summaries on stdout.
     quiet: bool,
+    /// The kernel's connections in the namespaces with some in doubt, as
+    /// listed at the time given, to act on at the next second.
+    listed: Option<(u64, Vec<(u32, Listed)>)>,
+    /// When connections in doubt were last looked for (s).
+    doubts_checked_s: Option<u64>,
 }
 
 impl<W: io::Write> Session<W> {
@@ -212,6 +226,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             last_exposition: None,
             start_time_s: 0.0,
             quiet: false,
+            listed: None,
+            doubts_checked_s: None,
         }
     }
 
@@ -346,7 +362,55 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         }
         let now = monotonic_ns();
         self.poll_namespaces(now);
+        self.clear_doubts(now)?;
         self.ports_alerts(now)
+    }
+
+    /// After transition records were lost, connections whose CLOSE may have
+    /// been among them could stay open forever: at most every
+    /// `DOUBTS_EVERY_S`, the kernel's connections are listed in the
+    /// namespaces that have some in doubt, and a second later (when any
+    /// record from before the listing has arrived) those the kernel did not
+    /// list are ended, verdict unknown where nothing told.
+    fn clear_doubts(&mut self, now_ns: u64) -> io::Result<()> {
+        if let Some((listed_ns, lists)) = self.listed.take() {
+            {
+                let mut sink = sinks(
+                    &mut self.stats,
+                    &mut self.ports,
+                    &mut self.printer,
+                    &mut self.out,
+                    self.live,
+                );
+                for (netns, listed) in &lists {
+                    self.pipeline
+                        .end_gone(*netns, listed, listed_ns, &mut sink)?;
+                }
+            }
+            return self.out.flush();
+        }
+        let now_s = now_ns / 1_000_000_000;
+        let due = self
+            .doubts_checked_s
+            .is_none_or(|at| now_s >= at + DOUBTS_EVERY_S);
+        if self.pipeline.lost().get(RecordKind::Transition) == 0 || !due {
+            return Ok(());
+        }
+        self.doubts_checked_s = Some(now_s);
+        let doubtful = self.pipeline.in_doubt(now_ns);
+        if doubtful.is_empty() {
+            return Ok(());
+        }
+        let pids: HashMap<u32, u32> = self.pipeline.namespaces().with_process().collect();
+        let lists = doubtful
+            .into_iter()
+            .filter_map(|netns| {
+                let sockets = (self.readers.sockets)(*pids.get(&netns)?, netns).ok()?;
+                Some((netns, sockets.iter().map(|s| (s.local, s.remote)).collect()))
+            })
+            .collect();
+        self.listed = Some((now_ns, lists));
+        Ok(())
     }
 
     /// Whether a warning that repeats (losses: `None`; a namespace's

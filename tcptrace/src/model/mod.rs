@@ -21,6 +21,6 @@ pub use event::{
 };
 pub use fact::{Fact, Sink};
 pub use records::{Losses, PerKind, RecordKind};
-pub use socket::{Existing, Open, TwCount, TwSeed, TwSocket};
+pub use socket::{Existing, Listed, Open, TwCount, TwSeed, TwSocket};
 pub use state::{TcpState, TimeInState};
 pub use task::{Comm, Task};

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 
 use crate::model::{Role, Task, TcpState};
 
+/// The connections the kernel lists in a namespace: (local, remote) each.
+pub type Listed = rustc_hash::FxHashSet<(SocketAddr, SocketAddr)>;
+
 /// A connection still open, for the summaries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Open<'a> {

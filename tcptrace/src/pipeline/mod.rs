@@ -12,8 +12,8 @@ use std::io;
 
 use crate::{
     model::{
-        Closed, DecodeError, Event, Existing, Fact, Losses, Open, PerKind, Sink, TcpState, TwCount,
-        TwSeed, TwSocket,
+        Closed, DecodeError, Event, Existing, Fact, Listed, Losses, Open, PerKind, Sink, TcpState,
+        TwCount, TwSeed, TwSocket,
     },
     pipeline::filter::Filter,
     track::{
@@ -165,6 +165,27 @@ impl Pipeline {
         self.timewaits
             .end_batch(now_ns, &self.losses, &mut self.tw_out);
         self.timewait_output(sink)
+    }
+
+    /// The namespaces with connections in doubt at `before_ns` (their
+    /// CLOSE may have been among the records lost).
+    pub fn in_doubt(&self, before_ns: u64) -> Vec<u32> {
+        self.conns.in_doubt(&self.losses, before_ns)
+    }
+
+    /// Ends the connections of `netns` in doubt that the kernel did not
+    /// list at `listed_ns`.
+    pub fn end_gone(
+        &mut self,
+        netns: u32,
+        listed: &Listed,
+        listed_ns: u64,
+        sink: &mut impl Sink,
+    ) -> io::Result<()> {
+        for c in self.conns.end_gone(netns, listed, listed_ns, &self.losses) {
+            self.closed(sink, &c)?;
+        }
+        Ok(())
     }
 
     /// Transition records received.

@@ -42,6 +42,8 @@ fn fake() -> Readers {
                 values[overflow_index()] = OVERFLOWS.load(Ordering::Relaxed);
                 Ok(values)
             }
+            // The scripts' namespace: readable, nothing counted.
+            1 => Ok([0; netns::COUNTERS.len()]),
             _ => Err(io::Error::other("no such process")),
         },
         sysctls: |_pid, _netns| {
@@ -51,6 +53,8 @@ fn fake() -> Readers {
             })
         },
         listeners: |_pid, _netns| Ok(Vec::new()),
+        // The kernel lists no connection.
+        sockets: |_pid, _netns| Ok(Vec::new()),
         name: |_netns, pid| NetnsName {
             name: Some("proxy".into()),
             process: Some((pid, "proxy".into())),
@@ -213,4 +217,39 @@ fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
     s.summary().unwrap();
     s.finish().unwrap();
     assert!(s.out.is_empty(), "{:?}", String::from_utf8_lossy(&s.out));
+}
+
+/// After transition records were lost, a connection the kernel no longer
+/// lists is ended (its CLOSE was lost), a second after the listing.
+#[test]
+fn after_losses_connections_the_kernel_no_longer_lists_are_ended() {
+    let mut s = session(false);
+    s.begin().unwrap();
+    let mut script = Script { ts: 0 };
+    let c = Some(task(100, "client"));
+    for (old, new, local) in [
+        (TcpState::Close, TcpState::SynSent, "10.0.0.2:0"),
+        (TcpState::SynSent, TcpState::Established, CLI),
+    ] {
+        let t = script.t(2, local, SRV, old, new, c);
+        s.record(Ok(Event::Transition(t))).unwrap();
+    }
+    second(&mut s, 0);
+    assert!(
+        lines(&s.out).iter().all(|r| r["type"] != "closed"),
+        "nothing lost yet"
+    );
+    second(&mut s, 3);
+    assert!(
+        lines(&s.out).iter().all(|r| r["type"] != "closed"),
+        "listed only"
+    );
+    second(&mut s, 3);
+    let closed: Vec<_> = lines(&s.out)
+        .into_iter()
+        .filter(|r| r["type"] == "closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0]["verdict"], "unknown");
+    assert_eq!(closed[0]["missed_records"], true);
 }

@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     model::{
-        Closed, Existing, Losses, Open, RecordKind, Reset, ResetDirection, Role, StateTimes, Task,
-        TcpState, TimeInState, Transition, Verdict,
+        Closed, Existing, Listed, Losses, Open, RecordKind, Reset, ResetDirection, Role,
+        StateTimes, Task, TcpState, TimeInState, Transition, Verdict,
     },
     track::{owners::Owners, verdict},
 };
@@ -274,6 +274,47 @@ impl Tracker {
             .collect()
     }
 
+    /// The namespaces with connections in doubt at `before_ns`: their last
+    /// record came at or before it, and transition records may have been
+    /// lost since, their CLOSE among them.
+    pub fn in_doubt(&self, losses: &Losses, before_ns: u64) -> Vec<u32> {
+        let mut netns: Vec<u32> = self
+            .conns
+            .values()
+            .filter(|c| doubtful(c, losses, before_ns))
+            .map(|c| c.netns)
+            .collect();
+        netns.sort_unstable();
+        netns.dedup();
+        netns
+    }
+
+    /// Ends the connections of `netns` in doubt at `listed_ns` that the
+    /// kernel did not list then (`listed`: local and remote endpoints): they
+    /// were gone, and the records of their end lost (those would have
+    /// arrived by now). Ended like those found ended unseen.
+    pub fn end_gone(
+        &mut self,
+        netns: u32,
+        listed: &Listed,
+        listed_ns: u64,
+        losses: &Losses,
+    ) -> Vec<Closed> {
+        let gone: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.netns == netns
+                    && doubtful(c, losses, listed_ns)
+                    && !listed.contains(&(c.local, c.remote))
+            })
+            .map(|(sock, _)| *sock)
+            .collect();
+        gone.into_iter()
+            .filter_map(|sock| Some(never_ended(sock, self.conns.remove(&sock)?)))
+            .collect()
+    }
+
     /// Connections currently open (listeners excluded), those found at
     /// start-up and not seen since included.
     pub fn open(&self) -> impl Iterator<Item = Open<'_>> {
@@ -302,6 +343,15 @@ impl Tracker {
             });
         followed.chain(existing)
     }
+}
+
+/// A connection (not a listener) whose last record came at or before
+/// `before_ns` and after which transition records may have been lost.
+fn doubtful(c: &Conn, losses: &Losses, before_ns: u64) -> bool {
+    !c.listener
+        && c.since_ns.is_some_and(|since| {
+            since <= before_ns && losses.any_since(&[RecordKind::Transition], since)
+        })
 }
 
 /// Whether a transition of the socket at `conn`'s address is one of the
@@ -887,6 +937,38 @@ mod tests {
         tracker.on_transition(&mut s.t(9, CLI, SRV, SynSent, Established, None));
         let open: Vec<_> = tracker.open().collect();
         assert_eq!((open.len(), open[0].role), (1, Role::Active));
+    }
+
+    #[test]
+    fn connections_in_doubt_that_the_kernel_no_longer_lists_are_ended() {
+        let mut p = Pair::established();
+        p.go(3, SRV, CLI, Established, CloseWait, None);
+        let after = p.s.ts;
+        // Nothing lost: nothing in doubt.
+        assert!(p.tracker.in_doubt(&Losses::NONE, after).is_empty());
+        let mut losses = Losses::default();
+        let lost = crate::model::PerKind::of(&[(RecordKind::Transition, 5)]);
+        losses.update(lost, after + 1_000);
+        assert_eq!(p.tracker.in_doubt(&losses, after + 2_000), [1]);
+        assert!(
+            p.tracker.in_doubt(&losses, 0).is_empty(),
+            "none whose last record came after the dump"
+        );
+        // The kernel lists the server's end (in CLOSE_WAIT), not the client's.
+        let listed: Listed = [(SRV.parse().unwrap(), CLI.parse().unwrap())]
+            .into_iter()
+            .collect();
+        let gone = p.tracker.end_gone(1, &listed, after + 2_000, &losses);
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].sock, gone[0].verdict), (2, Verdict::Unknown));
+        assert!(gone[0].missed);
+        let open: Vec<_> = p.tracker.open().map(|o| o.state).collect();
+        assert_eq!(open, [CloseWait], "the one listed stays");
+        assert!(
+            p.tracker
+                .end_gone(2, &Listed::default(), after + 2_000, &losses)
+                .is_empty()
+        );
     }
 
     #[test]

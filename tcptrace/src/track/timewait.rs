@@ -85,6 +85,19 @@ impl Tw {
     }
 }
 
+/// How a timewait socket ended, as far as known.
+struct End {
+    ts_ns: u64,
+    reason: TwEnd,
+    /// In whose system call.
+    by: Option<Task>,
+    /// Its time in its last substate.
+    in_old: TimeInState,
+    fin_unseen: bool,
+    /// `ts_ns` is its end (not merely when it was found gone).
+    known: bool,
+}
+
 /// What the agent prints and counts after a timewait event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TwOutput {
@@ -419,25 +432,39 @@ impl Timewaits {
         let fin_unseen = tw.substate != substate;
         self.counts.leave(key.netns(), tw.substate);
         tw.substate = substate;
-        out.push(TwOutput::Transition(Transition {
+        let end = End {
             ts_ns,
+            reason,
+            by,
+            in_old: measured(tw.since_ns, ts_ns),
+            fin_unseen,
+            known: true,
+        };
+        self.push_end(key, tw, end, out);
+    }
+
+    /// A timewait socket's end, removed from `live` and uncounted: the
+    /// transition that ends it, and its connection's record if held.
+    fn push_end(&mut self, key: TwKey, mut tw: Tw, end: End, out: &mut Vec<TwOutput>) {
+        out.push(TwOutput::Transition(Transition {
+            ts_ns: end.ts_ns,
             sock: tw.addr,
             netns: key.netns(),
             local: key.local(),
             remote: key.remote(),
             old: tw.substate,
             new: TcpState::Close,
-            in_old: measured(tw.since_ns, ts_ns),
-            task: by,
+            in_old: end.in_old,
+            task: end.by,
             owner: tw.owner,
             timewait: Some(TwNote::Ends {
-                reason,
+                reason: end.reason,
                 rearms: tw.rearms,
-                by,
-                fin_unseen,
+                by: end.by,
+                fin_unseen: end.fin_unseen,
             }),
         }));
-        if let Some(c) = tw.complete(ts_ns, Some(reason), true) {
+        if let Some(c) = tw.complete(end.ts_ns, Some(end.reason), end.known) {
             self.held -= 1;
             out.push(TwOutput::Closed(c));
         }
@@ -488,7 +515,7 @@ impl Timewaits {
     /// Ends the timewait socket of `key`, found gone at `now_ns` without
     /// its end seen: when and why it ended are unknown.
     fn end_unseen(&mut self, key: TwKey, now_ns: u64, out: &mut Vec<TwOutput>) {
-        let Some(mut tw) = self.live.remove(&key) else {
+        let Some(tw) = self.live.remove(&key) else {
             return;
         };
         self.counts.leave(key.netns(), tw.substate);
@@ -496,28 +523,15 @@ impl Timewaits {
             // Found at start-up and never seen since: nothing to say.
             return;
         }
-        out.push(TwOutput::Transition(Transition {
+        let end = End {
             ts_ns: now_ns,
-            sock: tw.addr,
-            netns: key.netns(),
-            local: key.local(),
-            remote: key.remote(),
-            old: tw.substate,
-            new: TcpState::Close,
+            reason: TwEnd::Unknown,
+            by: None,
             in_old: TimeInState::Unknown,
-            task: None,
-            owner: tw.owner,
-            timewait: Some(TwNote::Ends {
-                reason: TwEnd::Unknown,
-                rearms: tw.rearms,
-                by: None,
-                fin_unseen: false,
-            }),
-        }));
-        if let Some(c) = tw.complete(now_ns, Some(TwEnd::Unknown), false) {
-            self.held -= 1;
-            out.push(TwOutput::Closed(c));
-        }
+            fin_unseen: false,
+            known: false,
+        };
+        self.push_end(key, tw, end, out);
     }
 
     /// At exit: the records of connections still in a timewait socket, as
