@@ -187,5 +187,6 @@ fn drain<W: io::Write>(
         }
     }
     rings.end_drain();
-    Ok(session.end_drain(tracer.lost()?))
+    let read_ns = crate::kernel::monotonic_ns();
+    Ok(session.end_drain(tracer.lost()?, read_ns))
 }

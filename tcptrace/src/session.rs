@@ -77,6 +77,10 @@ const QUIET_REPEAT_S: u64 = 60;
 /// end those whose CLOSE was lost (`clear_doubts`).
 const DOUBTS_EVERY_S: u64 = 10;
 
+/// A drain that read the rings this long after a moment has taken every
+/// record stamped before it (the rings' merge margin is 10 ms).
+const MERGED_AFTER_NS: u64 = 100_000_000;
+
 /// Scrapes closer together than this share one exposition.
 const SCRAPE_REUSE: Duration = Duration::from_millis(100);
 
@@ -175,6 +179,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     listed: Option<(u64, Vec<(u32, Listed)>)>,
     /// When connections in doubt were last looked for (s).
     doubts_checked_s: Option<u64>,
+    /// When the last drain read the rings (monotonic ns).
+    drained_ns: u64,
 }
 
 impl<W: io::Write> Session<W> {
@@ -228,6 +234,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             quiet: false,
             listed: None,
             doubts_checked_s: None,
+            drained_ns: 0,
         }
     }
 
@@ -307,9 +314,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     /// After each drain of the rings, with the kernel side's loss counts
-    /// read after it.
-    pub fn end_drain(&mut self, lost: PerKind) -> io::Result<()> {
+    /// read after it, from `read_ns` on.
+    pub fn end_drain(&mut self, lost: PerKind, read_ns: u64) -> io::Result<()> {
         let now_ns = monotonic_ns();
+        self.drained_ns = read_ns;
         {
             let mut sink = sinks(
                 &mut self.stats,
@@ -318,7 +326,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 &mut self.out,
                 self.live,
             );
-            self.pipeline.end_batch(lost, now_ns, &mut sink)?;
+            self.pipeline.end_batch(lost, read_ns, now_ns, &mut sink)?;
         }
         self.out.flush()
     }
@@ -369,11 +377,20 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// After transition records were lost, connections whose CLOSE may have
     /// been among them could stay open forever: at most every
     /// `DOUBTS_EVERY_S`, the kernel's connections are listed in the
-    /// namespaces that have some in doubt, and a second later (when any
-    /// record from before the listing has arrived) those the kernel did not
-    /// list are ended, verdict unknown where nothing told.
+    /// namespaces that have some in doubt; at a later second, once a drain
+    /// has taken every record from before that listing, they are listed
+    /// again, and those neither listing shows are ended (a dump is not a
+    /// snapshot: a socket moved within the kernel's tables while it runs can
+    /// be skipped once), verdict unknown where nothing told.
     fn clear_doubts(&mut self, now_ns: u64) -> io::Result<()> {
-        if let Some((listed_ns, lists)) = self.listed.take() {
+        if let Some((listed_ns, _)) = &self.listed {
+            if self.drained_ns < listed_ns + MERGED_AFTER_NS {
+                return Ok(());
+            }
+            let Some((listed_ns, lists)) = self.listed.take() else {
+                return Ok(());
+            };
+            let again = self.list_connections(lists.iter().map(|(netns, _)| *netns).collect());
             {
                 let mut sink = sinks(
                     &mut self.stats,
@@ -382,9 +399,14 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                     &mut self.out,
                     self.live,
                 );
-                for (netns, listed) in &lists {
+                for (netns, first) in &lists {
+                    // Not listed again (the namespace could not be entered):
+                    // nothing is concluded.
+                    let Some((_, second)) = again.iter().find(|(n, _)| n == netns) else {
+                        continue;
+                    };
                     self.pipeline
-                        .end_gone(*netns, listed, listed_ns, &mut sink)?;
+                        .end_gone(*netns, [first, second], listed_ns, &mut sink)?;
                 }
             }
             return self.out.flush();
@@ -398,19 +420,25 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         }
         self.doubts_checked_s = Some(now_s);
         let doubtful = self.pipeline.in_doubt(now_ns);
-        if doubtful.is_empty() {
-            return Ok(());
+        if !doubtful.is_empty() {
+            let lists = self.list_connections(doubtful);
+            self.listed = Some((now_ns, lists));
         }
+        Ok(())
+    }
+
+    /// The kernel's connections in each of `namespaces` that it can enter
+    /// (through a process of theirs); those it cannot are left out.
+    fn list_connections(&mut self, namespaces: Vec<u32>) -> Vec<(u32, Listed)> {
         let pids: HashMap<u32, u32> = self.pipeline.namespaces().with_process().collect();
-        let lists = doubtful
+        let sockets = self.readers.sockets;
+        namespaces
             .into_iter()
             .filter_map(|netns| {
-                let sockets = (self.readers.sockets)(*pids.get(&netns)?, netns).ok()?;
-                Some((netns, sockets.iter().map(|s| (s.local, s.remote)).collect()))
+                let listed = sockets(*pids.get(&netns)?, netns).ok()?;
+                Some((netns, listed.iter().map(|s| (s.local, s.remote)).collect()))
             })
-            .collect();
-        self.listed = Some((now_ns, lists));
-        Ok(())
+            .collect()
     }
 
     /// Whether a warning that repeats (losses: `None`; a namespace's

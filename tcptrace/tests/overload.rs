@@ -66,10 +66,11 @@ fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
     thread::sleep(Duration::from_millis(2500));
     let slow = clients(&net.client, addr, 25_000, 8, Duration::from_millis(250));
     // Once records were lost, tcptrace lists the kernel's connections
-    // every 10 s and ends, a second later, those it follows that are gone
-    // (their CLOSE lost): give it that, with the server still there to
-    // look into its namespace through.
-    thread::sleep(Duration::from_secs(12));
+    // every 10 s and ends, when it has listed them again a second or so
+    // later, those it follows that neither listing shows (their CLOSE
+    // lost): give it that, with the server still there to look into its
+    // namespace through.
+    thread::sleep(Duration::from_secs(15));
     server.stop();
     // Deleting the namespace purges the server's timewait sockets: one
     // cancel each, from a workqueue, some time after. Both tracers stop
@@ -145,6 +146,15 @@ fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
     // Never wrong: every verdict is the connection's own, or unknown.
     let mode_of: HashMap<u16, usize> = burst.iter().chain(&slow).copied().collect();
     let closed = small.records("closed");
+    // Each connection ends once: never both found gone and closed.
+    let mut ports: Vec<u64> = closed
+        .iter()
+        .map(|c| c["rport"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let all = ports.len();
+    ports.dedup();
+    assert_eq!(ports.len(), all, "a connection closed twice");
     let mut unknown = 0;
     for c in &closed {
         let mode = mode_of[&(c["rport"].as_u64().unwrap() as u16)];

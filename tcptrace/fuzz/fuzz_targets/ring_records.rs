@@ -49,10 +49,10 @@ fuzz_target!(|data: &[u8]| {
             let now = record.get(8..16).map_or(0, |b| {
                 u64::from_le_bytes(b.try_into().unwrap_or_default())
             });
-            let _ = pipeline.end_batch(lost, now, &mut sink);
+            let _ = pipeline.end_batch(lost, now, now, &mut sink);
         }
     }
-    let _ = pipeline.end_batch(lost, u64::MAX / 4, &mut sink);
+    let _ = pipeline.end_batch(lost, u64::MAX / 4, u64::MAX / 4, &mut sink);
     let _ = pipeline.finish(u64::MAX / 4, &mut sink);
     let _ = pipeline.open().count();
     let _ = pipeline.timewait_sockets().count();

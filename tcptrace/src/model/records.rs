@@ -131,13 +131,20 @@ impl Losses {
     /// The kernel side's counts, as read just before `now_ns`
     /// (CLOCK_MONOTONIC, the records' time base).
     pub fn update(&mut self, counts: PerKind, now_ns: u64) {
+        self.update_read(counts, now_ns, now_ns);
+    }
+
+    /// The kernel side's counts, read between `from_ns` and `to_ns`: what
+    /// they show was lost before `to_ns`, and they tell nothing of what
+    /// came after `from_ns`.
+    pub fn update_read(&mut self, counts: PerKind, from_ns: u64, to_ns: u64) {
         for (i, (now, before)) in counts.0.iter().zip(self.counts.0).enumerate() {
             if *now > before {
-                self.until_ns[i] = now_ns;
+                self.until_ns[i] = to_ns;
             }
         }
         self.counts = counts;
-        self.read_ns = self.read_ns.max(now_ns);
+        self.read_ns = self.read_ns.max(from_ns);
     }
 
     /// Whether a record of one of `kinds` may have been lost at or after

@@ -150,15 +150,17 @@ impl Pipeline {
     }
 
     /// Call after each drain of the rings, with the kernel side's loss
-    /// counts read after it at `now_ns`: settles what waited for the
-    /// records that follow it, unknown where those may have been lost.
+    /// counts read after it, from `read_ns` to `now_ns`: settles what
+    /// waited for the records that follow it, unknown where those may have
+    /// been lost.
     pub fn end_batch(
         &mut self,
         lost: PerKind,
+        read_ns: u64,
         now_ns: u64,
         sink: &mut impl Sink,
     ) -> io::Result<()> {
-        self.losses.update(lost, now_ns);
+        self.losses.update_read(lost, read_ns, now_ns);
         for c in self.conns.end_batch(&self.losses) {
             self.closed(sink, &c)?;
         }
@@ -173,16 +175,19 @@ impl Pipeline {
         self.conns.in_doubt(&self.losses, before_ns)
     }
 
-    /// Ends the connections of `netns` in doubt that the kernel did not
-    /// list at `listed_ns`.
+    /// Ends the connections of `netns` in doubt that neither of two
+    /// listings of the kernel's (the first at `listed_ns`) shows.
     pub fn end_gone(
         &mut self,
         netns: u32,
-        listed: &Listed,
+        listings: [&Listed; 2],
         listed_ns: u64,
         sink: &mut impl Sink,
     ) -> io::Result<()> {
-        for c in self.conns.end_gone(netns, listed, listed_ns, &self.losses) {
+        for c in self
+            .conns
+            .end_gone(netns, listings, listed_ns, &self.losses)
+        {
             self.closed(sink, &c)?;
         }
         Ok(())

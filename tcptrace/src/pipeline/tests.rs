@@ -221,11 +221,21 @@ fn a_close_without_evidence_is_settled_after_a_full_drain() {
     let mut run = Run::established(Filter::default(), true);
     run.t(3, SRV, CLI, Established, Close, None);
     run.pipeline
-        .end_batch(PerKind::default(), u64::MAX / 2, &mut run.sink)
+        .end_batch(
+            PerKind::default(),
+            u64::MAX / 2,
+            u64::MAX / 2,
+            &mut run.sink,
+        )
         .unwrap();
     assert_eq!(run.sink.0.len(), 1, "one drain is not enough");
     run.pipeline
-        .end_batch(PerKind::default(), u64::MAX / 2, &mut run.sink)
+        .end_batch(
+            PerKind::default(),
+            u64::MAX / 2,
+            u64::MAX / 2,
+            &mut run.sink,
+        )
         .unwrap();
     assert_eq!(run.sink.0[1..], ["C timeout 200", "R timeout 200"]);
 }

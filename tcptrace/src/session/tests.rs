@@ -93,14 +93,17 @@ fn failed_connect(s: &mut Session<Vec<u8>, Vec<u8>>) {
         s.record(Ok(Event::Transition(t))).unwrap();
     }
     // Failed without a RST: settled once the loss counts after it are read.
-    s.end_drain(PerKind::default()).unwrap();
-    s.end_drain(PerKind::default()).unwrap();
+    s.end_drain(PerKind::default(), monotonic_ns()).unwrap();
+    s.end_drain(PerKind::default(), monotonic_ns()).unwrap();
 }
 
 /// A second with the kernel side's transition losses at `lost` in all.
 fn second(s: &mut Session<Vec<u8>, Vec<u8>>, lost: u64) {
-    s.end_drain(PerKind::of(&[(RecordKind::Transition, lost)]))
-        .unwrap();
+    s.end_drain(
+        PerKind::of(&[(RecordKind::Transition, lost)]),
+        monotonic_ns(),
+    )
+    .unwrap();
     s.every_second().unwrap();
 }
 
@@ -220,7 +223,8 @@ fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
 }
 
 /// After transition records were lost, a connection the kernel no longer
-/// lists is ended (its CLOSE was lost), a second after the listing.
+/// lists is ended (its CLOSE was lost): listed, then, once a drain has
+/// taken every record from before that, listed again and ended.
 #[test]
 fn after_losses_connections_the_kernel_no_longer_lists_are_ended() {
     let mut s = session(false);
@@ -244,6 +248,12 @@ fn after_losses_connections_the_kernel_no_longer_lists_are_ended() {
         lines(&s.out).iter().all(|r| r["type"] != "closed"),
         "listed only"
     );
+    second(&mut s, 3);
+    assert!(
+        lines(&s.out).iter().all(|r| r["type"] != "closed"),
+        "no drain yet well after the listing"
+    );
+    std::thread::sleep(Duration::from_millis(150));
     second(&mut s, 3);
     let closed: Vec<_> = lines(&s.out)
         .into_iter()

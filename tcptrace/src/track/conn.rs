@@ -36,6 +36,8 @@ struct Conn {
     /// A record of it is known to be missing: a transition did not start
     /// from the state the last one left it in.
     missed: bool,
+    /// When the kernel last listed it (`end_gone`), 0 if never.
+    listed_ns: u64,
 }
 
 /// The records whose loss could hide a RST: the verdicts concluded from
@@ -152,6 +154,7 @@ impl Tracker {
                 rst_sent: false,
                 in_state: StateTimes::default(),
                 missed: reborn,
+                listed_ns: 0,
             };
             self.conns.insert(t.sock, conn);
         }
@@ -289,27 +292,28 @@ impl Tracker {
         netns
     }
 
-    /// Ends the connections of `netns` in doubt at `listed_ns` that the
-    /// kernel did not list then (`listed`: local and remote endpoints): they
-    /// were gone, and the records of their end lost (those would have
-    /// arrived by now). Ended like those found ended unseen.
+    /// Ends the connections of `netns` in doubt at `listed_ns` that neither
+    /// of two listings of the kernel's connections, the first taken then,
+    /// shows (local and remote endpoints): they were gone, and the records
+    /// of their end lost (those would have arrived by now). Ended like
+    /// those found ended unseen. Those listed are confirmed as of then.
     pub fn end_gone(
         &mut self,
         netns: u32,
-        listed: &Listed,
+        listings: [&Listed; 2],
         listed_ns: u64,
         losses: &Losses,
     ) -> Vec<Closed> {
-        let gone: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.netns == netns
-                    && doubtful(c, losses, listed_ns)
-                    && !listed.contains(&(c.local, c.remote))
-            })
-            .map(|(sock, _)| *sock)
-            .collect();
+        let mut gone = Vec::new();
+        for (sock, c) in &mut self.conns {
+            if c.netns != netns || !doubtful(c, losses, listed_ns) {
+                continue;
+            }
+            match listings.iter().any(|l| l.contains(&(c.local, c.remote))) {
+                true => c.listed_ns = listed_ns,
+                false => gone.push(*sock),
+            }
+        }
         gone.into_iter()
             .filter_map(|sock| Some(never_ended(sock, self.conns.remove(&sock)?)))
             .collect()
@@ -346,11 +350,16 @@ impl Tracker {
 }
 
 /// A connection (not a listener) whose last record came at or before
-/// `before_ns` and after which transition records may have been lost.
+/// `before_ns`, and after which (or after the kernel last listed it)
+/// transition records may have been lost. Only one whose endpoints are
+/// complete: a connect()ing socket has no local port yet in its record.
 fn doubtful(c: &Conn, losses: &Losses, before_ns: u64) -> bool {
+    let complete = c.local.port() != 0 && c.remote.port() != 0 && !c.local.ip().is_unspecified();
     !c.listener
+        && complete
         && c.since_ns.is_some_and(|since| {
-            since <= before_ns && losses.any_since(&[RecordKind::Transition], since)
+            since <= before_ns
+                && losses.any_since(&[RecordKind::Transition], since.max(c.listed_ns))
         })
 }
 
@@ -958,16 +967,46 @@ mod tests {
         let listed: Listed = [(SRV.parse().unwrap(), CLI.parse().unwrap())]
             .into_iter()
             .collect();
-        let gone = p.tracker.end_gone(1, &listed, after + 2_000, &losses);
+        let gone = p
+            .tracker
+            .end_gone(1, [&listed, &Listed::default()], after + 2_000, &losses);
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].sock, gone[0].verdict), (2, Verdict::Unknown));
         assert!(gone[0].missed);
         let open: Vec<_> = p.tracker.open().map(|o| o.state).collect();
         assert_eq!(open, [CloseWait], "the one listed stays");
+        let none = Listed::default();
         assert!(
             p.tracker
-                .end_gone(2, &Listed::default(), after + 2_000, &losses)
+                .end_gone(2, [&none, &none], after + 2_000, &losses)
                 .is_empty()
+        );
+        // The one listed is confirmed: no longer in doubt for that loss,
+        // once the counters are read after the listing.
+        losses.update(lost, after + 3_000);
+        assert!(p.tracker.in_doubt(&losses, after + 2_000).is_empty());
+        // A later loss puts it in doubt again; a connect()ing socket (no
+        // local port in its record yet) is never taken for gone.
+        p.go(
+            5,
+            "10.0.0.2:0",
+            "10.0.0.9:81",
+            Close,
+            SynSent,
+            Some(p.client),
+        );
+        let now = after + 5_000;
+        let mut later = losses.clone();
+        later.update(
+            crate::model::PerKind::of(&[(RecordKind::Transition, 9)]),
+            now,
+        );
+        assert_eq!(p.tracker.in_doubt(&later, now), [1]);
+        let gone = p.tracker.end_gone(1, [&none, &none], now, &later);
+        assert_eq!(gone.iter().map(|c| c.sock).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            p.tracker.open().map(|o| o.state).collect::<Vec<_>>(),
+            [SynSent]
         );
     }
 

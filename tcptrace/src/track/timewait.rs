@@ -51,6 +51,9 @@ struct Tw {
     joined: bool,
     /// In `Timewaits::pending`.
     queued: bool,
+    /// Kept after a cancel that an arming lost may have followed: its
+    /// re-arms and substate since are not known, so neither is its time.
+    unsure: bool,
     owner: Option<Task>,
     /// Its connection's role, once joined to it.
     role: Option<Role>,
@@ -198,6 +201,7 @@ impl Timewaits {
                 rearms: 0,
                 joined: true,
                 queued: false,
+                unsure: false,
                 owner: None,
                 role: None,
                 closed: None,
@@ -403,6 +407,7 @@ impl Timewaits {
                 rearms: 0,
                 joined: false,
                 queued: false,
+                unsure: false,
                 owner: None,
                 role: None,
                 closed: None,
@@ -436,9 +441,12 @@ impl Timewaits {
             ts_ns,
             reason,
             by,
-            in_old: measured(tw.since_ns, ts_ns),
+            in_old: match tw.unsure {
+                true => TimeInState::Unknown,
+                false => measured(tw.since_ns, ts_ns),
+            },
             fin_unseen,
-            known: true,
+            known: !tw.unsure,
         };
         self.push_end(key, tw, end, out);
     }
@@ -575,6 +583,7 @@ impl Timewaits {
                 // is known (the overdue sweep ends it if it is not).
                 tw.cancel = None;
                 tw.queued = false;
+                tw.unsure = true;
                 continue;
             }
             self.end(key, reason, cancel.ts_ns, substate, cancel.task, out);
@@ -864,7 +873,8 @@ mod tests {
     }
 
     /// A cancel alone when an arming may have been lost: perhaps a re-arm,
-    /// so still there; its expiry, when it comes, ends it for real.
+    /// so still there; its expiry, when it comes, ends it for real, its
+    /// time unknown.
     #[test]
     fn a_cancel_alone_when_an_arming_may_be_lost_keeps_the_socket() {
         let mut tws = joined();
@@ -882,8 +892,12 @@ mod tests {
             &losses,
             &mut out,
         );
-        assert_eq!(reason(ended(&out).0), TwEnd::Expired);
-        assert_eq!(ended(&out).0.in_old, TimeInState::Measured(60 * SEC));
+        let (t, closed) = ended(&out);
+        assert_eq!(reason(t), TwEnd::Expired);
+        // Its re-arms and substates since the cancel are not known: nor is
+        // its time.
+        assert_eq!(t.in_old, TimeInState::Unknown);
+        assert!(closed.unwrap().missed);
     }
 
     /// A new timewait socket for the 4-tuple of one whose cancel was lost:
