@@ -1,10 +1,13 @@
-//! A sock_diag (NETLINK_INET_DIAG) dump of listening sockets.
+//! A sock_diag (NETLINK_INET_DIAG) dump, read as listeners and as
+//! connections.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcptrace::host::sockdiag::parse;
+use tcptrace::host::sockdiag::{parse, parse_sockets};
 
 fuzz_target!(|data: &[u8]| {
-    let mut out = Vec::new();
-    let _ = parse(data, &mut out);
+    let mut listeners = Vec::new();
+    let _ = parse(data, &mut listeners);
+    let mut sockets = Vec::new();
+    let _ = parse_sockets(data, &mut sockets);
 });
