@@ -223,7 +223,7 @@ pub struct Cli {
     pub ring_size: Option<u32>,
 
     /// Wake tcptrace as soon as this much data is pending in one CPU's ring
-    /// buffer [default: a quarter of --ring-size, at most 1M]. Below it, tcptrace reads every
+    /// buffer [default: a quarter of --ring-size; 1M with the default rings]. Below it, tcptrace reads every
     /// --drain-interval: one wake-up per transition would cost the host more
     /// than the tracing itself.
     #[arg(global = true, long, value_name = "SIZE", value_parser = parse_size, help_heading = "Tuning")]
@@ -354,12 +354,15 @@ impl Cli {
         })
     }
 
-    /// A quarter of the ring, at most 1 MiB: bigger rings are headroom for
-    /// bursts and stalls, not bigger batches (a scrape, or the end of a
-    /// summary interval, drains what is pending first).
+    /// A quarter of the ring; with the default rings, 1 MiB: they are
+    /// headroom for bursts and stalls, not bigger batches (a scrape, or the
+    /// end of a summary interval, drains what is pending first).
     pub fn wakeup_bytes(&self, ring_bytes: u32) -> u64 {
-        self.wakeup
-            .unwrap_or((u64::from(ring_bytes) / 4).min(1 << 20))
+        let quarter = u64::from(ring_bytes) / 4;
+        self.wakeup.unwrap_or(match self.ring_size {
+            Some(_) => quarter,
+            None => quarter.min(1 << 20),
+        })
     }
 
     /// The agent-side filters.
@@ -549,6 +552,9 @@ mod tests {
         assert_eq!(cli.ring_bytes(256), 1 << 20);
         assert_eq!(cli.wakeup_bytes(cli.ring_bytes(2)), 1 << 20);
         assert_eq!(cli.wakeup_bytes(2 << 20), 512 << 10);
+        // Rings asked for: a quarter of them.
+        let big = Cli::try_parse_from(["tcptrace", "--ring-size", "256M"]).unwrap();
+        assert_eq!(big.wakeup_bytes(big.ring_bytes(2)), 64 << 20);
         let set = Cli::try_parse_from(["tcptrace", "--ring-size", "64K"]).unwrap();
         assert_eq!(set.ring_bytes(256), 64 << 10);
         assert_eq!(cli.drain_interval(), Duration::from_millis(20));
