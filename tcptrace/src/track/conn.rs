@@ -105,11 +105,10 @@ impl Tracker {
         // A socket at the address of one followed, but not that one: a new
         // one (or one with other endpoints, whose opening records were
         // lost). The one followed ended unseen.
+        // One lookup: Some(true) replaced, Some(false) the one followed.
+        let replaced = self.conns.get(&t.sock).map(|c| fresh || !same_life(c, t));
         let mut reborn = false;
-        if self
-            .conns
-            .get(&t.sock)
-            .is_some_and(|c| fresh || !same_life(c, t))
+        if replaced == Some(true)
             && let Some(old) = self.conns.remove(&t.sock)
         {
             reborn = !fresh;
@@ -117,8 +116,8 @@ impl Tracker {
                 self.ended_unseen = Some(never_ended(t.sock, old));
             }
         }
-        if fresh || !self.conns.contains_key(&t.sock) {
-            if self.conns.len() >= self.max_conns && !self.conns.contains_key(&t.sock) {
+        if replaced != Some(false) {
+            if self.conns.len() >= self.max_conns {
                 self.untracked += 1;
                 // One found at start-up has moved: it is no longer in its
                 // state then, even if it cannot be followed.
