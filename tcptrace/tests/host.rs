@@ -2,15 +2,25 @@
 //! tests check on fixtures, checked once more on the running kernel (a
 //! kernel whose files changed shape would fail here first).
 
-use std::{fs, net::TcpListener, os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs,
+    io::Read as _,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    thread,
+    time::Duration,
+};
 
 use tcptrace::{
     features,
     host::{
         btf::{self, Btf},
-        kallsyms, kconfig, netstat, preflight, snapshot,
+        kallsyms, kconfig, netstat, preflight,
+        snapshot::{self, Source},
     },
-    model::TcpState,
+    model::{Comm, Existing, Task, TcpState, TwSeed},
 };
 
 fn own_netns() -> u32 {
@@ -35,6 +45,131 @@ fn snapshot_finds_our_own_listener_and_its_owner() {
             .iter()
             .any(|(netns, _)| *netns == own_netns())
     );
+}
+
+/// The sockets of this process's namespace touching `ports`, as `source`
+/// lists them: full sockets as (local, remote, state, owner), timewait ones
+/// as (local, remote, substate) with their time left.
+#[expect(clippy::type_complexity, reason = "a test's tally")]
+fn listed(
+    source: Source,
+    ports: &[u16],
+) -> (
+    BTreeSet<(SocketAddr, SocketAddr, TcpState, Option<u32>)>,
+    HashMap<(SocketAddr, SocketAddr, TcpState), u64>,
+) {
+    let pid = std::process::id();
+    let comm = Comm::from_name("test");
+    let owners = own_socket_inodes()
+        .into_iter()
+        .map(|inode| {
+            (
+                inode,
+                Task {
+                    pid,
+                    tid: pid,
+                    comm,
+                },
+            )
+        })
+        .collect();
+    let (mut found, mut tw): (Vec<Existing>, Vec<TwSeed>) = (Vec::new(), Vec::new());
+    snapshot::read_namespace(
+        source,
+        pid,
+        own_netns(),
+        &owners,
+        &mut |s| tw.push(*s),
+        &mut found,
+    )
+    .unwrap();
+    let ours =
+        |a: &SocketAddr, b: &SocketAddr| ports.contains(&a.port()) || ports.contains(&b.port());
+    (
+        found
+            .iter()
+            .filter(|e| ours(&e.local, &e.remote))
+            .map(|e| (e.local, e.remote, e.state, e.owner.map(|o| o.pid)))
+            .collect(),
+        tw.iter()
+            .filter(|t| ours(&t.local, &t.remote))
+            .map(|t| ((t.local, t.remote, t.substate), t.remaining_ms))
+            .collect(),
+    )
+}
+
+/// The socket inodes this process holds.
+fn own_socket_inodes() -> Vec<u64> {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            t.parse().ok()
+        })
+        .collect()
+}
+
+/// The start-up snapshot reads sock_diag, and /proc/net/tcp where sock_diag
+/// is missing: both must list the same sockets, states, owners and
+/// timewait sockets (a dump whose offsets were wrong would differ here).
+#[test]
+fn snapshot_sources_agree() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    // An established pair, a pair whose server end closed (CLOSE_WAIT on
+    // the client, FIN_WAIT2 on the server), and a pair closed by the client
+    // first (TIME_WAIT on the client).
+    let established = TcpStream::connect(server).unwrap();
+    let (established_server, _) = listener.accept().unwrap();
+    let half = TcpStream::connect(server).unwrap();
+    let (half_server, _) = listener.accept().unwrap();
+    drop(half_server);
+    let timewait = TcpStream::connect(server).unwrap();
+    let tw_client = timewait.local_addr().unwrap();
+    let (mut tw_server, _) = listener.accept().unwrap();
+    drop(timewait);
+    let _ = tw_server.read(&mut [0; 1]);
+    drop(tw_server);
+    thread::sleep(Duration::from_millis(100));
+    let ports = [server.port()];
+
+    let (diag_full, diag_tw) = listed(Source::SockDiag, &ports);
+    let (proc_full, proc_tw) = listed(Source::ProcNet, &ports);
+    assert_eq!(diag_full, proc_full);
+    let me = Some(std::process::id());
+    let expected = [
+        (server, "0.0.0.0:0".parse().unwrap(), TcpState::Listen, me),
+        (
+            established.local_addr().unwrap(),
+            server,
+            TcpState::Established,
+            me,
+        ),
+        (
+            server,
+            established.local_addr().unwrap(),
+            TcpState::Established,
+            me,
+        ),
+        (half.local_addr().unwrap(), server, TcpState::CloseWait, me),
+    ];
+    for e in expected {
+        assert!(diag_full.contains(&e), "{e:?} not in {diag_full:#?}");
+    }
+    // The server end of `half` is an orphan: a timewait socket in
+    // FIN_WAIT2; the client end of `timewait` a TIME_WAIT one.
+    let keys = |tw: &HashMap<_, u64>| tw.keys().copied().collect::<BTreeSet<_>>();
+    assert_eq!(keys(&diag_tw), keys(&proc_tw));
+    let tw_key = (tw_client, server, TcpState::TimeWait);
+    let fw2_key = (server, half.local_addr().unwrap(), TcpState::FinWait2);
+    for key in [tw_key, fw2_key] {
+        let (d, p) = (diag_tw[&key], proc_tw[&key]);
+        assert!(d > 0 && d <= 60_000, "{key:?}: {d} ms left");
+        // /proc counts in hundredths of a second, and was read after.
+        assert!(d.abs_diff(p) < 1_000, "{key:?}: {d} against {p} ms");
+    }
+    drop((established_server, listener));
 }
 
 #[test]

@@ -1,20 +1,22 @@
-//! Listening sockets and their accept queues, and the connections that
-//! exist, from the kernel's sock_diag netlink interface (what `ss` uses):
-//! for a listener, `idiag_rqueue` is the accept queue's length and
-//! `idiag_wqueue` its limit (the listen() backlog, capped by
-//! `net.core.somaxconn`). Asked for the states wanted only (LISTEN; or the
-//! connected ones, which bring only the timewait sockets of orphans in
-//! FIN_WAIT2), so a host with 100 000 timewait sockets costs little more
-//! than an idle one; per namespace, from a thread
-//! that joins it. The parsing is pure and tested on a dump copied from this
-//! kernel.
+//! Listening sockets and their accept queues, the connections that exist,
+//! and at start-up every TCP socket, from the kernel's sock_diag netlink
+//! interface (what `ss` uses): for a listener, `idiag_rqueue` is the accept
+//! queue's length and `idiag_wqueue` its limit (the listen() backlog,
+//! capped by `net.core.somaxconn`). The periodic dumps ask for the states
+//! wanted only (LISTEN; or the connected ones, which bring only the
+//! timewait sockets of orphans in FIN_WAIT2), so a host with 100 000
+//! timewait sockets costs little more than an idle one. The socket is
+//! opened from a thread that joins the namespace (a netlink socket stays in
+//! the namespace it was made in) and read from the caller's. The parsing is
+//! pure and tested on dumps copied from this kernel.
 //!
 //! Layouts (`include/uapi/linux/inet_diag.h`, `netlink.h`), stable ABI:
 //! `nlmsghdr` 16 bytes; `inet_diag_req_v2` 56 bytes; `inet_diag_msg`
 //! 72 bytes: family, state, timer, retrans, `inet_diag_sockid` (sport and
 //! dport big-endian at 4 and 6, src at 8, dst at 24, if at 40, cookie at
-//! 44), then expires at 52, rqueue at 56, wqueue at 60, uid at 64, inode
-//! at 68.
+//! 44), then expires (ms) at 52, rqueue at 56, wqueue at 60, uid at 64,
+//! inode at 68. A timewait socket's state is its substate and its timer
+//! `TIMER_TIMEWAIT`; a request socket's state is SYN_RECV, its inode 0.
 
 use std::{
     io,
@@ -36,16 +38,33 @@ const TIMER_TIMEWAIT: u8 = 3;
 /// FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING.
 const CONNECTED: u32 =
     (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11);
+/// Every state a socket can be listed in, ESTABLISHED (1) to NEW_SYN_RECV
+/// (12).
+const ALL: u32 = 0x1ffe;
 const HDR: usize = 16;
 const MSG: usize = 72;
 
-/// A connection's socket, as the kernel lists it.
+/// A socket, as the kernel lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiagSocket {
-    /// Its state (the kernel's number).
+    /// Its state (the kernel's number); a timewait socket's substate.
     pub state: u8,
+    /// Which timer runs: `TIMER_TIMEWAIT` for a timewait socket.
+    pub timer: u8,
+    /// Time left on that timer, in milliseconds.
+    pub expires_ms: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// The socket's inode (0 for timewait and request sockets).
+    pub inode: u32,
+}
+
+impl DiagSocket {
+    /// Whether this is a timewait socket (state TIME_WAIT, or FIN_WAIT2 for
+    /// an orphan's), not a full one.
+    pub fn is_timewait(&self) -> bool {
+        self.timer == TIMER_TIMEWAIT
+    }
 }
 
 /// A listening socket and its accept queue.
@@ -94,14 +113,24 @@ pub fn parse(buf: &[u8], out: &mut Vec<DiagListener>) -> Result<bool, DiagError>
 /// asked for, so FIN_WAIT2 brings those of orphans; their timer is
 /// `TIMER_TIMEWAIT`) are left out: they are not connections' full sockets.
 pub fn parse_sockets(buf: &[u8], out: &mut Vec<DiagSocket>) -> Result<bool, DiagError> {
-    walk(buf, |body| {
-        if body[2] == TIMER_TIMEWAIT {
-            return Ok(());
+    parse_all(buf, |s| {
+        if !s.is_timewait() {
+            out.push(*s);
         }
-        out.push(DiagSocket {
+    })
+}
+
+/// Parses a dump into sockets of every kind (timewait ones too), each
+/// handed to `each` as read; `Ok(true)` once the dump is done.
+pub fn parse_all(buf: &[u8], mut each: impl FnMut(&DiagSocket)) -> Result<bool, DiagError> {
+    walk(buf, |body| {
+        each(&DiagSocket {
             state: body[1],
+            timer: body[2],
+            expires_ms: u32_at(body, 52).ok_or(DiagError::Truncated)?,
             local: endpoint(body, 4, 8),
             remote: endpoint(body, 6, 24),
+            inode: u32_at(body, 68).ok_or(DiagError::Truncated)?,
         });
         Ok(())
     })
@@ -181,13 +210,8 @@ fn request_states(family: u8, seq: u32, states: u32) -> [u8; HDR + 56] {
     req
 }
 
-/// Sends a request for `states` of `family` on a new sock_diag socket and
-/// hands each chunk of the answer to `parse` (which says when it is done).
-fn dump(
-    family: u8,
-    states: u32,
-    mut parse: impl FnMut(&[u8]) -> Result<bool, DiagError>,
-) -> io::Result<()> {
+/// A new sock_diag socket, in the caller's network namespace.
+fn open() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -200,7 +224,24 @@ fn dump(
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A sock_diag socket of network namespace `netns`, opened from inside it
+/// through process `pid`; it lists that namespace's sockets wherever it is
+/// read from.
+pub fn socket_in(pid: u32, netns: u32) -> io::Result<OwnedFd> {
+    super::netns::in_namespace(pid, netns, open)
+}
+
+/// Sends a request for `states` of `family` on sock_diag socket `fd` and
+/// hands each chunk of the answer to `parse` (which says when it is done).
+fn dump(
+    fd: &OwnedFd,
+    family: u8,
+    states: u32,
+    mut parse: impl FnMut(&[u8]) -> Result<bool, DiagError>,
+) -> io::Result<()> {
     let req = request_states(family, 1, states);
     // SAFETY: req is a valid buffer of the length passed; the kernel is the
     // default destination of a netlink socket.
@@ -224,26 +265,34 @@ fn dump(
 /// The listening TCP sockets (IPv4 and IPv6) of network namespace `netns`,
 /// asked from inside it through process `pid`.
 pub fn listeners_in(pid: u32, netns: u32) -> io::Result<Vec<DiagListener>> {
-    super::netns::in_namespace(pid, netns, || {
-        let mut out = Vec::new();
-        for family in [libc::AF_INET, libc::AF_INET6] {
-            dump(family as u8, 1 << TCP_LISTEN, |b| parse(b, &mut out))?;
-        }
-        Ok(out)
-    })
+    let fd = socket_in(pid, netns)?;
+    let mut out = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump(&fd, family as u8, 1 << TCP_LISTEN, |b| parse(b, &mut out))?;
+    }
+    Ok(out)
 }
 
 /// The TCP connections (IPv4 and IPv6, full sockets: no listeners, no
 /// timewait sockets) of network namespace `netns`, asked from inside it
 /// through process `pid`.
 pub fn sockets_in(pid: u32, netns: u32) -> io::Result<Vec<DiagSocket>> {
-    super::netns::in_namespace(pid, netns, || {
-        let mut out = Vec::new();
-        for family in [libc::AF_INET, libc::AF_INET6] {
-            dump(family as u8, CONNECTED, |b| parse_sockets(b, &mut out))?;
-        }
-        Ok(out)
-    })
+    let fd = socket_in(pid, netns)?;
+    let mut out = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump(&fd, family as u8, CONNECTED, |b| parse_sockets(b, &mut out))?;
+    }
+    Ok(out)
+}
+
+/// Every TCP socket (IPv4 and IPv6: listeners, connections, request and
+/// timewait sockets) of the namespace of sock_diag socket `fd`, handed to
+/// `each` as read: a host can have hundreds of thousands.
+pub fn each_socket(fd: &OwnedFd, mut each: impl FnMut(&DiagSocket)) -> io::Result<()> {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump(fd, family as u8, ALL, |b| parse_all(b, &mut each))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,6 +358,30 @@ mod tests {
         let second = u32_at(CONNECTED_FIXTURE, 0).unwrap() as usize;
         let body = &CONNECTED_FIXTURE[second + HDR..];
         assert_eq!((body[1], body[2]), (5, TIMER_TIMEWAIT));
+    }
+
+    #[test]
+    fn parses_every_kind_with_timers_and_inodes() {
+        let mut out = Vec::new();
+        assert_eq!(parse_all(CONNECTED_FIXTURE, |s| out.push(*s)), Ok(true));
+        let server: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let [client, orphan] = out[..] else {
+            panic!("two sockets: {out:?}");
+        };
+        assert_eq!((client.state, client.remote), (8, server));
+        assert!(!client.is_timewait() && client.inode > 0);
+        assert_eq!((orphan.state, orphan.local), (5, server));
+        assert!(orphan.is_timewait() && orphan.inode == 0);
+        assert!(orphan.expires_ms > 0 && orphan.expires_ms <= 60_000);
+    }
+
+    #[test]
+    fn requests_every_state() {
+        let states = u32_at(&request_states(libc::AF_INET as u8, 1, ALL), HDR + 4).unwrap();
+        for state in 1..=12 {
+            assert!(states & (1 << state) != 0, "state {state}");
+        }
+        assert_eq!(states & 1, 0, "no state 0");
     }
 
     #[test]
