@@ -325,7 +325,14 @@ impl Scraper {
 /// Stops the tracer with SIGINT; returns (received, lost) transitions from
 /// its summary line (`N transitions in T s, M lost (ring buffer full: K
 /// transition, ...)`: the transitions among the records lost).
-fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
+/// Stops tcptrace and reads its exit line: transitions received, and
+/// transitions lost.
+fn stop_tracer(tracer: RunningTracer) -> Result<(u64, u64)> {
+    stop_tracer_with_all(tracer).map(|(received, lost, _)| (received, lost))
+}
+
+/// As `stop_tracer`, with the records of every kind lost too.
+fn stop_tracer_with_all(mut tracer: RunningTracer) -> Result<(u64, u64, u64)> {
     send_signal(tracer.child.id(), Signal::SIGINT)?;
     let status = tracer.child.wait()?;
     if !status.success() {
@@ -343,7 +350,13 @@ fn stop_tracer(mut tracer: RunningTracer) -> Result<(u64, u64)> {
         .split([':', ',', ')'])
         .find_map(|part| part.trim().strip_suffix(" transition"))
         .map_or(Ok(0), str::parse)?;
-    Ok((received, lost))
+    // "N transitions in T s, L lost ...": L counts every kind.
+    let all = words
+        .iter()
+        .position(|w| *w == "lost")
+        .and_then(|at| words.get(at.checked_sub(1)?)?.parse().ok())
+        .context("no lost count in tcptrace's exit line")?;
+    Ok((received, lost, all))
 }
 
 fn send_signal(pid: u32, signal: Signal) -> Result<()> {
@@ -480,6 +493,38 @@ fn timewait_on_host() -> u64 {
         .sum()
 }
 
+/// tcptrace started a second into a churn, as during an incident: how long
+/// from exec to "tracing" (the rings fill unread meanwhile: the start-up
+/// snapshot reads every socket the host has), and the records of every
+/// kind lost over the run.
+struct MidChurn {
+    timewait: u64,
+    seconds: f64,
+    lost: u64,
+}
+
+fn start_in_churn(binary: &Path, out_dir: &Path, args: &ChurnArgs) -> Result<MidChurn> {
+    let timewait = timewait_on_host();
+    let churn_args = *args;
+    let churn = thread::spawn(move || churn(&churn_args));
+    thread::sleep(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let tracer = start_tracer(binary, &[], &out_dir.join("midchurn.out"));
+    let seconds = started.elapsed().as_secs_f64();
+    let report = churn
+        .join()
+        .map_err(|_| anyhow::anyhow!("the churn thread panicked"));
+    let (tracer, report) = (tracer?, report?);
+    thread::sleep(Duration::from_millis(200));
+    let (_, _, lost) = stop_tracer_with_all(tracer)?;
+    report?;
+    Ok(MidChurn {
+        timewait,
+        seconds,
+        lost,
+    })
+}
+
 /// How long tcptrace takes from exec to "tracing" (attached, start-up
 /// snapshot taken) with the timewait sockets the host has now.
 fn startup(binary: &Path, out_dir: &Path) -> Result<(u64, f64)> {
@@ -505,6 +550,8 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
     // timewait sockets it left.
     let mut startups = vec![startup(&binary, &out_dir)?];
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
+    // This binary's runs, then the --compare binary's.
+    let mut mid_churn: [Vec<MidChurn>; 2] = Default::default();
     for rep in 0..args.repeat {
         for (i, config) in configs.iter().enumerate() {
             let binary = match (config.compared, &args.compare) {
@@ -521,6 +568,23 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
                 s.conns_per_s
             );
             samples[i].push(s);
+        }
+        // The --compare binary too, right after: a change to start-up
+        // measured in one run.
+        for (compared, binary) in std::iter::once((false, &binary))
+            .chain(args.compare.as_ref().map(|other| (true, other)))
+        {
+            let mid = start_in_churn(binary, &out_dir, &args.churn)
+                .with_context(|| format!("started during the churn (repetition {})", rep + 1))?;
+            eprintln!(
+                "xtask: bench {}/{} started during the churn{}: {:.2} s to tracing, {} lost",
+                rep + 1,
+                args.repeat,
+                if compared { ", --compare" } else { "" },
+                mid.seconds,
+                mid.lost
+            );
+            mid_churn[usize::from(compared)].push(mid);
         }
     }
     startups.push(startup(&binary, &out_dir)?);
@@ -611,13 +675,29 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
             }
         );
     }
+    for (runs, which) in mid_churn.iter().zip(["", ", --compare"]) {
+        if runs.is_empty() {
+            continue;
+        }
+        let secs: Vec<f64> = runs.iter().map(|m| m.seconds).collect();
+        let (lo, hi) = spread(&secs);
+        println!(
+            "start-up during the churn (live log, started 1 s in{which}): {:.2} s median ({lo:.2}-{hi:.2}) with {}-{} timewait sockets on the host; {} records lost over {} runs",
+            median(secs.clone()),
+            runs.iter().map(|m| m.timewait).min().unwrap_or(0),
+            runs.iter().map(|m| m.timewait).max().unwrap_or(0),
+            runs.iter().map(|m| m.lost).sum::<u64>(),
+            runs.len()
+        );
+    }
     let machine = json!({
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
     let result = json!({"machine": machine, "connections": args.churn.connections, "threads": args.churn.threads,
         "server_first": args.churn.server_first, "repeat": args.repeat, "results": rows,
-        "startup": startups.iter().map(|(tw, s)| json!({"timewait_on_host": tw, "seconds": s})).collect::<Vec<_>>()});
+        "startup": startups.iter().map(|(tw, s)| json!({"timewait_on_host": tw, "seconds": s})).collect::<Vec<_>>(),
+        "startup_during_churn": mid_churn.iter().zip([false, true]).flat_map(|(runs, compared)| runs.iter().map(move |m| json!({"compared": compared, "timewait_on_host": m.timewait, "seconds": m.seconds, "lost_records": m.lost}))).collect::<Vec<_>>()});
     let path: PathBuf = out_dir.join("results.json");
     fs::write(&path, serde_json::to_string_pretty(&result)?)?;
     println!("results: {}", path.display());
