@@ -172,6 +172,9 @@ struct Sample {
     lost: u64,
     /// Agent CPU per received event, ns.
     agent_ns_per_event: f64,
+    /// The same, of its main thread only (the loop that drains the rings):
+    /// what bounds the rate it keeps up with.
+    loop_ns_per_event: f64,
     agent_peak_rss_kib: u64,
     kernel_map_kib: u64,
 }
@@ -181,9 +184,19 @@ fn ticks_per_second() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
-/// utime + stime of a process, in seconds.
+/// utime + stime of a process (all its threads), in seconds.
 fn process_cpu(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of a process's main thread, in seconds.
+fn main_thread_cpu(pid: u32) -> Result<f64> {
+    cpu_of(&format!("/proc/{pid}/task/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of /proc, in seconds.
+fn cpu_of(path: &str) -> Result<f64> {
+    let stat = fs::read_to_string(path)?;
     // Fields after the command (which may contain spaces) start after ')'.
     let rest = stat.rsplit_once(')').context("malformed stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -413,6 +426,7 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
         _ => None,
     };
     let cpu_before = pid.map(process_cpu).transpose()?.unwrap_or(0.0);
+    let loop_before = pid.map(main_thread_cpu).transpose()?.unwrap_or(0.0);
     let paused = pid.filter(|_| config.paused);
     if let Some(pid) = paused {
         send_signal(pid, Signal::SIGSTOP)?;
@@ -436,6 +450,7 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
         200
     }));
     let cpu = pid.map(process_cpu).transpose()?.unwrap_or(0.0) - cpu_before;
+    let loop_cpu = pid.map(main_thread_cpu).transpose()?.unwrap_or(0.0) - loop_before;
     let rss = pid.map_or(0, |p| status_kib(p, "VmHWM:"));
     let maps = pid.map_or(0, map_memory_kib);
     let (received, lost) = match tracer {
@@ -452,6 +467,11 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
         lost,
         agent_ns_per_event: if received > 0 {
             cpu * 1e9 / received as f64
+        } else {
+            0.0
+        },
+        loop_ns_per_event: if received > 0 {
+            loop_cpu * 1e9 / received as f64
         } else {
             0.0
         },
@@ -594,7 +614,7 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
     let base_cpu = median(samples[0].iter().map(|s| s.churn_cpu_us_per_conn).collect());
     let mut rows = Vec::new();
     println!(
-        "\n{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "\n{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
         "configuration",
         "conn/s",
         "ratio (min-max)",
@@ -603,12 +623,23 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
         "received",
         "lost",
         "agent",
+        "its loop",
         "agent RSS",
         "maps"
     );
     println!(
-        "{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>9}",
-        "", "median", "to baseline", "µs/conn", "", "", "", "ns/event", "peak KiB", "KiB"
+        "{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "",
+        "median",
+        "to baseline",
+        "µs/conn",
+        "",
+        "",
+        "",
+        "ns/event",
+        "ns/event",
+        "peak KiB",
+        "KiB"
     );
     for (config, runs) in configs.iter().zip(&samples) {
         let ratios: Vec<f64> = runs
@@ -633,11 +664,12 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
             "lost_total": runs.iter().map(|s| s.lost).sum::<u64>(),
             "unaccounted_total": runs.iter().map(|s| (s.caused as i64) - (s.received + s.lost) as i64).sum::<i64>(),
             "agent_ns_per_event_median": m(|s| s.agent_ns_per_event),
+            "loop_ns_per_event_median": m(|s| s.loop_ns_per_event),
             "agent_peak_rss_kib_max": runs.iter().map(|s| s.agent_peak_rss_kib).max(),
             "kernel_map_kib": runs.iter().map(|s| s.kernel_map_kib).max(),
         });
         println!(
-            "{:<24} {:>8.0} {:>5.2} ({:.2}-{:.2}) {:>10.2} {:>10} {:>10.0} {:>10} {:>9.0} {:>10} {:>9}",
+            "{:<24} {:>8.0} {:>5.2} ({:.2}-{:.2}) {:>10.2} {:>10} {:>10.0} {:>10} {:>9.0} {:>9.0} {:>10} {:>9}",
             config.name,
             m(|s| s.conns_per_s),
             median(ratios.clone()),
@@ -648,6 +680,7 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
             m(|s| s.received as f64),
             runs.iter().map(|s| s.lost).sum::<u64>(),
             m(|s| s.agent_ns_per_event),
+            m(|s| s.loop_ns_per_event),
             runs.iter().map(|s| s.agent_peak_rss_kib).max().unwrap_or(0),
             runs.iter().map(|s| s.kernel_map_kib).max().unwrap_or(0),
         );
