@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
-    agent::{self, Ending, Timing},
+    agent::{self, AgentError, Ending, Timing},
     cli::{self, Cli},
     endpoint, features,
     findings::Severity,
@@ -19,6 +19,7 @@ use tcptrace::{
     render::{
         ADDR_WIDTH_V4, ADDR_WIDTH_V6, JsonPrinter, Printer, TextPrinter,
         clock::{WallClock, Zone},
+        output::Output,
     },
     session::Session,
 };
@@ -160,7 +161,7 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         hz: features.hz,
         records: !cli.summary_only(),
     });
-    let out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let out = Output::spawn(|| io::stdout().lock()).context("starting the output thread")?;
     let mut session = Session::new(pipeline, printer, out, timewait);
     session.limit_metrics(cli.metrics_limits());
     if cli.quiet {
@@ -234,9 +235,14 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         &timing,
         served,
     ))?;
+    // What the output thread still holds is written before the exit line.
+    let ending = match session.out_mut().finish() {
+        Ok(()) => ending,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ending::BrokenPipe,
+        Err(err) => return Err(AgentError::Output(err).into()),
+    };
     if ending == Ending::Signal {
         let totals = session.totals(tracer.recursion_misses());
-        let _ = io::stdout().flush();
         eprintln!("tcptrace: {totals}");
     }
     Ok(match (cli.diagnose_for(), session.worst()) {

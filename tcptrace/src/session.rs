@@ -841,6 +841,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Where the output goes, to finish it at exit.
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
 }
 
 #[cfg(test)]

@@ -416,6 +416,13 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
                     .unwrap_or("run")
                     .trim_start_matches('-')
             ));
+            // The last run's output (hundreds of MB for --json) is removed
+            // and written back first: its writeback would otherwise run
+            // during this one, and make whichever run comes next in a
+            // repetition pay for the one before.
+            let _ = fs::remove_file(&out);
+            // SAFETY: sync(2) has no preconditions.
+            unsafe { libc::sync() };
             Some(start_tracer(binary, &tracer_args, &out)?)
         }
         None => None,

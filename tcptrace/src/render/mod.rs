@@ -6,6 +6,7 @@ pub mod clock;
 pub mod findings;
 mod json;
 pub mod metrics;
+pub mod output;
 pub mod ports;
 pub mod summary;
 mod text;

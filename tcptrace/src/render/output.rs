@@ -1,0 +1,245 @@
+//! Where the live log goes: a writer thread between the agent's loop and
+//! stdout, so that the loop goes back to the rings while the kernel copies
+//! the output. Writing to a file cost this machine's kernel 190–580 ns per
+//! event of the live log or `--json` (their lines are 200 and 380 bytes),
+//! more than the rest of the agent's work per event, and a write can stall
+//! (dirty-page writeback, a pager or a pipe whose reader paused) while the
+//! rings fill unread.
+//!
+//! Chunks of `CHUNK` bytes go to the thread through a queue of `QUEUE`
+//! chunks: when it is full, the loop waits (the rings hold what comes
+//! meanwhile, and what they cannot hold is counted as lost). A flush hands
+//! over what is buffered without waiting for it to be written; `finish`
+//! waits. The first error of the thread (a closed pipe, a full disk) is
+//! returned by the next write, flush or `finish`.
+
+use std::{
+    io::{self, Write},
+    sync::mpsc::{self, Receiver, SyncSender},
+    thread::JoinHandle,
+};
+
+/// The size of a chunk handed to the writer thread.
+const CHUNK: usize = 1 << 20;
+/// Chunks that can wait for the writer thread: 16 MiB, about as much as a
+/// CPU's ring holds.
+const QUEUE: usize = 16;
+
+/// The thread's first error, as its kind and text (an `io::Error` is not
+/// `Clone`, and is reported both where it happens and at `finish`).
+type Failure = (io::ErrorKind, String);
+
+pub struct Output {
+    buf: Vec<u8>,
+    to_writer: Option<SyncSender<Vec<u8>>>,
+    /// Written chunks, back for reuse.
+    spare: Receiver<Vec<u8>>,
+    failed: Receiver<Failure>,
+    failure: Option<Failure>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Output {
+    /// Starts the writer thread, which writes to what `open` gives it
+    /// (called on that thread: stdout's lock is not `Send`).
+    pub fn spawn<W: Write>(open: impl FnOnce() -> W + Send + 'static) -> io::Result<Self> {
+        let (to_writer, chunks) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let (give_back, spare) = mpsc::sync_channel(QUEUE + 1);
+        let (fail, failed) = mpsc::sync_channel(1);
+        let writer = std::thread::Builder::new()
+            .name("tcptrace-output".into())
+            .spawn(move || {
+                let mut out = open();
+                for mut chunk in chunks.iter() {
+                    // Flushed at once: a reader of the live log sees each
+                    // drain's lines as they come.
+                    if let Err(err) = out.write_all(&chunk).and_then(|()| out.flush()) {
+                        let _ = fail.try_send((err.kind(), err.to_string()));
+                        // Dropping `chunks` makes the loop's next send fail.
+                        return;
+                    }
+                    chunk.clear();
+                    let _ = give_back.try_send(chunk);
+                }
+            })?;
+        Ok(Self {
+            buf: Vec::with_capacity(CHUNK),
+            to_writer: Some(to_writer),
+            spare,
+            failed,
+            failure: None,
+            writer: Some(writer),
+        })
+    }
+
+    /// The writer thread's first error, once it has one.
+    fn check(&mut self) -> io::Result<()> {
+        if self.failure.is_none() {
+            self.failure = self.failed.try_recv().ok();
+        }
+        match &self.failure {
+            Some((kind, text)) => Err(io::Error::new(*kind, text.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the buffered bytes to the writer thread, waiting while its
+    /// queue is full.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return self.check();
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, next);
+        let sent = match &self.to_writer {
+            Some(tx) => tx.send(chunk).is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The thread stopped: it says why (or it panicked).
+            self.join();
+            self.check()?;
+            return Err(io::Error::other("the output thread stopped"));
+        }
+        self.check()
+    }
+
+    fn join(&mut self) {
+        self.to_writer = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+
+    /// Writes out everything handed over, and stops the thread.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let handed = self.hand_over();
+        self.join();
+        self.check()?;
+        handed
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + bytes.len() > CHUNK && !self.buf.is_empty() {
+            self.hand_over()?;
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write(bytes).map(drop)
+    }
+
+    /// Hands over without waiting for the write: see `finish`.
+    fn flush(&mut self) -> io::Result<()> {
+        self.hand_over()
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer into shared memory, failing after `fail_after` bytes.
+    #[derive(Clone)]
+    struct Shared {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        fail_after: usize,
+        kind: io::ErrorKind,
+    }
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let mut bytes = self.bytes.lock().unwrap();
+            if bytes.len() + b.len() > self.fail_after {
+                return Err(io::Error::new(self.kind, "no space left on device"));
+            }
+            bytes.extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn shared(fail_after: usize, kind: io::ErrorKind) -> Shared {
+        Shared {
+            bytes: Arc::default(),
+            fail_after,
+            kind,
+        }
+    }
+
+    #[test]
+    fn writes_everything_in_order() {
+        let sink = shared(usize::MAX, io::ErrorKind::Other);
+        let mut out = Output::spawn({
+            let sink = sink.clone();
+            move || sink
+        })
+        .unwrap();
+        let mut expected = Vec::new();
+        for i in 0..200_000u32 {
+            let line = format!("line {i}\n");
+            out.write_all(line.as_bytes()).unwrap();
+            expected.extend_from_slice(line.as_bytes());
+            if i % 1000 == 0 {
+                out.flush().unwrap();
+            }
+        }
+        out.finish().unwrap();
+        assert_eq!(*sink.bytes.lock().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_buffer_goes_whole() {
+        let sink = shared(usize::MAX, io::ErrorKind::Other);
+        let mut out = Output::spawn({
+            let sink = sink.clone();
+            move || sink
+        })
+        .unwrap();
+        out.write_all(b"head\n").unwrap();
+        out.write_all(&vec![b'x'; 3 * CHUNK]).unwrap();
+        out.finish().unwrap();
+        assert_eq!(sink.bytes.lock().unwrap().len(), 5 + 3 * CHUNK);
+    }
+
+    #[test]
+    fn the_writers_error_comes_back_with_its_kind() {
+        let sink = shared(3 * CHUNK, io::ErrorKind::StorageFull);
+        let mut out = Output::spawn(move || sink).unwrap();
+        let line = [b'y'; 1000];
+        let err = (0..100_000)
+            .find_map(|_| out.write_all(&line).and_then(|()| out.flush()).err())
+            .expect("the full disk is reported");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(err.to_string().contains("no space left"), "{err}");
+        // And again at the end: nothing is taken for written.
+        assert_eq!(out.finish().unwrap_err().kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn an_error_at_the_last_write_is_not_lost() {
+        let sink = shared(10, io::ErrorKind::BrokenPipe);
+        let mut out = Output::spawn(move || sink).unwrap();
+        out.write_all(b"more than ten bytes\n").unwrap();
+        out.flush().unwrap_or(());
+        assert_eq!(out.finish().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+}
