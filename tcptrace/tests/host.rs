@@ -18,7 +18,7 @@ use tcptrace::{
     host::{
         btf::{self, Btf},
         kallsyms, kconfig, netstat, preflight,
-        snapshot::{self, Source},
+        snapshot::{self, Family, Source},
     },
     model::{Comm, Existing, Task, TcpState, TwSeed},
 };
@@ -47,13 +47,13 @@ fn snapshot_finds_our_own_listener_and_its_owner() {
     );
 }
 
-/// The sockets of this process's namespace touching `ports`, as `source`
-/// lists them: full sockets as (local, remote, state, owner), timewait ones
-/// as (local, remote, substate) with their time left.
+/// The sockets of this process's namespace whose endpoints are among
+/// `pairs`, as `source` lists them: full sockets as (local, remote, state,
+/// owner), timewait ones as (local, remote, substate) with their time left.
 #[expect(clippy::type_complexity, reason = "a test's tally")]
 fn listed(
     source: Source,
-    ports: &[u16],
+    pairs: &[(SocketAddr, SocketAddr)],
 ) -> (
     BTreeSet<(SocketAddr, SocketAddr, TcpState, Option<u32>)>,
     HashMap<(SocketAddr, SocketAddr, TcpState), u64>,
@@ -74,17 +74,19 @@ fn listed(
         })
         .collect();
     let (mut found, mut tw): (Vec<Existing>, Vec<TwSeed>) = (Vec::new(), Vec::new());
-    snapshot::read_namespace(
-        source,
-        pid,
-        own_netns(),
-        &owners,
-        &mut |s| tw.push(*s),
-        &mut found,
-    )
-    .unwrap();
-    let ours =
-        |a: &SocketAddr, b: &SocketAddr| ports.contains(&a.port()) || ports.contains(&b.port());
+    for family in Family::BOTH {
+        snapshot::read_namespace(
+            source,
+            family,
+            pid,
+            own_netns(),
+            &owners,
+            &mut |s| tw.push(*s),
+            &mut found,
+        )
+        .unwrap();
+    }
+    let ours = |a: &SocketAddr, b: &SocketAddr| pairs.contains(&(*a, *b));
     (
         found
             .iter()
@@ -113,13 +115,15 @@ fn own_socket_inodes() -> Vec<u64> {
 /// The start-up snapshot reads sock_diag, and /proc/net/tcp where sock_diag
 /// is missing: both must list the same sockets, states, owners and
 /// timewait sockets (a dump whose offsets were wrong would differ here).
+/// Only the sockets made here are compared: others on the host come and go
+/// between the two readings.
 #[test]
 fn snapshot_sources_agree() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
     // An established pair, a pair whose server end closed (CLOSE_WAIT on
-    // the client, FIN_WAIT2 on the server), and a pair closed by the client
-    // first (TIME_WAIT on the client).
+    // the client, an orphan's FIN_WAIT2 timewait socket on the server), and
+    // a pair closed by the client first (TIME_WAIT on the client).
     let established = TcpStream::connect(server).unwrap();
     let (established_server, _) = listener.accept().unwrap();
     let half = TcpStream::connect(server).unwrap();
@@ -132,37 +136,33 @@ fn snapshot_sources_agree() {
     let _ = tw_server.read(&mut [0; 1]);
     drop(tw_server);
     thread::sleep(Duration::from_millis(100));
-    let ports = [server.port()];
-
-    let (diag_full, diag_tw) = listed(Source::SockDiag, &ports);
-    let (proc_full, proc_tw) = listed(Source::ProcNet, &ports);
-    assert_eq!(diag_full, proc_full);
+    let (client, half_client) = (
+        established.local_addr().unwrap(),
+        half.local_addr().unwrap(),
+    );
     let me = Some(std::process::id());
-    let expected = [
-        (server, "0.0.0.0:0".parse().unwrap(), TcpState::Listen, me),
-        (
-            established.local_addr().unwrap(),
-            server,
-            TcpState::Established,
-            me,
-        ),
-        (
-            server,
-            established.local_addr().unwrap(),
-            TcpState::Established,
-            me,
-        ),
-        (half.local_addr().unwrap(), server, TcpState::CloseWait, me),
-    ];
-    for e in expected {
-        assert!(diag_full.contains(&e), "{e:?} not in {diag_full:#?}");
-    }
-    // The server end of `half` is an orphan: a timewait socket in
-    // FIN_WAIT2; the client end of `timewait` a TIME_WAIT one.
-    let keys = |tw: &HashMap<_, u64>| tw.keys().copied().collect::<BTreeSet<_>>();
-    assert_eq!(keys(&diag_tw), keys(&proc_tw));
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let expected = BTreeSet::from([
+        (server, any, TcpState::Listen, me),
+        (client, server, TcpState::Established, me),
+        (server, client, TcpState::Established, me),
+        (half_client, server, TcpState::CloseWait, me),
+    ]);
     let tw_key = (tw_client, server, TcpState::TimeWait);
-    let fw2_key = (server, half.local_addr().unwrap(), TcpState::FinWait2);
+    let fw2_key = (server, half_client, TcpState::FinWait2);
+    let pairs: Vec<_> = expected
+        .iter()
+        .map(|e| (e.0, e.1))
+        .chain([tw_key, fw2_key].map(|k| (k.0, k.1)))
+        .collect();
+
+    let (diag_full, diag_tw) = listed(Source::SockDiag, &pairs);
+    let (proc_full, proc_tw) = listed(Source::ProcNet, &pairs);
+    assert_eq!(diag_full, expected);
+    assert_eq!(proc_full, expected);
+    let keys = |tw: &HashMap<_, u64>| tw.keys().copied().collect::<BTreeSet<_>>();
+    assert_eq!(keys(&diag_tw), BTreeSet::from([tw_key, fw2_key]));
+    assert_eq!(keys(&proc_tw), keys(&diag_tw));
     for key in [tw_key, fw2_key] {
         let (d, p) = (diag_tw[&key], proc_tw[&key]);
         assert!(d > 0 && d <= 60_000, "{key:?}: {d} ms left");

@@ -214,10 +214,36 @@ pub enum Source {
     ProcNet,
 }
 
-/// Reads the sockets of namespace `netns` through process `pid` inside it,
-/// from `source`, as `read_table` does a table.
+/// The IPv4 and the IPv6 table: each is dumped, or read, on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Self; 2] = [Self::V4, Self::V6];
+
+    fn af(self) -> u8 {
+        match self {
+            Self::V4 => libc::AF_INET as u8,
+            Self::V6 => libc::AF_INET6 as u8,
+        }
+    }
+
+    fn proc_file(self) -> &'static str {
+        match self {
+            Self::V4 => "tcp",
+            Self::V6 => "tcp6",
+        }
+    }
+}
+
+/// Reads the `family` sockets of namespace `netns` through process `pid`
+/// inside it, from `source`, as `read_table` does a table.
 pub fn read_namespace(
     source: Source,
+    family: Family,
     pid: u32,
     netns: u32,
     owners: &HashMap<u64, Task>,
@@ -227,19 +253,70 @@ pub fn read_namespace(
     match source {
         Source::SockDiag => {
             let fd = sockdiag::socket_in(pid, netns)?;
-            sockdiag::each_socket(&fd, |s| take_diag(s, netns, owners, on_timewait, found))
+            sockdiag::each_socket(&fd, family.af(), |s| {
+                take_diag(s, netns, owners, on_timewait, found);
+            })
         }
         Source::ProcNet => {
-            for file in ["tcp", "tcp6"] {
-                // Streamed: with many TIME_WAIT sockets these files run to
-                // tens of megabytes, and reading one whole showed in
-                // tcptrace's peak RSS.
-                let file = fs::File::open(format!("/proc/{pid}/net/{file}"))?;
-                read_table(BufReader::new(file), netns, owners, on_timewait, found);
-            }
+            // Streamed: with many TIME_WAIT sockets these files run to tens
+            // of megabytes, and reading one whole showed in tcptrace's peak
+            // RSS.
+            let file = fs::File::open(format!("/proc/{pid}/net/{}", family.proc_file()))?;
+            read_table(BufReader::new(file), netns, owners, on_timewait, found);
             Ok(())
         }
     }
+}
+
+/// One family's sockets of a namespace, from sock_diag; from /proc where
+/// the dump fails before giving anything (a kernel without `tcp_diag`, or
+/// without its IPv6 part). A dump that fails part-way keeps what it gave,
+/// and the rest are seen when they next move.
+fn read_family(
+    family: Family,
+    pid: u32,
+    netns: u32,
+    owners: &HashMap<u64, Task>,
+    on_timewait: &mut impl FnMut(&TwSeed),
+    found: &mut Vec<Existing>,
+) {
+    let (mut read, before) = (0usize, found.len());
+    let mut counted = |tw: &TwSeed| {
+        read += 1;
+        on_timewait(tw);
+    };
+    let diag = read_namespace(
+        Source::SockDiag,
+        family,
+        pid,
+        netns,
+        owners,
+        &mut counted,
+        found,
+    );
+    let Err(err) = diag else {
+        return;
+    };
+    if read > 0 || found.len() > before {
+        log::warn!(
+            "netns {netns}: the start-up listing of its {family:?} sockets stopped part-way: {err}"
+        );
+        return;
+    }
+    log::debug!(
+        "netns {netns}: sock_diag: {err}; reading /proc/{pid}/net/{} instead",
+        family.proc_file()
+    );
+    // A process that exits meanwhile is skipped.
+    let _ = read_namespace(
+        Source::ProcNet,
+        family,
+        pid,
+        netns,
+        owners,
+        on_timewait,
+        found,
+    );
 }
 
 /// Every TCP socket of every network namespace that has a process, with the
@@ -286,39 +363,8 @@ pub fn take(mut on_timewait: impl FnMut(&TwSeed)) -> Snapshot {
     }
     let mut found = Vec::new();
     for (&netns, &pid) in &namespaces {
-        // A dump that fails part-way is not read again from /proc: what it
-        // gave is kept, and the rest are seen when they next move.
-        let mut read = 0usize;
-        let mut counted = |tw: &TwSeed| {
-            read += 1;
-            on_timewait(tw);
-        };
-        let before = found.len();
-        let diag = read_namespace(
-            Source::SockDiag,
-            pid,
-            netns,
-            &owners,
-            &mut counted,
-            &mut found,
-        );
-        if let Err(err) = diag {
-            if read == 0 && found.len() == before {
-                log::debug!("netns {netns}: sock_diag: {err}; reading /proc/{pid}/net/tcp instead");
-                // A process that exits meanwhile is skipped.
-                let _ = read_namespace(
-                    Source::ProcNet,
-                    pid,
-                    netns,
-                    &owners,
-                    &mut on_timewait,
-                    &mut found,
-                );
-            } else {
-                log::warn!(
-                    "netns {netns}: the start-up listing of its sockets stopped part-way: {err}"
-                );
-            }
+        for family in Family::BOTH {
+            read_family(family, pid, netns, &owners, &mut on_timewait, &mut found);
         }
     }
     Snapshot {

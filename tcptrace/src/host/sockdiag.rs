@@ -285,14 +285,11 @@ pub fn sockets_in(pid: u32, netns: u32) -> io::Result<Vec<DiagSocket>> {
     Ok(out)
 }
 
-/// Every TCP socket (IPv4 and IPv6: listeners, connections, request and
+/// Every TCP socket of `family` (listeners, connections, request and
 /// timewait sockets) of the namespace of sock_diag socket `fd`, handed to
 /// `each` as read: a host can have hundreds of thousands.
-pub fn each_socket(fd: &OwnedFd, mut each: impl FnMut(&DiagSocket)) -> io::Result<()> {
-    for family in [libc::AF_INET, libc::AF_INET6] {
-        dump(fd, family as u8, ALL, |b| parse_all(b, &mut each))?;
-    }
-    Ok(())
+pub fn each_socket(fd: &OwnedFd, family: u8, mut each: impl FnMut(&DiagSocket)) -> io::Result<()> {
+    dump(fd, family, ALL, |b| parse_all(b, &mut each))
 }
 
 #[cfg(test)]
