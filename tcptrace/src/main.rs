@@ -19,7 +19,7 @@ use tcptrace::{
     render::{
         ADDR_WIDTH_V4, ADDR_WIDTH_V6, JsonPrinter, Printer, TextPrinter,
         clock::{WallClock, Zone},
-        output::Output,
+        output::{Output, Sizes},
     },
     session::Session,
 };
@@ -161,7 +161,8 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         hz: features.hz,
         records: !cli.summary_only(),
     });
-    let out = Output::spawn(|| io::stdout().lock()).context("starting the output thread")?;
+    let out = Output::spawn(Sizes::for_stdout(), || io::stdout().lock())
+        .context("starting the output thread")?;
     let mut session = Session::new(pipeline, printer, out, timewait);
     session.limit_metrics(cli.metrics_limits());
     if cli.quiet {

@@ -6,12 +6,16 @@
 //! (dirty-page writeback, a pager or a pipe whose reader paused) while the
 //! rings fill unread.
 //!
-//! Chunks of `CHUNK` bytes go to the thread through a queue of `QUEUE`
-//! chunks: when it is full, the loop waits (the rings hold what comes
-//! meanwhile, and what they cannot hold is counted as lost). A flush hands
-//! over what is buffered without waiting for it to be written; `finish`
-//! waits. The first error of the thread (a closed pipe, a full disk) is
-//! returned by the next write, flush or `finish`.
+//! Chunks go to the thread through a bounded queue: when it is full, the
+//! loop waits (the rings hold what comes meanwhile, and what they cannot
+//! hold is counted as lost). To a file, chunks of 1 MiB and a queue of 16:
+//! the page cache takes them in milliseconds. To a terminal or a pipe,
+//! 64 KiB and a queue of one, as before the thread: what is queued is
+//! written before tcptrace can exit, and a slow reader would otherwise
+//! hold it there behind megabytes. A flush hands over what is buffered
+//! without waiting for it to be written; `finish` waits. The first error
+//! of the thread (a closed pipe, a full disk) is returned by the next
+//! write, flush or `finish`.
 
 use std::{
     io::{self, Write},
@@ -19,17 +23,45 @@ use std::{
     thread::JoinHandle,
 };
 
-/// The size of a chunk handed to the writer thread.
-const CHUNK: usize = 1 << 20;
-/// Chunks that can wait for the writer thread: 16 MiB, about as much as a
-/// CPU's ring holds.
-const QUEUE: usize = 16;
+/// How much is handed over at a time, and how much can wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub chunk: usize,
+    pub queue: usize,
+}
+
+impl Sizes {
+    /// For a regular file: 16 MiB can wait, about as much as a CPU's ring
+    /// holds.
+    pub const FILE: Self = Self {
+        chunk: 1 << 20,
+        queue: 16,
+    };
+    /// For a terminal or a pipe.
+    pub const STREAM: Self = Self {
+        chunk: 64 << 10,
+        queue: 1,
+    };
+
+    /// Those for stdout as it is now.
+    pub fn for_stdout() -> Self {
+        // /proc/self/fd/1 resolves to the file, pipe or terminal itself.
+        match std::fs::metadata("/proc/self/fd/1") {
+            Ok(m) if m.is_file() => Self::FILE,
+            _ => Self::STREAM,
+        }
+    }
+}
+
+/// Written chunks kept for reuse: more would stay allocated after a stall.
+const SPARE: usize = 2;
 
 /// The thread's first error, as its kind and text (an `io::Error` is not
 /// `Clone`, and is reported both where it happens and at `finish`).
 type Failure = (io::ErrorKind, String);
 
 pub struct Output {
+    sizes: Sizes,
     buf: Vec<u8>,
     to_writer: Option<SyncSender<Vec<u8>>>,
     /// Written chunks, back for reuse.
@@ -42,9 +74,12 @@ pub struct Output {
 impl Output {
     /// Starts the writer thread, which writes to what `open` gives it
     /// (called on that thread: stdout's lock is not `Send`).
-    pub fn spawn<W: Write>(open: impl FnOnce() -> W + Send + 'static) -> io::Result<Self> {
-        let (to_writer, chunks) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
-        let (give_back, spare) = mpsc::sync_channel(QUEUE + 1);
+    pub fn spawn<W: Write>(
+        sizes: Sizes,
+        open: impl FnOnce() -> W + Send + 'static,
+    ) -> io::Result<Self> {
+        let (to_writer, chunks) = mpsc::sync_channel::<Vec<u8>>(sizes.queue);
+        let (give_back, spare) = mpsc::sync_channel(SPARE);
         let (fail, failed) = mpsc::sync_channel(1);
         let writer = std::thread::Builder::new()
             .name("tcptrace-output".into())
@@ -63,7 +98,8 @@ impl Output {
                 }
             })?;
         Ok(Self {
-            buf: Vec::with_capacity(CHUNK),
+            sizes,
+            buf: Vec::with_capacity(sizes.chunk),
             to_writer: Some(to_writer),
             spare,
             failed,
@@ -92,7 +128,7 @@ impl Output {
         let next = self
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            .unwrap_or_else(|_| Vec::with_capacity(self.sizes.chunk));
         let chunk = std::mem::replace(&mut self.buf, next);
         let sent = match &self.to_writer {
             Some(tx) => tx.send(chunk).is_ok(),
@@ -125,7 +161,7 @@ impl Output {
 
 impl Write for Output {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.buf.len() + bytes.len() > CHUNK && !self.buf.is_empty() {
+        if self.buf.len() + bytes.len() > self.sizes.chunk && !self.buf.is_empty() {
             self.hand_over()?;
         }
         self.buf.extend_from_slice(bytes);
@@ -188,7 +224,7 @@ mod tests {
     #[test]
     fn writes_everything_in_order() {
         let sink = shared(usize::MAX, io::ErrorKind::Other);
-        let mut out = Output::spawn({
+        let mut out = Output::spawn(Sizes::STREAM, {
             let sink = sink.clone();
             move || sink
         })
@@ -209,21 +245,22 @@ mod tests {
     #[test]
     fn a_chunk_larger_than_the_buffer_goes_whole() {
         let sink = shared(usize::MAX, io::ErrorKind::Other);
-        let mut out = Output::spawn({
+        let mut out = Output::spawn(Sizes::FILE, {
             let sink = sink.clone();
             move || sink
         })
         .unwrap();
+        let chunk = Sizes::FILE.chunk;
         out.write_all(b"head\n").unwrap();
-        out.write_all(&vec![b'x'; 3 * CHUNK]).unwrap();
+        out.write_all(&vec![b'x'; 3 * chunk]).unwrap();
         out.finish().unwrap();
-        assert_eq!(sink.bytes.lock().unwrap().len(), 5 + 3 * CHUNK);
+        assert_eq!(sink.bytes.lock().unwrap().len(), 5 + 3 * chunk);
     }
 
     #[test]
     fn the_writers_error_comes_back_with_its_kind() {
-        let sink = shared(3 * CHUNK, io::ErrorKind::StorageFull);
-        let mut out = Output::spawn(move || sink).unwrap();
+        let sink = shared(3 * Sizes::FILE.chunk, io::ErrorKind::StorageFull);
+        let mut out = Output::spawn(Sizes::FILE, move || sink).unwrap();
         let line = [b'y'; 1000];
         let err = (0..100_000)
             .find_map(|_| out.write_all(&line).and_then(|()| out.flush()).err())
@@ -234,10 +271,38 @@ mod tests {
         assert_eq!(out.finish().unwrap_err().kind(), io::ErrorKind::StorageFull);
     }
 
+    /// A writer that blocks a while, then fails: the loop, waiting on a
+    /// full queue meanwhile, gets the error instead of waiting forever.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            Err(io::Error::new(io::ErrorKind::BrokenPipe, "reader gone"))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_loop_waiting_on_a_full_queue_learns_the_writer_failed() {
+        let mut out = Output::spawn(Sizes::STREAM, || Stuck).unwrap();
+        let chunk = vec![b'z'; Sizes::STREAM.chunk];
+        let started = std::time::Instant::now();
+        let err = (0..100)
+            .find_map(|_| out.write_all(&chunk).and_then(|()| out.flush()).err())
+            .expect("the error comes back");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        assert!(out.finish().is_err());
+    }
+
     #[test]
     fn an_error_at_the_last_write_is_not_lost() {
         let sink = shared(10, io::ErrorKind::BrokenPipe);
-        let mut out = Output::spawn(move || sink).unwrap();
+        let mut out = Output::spawn(Sizes::STREAM, move || sink).unwrap();
         out.write_all(b"more than ten bytes\n").unwrap();
         out.flush().unwrap_or(());
         assert_eq!(out.finish().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
