@@ -239,6 +239,17 @@ struct RunningTracer {
     stderr: mpsc::Receiver<String>,
 }
 
+/// A bench that fails part-way leaves no tracer running: one that was
+/// not stopped is killed.
+impl Drop for RunningTracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTracer> {
     let mut child = Command::new(binary)
         .args(args)
@@ -253,12 +264,14 @@ fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTrace
             let _ = tx.send(line);
         }
     });
+    let tracer = RunningTracer { child, stderr: rx };
     loop {
-        let line = rx
+        let line = tracer
+            .stderr
             .recv_timeout(Duration::from_secs(30))
             .context("tcptrace did not start")?;
         if line.contains("tracing TCP state transitions") {
-            return Ok(RunningTracer { child, stderr: rx });
+            return Ok(tracer);
         }
     }
 }
@@ -336,15 +349,13 @@ impl Scraper {
 }
 
 /// Stops the tracer with SIGINT; returns (received, lost) transitions from
-/// its summary line (`N transitions in T s, M lost (ring buffer full: K
+/// its exit line (`N transitions in T s, M lost (ring buffer full: K
 /// transition, ...)`: the transitions among the records lost).
-/// Stops tcptrace and reads its exit line: transitions received, and
-/// transitions lost.
 fn stop_tracer(tracer: RunningTracer) -> Result<(u64, u64)> {
     stop_tracer_with_all(tracer).map(|(received, lost, _)| (received, lost))
 }
 
-/// As `stop_tracer`, with the records of every kind lost too.
+/// As `stop_tracer`, with the records of every kind lost too (`M`).
 fn stop_tracer_with_all(mut tracer: RunningTracer) -> Result<(u64, u64, u64)> {
     send_signal(tracer.child.id(), Signal::SIGINT)?;
     let status = tracer.child.wait()?;
@@ -531,12 +542,17 @@ struct MidChurn {
 }
 
 fn start_in_churn(binary: &Path, out_dir: &Path, args: &ChurnArgs) -> Result<MidChurn> {
+    let out = out_dir.join("midchurn.out");
+    // As in `run_once`: the last run's output is gone and written back.
+    let _ = fs::remove_file(&out);
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
     let timewait = timewait_on_host();
     let churn_args = *args;
     let churn = thread::spawn(move || churn(&churn_args));
     thread::sleep(Duration::from_secs(1));
     let started = std::time::Instant::now();
-    let tracer = start_tracer(binary, &[], &out_dir.join("midchurn.out"));
+    let tracer = start_tracer(binary, &[], &out);
     let seconds = started.elapsed().as_secs_f64();
     let report = churn
         .join()
@@ -596,11 +612,15 @@ pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
             );
             samples[i].push(s);
         }
-        // The --compare binary too, right after: a change to start-up
-        // measured in one run.
-        for (compared, binary) in std::iter::once((false, &binary))
+        // The --compare binary too, right before or after (in turn): a
+        // change to start-up measured in one run.
+        let mut both: Vec<(bool, &PathBuf)> = std::iter::once((false, &binary))
             .chain(args.compare.as_ref().map(|other| (true, other)))
-        {
+            .collect();
+        if rep % 2 == 1 {
+            both.reverse();
+        }
+        for (compared, binary) in both {
             let mid = start_in_churn(binary, &out_dir, &args.churn)
                 .with_context(|| format!("started during the churn (repetition {})", rep + 1))?;
             eprintln!(
