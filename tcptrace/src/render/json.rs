@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     aggregate::ports::{DestReport, Level},
-    model::{BindFailure, Closed, StateTimes, Transition, TwNote},
+    model::{BindFailure, Closed, Task, Transition, TwNote},
     render::{
         clock::WallClock,
         ports, push_ip,
@@ -25,16 +25,6 @@ pub struct JsonPrinter {
     time: String,
     /// The record being written, reused.
     buf: Vec<u8>,
-}
-
-/// The kernel socket address as "0xffff…": a string, because JSON numbers
-/// above 2^53 lose precision in many parsers.
-struct Hex(u64);
-
-impl Serialize for Hex {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:#x}", self.0))
-    }
 }
 
 /// An address as text on the stack: the longest is a v4-mapped IPv6
@@ -146,114 +136,136 @@ impl JsonPrinter {
         b.extend_from_slice(b"\",\"timewait\":");
         match t.timewait {
             None => b.extend_from_slice(b"null"),
-            // Rare (a few per connection at most): serde is fine here.
-            Some(note) => serde_json::to_writer(&mut *b, &tw_note(note))?,
+            Some(note) => push_tw_note(b, note)?,
         }
         b.extend_from_slice(b"}\n");
         out.write_all(b)
     }
 }
 
-/// The `timewait` object of a transition of a timewait socket.
-fn tw_note(note: TwNote) -> serde_json::Value {
+/// `null`, or the number.
+fn push_opt(b: &mut Vec<u8>, n: &mut itoa::Buffer, v: Option<impl itoa::Integer>) {
+    match v {
+        Some(v) => b.extend_from_slice(n.format(v).as_bytes()),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// `null`, or a task's command as a JSON string: the one value that can
+/// need escaping, and gets serde_json's.
+fn push_comm(b: &mut Vec<u8>, task: Option<&Task>) -> io::Result<()> {
+    match task {
+        Some(task) => serde_json::to_writer(&mut *b, &*task.comm.as_str())?,
+        None => b.extend_from_slice(b"null"),
+    }
+    Ok(())
+}
+
+/// The `timewait` object of a transition of a timewait socket. Its keys
+/// are in alphabetical order, as they were when serde_json built it.
+fn push_tw_note(b: &mut Vec<u8>, note: TwNote) -> io::Result<()> {
+    let mut n = itoa::Buffer::new();
     match note {
-        TwNote::Begins { timer_ns } => json!({"event": "begins", "timer_ns": timer_ns}),
-        TwNote::Changes { timer_ns } => json!({"event": "changes", "timer_ns": timer_ns}),
+        TwNote::Begins { timer_ns } | TwNote::Changes { timer_ns } => {
+            b.extend_from_slice(match note {
+                TwNote::Begins { .. } => b"{\"event\":\"begins\",\"timer_ns\":",
+                _ => b"{\"event\":\"changes\",\"timer_ns\":",
+            });
+            push_opt(b, &mut n, timer_ns);
+        }
         TwNote::Ends {
             reason,
             rearms,
             by,
             fin_unseen,
-        } => json!({
-            "event": "ends",
-            "reason": reason.name(),
-            "rearms": rearms,
-            "fin_unseen": fin_unseen,
-            "by_pid": by.map(|t| t.pid),
-            "by_comm": by.map(|t| t.comm.as_str().into_owned()),
-        }),
+        } => {
+            b.extend_from_slice(b"{\"by_comm\":");
+            push_comm(b, by.as_ref())?;
+            b.extend_from_slice(b",\"by_pid\":");
+            push_opt(b, &mut n, by.map(|t| t.pid));
+            b.extend_from_slice(b",\"event\":\"ends\",\"fin_unseen\":");
+            b.extend_from_slice(if fin_unseen { b"true" } else { b"false" });
+            b.extend_from_slice(b",\"rearms\":");
+            b.extend_from_slice(n.format(rearms).as_bytes());
+            b.extend_from_slice(b",\"reason\":\"");
+            b.extend_from_slice(reason.name().as_bytes());
+            b.push(b'"');
+        }
     }
-}
-
-#[derive(Serialize)]
-struct ClosedTwJson {
-    /// `null`: still in TIME_WAIT when tcptrace stopped.
-    reason: Option<&'static str>,
-    rearms: u32,
-}
-
-#[derive(Serialize)]
-struct StateTime {
-    state: &'static str,
-    ns: u64,
-}
-
-#[derive(Serialize)]
-struct ClosedRecord<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: &'a str,
-    ts_ns: u64,
-    sock: Hex,
-    netns: u32,
-    pid: Option<u32>,
-    comm: Option<&'a str>,
-    family: &'static str,
-    laddr: Ip,
-    lport: u16,
-    raddr: Ip,
-    rport: u16,
-    role: &'static str,
-    verdict: &'static str,
-    lifetime_ns: Option<u64>,
-    states: States<'a>,
-    /// Some of its records were lost: `states` is partial.
-    missed_records: bool,
-    timewait: Option<ClosedTwJson>,
-}
-
-/// Time per state as a JSON array of {state, ns}, written without collecting.
-struct States<'a>(&'a StateTimes);
-
-impl Serialize for States<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|(state, ns)| StateTime {
-            state: state.name(),
-            ns,
-        }))
-    }
+    b.push(b'}');
+    Ok(())
 }
 
 impl JsonPrinter {
+    /// A `closed` record. Written by hand, as transitions are: one per
+    /// connection, and serde_json's derived form (which escapes every key,
+    /// byte by byte), with the timewait notes' maps, took a quarter of the
+    /// loop's time in `--json`.
     pub fn closed<W: io::Write>(&mut self, out: &mut W, c: &Closed) -> io::Result<()> {
         self.time.clear();
         self.clock.push_rfc3339(&mut self.time, c.ts_ns);
-        let comm = c.owner.as_ref().map(|task| task.comm.as_str());
-        let record = ClosedRecord {
-            kind: "closed",
-            time: &self.time,
-            ts_ns: c.ts_ns,
-            sock: Hex(c.sock),
-            netns: c.netns,
-            pid: c.owner.map(|o| o.pid),
-            comm: comm.as_deref(),
-            family: family(&c.local),
-            laddr: Ip(c.local.ip()),
-            lport: c.local.port(),
-            raddr: Ip(c.remote.ip()),
-            rport: c.remote.port(),
-            role: c.role.name(),
-            verdict: c.verdict.name(),
-            lifetime_ns: c.lifetime_ns,
-            states: States(&c.in_state),
-            missed_records: c.missed,
-            timewait: c.timewait.map(|tw| ClosedTwJson {
-                reason: tw.reason.map(|r| r.name()),
-                rearms: tw.rearms,
-            }),
-        };
-        serde_json::to_writer(&mut *out, &record)?;
-        out.write_all(b"\n")
+        let b = &mut self.buf;
+        b.clear();
+        let mut n = itoa::Buffer::new();
+        b.extend_from_slice(b"{\"type\":\"closed\",\"time\":\"");
+        b.extend_from_slice(self.time.as_bytes());
+        b.extend_from_slice(b"\",\"ts_ns\":");
+        b.extend_from_slice(n.format(c.ts_ns).as_bytes());
+        let _ = write!(b, ",\"sock\":\"{:#x}\",\"netns\":", c.sock);
+        b.extend_from_slice(n.format(c.netns).as_bytes());
+        b.extend_from_slice(b",\"pid\":");
+        push_opt(b, &mut n, c.owner.map(|o| o.pid));
+        b.extend_from_slice(b",\"comm\":");
+        push_comm(b, c.owner.as_ref())?;
+        b.extend_from_slice(b",\"family\":\"");
+        b.extend_from_slice(family(&c.local).as_bytes());
+        b.extend_from_slice(b"\",\"laddr\":\"");
+        b.extend_from_slice(IpText::of(c.local.ip()).as_str().as_bytes());
+        b.extend_from_slice(b"\",\"lport\":");
+        b.extend_from_slice(n.format(c.local.port()).as_bytes());
+        b.extend_from_slice(b",\"raddr\":\"");
+        b.extend_from_slice(IpText::of(c.remote.ip()).as_str().as_bytes());
+        b.extend_from_slice(b"\",\"rport\":");
+        b.extend_from_slice(n.format(c.remote.port()).as_bytes());
+        b.extend_from_slice(b",\"role\":\"");
+        b.extend_from_slice(c.role.name().as_bytes());
+        b.extend_from_slice(b"\",\"verdict\":\"");
+        b.extend_from_slice(c.verdict.name().as_bytes());
+        b.extend_from_slice(b"\",\"lifetime_ns\":");
+        push_opt(b, &mut n, c.lifetime_ns);
+        b.extend_from_slice(b",\"states\":[");
+        for (i, (state, ns)) in c.in_state.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(b"{\"state\":\"");
+            b.extend_from_slice(state.name().as_bytes());
+            b.extend_from_slice(b"\",\"ns\":");
+            b.extend_from_slice(n.format(ns).as_bytes());
+            b.push(b'}');
+        }
+        b.extend_from_slice(b"],\"missed_records\":");
+        b.extend_from_slice(if c.missed { b"true" } else { b"false" });
+        b.extend_from_slice(b",\"timewait\":");
+        match c.timewait {
+            None => b.extend_from_slice(b"null"),
+            Some(tw) => {
+                b.extend_from_slice(b"{\"reason\":");
+                match tw.reason {
+                    Some(r) => {
+                        b.push(b'"');
+                        b.extend_from_slice(r.name().as_bytes());
+                        b.push(b'"');
+                    }
+                    None => b.extend_from_slice(b"null"),
+                }
+                b.extend_from_slice(b",\"rearms\":");
+                b.extend_from_slice(n.format(tw.rearms).as_bytes());
+                b.push(b'}');
+            }
+        }
+        b.extend_from_slice(b"}\n");
+        out.write_all(b)
     }
 
     /// A `bind_failed` record.
@@ -325,7 +337,9 @@ fn family(addr: &SocketAddr) -> &'static str {
 mod tests {
     use super::*;
     use crate::{
-        model::{ClosedTw, Comm, Role, Task, TcpState, TimeInState, TwEnd, Verdict},
+        model::{
+            ClosedTw, Comm, Role, StateTimes, Task, TcpState, TimeInState, TwEnd, TwNote, Verdict,
+        },
         render::clock::Zone,
     };
 
@@ -370,6 +384,58 @@ mod tests {
             "\n"
         );
         assert_eq!(text, expected);
+    }
+
+    /// The `timewait` object of each kind of note, with and without its
+    /// optional values: an interface too.
+    #[test]
+    fn timewait_notes_snapshot() {
+        let mut p = JsonPrinter::new(WallClock::with_offset(OFFSET, Zone::Utc));
+        let mut t = Transition {
+            ts_ns: 1_000_000_000_000 + 42,
+            sock: 0xffff_8880_0000_2000,
+            local: "10.0.0.2:41000".parse().unwrap(),
+            remote: "10.0.0.1:8080".parse().unwrap(),
+            old: TcpState::FinWait2,
+            new: TcpState::TimeWait,
+            in_old: TimeInState::Measured(30_000),
+            task: None,
+            owner: None,
+            netns: 4026531840,
+            timewait: None,
+        };
+        let killer = Task {
+            pid: 9,
+            tid: 10,
+            comm: Comm::from_name("s\\s"),
+        };
+        let mut out = Vec::new();
+        for note in [
+            TwNote::Begins {
+                timer_ns: Some(60_000_000_000),
+            },
+            TwNote::Begins { timer_ns: None },
+            TwNote::Changes {
+                timer_ns: Some(59_000_000_000),
+            },
+            TwNote::Changes { timer_ns: None },
+            TwNote::Ends {
+                reason: TwEnd::Expired,
+                rearms: 2,
+                by: None,
+                fin_unseen: false,
+            },
+            TwNote::Ends {
+                reason: TwEnd::Killed,
+                rearms: 0,
+                by: Some(killer),
+                fin_unseen: true,
+            },
+        ] {
+            t.timewait = Some(note);
+            p.transition(&mut out, &t).unwrap();
+        }
+        insta::assert_snapshot!(String::from_utf8(out).unwrap());
     }
 
     /// The `closed` record is an interface: this snapshot changes only when
