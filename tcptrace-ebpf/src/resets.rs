@@ -16,7 +16,10 @@
 //!
 //! Resets on full sockets that pass the port and family filters are sent
 //! (the same filters as their transitions, so what a filtered run counts
-//! and loses is its own); the agent keeps those of sockets it follows.
+//! and loses is its own), with the socket's ports, so that the agent can
+//! tell a reset of the socket it follows at that address from one of a
+//! socket that took the address over unseen; the agent keeps those of
+//! sockets it follows.
 
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
@@ -46,7 +49,12 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let lport = u16::from_be(load(&ctx, 34));
     let rport = u16::from_be(load(&ctx, 62));
     if FILTER.load().accepts(family, lport, rport) {
-        try_reset(sk, load::<i32>(&ctx, 24) as u8, KIND_RESET_SENT);
+        try_reset(
+            sk,
+            load::<i32>(&ctx, 24) as u8,
+            KIND_RESET_SENT,
+            (lport, rport),
+        );
     }
     0
 }
@@ -59,13 +67,14 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     }
     let (sport, dport, family) = (load(&ctx, 16), load(&ctx, 18), load(&ctx, 20));
     if FILTER.load().accepts(family, sport, dport) {
-        try_reset(sk, 0, KIND_RESET_RECEIVED);
+        try_reset(sk, 0, KIND_RESET_RECEIVED, (sport, dport));
     }
     0
 }
 
+/// `ports`: the socket's local and remote port, in host order.
 #[inline(always)]
-fn try_reset(sk: u64, state: u8, kind: u8) {
+fn try_reset(sk: u64, state: u8, kind: u8, (sport, dport): (u16, u16)) {
     let (pid, tid, comm, flags) = task();
     send(TransitionEvent {
         // SAFETY: a helper without preconditions.
@@ -75,6 +84,8 @@ fn try_reset(sk: u64, state: u8, kind: u8) {
         tid,
         comm,
         oldstate: state,
+        sport,
+        dport,
         flags,
         kind,
         netns: netns_of(sk),

@@ -89,6 +89,7 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
         netns: raw.netns,
         direction,
         task: task(raw),
+        ports: (raw.sport, raw.dport),
     }))
 }
 
@@ -283,5 +284,6 @@ mod tests {
         };
         assert_eq!(r.direction, ResetDirection::Sent);
         assert_eq!(r.task.unwrap().pid, 4242);
+        assert_eq!(r.ports, (raw.sport, raw.dport));
     }
 }

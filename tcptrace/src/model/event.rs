@@ -35,6 +35,8 @@ pub struct Reset {
     pub direction: ResetDirection,
     /// The task in whose system call the RST was sent or processed, if any.
     pub task: Option<Task>,
+    /// The socket's local and remote port (0: not given).
+    pub ports: (u16, u16),
 }
 
 /// What happened to a timewait socket (see `tcptrace_common::KIND_TW_*`).

@@ -208,6 +208,7 @@ fn an_abortive_close_waits_for_its_rst() {
         netns: 1,
         direction: ResetDirection::Sent,
         task: c,
+        ports: (0, 0),
     };
     run.pipeline
         .record(Ok(Event::Reset(rst)), &mut run.sink)

@@ -69,6 +69,9 @@ pub struct Tracker {
     pub untracked: u64,
     /// A connection found ended by the last transition (`on_transition`).
     ended_unseen: Option<Closed>,
+    /// Child sockets the kernel dropped as it made them
+    /// (`verdict::dropped_at_birth`): not connections.
+    pub dropped_at_birth: u64,
 }
 
 impl Tracker {
@@ -80,6 +83,7 @@ impl Tracker {
             max_conns,
             untracked: 0,
             ended_unseen: None,
+            dropped_at_birth: 0,
         }
     }
 
@@ -198,6 +202,16 @@ impl Tracker {
             self.owners.closed(conn.netns, conn.local.port(), t.sock);
             return None;
         }
+        if verdict::dropped_at_birth(
+            conn.role == Role::Passive,
+            t.old,
+            t.in_old.ns(),
+            conn.first_close,
+            t.task.is_some(),
+        ) {
+            self.dropped_at_birth += 1;
+            return None;
+        }
         let how = verdict::Ending {
             old: t.old,
             has_port: t.local.port() != 0,
@@ -229,11 +243,21 @@ impl Tracker {
     pub fn on_reset(&mut self, r: &Reset) -> Option<Closed> {
         let verdict = verdict::of_reset(r.direction);
         if let Some(conn) = self.conns.get_mut(&r.sock) {
+            // Another socket's, at an address this one had (its CLOSE and
+            // the other's opening lost): not this connection's evidence.
+            if !same_ports(r.ports, conn) {
+                return None;
+            }
             conn.first_close.get_or_insert(verdict);
             conn.rst_sent |= r.direction == ResetDirection::Sent;
             return None;
         }
-        let at = self.pending.iter().position(|p| p.sock == r.sock)?;
+        // A socket's memory is reused at once: a reset at the address of
+        // one closed a moment ago can be a new socket's.
+        let at = self
+            .pending
+            .iter()
+            .position(|p| p.sock == r.sock && same_ports(r.ports, &p.conn))?;
         let pending = self.pending.swap_remove(at);
         let verdict = match pending.old {
             TcpState::SynSent => verdict::of_failed_connect(Some(verdict)),
@@ -369,6 +393,13 @@ fn same_life(conn: &Conn, t: &Transition) -> bool {
     same_end(conn.local, t.local) && same_end(conn.remote, t.remote)
 }
 
+/// Whether a reset with `ports` (local, remote) can be `conn`'s: the same
+/// ports where both are known.
+fn same_ports((local, remote): (u16, u16), conn: &Conn) -> bool {
+    let agree = |a: u16, b: u16| a == 0 || b == 0 || a == b;
+    agree(local, conn.local.port()) && agree(remote, conn.remote.port())
+}
+
 fn same_end(known: SocketAddr, now: SocketAddr) -> bool {
     known.port() == 0
         || now.port() == 0
@@ -476,6 +507,7 @@ mod tests {
                 netns: 1,
                 direction,
                 task,
+                ports: (0, 0),
             };
             self.closed.extend(self.tracker.on_reset(&r));
         }
@@ -1027,5 +1059,63 @@ mod tests {
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].owner.unwrap().pid, 200);
         assert!(open[0].since_ns.is_some());
+    }
+
+    /// Two CPUs completed the same handshake: the kernel made a second
+    /// child for the 4-tuple and closed it at once. Not a connection: no
+    /// record, no verdict (the reference tracer gave it `timeout`). A child
+    /// that sits in SYN_RECV for seconds, then closes, is one.
+    #[test]
+    fn a_child_the_kernel_dropped_at_birth_is_no_connection() {
+        let mut p = Pair::established();
+        p.go(4, SRV, CLI, Listen, SynRecv, None);
+        p.go(4, SRV, CLI, SynRecv, Close, None);
+        assert!(p.tracker.settle_all(&Losses::NONE).is_empty());
+        assert!(p.closed.is_empty(), "{:?}", p.closed);
+        assert_eq!(p.tracker.dropped_at_birth, 1);
+        let other = "10.0.0.2:40001";
+        p.go(5, SRV, other, Listen, SynRecv, None);
+        p.s.ts += 3_000_000_000;
+        p.go(5, SRV, other, SynRecv, Close, None);
+        let settled = p.tracker.settle_all(&Losses::NONE);
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].verdict, Verdict::Timeout);
+        assert_eq!(p.tracker.dropped_at_birth, 1);
+    }
+
+    /// The server's socket closed on a RST received whose record was lost;
+    /// a moment later its memory is a new socket, aborted by its server,
+    /// whose other records were lost too. That RST is not the first one's:
+    /// the first is unknown, not abort-sent (the overload test caught it).
+    #[test]
+    fn a_reset_of_the_next_socket_at_an_address_is_not_this_ones() {
+        let mut p = Pair::established();
+        p.go(3, SRV, CLI, Established, Close, None);
+        let other_client = 40_001;
+        let r = Reset {
+            ts_ns: p.s.ts + 1_000,
+            sock: 3,
+            netns: 1,
+            direction: ResetDirection::Sent,
+            task: Some(p.server),
+            ports: (80, other_client),
+        };
+        assert!(p.tracker.on_reset(&r).is_none(), "taken for this one's");
+        let lost = Losses::NONE;
+        let settled = p.tracker.settle_all(&lost);
+        assert_eq!(settled.len(), 1);
+        assert_ne!(settled[0].verdict, Verdict::AbortSent);
+        // Its own RST, with its ports, is.
+        p.go(2, CLI, SRV, Established, Close, Some(p.client));
+        let own = Reset {
+            sock: 2,
+            ports: (40_000, 80),
+            task: Some(p.client),
+            ..r
+        };
+        assert_eq!(
+            p.tracker.on_reset(&own).unwrap().verdict,
+            Verdict::AbortSent
+        );
     }
 }

@@ -113,10 +113,63 @@ pub const fn unresolved(old: TcpState, unseen: Unseen) -> Verdict {
     }
 }
 
+/// A child socket that closed from SYN_RECV in the softirq that made it,
+/// without a reset, within this long of being made, was dropped by the
+/// kernel at birth rather than closed as a connection.
+pub const DROPPED_AT_BIRTH_NS: u64 = 1_000_000;
+
+/// Whether a passive socket's CLOSE ends a child the kernel dropped as it
+/// made it, not a connection: when two CPUs complete the same handshake at
+/// once (the final ACK and the first data segment), each makes a child,
+/// and the one that loses the race to take the request's place in the
+/// established table is closed at once (`inet_ehash_nolisten`: SYN_RECV ->
+/// CLOSE in softirq, no reset). The other child is the connection. A child
+/// that times out in SYN_RECV (TCP Fast Open) takes a SYN-ACK retransmit
+/// timeout, a second or more; one closed by its process is in process
+/// context; one reset has evidence.
+pub const fn dropped_at_birth(
+    passive: bool,
+    old: TcpState,
+    in_old_ns: Option<u64>,
+    evidence: Option<Verdict>,
+    process_ctx: bool,
+) -> bool {
+    passive
+        && matches!(old, TcpState::SynRecv)
+        && matches!(in_old_ns, Some(ns) if ns < DROPPED_AT_BIRTH_NS)
+        && evidence.is_none()
+        && !process_ctx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use TcpState::*;
+
+    #[test]
+    fn a_child_closed_as_it_was_made_was_dropped() {
+        let quick = Some(5_000);
+        assert!(dropped_at_birth(true, SynRecv, quick, None, false));
+        // Not: a connection's own end.
+        assert!(!dropped_at_birth(false, SynRecv, quick, None, false));
+        assert!(!dropped_at_birth(true, Established, quick, None, false));
+        assert!(!dropped_at_birth(
+            true,
+            SynRecv,
+            Some(2_000_000_000),
+            None,
+            false
+        ));
+        assert!(!dropped_at_birth(true, SynRecv, None, None, false));
+        assert!(!dropped_at_birth(
+            true,
+            SynRecv,
+            quick,
+            Some(Verdict::AbortReceived),
+            false
+        ));
+        assert!(!dropped_at_birth(true, SynRecv, quick, None, true));
+    }
 
     #[test]
     fn first_fin_decides() {
