@@ -112,25 +112,13 @@ impl JsonPrinter {
         } else {
             b",\"ctx\":\"softirq\""
         });
-        b.extend_from_slice(b",\"family\":\"");
-        b.extend_from_slice(family(&t.local).as_bytes());
-        b.extend_from_slice(b"\",\"laddr\":\"");
-        b.extend_from_slice(IpText::of(t.local.ip()).as_str().as_bytes());
-        b.extend_from_slice(b"\",\"lport\":");
-        b.extend_from_slice(n.format(t.local.port()).as_bytes());
-        b.extend_from_slice(b",\"raddr\":\"");
-        b.extend_from_slice(IpText::of(t.remote.ip()).as_str().as_bytes());
-        b.extend_from_slice(b"\",\"rport\":");
-        b.extend_from_slice(n.format(t.remote.port()).as_bytes());
+        push_endpoints(b, &mut n, t.local, t.remote);
         b.extend_from_slice(b",\"old\":\"");
         b.extend_from_slice(t.old.name().as_bytes());
         b.extend_from_slice(b"\",\"new\":\"");
         b.extend_from_slice(t.new.name().as_bytes());
         b.extend_from_slice(b"\",\"dur_ns\":");
-        match t.in_old.ns() {
-            Some(ns) => b.extend_from_slice(n.format(ns).as_bytes()),
-            None => b.extend_from_slice(b"null"),
-        }
+        push_opt(b, &mut n, t.in_old.ns());
         b.extend_from_slice(b",\"dur\":\"");
         b.extend_from_slice(t.in_old.kind().as_bytes());
         b.extend_from_slice(b"\",\"timewait\":");
@@ -141,6 +129,21 @@ impl JsonPrinter {
         b.extend_from_slice(b"}\n");
         out.write_all(b)
     }
+}
+
+/// `,"family":...,"laddr":...,"lport":...,"raddr":...,"rport":...`: the
+/// same keys in transitions and closed records.
+fn push_endpoints(b: &mut Vec<u8>, n: &mut itoa::Buffer, local: SocketAddr, remote: SocketAddr) {
+    b.extend_from_slice(b",\"family\":\"");
+    b.extend_from_slice(family(&local).as_bytes());
+    b.extend_from_slice(b"\",\"laddr\":\"");
+    b.extend_from_slice(IpText::of(local.ip()).as_str().as_bytes());
+    b.extend_from_slice(b"\",\"lport\":");
+    b.extend_from_slice(n.format(local.port()).as_bytes());
+    b.extend_from_slice(b",\"raddr\":\"");
+    b.extend_from_slice(IpText::of(remote.ip()).as_str().as_bytes());
+    b.extend_from_slice(b"\",\"rport\":");
+    b.extend_from_slice(n.format(remote.port()).as_bytes());
 }
 
 /// `null`, or the number.
@@ -217,16 +220,7 @@ impl JsonPrinter {
         push_opt(b, &mut n, c.owner.map(|o| o.pid));
         b.extend_from_slice(b",\"comm\":");
         push_comm(b, c.owner.as_ref())?;
-        b.extend_from_slice(b",\"family\":\"");
-        b.extend_from_slice(family(&c.local).as_bytes());
-        b.extend_from_slice(b"\",\"laddr\":\"");
-        b.extend_from_slice(IpText::of(c.local.ip()).as_str().as_bytes());
-        b.extend_from_slice(b"\",\"lport\":");
-        b.extend_from_slice(n.format(c.local.port()).as_bytes());
-        b.extend_from_slice(b",\"raddr\":\"");
-        b.extend_from_slice(IpText::of(c.remote.ip()).as_str().as_bytes());
-        b.extend_from_slice(b"\",\"rport\":");
-        b.extend_from_slice(n.format(c.remote.port()).as_bytes());
+        push_endpoints(b, &mut n, c.local, c.remote);
         b.extend_from_slice(b",\"role\":\"");
         b.extend_from_slice(c.role.name().as_bytes());
         b.extend_from_slice(b"\",\"verdict\":\"");
