@@ -348,12 +348,19 @@ fn full_ring_buffer_counts_lost_events() {
     for _ in 0..CONNECTIONS {
         ports.push(client_closes_first("127.0.0.1:0", Duration::ZERO).0);
     }
-    // Let the once-a-second loss check run before stopping.
-    thread::sleep(Duration::from_millis(1500));
-    let live_warning = tracer
-        .stderr_so_far()
-        .iter()
-        .any(|l| l.contains("warning:") && l.contains("lost"));
+    // The losses are read after a drain (every 3 s here), and said by the
+    // once-a-second check after it: wait for that, while it runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let live_warning = loop {
+        let warned = tracer
+            .stderr_so_far()
+            .iter()
+            .any(|l| l.contains("warning:") && l.contains("lost"));
+        if warned || Instant::now() > deadline {
+            break warned;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
     let finished = tracer.stop();
     let (seen, lost) = finished.summary();
     assert!(lost > 0, "nothing lost: {:?}", finished.stderr);

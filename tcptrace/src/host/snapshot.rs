@@ -231,6 +231,13 @@ impl Family {
         }
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+
     fn proc_file(self) -> &'static str {
         match self {
             Self::V4 => "tcp",
@@ -299,7 +306,8 @@ fn read_family(
     };
     if read > 0 || found.len() > before {
         log::warn!(
-            "netns {netns}: the start-up listing of its {family:?} sockets stopped part-way: {err}"
+            "netns {netns}: the start-up listing of its {} sockets stopped part-way: {err}",
+            family.name()
         );
         return;
     }

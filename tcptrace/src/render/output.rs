@@ -10,8 +10,9 @@
 //! loop waits (the rings hold what comes meanwhile, and what they cannot
 //! hold is counted as lost). To a file, chunks of 1 MiB and a queue of 16:
 //! the page cache takes them in milliseconds. To a terminal or a pipe,
-//! 64 KiB and a queue of one, as before the thread: what is queued is
-//! written before tcptrace can exit, and a slow reader would otherwise
+//! 64 KiB and a queue of one (at most three chunks in flight: the one
+//! being filled, the one queued and the one being written): what is queued
+//! is written before tcptrace can exit, and a slow reader would otherwise
 //! hold it there behind megabytes. A flush hands over what is buffered
 //! without waiting for it to be written; `finish` waits. The first error
 //! of the thread (a closed pipe, a full disk) is returned by the next
@@ -94,6 +95,8 @@ impl Output {
                         return;
                     }
                     chunk.clear();
+                    // One grown by a long write is not kept at that size.
+                    chunk.shrink_to(sizes.chunk);
                     let _ = give_back.try_send(chunk);
                 }
             })?;

@@ -58,6 +58,10 @@ struct Pending {
     prev_ns: u64,
     process_ctx: bool,
     batches: u8,
+    /// It may be a child the kernel dropped at birth
+    /// (`verdict::dropped_at_birth`): no connection, unless a RST for it
+    /// comes or may have been lost.
+    maybe_dropped: bool,
 }
 
 pub struct Tracker {
@@ -202,16 +206,13 @@ impl Tracker {
             self.owners.closed(conn.netns, conn.local.port(), t.sock);
             return None;
         }
-        if verdict::dropped_at_birth(
+        let maybe_dropped = verdict::dropped_at_birth(
             conn.role == Role::Passive,
             t.old,
             t.in_old.ns(),
             conn.first_close,
             t.task.is_some(),
-        ) {
-            self.dropped_at_birth += 1;
-            return None;
-        }
+        );
         let how = verdict::Ending {
             old: t.old,
             has_port: t.local.port() != 0,
@@ -228,6 +229,7 @@ impl Tracker {
                     prev_ns,
                     process_ctx: t.task.is_some(),
                     batches: 0,
+                    maybe_dropped,
                 });
                 None
             }
@@ -242,12 +244,11 @@ impl Tracker {
     /// Follows a reset. Returns a connection whose verdict it completed.
     pub fn on_reset(&mut self, r: &Reset) -> Option<Closed> {
         let verdict = verdict::of_reset(r.direction);
-        if let Some(conn) = self.conns.get_mut(&r.sock) {
-            // Another socket's, at an address this one had (its CLOSE and
-            // the other's opening lost): not this connection's evidence.
-            if !same_ports(r.ports, conn) {
-                return None;
-            }
+        // One with other ports is another socket's, at an address this one
+        // had (its CLOSE and the other's opening lost): not its evidence.
+        if let Some(conn) = self.conns.get_mut(&r.sock)
+            && same_ports(r.ports, conn)
+        {
             conn.first_close.get_or_insert(verdict);
             conn.rst_sent |= r.direction == ResetDirection::Sent;
             return None;
@@ -287,17 +288,22 @@ impl Tracker {
             .into_iter()
             .partition(|p| ready(p));
         self.pending = waiting;
-        done.into_iter()
-            .map(|p| {
-                let unseen = verdict::Unseen {
-                    rst_sent: p.conn.rst_sent,
-                    process_ctx: p.process_ctx,
-                    resets_maybe_lost: losses.any_since(&RESETS, p.prev_ns),
-                };
-                let verdict = verdict::unresolved(p.old, unseen);
-                close(p.sock, p.ts_ns, p.conn, verdict)
-            })
-            .collect()
+        let mut closed = Vec::with_capacity(done.len());
+        for p in done {
+            let unseen = verdict::Unseen {
+                rst_sent: p.conn.rst_sent,
+                process_ctx: p.process_ctx,
+                resets_maybe_lost: losses.any_since(&RESETS, p.prev_ns),
+            };
+            // No RST came, and none can have been lost: a twin child.
+            if p.maybe_dropped && !unseen.resets_maybe_lost {
+                self.dropped_at_birth += 1;
+                continue;
+            }
+            let verdict = verdict::unresolved(p.old, unseen);
+            closed.push(close(p.sock, p.ts_ns, p.conn, verdict));
+        }
+        closed
     }
 
     /// The namespaces with connections in doubt at `before_ns`: their last
@@ -1080,6 +1086,22 @@ mod tests {
         let settled = p.tracker.settle_all(&Losses::NONE);
         assert_eq!(settled.len(), 1);
         assert_eq!(settled[0].verdict, Verdict::Timeout);
+        assert_eq!(p.tracker.dropped_at_birth, 1);
+        // A child closed at once, then reset (its listener went away while
+        // it waited to be queued: tcp_disconnect sets CLOSE, then sends the
+        // RST): a connection, aborted.
+        p.go(6, SRV, "10.0.0.2:40002", Listen, SynRecv, None);
+        p.go(6, SRV, "10.0.0.2:40002", SynRecv, Close, None);
+        p.reset(6, ResetDirection::Sent, None);
+        assert_eq!(p.closed.pop().map(|c| c.verdict), Some(Verdict::AbortSent));
+        // And one whose RST may have been lost is unknown, not dropped.
+        p.go(7, SRV, "10.0.0.2:40003", Listen, SynRecv, None);
+        p.go(7, SRV, "10.0.0.2:40003", SynRecv, Close, None);
+        let settled = p.tracker.settle_all(&resets_lost(p.s.ts + 1));
+        assert_eq!(
+            settled.iter().map(|c| c.verdict).collect::<Vec<_>>(),
+            [Verdict::Unknown]
+        );
         assert_eq!(p.tracker.dropped_at_birth, 1);
     }
 
