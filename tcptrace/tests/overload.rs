@@ -14,7 +14,8 @@
 //! server's side (the one traced):
 //! - 0: the client closes first: 5 transitions, verdict `peer`;
 //! - 1: the server closes first: a timewait socket (armed once, purged
-//!   when the namespace is deleted), verdict `local`;
+//!   when the namespace is deleted, or rarely killed before), verdict
+//!   `local`;
 //! - 2: the server aborts (SO_LINGER 0): one RST sent, `abort-sent`;
 //! - 3: the client aborts: one RST received, `abort-received`.
 
@@ -74,25 +75,23 @@ fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
     server.stop();
     // Deleting the namespace purges the server's timewait sockets: one
     // cancel each, from a workqueue, some time after. Both tracers stop
-    // once the reference has seen every one.
+    // once the reference has seen every one end: rarely one is killed
+    // first, in softirq, microseconds after it began (seen once in about
+    // 30 runs; the reference said `killed`, rightly), a cancel too.
     run("ip", &["netns", "del", &net.server]);
-    let purged = |r: &Value| {
-        r["type"] == "transition"
-            && r["timewait"]["event"] == "ends"
-            && r["timewait"]["reason"] == "purged"
-    };
+    let ended = |r: &Value| r["type"] == "transition" && r["timewait"]["event"] == "ends";
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let seen = reference
             .stdout_so_far()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(purged)
+            .filter(ended)
             .count();
         if seen == (BURST + 8) / 4 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{seen} purged so far");
+        assert!(std::time::Instant::now() < deadline, "{seen} ended so far");
         thread::sleep(Duration::from_millis(200));
     }
 
