@@ -250,6 +250,16 @@ impl Drop for RunningTracer {
     }
 }
 
+/// Removes the last run's output at `out` (hundreds of MB for --json) and
+/// writes everything back first: its writeback would otherwise run during
+/// the next run, and make whichever run comes next in a repetition pay for
+/// the one before. Before a run is timed, not inside it.
+fn fresh_output(out: &Path) {
+    let _ = fs::remove_file(out);
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+}
+
 fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTracer> {
     let mut child = Command::new(binary)
         .args(args)
@@ -427,13 +437,7 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
                     .unwrap_or("run")
                     .trim_start_matches('-')
             ));
-            // The last run's output (hundreds of MB for --json) is removed
-            // and written back first: its writeback would otherwise run
-            // during this one, and make whichever run comes next in a
-            // repetition pay for the one before.
-            let _ = fs::remove_file(&out);
-            // SAFETY: sync(2) has no preconditions.
-            unsafe { libc::sync() };
+            fresh_output(&out);
             Some(start_tracer(binary, &tracer_args, &out)?)
         }
         None => None,
@@ -543,10 +547,7 @@ struct MidChurn {
 
 fn start_in_churn(binary: &Path, out_dir: &Path, args: &ChurnArgs) -> Result<MidChurn> {
     let out = out_dir.join("midchurn.out");
-    // As in `run_once`: the last run's output is gone and written back.
-    let _ = fs::remove_file(&out);
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { libc::sync() };
+    fresh_output(&out);
     let timewait = timewait_on_host();
     let churn_args = *args;
     let churn = thread::spawn(move || churn(&churn_args));

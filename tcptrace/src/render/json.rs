@@ -81,21 +81,32 @@ impl JsonPrinter {
         }
     }
 
+    /// Starts a per-event record in the reused buffer with the keys both
+    /// kinds begin with: `{"type":...,"time":...,"ts_ns":...,"sock":"0x...",
+    /// "netns":...`.
+    fn begin(&mut self, kind: &str, ts_ns: u64, sock: u64, netns: u32) -> &mut Vec<u8> {
+        self.time.clear();
+        self.clock.push_rfc3339(&mut self.time, ts_ns);
+        let b = &mut self.buf;
+        b.clear();
+        let mut n = itoa::Buffer::new();
+        b.extend_from_slice(b"{\"type\":\"");
+        b.extend_from_slice(kind.as_bytes());
+        b.extend_from_slice(b"\",\"time\":\"");
+        b.extend_from_slice(self.time.as_bytes());
+        b.extend_from_slice(b"\",\"ts_ns\":");
+        b.extend_from_slice(n.format(ts_ns).as_bytes());
+        let _ = write!(b, ",\"sock\":\"{sock:#x}\",\"netns\":");
+        b.extend_from_slice(n.format(netns).as_bytes());
+        b
+    }
+
     /// One transition. Written by hand, not through serde: every key and
     /// most values are fixed ASCII, and this is the per-event path. Only
     /// `comm` can need escaping, and gets serde_json's.
     pub fn transition<W: io::Write>(&mut self, out: &mut W, t: &Transition) -> io::Result<()> {
-        self.time.clear();
-        self.clock.push_rfc3339(&mut self.time, t.ts_ns);
-        let b = &mut self.buf;
-        b.clear();
+        let b = self.begin("transition", t.ts_ns, t.sock, t.netns);
         let mut n = itoa::Buffer::new();
-        b.extend_from_slice(b"{\"type\":\"transition\",\"time\":\"");
-        b.extend_from_slice(self.time.as_bytes());
-        b.extend_from_slice(b"\",\"ts_ns\":");
-        b.extend_from_slice(n.format(t.ts_ns).as_bytes());
-        let _ = write!(b, ",\"sock\":\"{:#x}\",\"netns\":", t.sock);
-        b.extend_from_slice(n.format(t.netns).as_bytes());
         match &t.owner {
             Some(owner) => {
                 b.extend_from_slice(b",\"pid\":");
@@ -103,7 +114,7 @@ impl JsonPrinter {
                 b.extend_from_slice(b",\"tid\":");
                 b.extend_from_slice(n.format(owner.tid).as_bytes());
                 b.extend_from_slice(b",\"comm\":");
-                serde_json::to_writer(&mut *b, &*owner.comm.as_str())?;
+                push_comm(b, Some(owner))?;
             }
             None => b.extend_from_slice(b",\"pid\":null,\"tid\":null,\"comm\":null"),
         }
@@ -205,17 +216,8 @@ impl JsonPrinter {
     /// byte by byte), with the timewait notes' maps, took a quarter of the
     /// loop's time in `--json`.
     pub fn closed<W: io::Write>(&mut self, out: &mut W, c: &Closed) -> io::Result<()> {
-        self.time.clear();
-        self.clock.push_rfc3339(&mut self.time, c.ts_ns);
-        let b = &mut self.buf;
-        b.clear();
+        let b = self.begin("closed", c.ts_ns, c.sock, c.netns);
         let mut n = itoa::Buffer::new();
-        b.extend_from_slice(b"{\"type\":\"closed\",\"time\":\"");
-        b.extend_from_slice(self.time.as_bytes());
-        b.extend_from_slice(b"\",\"ts_ns\":");
-        b.extend_from_slice(n.format(c.ts_ns).as_bytes());
-        let _ = write!(b, ",\"sock\":\"{:#x}\",\"netns\":", c.sock);
-        b.extend_from_slice(n.format(c.netns).as_bytes());
         b.extend_from_slice(b",\"pid\":");
         push_opt(b, &mut n, c.owner.map(|o| o.pid));
         b.extend_from_slice(b",\"comm\":");
