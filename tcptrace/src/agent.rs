@@ -102,7 +102,7 @@ pub async fn run<W: io::Write>(
             _ = counters_tick.tick() => {
                 let result = session.every_second();
                 if let Some(until) = timing.until {
-                    session.progress(until);
+                    session.progress(until, tracer.recursion_misses());
                 }
                 result
             }
@@ -117,7 +117,8 @@ pub async fn run<W: io::Write>(
                     Some(tick) => tick.tick().await,
                     None => std::future::pending().await,
                 }
-            } => drain(&mut rings, tracer, session, false)?.and_then(|()| session.summary()),
+            } => drain(&mut rings, tracer, session, false)?
+                .and_then(|()| session.summary(tracer.recursion_misses())),
             Some(guard) = async {
                 match logger.as_mut() {
                     Some(l) => l.readable_mut().await.ok(),
@@ -137,9 +138,9 @@ pub async fn run<W: io::Write>(
             } => {
                 // What the rings hold is counted first.
                 let result = drain(&mut rings, tracer, session, false)?;
-                let totals = session.totals(tracer.recursion_misses());
+                let misses = tracer.recursion_misses();
                 if let Some(e) = endpoint.as_mut() {
-                    e.answer(scrape, |refused| session.scrape(&totals, refused));
+                    e.answer(scrape, |refused| session.scrape(misses, refused));
                 }
                 result
             }
@@ -155,7 +156,7 @@ pub async fn run<W: io::Write>(
     // the final summary has fresh loss counters.
     match drain(&mut rings, tracer, session, true)?
         .and_then(|()| session.every_second())
-        .and_then(|()| session.finish())
+        .and_then(|()| session.finish(tracer.recursion_misses()))
     {
         Ok(()) => Ok(Ending::Signal),
         Err(err) => output_failed(err),

@@ -30,5 +30,7 @@ pub mod kernel;
 pub mod model;
 pub mod pipeline;
 pub mod render;
+pub mod report;
 pub mod session;
 pub mod track;
+pub mod words;

@@ -13,59 +13,26 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
-    aggregate::{
-        listeners::Listeners,
-        netns::{self, NetnsTable, Values},
-        open::{close_wait_piles, open_by_state},
-        ports::{Dest, Held, Ports},
-        stats::{ProcessKey, Stats, sorted_rows},
-    },
-    findings::{self, Evidence, Listener, Severity},
+    aggregate::{listeners::Listeners, netns::NetnsTable, ports::Ports, stats::Stats},
+    findings::{self, Severity},
     host::{
-        netns::{self as names, NetnsName},
+        netns as names,
         netstat,
         snapshot::Snapshot,
-        sockdiag::{self, DiagListener, DiagSocket},
-        sysctl::{self, Sysctls},
+        sockdiag::{self, DiagSocket},
+        sysctl,
     },
     kernel::monotonic_ns,
     model::{
-        DecodeError, Event, Listed, PerKind, RecordKind, Role, Sink, TcpState, TwCount, TwSeed,
+        DecodeError, Event, ListenerSample, Listed, NetnsName, Sysctls, Values, PerKind, RecordKind, Sink, TwCount, TwSeed,
     },
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
-        metrics::{self, Limits, Scrape, SocketsRow},
-        summary::{Report, TimewaitReport},
-        totals::Totals,
+        metrics::{self, Limits, Scrape},
     },
+    report::{self, Report, Sources, Totals, Want},
 };
-
-/// The aggregates one summary's findings look at.
-struct Seen {
-    ports: Vec<crate::aggregate::ports::DestReport>,
-    binds: Vec<crate::aggregate::stats::BindRow>,
-    namespaces: Vec<netns::NetnsReport>,
-    by_process: Vec<(ProcessKey, crate::aggregate::stats::VerdictCounts)>,
-    close_waits: Vec<crate::aggregate::open::Pile>,
-    server_timewait: Vec<(u32, ProcessKey, u64)>,
-    listeners: Vec<Listener>,
-}
-
-impl Seen {
-    fn findings(&self, elapsed_s: f64) -> Vec<findings::Finding> {
-        findings::diagnose(&Evidence {
-            elapsed_s,
-            ports: &self.ports,
-            namespaces: &self.namespaces,
-            binds: &self.binds,
-            by_process: &self.by_process,
-            close_waits: &self.close_waits,
-            server_timewait: &self.server_timewait,
-            listeners: &self.listeners,
-        })
-    }
-}
 
 /// Destinations listed in a summary; the rest are pooled as "other".
 pub const PORTS_ROWS: usize = 20;
@@ -93,7 +60,7 @@ pub struct Readers {
     pub sysctls: fn(u32, u32) -> io::Result<Sysctls>,
     pub name: fn(u32, u32) -> NetnsName,
     /// Its listening sockets and their accept queues.
-    pub listeners: fn(u32, u32) -> io::Result<Vec<DiagListener>>,
+    pub listeners: fn(u32, u32) -> io::Result<Vec<ListenerSample>>,
     /// Its connections (full sockets, no listeners).
     pub sockets: fn(u32, u32) -> io::Result<Vec<DiagSocket>>,
 }
@@ -105,7 +72,7 @@ impl Readers {
             counters: |pid, netns| {
                 let netstat = netstat::read(pid, netns, "netstat")?;
                 let snmp = netstat::read(pid, netns, "snmp")?;
-                Ok(netns::values(&[netstat, snmp]))
+                Ok(netstat::values(&[netstat, snmp]))
             },
             sysctls: sysctl::read_in,
             listeners: sockdiag::listeners_in,
@@ -511,104 +478,42 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         }
     }
 
-    /// Ports held now toward each destination: the connections this host
-    /// opened, from SYN_SENT to CLOSE, and their timewait sockets (those
-    /// found at start-up count where their local port is in the namespace's
-    /// ephemeral range, as a connect() would have chosen it).
-    fn held(&self) -> HashMap<Dest, Held> {
-        let mut held: HashMap<Dest, Held> = HashMap::default();
-        // Measured: one entry per timewait socket's destination (a churn from
-        // fresh source addresses) made this a third of the agent's time.
-        let dest = |netns: u32, local: std::net::SocketAddr, remote| {
-            self.ports.counted_as(Dest {
-                netns,
-                local: local.ip(),
-                remote,
-            })
-        };
-        for o in self.pipeline.open() {
-            if o.role == Role::Active && o.state != TcpState::Listen && o.local.port() != 0 {
-                held.entry(dest(o.netns, o.local, o.remote))
-                    .or_default()
-                    .open += 1;
-            }
-        }
-        for tw in self.pipeline.timewait_sockets() {
-            let active = match tw.role {
-                Some(role) => role == Role::Active,
-                None => self.ephemeral(tw.netns, tw.local.port()),
-            };
-            if active {
-                held.entry(dest(tw.netns, tw.local, tw.remote))
-                    .or_default()
-                    .timewait += 1;
-            }
-        }
-        held
-    }
-
-    /// Timewait sockets of connections this host accepted, by namespace and
-    /// owner (those found at start-up count where their local port is not
-    /// in the ephemeral range: a server's port).
-    fn server_timewait(&self) -> Vec<(u32, ProcessKey, u64)> {
-        let mut by: HashMap<(u32, ProcessKey), u64> = HashMap::default();
-        for tw in self.pipeline.timewait_sockets() {
-            let passive = match tw.role {
-                Some(role) => role == Role::Passive,
-                None => self
-                    .namespaces
-                    .sysctls(tw.netns)
-                    .is_some_and(|_| !self.ephemeral(tw.netns, tw.local.port())),
-            };
-            if passive {
-                *by.entry((tw.netns, tw.owner.map(|t| (t.pid, t.comm))))
-                    .or_default() += 1;
-            }
-        }
-        let mut rows: Vec<_> = by
-            .into_iter()
-            .map(|((netns, owner), n)| (netns, owner, n))
-            .collect();
-        rows.sort_by_key(|(netns, _, n)| (std::cmp::Reverse(*n), *netns));
-        rows
-    }
-
-    /// Whether `port` is in namespace `netns`'s ephemeral range: what a
-    /// connect() would have chosen (for the timewait sockets found at
-    /// start-up, whose role is not known).
-    fn ephemeral(&self, netns: u32, port: u16) -> bool {
-        self.namespaces
-            .sysctls(netns)
-            .and_then(|s| s.port_range)
-            .is_some_and(|(lo, hi)| (lo..=hi).contains(&port))
-    }
-
     /// The worst finding of the last summary.
     pub fn worst(&self) -> Option<Severity> {
         self.worst
     }
 
-    /// The destinations' state now, most used first.
-    fn ports_report(
-        &mut self,
-        now_ns: u64,
-        rows: usize,
-    ) -> Vec<crate::aggregate::ports::DestReport> {
-        let held = self.held();
-        self.ports.sample(now_ns, &held);
-        let namespaces = &self.namespaces;
-        self.ports.report(
-            &held,
-            |netns| namespaces.sysctls(netns),
-            self.stats.tw_timer_ns,
-            now_ns,
-            rows,
+    /// The report now: everything the aggregates know, as every view
+    /// renders it.
+    fn report(&mut self, want: Want, recursion_misses: u64) -> Report {
+        report::build(
+            Sources {
+                pipeline: &self.pipeline,
+                stats: &self.stats,
+                ports: &mut self.ports,
+                namespaces: &mut self.namespaces,
+                listeners: &self.listeners,
+                timewait: self.timewait,
+                existing_since_ns: self.existing_since_ns,
+                elapsed: self.started.elapsed(),
+                start_time_s: self.start_time_s,
+                recursion_misses,
+            },
+            monotonic_ns(),
+            want,
         )
     }
 
     /// Warns once per crossing when a destination's ports run low.
     fn ports_alerts(&mut self, now_ns: u64) -> io::Result<()> {
-        let rows = self.ports_report(now_ns, PORTS_ROWS);
+        let rows = report::destinations(
+            &self.pipeline,
+            &self.stats,
+            &mut self.ports,
+            &self.namespaces,
+            now_ns,
+            PORTS_ROWS,
+        );
         let alerts: Vec<_> = self
             .ports
             .alerts(&rows)
@@ -630,179 +535,79 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         self.out.flush()
     }
 
-    /// Answers one scrape of the metrics endpoint: `totals`, the loss
-    /// counters now; `refused`, the endpoint's connections refused so far.
-    /// Scrapes less than `SCRAPE_REUSE` apart get the same exposition:
+    /// Answers one scrape of the metrics endpoint: `recursion_misses`, the
+    /// kernel's count now; `refused`, the endpoint's connections refused so
+    /// far. Scrapes less than `SCRAPE_REUSE` apart get the same exposition:
     /// however many scrapers there are, rendering takes the loop at most
     /// ten times a second.
-    pub fn scrape(&mut self, totals: &Totals, refused: u64) -> Bytes {
+    pub fn scrape(&mut self, recursion_misses: u64, refused: u64) -> Bytes {
         if let Some((at, body)) = &self.last_exposition
             && at.elapsed() < SCRAPE_REUSE
         {
             return body.clone();
         }
         let started = Instant::now();
-        let (text, series) = self.metrics(totals, refused);
+        let (text, series) = self.metrics(recursion_misses, refused);
         self.previous_scrape = Some((started.elapsed().as_secs_f64(), series));
         let body = Bytes::from(text);
         self.last_exposition = Some((started, body.clone()));
         body
     }
 
-    /// The metrics exposition now, and its series count: what a summary
-    /// would say, rendered for Prometheus.
-    pub fn metrics(&mut self, totals: &Totals, refused: u64) -> (String, usize) {
+    /// The metrics exposition now, and its series count: the report,
+    /// rendered for Prometheus.
+    pub fn metrics(&mut self, recursion_misses: u64, refused: u64) -> (String, usize) {
         let limits = self.limits;
-        let now = monotonic_ns();
         // Capped by the exposition, not by the summary's row count.
-        let seen = self.collect(now, false, limits.destinations);
-        let found = seen.findings(self.started.elapsed().as_secs_f64());
-        let mut sockets: HashMap<(u32, TcpState), SocketsRow> = HashMap::default();
-        for o in self.pipeline.open() {
-            let row = sockets.entry((o.netns, o.state)).or_insert(SocketsRow {
-                netns: o.netns,
-                state: o.state,
-                count: 0,
-                oldest_ns: None,
-            });
-            row.count += 1;
-            let since = o.since_ns.or(self.existing_since_ns);
-            row.oldest_ns = row.oldest_ns.max(since.map(|t| now.saturating_sub(t)));
-        }
-        let sockets: Vec<SocketsRow> = sockets.into_values().collect();
-        let listeners: Vec<_> = self.shown_listeners().collect();
-        let report = Report {
-            findings: &found,
-            elapsed: self.started.elapsed(),
-            transitions: self.pipeline.transitions(),
-            lost: self.pipeline.lost(),
-            received: self.pipeline.received,
-            stats: &self.stats,
-            // Not what the metrics read: they count by namespace.
-            open: Vec::new(),
-            timewait: self.timewait.then(|| TimewaitReport {
-                live: self.pipeline.timewait_counts().collect(),
-                overflows: Vec::new(),
-            }),
-            ports: &seen.ports,
-            binds: &seen.binds,
-            namespaces: &seen.namespaces,
+        let want = Want {
+            rows: limits.destinations,
+            summary: false,
         };
+        let report = self.report(want, recursion_misses);
         metrics::render(&Scrape {
             report: &report,
-            sockets: &sockets,
-            listeners: &listeners,
-            totals,
-            folded_connections: self.ports.folded,
-            destinations_tracked: self.ports.tracked(),
             limits,
             previous: self.previous_scrape,
             refused_connections: refused,
-            start_time_s: self.start_time_s,
         })
     }
 
     /// Prints a summary of everything since start (not in daemon mode).
-    pub fn summary(&mut self) -> io::Result<()> {
+    pub fn summary(&mut self, recursion_misses: u64) -> io::Result<()> {
         if self.quiet {
             return Ok(());
         }
-        let now = monotonic_ns();
-        let seen = self.collect(now, true, PORTS_ROWS);
-        let found = seen.findings(self.started.elapsed().as_secs_f64());
-        self.worst = findings::worst(&found);
-        let report = Report {
-            findings: &found,
-            elapsed: self.started.elapsed(),
-            transitions: self.pipeline.transitions(),
-            lost: self.pipeline.lost(),
-            received: self.pipeline.received,
-            stats: &self.stats,
-            open: open_by_state(self.pipeline.open(), now),
-            timewait: self.timewait.then(|| TimewaitReport {
-                live: self.pipeline.timewait_counts().collect(),
-                overflows: self.namespaces.overflows_since_start(),
-            }),
-            ports: &seen.ports,
-            binds: &seen.binds,
-            namespaces: &seen.namespaces,
+        let want = Want {
+            rows: PORTS_ROWS,
+            summary: true,
         };
-        self.printer.summary(&mut self.out, &report, now)?;
+        let report = self.report(want, recursion_misses);
+        self.worst = findings::worst(&report.findings);
+        self.printer
+            .summary(&mut self.out, &report, monotonic_ns())?;
         self.out.flush()
-    }
-
-    /// The listeners of the namespaces the filters show.
-    fn shown_listeners(
-        &self,
-    ) -> impl Iterator<
-        Item = (
-            u32,
-            std::net::SocketAddr,
-            crate::aggregate::listeners::Queue,
-        ),
-    > + '_ {
-        self.listeners
-            .iter()
-            .filter(|(netns, _, _)| self.pipeline.shows_netns(*netns))
-    }
-
-    /// What the findings look at, now; `summary`: for a summary, so that
-    /// the namespaces' counters count from now on; `rows`: destinations
-    /// listed before the rest are pooled.
-    fn collect(&mut self, now: u64, summary: bool, rows: usize) -> Seen {
-        let ports = self.ports_report(now, rows);
-        // Only where binds failed: a pass over every timewait socket.
-        let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
-        if !self.stats.bind_failures.is_empty() {
-            for tw in self.pipeline.timewait_sockets() {
-                *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
-            }
-        }
-        let binds = self
-            .stats
-            .bind_rows(|netns, port| on_port.get(&(netns, port)).copied().unwrap_or(0));
-        let mut namespaces = self.namespaces.report(summary);
-        namespaces.retain(|n| self.pipeline.shows_netns(n.netns));
-        Seen {
-            ports,
-            binds,
-            namespaces,
-            by_process: sorted_rows(&self.stats.by_process, usize::MAX),
-            close_waits: close_wait_piles(self.pipeline.open(), now, self.existing_since_ns),
-            server_timewait: self.server_timewait(),
-            listeners: self
-                .shown_listeners()
-                .map(|(netns, local, q)| Listener {
-                    netns,
-                    local,
-                    owner: self
-                        .pipeline
-                        .listener_owner(netns, local.port())
-                        .map(|t| (t.pid, t.comm)),
-                    queued: q.max_queued,
-                    limit: q.limit,
-                })
-                .collect(),
-        }
     }
 
     /// `diagnose`: one line on stderr every 5 s while it traces, with what
     /// is found so far.
-    pub fn progress(&mut self, until: Duration) {
+    pub fn progress(&mut self, until: Duration, recursion_misses: u64) {
         self.ticks += 1;
         if !self.ticks.is_multiple_of(5) {
             return;
         }
         let elapsed = Duration::from_secs(self.ticks);
-        let seen = self.collect(monotonic_ns(), false, PORTS_ROWS);
-        let found = seen.findings(elapsed.as_secs_f64());
-        let count = |s: Severity| found.iter().filter(|f| f.severity == s).count();
+        let want = Want {
+            rows: PORTS_ROWS,
+            summary: false,
+        };
+        let report = self.report(want, recursion_misses);
+        let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
         let _ = writeln!(
             self.warnings,
             "tcptrace: diagnosing: {} of {} s, {} transitions; so far {} critical, {} warning, {} info",
             elapsed.as_secs(),
             until.as_secs(),
-            self.pipeline.transitions(),
+            report.totals.transitions,
             count(Severity::Critical),
             count(Severity::Warning),
             count(Severity::Info)
@@ -811,7 +616,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
 
     /// At exit, after the last drain: settles and prints what is left, then
     /// the last summary.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub fn finish(&mut self, recursion_misses: u64) -> io::Result<()> {
         {
             let mut sink = sinks(
                 &mut self.stats,
@@ -822,20 +627,12 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             );
             self.pipeline.finish(monotonic_ns(), &mut sink)?;
         }
-        self.summary()
+        self.summary(recursion_misses)
     }
 
     /// The exit line's numbers.
     pub fn totals(&self, recursion_misses: u64) -> Totals {
-        Totals {
-            transitions: self.pipeline.transitions(),
-            lost: self.pipeline.lost(),
-            recursion_misses,
-            undecodable: self.pipeline.undecodable,
-            untracked_conns: self.pipeline.untracked(),
-            untracked_timewaits: self.pipeline.untracked_timewaits(),
-            elapsed: self.elapsed(),
-        }
+        report::totals(&self.pipeline, recursion_misses, self.elapsed())
     }
 
     pub fn elapsed(&self) -> Duration {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcptrace::{aggregate::netns::values, host::netstat::parse};
+use tcptrace::host::netstat::{parse, values};
 
 fuzz_target!(|data: &[u8]| {
     let _ = values(&[parse(data)]);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::host::sockdiag::DiagListener;
+use crate::model::ListenerSample;
 
 pub const MAX_LISTENERS: usize = 4096;
 
@@ -30,7 +30,7 @@ pub struct Listeners {
 impl Listeners {
     /// One sample of namespace `netns`'s listeners; those gone since the
     /// last sample of that namespace are dropped.
-    pub fn sample(&mut self, netns: u32, now: &[DiagListener]) {
+    pub fn sample(&mut self, netns: u32, now: &[ListenerSample]) {
         self.by
             .retain(|(ns, addr), _| *ns != netns || now.iter().any(|l| l.local == *addr));
         for l in now {
@@ -59,8 +59,8 @@ impl Listeners {
 mod tests {
     use super::*;
 
-    fn l(addr: &str, queued: u32, limit: u32) -> DiagListener {
-        DiagListener {
+    fn l(addr: &str, queued: u32, limit: u32) -> ListenerSample {
+        ListenerSample {
             local: addr.parse().unwrap(),
             queued,
             limit,

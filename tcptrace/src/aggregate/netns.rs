@@ -10,27 +10,8 @@ use std::{collections::BTreeMap, io};
 
 use rustc_hash::FxHashSet as HashSet;
 
-use crate::host::{netns::NetnsName, netstat::Counters, sysctl::Sysctls};
+use crate::model::{COUNTERS, NetnsName, Sysctls, Values};
 
-/// The counters kept, as (group, name) in `/proc/net/{snmp,netstat}`.
-pub const COUNTERS: [(&str, &str); 16] = [
-    ("Tcp", "ActiveOpens"),
-    ("Tcp", "PassiveOpens"),
-    ("Tcp", "AttemptFails"),
-    ("Tcp", "EstabResets"),
-    ("TcpExt", "TW"),
-    ("TcpExt", "TWRecycled"),
-    ("TcpExt", "TWKilled"),
-    ("TcpExt", "TCPTimeWaitOverflow"),
-    ("TcpExt", "ListenOverflows"),
-    ("TcpExt", "ListenDrops"),
-    ("TcpExt", "TCPReqQFullDoCookies"),
-    ("TcpExt", "TCPReqQFullDrop"),
-    ("TcpExt", "SyncookiesSent"),
-    ("TcpExt", "TCPAbortOnData"),
-    ("TcpExt", "TCPAbortOnClose"),
-    ("TcpExt", "TCPAbortOnLinger"),
-];
 
 /// Index of `TcpExtTCPTimeWaitOverflow` in `COUNTERS`.
 const TW_OVERFLOW: usize = 7;
@@ -42,18 +23,7 @@ const SYSCTLS_EVERY_S: u64 = 10;
 /// last process exited, or `ip netns del`): it is dropped.
 pub const GONE_AFTER_S: u64 = 10;
 
-pub type Values = [u64; COUNTERS.len()];
 
-/// The kept counters out of a namespace's `netstat` and `snmp` (0 where the
-/// kernel has no such counter).
-pub fn values(counters: &[Counters]) -> Values {
-    COUNTERS.map(|(group, name)| {
-        counters
-            .iter()
-            .find_map(|c| c.get(group, name))
-            .unwrap_or(0)
-    })
-}
 
 #[derive(Debug, Default)]
 struct Netns {
@@ -329,15 +299,5 @@ mod tests {
         assert!(!t.unnamed(3));
         assert!(t.sysctls(3).is_some() && t.name(3).is_some());
         assert!(t.report(false).is_empty(), "never read");
-    }
-
-    #[test]
-    fn values_from_both_files() {
-        let netstat =
-            crate::host::netstat::parse("TcpExt: TW TCPTimeWaitOverflow\nTcpExt: 4 7\n".as_bytes());
-        let snmp =
-            crate::host::netstat::parse("Tcp: ActiveOpens PassiveOpens\nTcp: 9 8\n".as_bytes());
-        let v = values(&[netstat, snmp]);
-        assert_eq!((v[0], v[1], v[4], v[TW_OVERFLOW], v[15]), (9, 8, 4, 7, 0));
     }
 }

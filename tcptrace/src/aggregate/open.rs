@@ -22,8 +22,22 @@ pub struct OpenConn {
     pub owner: Option<(u32, Comm)>,
 }
 
+/// How long `o` has been in its state at `now_ns`: from its transition into
+/// it, or, for a socket found at start-up, at least since
+/// `existing_since_ns`, when it was known to exist. The one rule every
+/// table of open sockets uses.
+pub fn age_ns(o: &Open<'_>, now_ns: u64, existing_since_ns: Option<u64>) -> Option<u64> {
+    o.since_ns
+        .or(existing_since_ns)
+        .map(|since| now_ns.saturating_sub(since))
+}
+
 /// Groups open connections by state, oldest first within each.
-pub fn open_by_state<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> Vec<OpenState> {
+pub fn open_by_state<'a>(
+    open: impl Iterator<Item = Open<'a>>,
+    now_ns: u64,
+    existing_since_ns: Option<u64>,
+) -> Vec<OpenState> {
     let mut states: Vec<OpenState> = Vec::new();
     for o in open {
         let entry = match states.iter_mut().find(|s| s.state == o.state) {
@@ -38,21 +52,51 @@ pub fn open_by_state<'a>(open: impl Iterator<Item = Open<'a>>, now_ns: u64) -> V
             }
         };
         entry.count += 1;
-        if let Some(since) = o.since_ns {
-            let age = now_ns.saturating_sub(since);
-            if entry.oldest.as_ref().is_none_or(|(a, _)| age > *a) {
-                let conn = OpenConn {
-                    local: o.local,
-                    remote: o.remote,
-                    netns: o.netns,
-                    owner: o.owner.map(|t| (t.pid, t.comm)),
-                };
-                entry.oldest = Some((age, conn));
-            }
+        if let Some(age) = age_ns(&o, now_ns, existing_since_ns)
+            && entry.oldest.as_ref().is_none_or(|(a, _)| age > *a)
+        {
+            let conn = OpenConn {
+                local: o.local,
+                remote: o.remote,
+                netns: o.netns,
+                owner: o.owner.map(|t| (t.pid, t.comm)),
+            };
+            entry.oldest = Some((age, conn));
         }
     }
     states.sort_by_key(|s| s.state);
     states
+}
+
+/// Open sockets of one namespace in one state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketsRow {
+    pub netns: u32,
+    pub state: TcpState,
+    pub count: u64,
+    /// How long the oldest of them has been in that state (ns), if known.
+    pub oldest_ns: Option<u64>,
+}
+
+/// Counts open connections by namespace and state, with the age of the
+/// oldest of each, in (namespace, state) order.
+pub fn sockets_by_netns<'a>(
+    open: impl Iterator<Item = Open<'a>>,
+    now_ns: u64,
+    existing_since_ns: Option<u64>,
+) -> Vec<SocketsRow> {
+    let mut rows: std::collections::BTreeMap<(u32, TcpState), SocketsRow> = Default::default();
+    for o in open {
+        let row = rows.entry((o.netns, o.state)).or_insert(SocketsRow {
+            netns: o.netns,
+            state: o.state,
+            count: 0,
+            oldest_ns: None,
+        });
+        row.count += 1;
+        row.oldest_ns = row.oldest_ns.max(age_ns(&o, now_ns, existing_since_ns));
+    }
+    rows.into_values().collect()
 }
 
 /// Connections in CLOSE_WAIT of one owner in one namespace: a pile that
@@ -98,10 +142,8 @@ pub fn close_wait_piles<'a>(
             )
         });
         pile.count += 1;
-        if let Some(since) = o.since_ns.or(existing_since_ns) {
-            pile.oldest_age_s = pile
-                .oldest_age_s
-                .max(now_ns.saturating_sub(since) as f64 / 1e9);
+        if let Some(age) = age_ns(&o, now_ns, existing_since_ns) {
+            pile.oldest_age_s = pile.oldest_age_s.max(age as f64 / 1e9);
         }
         if peers.len() < 1024 {
             *peers.entry(SocketAddr::new(o.remote.ip(), 0)).or_default() += 1;
@@ -158,12 +200,38 @@ mod tests {
                 role: Role::Passive,
             },
         ];
-        let states = open_by_state(open.into_iter(), 1_000);
+        let states = open_by_state(open.into_iter(), 1_000, None);
         assert_eq!(states.len(), 2);
         assert_eq!(states[0].state, TcpState::Established);
         assert_eq!(states[0].oldest, None);
         let (age, conn) = states[1].oldest.clone().unwrap();
         assert_eq!((states[1].count, age, conn.remote.port()), (2, 950, 3));
+    }
+
+    /// A socket found at start-up in CLOSE_WAIT: the summary's table, the
+    /// metrics' rows and the findings' piles give it the same age, counted
+    /// from when it was known to exist.
+    #[test]
+    fn every_table_ages_a_socket_found_at_start_up_alike() {
+        let open = || {
+            [Open {
+                state: TcpState::CloseWait,
+                since_ns: None,
+                local: "1.1.1.1:1".parse().unwrap(),
+                remote: "2.2.2.2:2".parse().unwrap(),
+                netns: 4,
+                owner: None,
+                role: Role::Passive,
+            }]
+            .into_iter()
+        };
+        let (now, since) = (90_000_000_000, Some(30_000_000_000));
+        let by_state = open_by_state(open(), now, since);
+        let by_netns = sockets_by_netns(open(), now, since);
+        let piles = close_wait_piles(open(), now, since);
+        assert_eq!(by_state[0].oldest.as_ref().map(|o| o.0), Some(60_000_000_000));
+        assert_eq!(by_netns[0].oldest_ns, Some(60_000_000_000));
+        assert_eq!(piles[0].oldest_age_s, 60.0);
     }
 
     #[test]

@@ -12,8 +12,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     aggregate::{exhaustion, stats::VerdictCounts},
-    host::sysctl::Sysctls,
-    model::{Closed, Fact, Role, Sink, TcpState, TimeInState, TwEnd, TwNote, Verdict},
+    model::{Closed, Fact, Role, Sink, Sysctls, TcpState, TimeInState, TwEnd, TwNote, Verdict},
 };
 
 /// Destinations told apart; connections toward others are pooled.

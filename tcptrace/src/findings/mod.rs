@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use serde_json::Value;
 
 use crate::aggregate::{
+    listeners::Queue,
     netns::NetnsReport,
     open::Pile,
     ports::DestReport,
@@ -125,16 +126,15 @@ pub struct Evidence<'a> {
     pub listeners: &'a [Listener],
 }
 
-/// A listening socket, sampled (accept queue now).
+/// A listening socket, sampled once a second.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub netns: u32,
     pub local: SocketAddr,
     pub owner: ProcessKey,
-    /// Connections waiting in its accept queue, and its limit (the backlog
-    /// given to listen(), capped by `net.core.somaxconn`).
-    pub queued: u32,
-    pub limit: u32,
+    /// Its accept queue: the most seen waiting at one sample, and its limit
+    /// (the backlog given to listen(), capped by `net.core.somaxconn`).
+    pub queue: Queue,
 }
 
 /// Every finding, worst first, soonest first within a severity.

@@ -7,13 +7,13 @@ use serde_json::{Value, json};
 
 use crate::{
     aggregate::{
-        netns::{COUNTERS, NetnsReport},
+        netns::NetnsReport,
         ports::{DestReport, TimewaitHold},
         stats::ProcessKey,
     },
     findings::{Evidence, Finding, Kind, Severity},
-    model::Verdict,
-    render::push_endpoint,
+    model::{COUNTERS, Verdict},
+    words,
 };
 
 /// Port usage toward a destination that is worth a warning.
@@ -76,21 +76,11 @@ pub fn all(ev: &Evidence<'_>) -> Vec<Finding> {
 }
 
 fn process(key: &ProcessKey) -> String {
-    match key {
-        Some((pid, comm)) => format!("{}[{pid}]", comm.as_str()),
-        None => "an unknown process".into(),
-    }
+    words::process(key, "an unknown process")
 }
 
 fn owners(r: &DestReport) -> String {
-    match r.owners.as_slice() {
-        [] => "an unknown process".into(),
-        owners => owners
-            .iter()
-            .map(|(pid, comm)| format!("{comm}[{pid}]"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
+    words::owners(&r.owners, ", ", "an unknown process")
 }
 
 fn namespace(ev: &Evidence<'_>, netns: u32) -> String {
@@ -107,12 +97,6 @@ fn namespace(ev: &Evidence<'_>, netns: u32) -> String {
 
 fn netns_report<'a>(ev: &Evidence<'a>, netns: u32) -> Option<&'a NetnsReport> {
     ev.namespaces.iter().find(|n| n.netns == netns)
-}
-
-fn endpoint(addr: &std::net::SocketAddr) -> String {
-    let mut s = String::new();
-    push_endpoint(&mut s, addr);
-    s
 }
 
 fn secs(s: f64) -> String {
@@ -169,7 +153,7 @@ fn port_exhaustion(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
         return None;
     };
     let ns = namespace(ev, r.dest.netns);
-    let remote = endpoint(&r.dest.remote);
+    let remote = words::endpoint(&r.dest.remote);
     let who = owners(r);
     let headline = match severity {
         Severity::Critical => format!(
@@ -321,7 +305,7 @@ fn upstream_failures(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
     } else {
         return None;
     };
-    let remote = endpoint(&r.dest.remote);
+    let remote = words::endpoint(&r.dest.remote);
     Some(Finding {
         kind,
         severity: Severity::Warning,
@@ -428,7 +412,7 @@ fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
         .iter()
         .filter(|p| p.oldest_age_s >= CLOSE_WAIT_AGE_S)
         .map(|p| {
-            let peers: Vec<String> = p.peers.iter().map(|(a, n)| format!("{} ({n})", endpoint(a))).collect();
+            let peers: Vec<String> = p.peers.iter().map(|(a, n)| format!("{} ({n})", words::endpoint(a))).collect();
             let pid = p.owner.map(|o| o.0);
             Finding {
                 kind: Kind::CloseWaitLeak,
@@ -456,7 +440,7 @@ fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
                     ("comm", json!(p.owner.map(|o| o.1.as_str().into_owned()))),
                     ("count", json!(p.count)),
                     ("oldest_age_s", json!(p.oldest_age_s)),
-                    ("peers", Value::Array(p.peers.iter().map(|(a, n)| json!({"peer": endpoint(a), "count": n})).collect())),
+                    ("peers", Value::Array(p.peers.iter().map(|(a, n)| json!({"peer": words::endpoint(a), "count": n})).collect())),
                 ],
                 remedy: vec![format!(
                     "Fix the application: close the socket when a read returns 0 (end of stream). Look for \
@@ -505,7 +489,7 @@ fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                 .map(|r| {
                     format!(
                         "{} ({})",
-                        endpoint(&r.dest.remote),
+                        words::endpoint(&r.dest.remote),
                         r.verdicts[verdict.index()]
                     )
                 })
@@ -575,7 +559,7 @@ fn listen_overflow(ev: &Evidence<'_>, n: &NetnsReport) -> Option<Finding> {
     let full: Vec<&crate::findings::Listener> = ev
         .listeners
         .iter()
-        .filter(|l| l.netns == n.netns && l.limit > 0 && l.queued > l.limit)
+        .filter(|l| l.netns == n.netns && l.queue.limit > 0 && l.queue.max_queued > l.queue.limit)
         .collect();
     let mut headline = format!(
         "{}: {overflows} connections dropped because an accept queue was full (ListenOverflows; {drops} ListenDrops)",
@@ -585,13 +569,13 @@ fn listen_overflow(ev: &Evidence<'_>, n: &NetnsReport) -> Option<Finding> {
         let _ = write!(
             headline,
             "; {} of {} queues {}/{}",
-            endpoint(&l.local),
+            words::endpoint(&l.local),
             process(&l.owner),
-            l.queued,
-            l.limit
+            l.queue.max_queued,
+            l.queue.limit
         );
     }
-    let capped = full.iter().any(|l| somaxconn.is_some_and(|s| l.limit == s));
+    let capped = full.iter().any(|l| somaxconn.is_some_and(|s| l.queue.limit == s));
     let mut remedy = vec![
         "Accept faster: more workers or accept threads; an event loop must not block between accept() calls.".into(),
         format!(
@@ -621,7 +605,7 @@ fn listen_overflow(ev: &Evidence<'_>, n: &NetnsReport) -> Option<Finding> {
                 "listeners",
                 Value::Array(
                     full.iter()
-                        .map(|l| json!({"laddr": endpoint(&l.local), "queued": l.queued, "limit": l.limit,
+                        .map(|l| json!({"laddr": words::endpoint(&l.local), "queued": l.queue.max_queued, "limit": l.queue.limit,
                             "pid": l.owner.map(|o| o.0), "comm": l.owner.map(|o| o.1.as_str().into_owned())}))
                         .collect(),
                 ),
@@ -685,7 +669,7 @@ fn binds_in_use(ev: &Evidence<'_>) -> Vec<Finding> {
         .map(|b| {
             let who = process(&b.process);
             let ns = namespace(ev, b.netns);
-            let addr = endpoint(&b.local);
+            let addr = words::endpoint(&b.local);
             let (severity, headline, explanation, remedy, myths) = if b.local.port() == 0 {
                 (
                     Severity::Warning,

@@ -4,12 +4,11 @@
 use super::*;
 use crate::{
     aggregate::{
-        netns::COUNTERS,
+        listeners::Queue,
         ports::{Dest, Held, TimewaitHold},
         stats::VerdictCounts,
     },
-    host::{netns::NetnsName, sysctl::Sysctls},
-    model::{Comm, Verdict},
+    model::{COUNTERS, Comm, NetnsName, Sysctls, Verdict},
 };
 
 fn dest(usage: f64, failed: u64, failing: bool, time_left_s: Option<f64>) -> DestReport {
@@ -212,8 +211,12 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
         netns: 7,
         local: "10.0.0.1:8080".parse().unwrap(),
         owner: Some((5, Comm::from_name("server"))),
-        queued: 129,
-        limit: 128,
+        queue: Queue {
+            queued: 0,
+            limit: 128,
+            max_queued: 129,
+            full_samples: 1,
+        },
     }];
     let namespaces = [netns(60, &[("ListenOverflows", 54)])];
     let out = diagnose(&Evidence {

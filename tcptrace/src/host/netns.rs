@@ -10,32 +10,8 @@ use std::{
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::model::Comm;
+use crate::model::{Comm, NetnsName};
 
-/// What a namespace is known as.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NetnsName {
-    /// `ip netns` name, or "host".
-    pub name: Option<String>,
-    /// A process in it: (pid, comm).
-    pub process: Option<(u32, String)>,
-    /// That process's container, from its cgroup path.
-    pub container: Option<String>,
-}
-
-impl NetnsName {
-    /// One short label: the name; else the container; else the process.
-    pub fn label(&self) -> Option<String> {
-        if let Some(name) = &self.name {
-            return Some(name.clone());
-        }
-        match (&self.container, &self.process) {
-            (Some(container), _) => Some(container.clone()),
-            (None, Some((pid, comm))) => Some(format!("{comm}[{pid}]")),
-            (None, None) => None,
-        }
-    }
-}
 
 /// `ip netns` names by namespace inode, from the bind mounts in `dirs`.
 pub fn ip_netns_names(dirs: &[&str]) -> HashMap<u32, String> {

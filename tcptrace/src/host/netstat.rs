@@ -9,6 +9,8 @@ use std::{
     os::unix::fs::MetadataExt as _,
 };
 
+use crate::model::{COUNTERS, Values};
+
 /// Counters of one file: (group, name, value), in file order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -77,6 +79,17 @@ pub fn tw_overflows(pid: u32, netns: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("no TcpExt TCPTimeWaitOverflow"))
 }
 
+/// The kept counters out of a namespace's `netstat` and `snmp` (0 where the
+/// kernel has no such counter).
+pub fn values(counters: &[Counters]) -> Values {
+    COUNTERS.map(|(group, name)| {
+        counters
+            .iter()
+            .find_map(|c| c.get(group, name))
+            .unwrap_or(0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +142,14 @@ mod tests {
         assert_eq!(c.get("TcpExt", "B"), None);
         assert_eq!(c.get("IpExt", "C"), None, "value line of another group");
         assert!(parse("".as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn values_from_both_files() {
+        let netstat = parse("TcpExt: TW TCPTimeWaitOverflow\nTcpExt: 4 7\n".as_bytes());
+        let snmp = parse("Tcp: ActiveOpens PassiveOpens\nTcp: 9 8\n".as_bytes());
+        let v = values(&[netstat, snmp]);
+        assert_eq!((v[0], v[1], v[4], v[7], v[15]), (9, 8, 4, 7, 0));
+        assert_eq!(COUNTERS[7], ("TcpExt", "TCPTimeWaitOverflow"));
     }
 }

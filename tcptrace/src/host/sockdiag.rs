@@ -24,6 +24,8 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use crate::model::ListenerSample;
+
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
@@ -67,16 +69,6 @@ impl DiagSocket {
     }
 }
 
-/// A listening socket and its accept queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DiagListener {
-    pub local: SocketAddr,
-    /// Connections waiting to be accepted.
-    pub queued: u32,
-    /// The queue's limit.
-    pub limit: u32,
-    pub inode: u32,
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DiagError {
@@ -96,9 +88,9 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
 
 /// Parses one datagram of a sock_diag dump into `out`; `Ok(true)` once the
 /// dump is done.
-pub fn parse(buf: &[u8], out: &mut Vec<DiagListener>) -> Result<bool, DiagError> {
+pub fn parse(buf: &[u8], out: &mut Vec<ListenerSample>) -> Result<bool, DiagError> {
     walk(buf, |body| {
-        out.push(DiagListener {
+        out.push(ListenerSample {
             local: endpoint(body, 4, 8),
             queued: u32_at(body, 56).ok_or(DiagError::Truncated)?,
             limit: u32_at(body, 60).ok_or(DiagError::Truncated)?,
@@ -264,7 +256,7 @@ fn dump(
 
 /// The listening TCP sockets (IPv4 and IPv6) of network namespace `netns`,
 /// asked from inside it through process `pid`.
-pub fn listeners_in(pid: u32, netns: u32) -> io::Result<Vec<DiagListener>> {
+pub fn listeners_in(pid: u32, netns: u32) -> io::Result<Vec<ListenerSample>> {
     let fd = socket_in(pid, netns)?;
     let mut out = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {

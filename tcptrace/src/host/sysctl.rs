@@ -9,6 +9,8 @@ use std::{
     io::{self, BufRead},
 };
 
+use crate::model::Sysctls;
+
 /// The sysctls tcptrace reads, by their sysctl(8) names.
 pub const NAMES: [&str; 11] = [
     "net.ipv4.ip_local_port_range",
@@ -24,24 +26,6 @@ pub const NAMES: [&str; 11] = [
     "net.ipv4.tcp_rfc1337",
 ];
 
-/// One namespace's values; `None` where the kernel has no such sysctl
-/// (`tcp_tw_reuse_delay` is new in Linux 6.13) or it could not be read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Sysctls {
-    /// `ip_local_port_range`, inclusive.
-    pub port_range: Option<(u16, u16)>,
-    /// `ip_local_reserved_ports`, inclusive ranges.
-    pub reserved_ports: Vec<(u16, u16)>,
-    pub tw_reuse: Option<u8>,
-    pub tw_reuse_delay_ms: Option<u32>,
-    pub timestamps: Option<u8>,
-    pub fin_timeout_s: Option<u32>,
-    pub max_tw_buckets: Option<u64>,
-    pub max_syn_backlog: Option<u32>,
-    pub somaxconn: Option<u32>,
-    pub syncookies: Option<u8>,
-    pub rfc1337: Option<u8>,
-}
 
 impl Sysctls {
     /// Takes one value, by its sysctl(8) name; unknown names are ignored.

@@ -6,6 +6,7 @@
 mod closed;
 mod event;
 mod fact;
+mod namespace;
 mod records;
 mod socket;
 pub(crate) mod state;
@@ -20,6 +21,7 @@ pub use event::{
     TwNote,
 };
 pub use fact::{Fact, Sink};
+pub use namespace::{COUNTERS, ListenerSample, NetnsName, Sysctls, Values};
 pub use records::{Losses, PerKind, RecordKind};
 pub use socket::{Existing, Listed, Open, TwCount, TwSeed, TwSocket};
 pub use state::{TcpState, TimeInState};

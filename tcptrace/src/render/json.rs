@@ -15,9 +15,11 @@ use crate::{
     model::{BindFailure, Closed, Task, Transition, TwNote},
     render::{
         clock::WallClock,
-        ports, push_ip,
-        summary::{self, Report},
+        ports,
+        summary,
     },
+    report::Report,
+    words::push_ip,
 };
 
 pub struct JsonPrinter {
@@ -289,7 +291,7 @@ impl JsonPrinter {
     pub fn summary<W: io::Write>(
         &mut self,
         out: &mut W,
-        report: &Report<'_>,
+        report: &Report,
         now_mono_ns: u64,
     ) -> io::Result<()> {
         self.time.clear();

@@ -12,11 +12,7 @@ pub mod summary;
 mod text;
 pub mod totals;
 
-use std::{
-    fmt::{self, Write as _},
-    io,
-    net::{IpAddr, SocketAddr},
-};
+use std::io;
 
 pub use json::JsonPrinter;
 pub use text::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, TextPrinter};
@@ -64,7 +60,7 @@ impl Printer {
     pub fn summary<W: io::Write>(
         &mut self,
         out: &mut W,
-        report: &summary::Report<'_>,
+        report: &crate::report::Report,
         now_mono_ns: u64,
     ) -> io::Result<()> {
         match self {
@@ -106,65 +102,5 @@ impl<W: io::Write> Sink for LiveLog<'_, W> {
             Fact::Record(c) => self.printer.closed(self.out, c),
             Fact::BindFailed(b) => self.printer.bind_failed(self.out, b),
         }
-    }
-}
-
-/// Appends an address: IPv4 by hand (the live log formats two endpoints per
-/// line, and `Ipv4Addr`'s Display goes through the whole formatting
-/// machinery), IPv6 as its Display does.
-pub fn push_ip(out: &mut impl fmt::Write, ip: IpAddr) -> fmt::Result {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.write_char('.')?;
-                }
-                out.write_str(digits.format(octet))?;
-            }
-            Ok(())
-        }
-        IpAddr::V6(v6) => write!(out, "{v6}"),
-    }
-}
-
-/// Appends `addr:port` the way `ss` does: IPv6 in brackets, `*` for an
-/// unspecified address or port (a listener's remote end, or a connecting
-/// socket before its source is chosen).
-pub fn push_endpoint(out: &mut String, addr: &SocketAddr) {
-    let ip = addr.ip();
-    // Writing to a String cannot fail.
-    let _ = match ip {
-        _ if ip.is_unspecified() => out.write_char('*'),
-        IpAddr::V4(_) => push_ip(out, ip),
-        IpAddr::V6(_) => {
-            out.push('[');
-            push_ip(out, ip).and_then(|()| out.write_char(']'))
-        }
-    };
-    out.push(':');
-    match addr.port() {
-        0 => out.push('*'),
-        port => out.push_str(itoa::Buffer::new().format(port)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn endpoint(s: &str) -> String {
-        let mut out = String::new();
-        push_endpoint(&mut out, &s.parse().unwrap());
-        out
-    }
-
-    #[test]
-    fn endpoints_print_like_ss() {
-        assert_eq!(endpoint("127.0.0.1:8080"), "127.0.0.1:8080");
-        assert_eq!(endpoint("0.0.0.0:0"), "*:*");
-        assert_eq!(endpoint("[::1]:443"), "[::1]:443");
-        assert_eq!(endpoint("[::]:0"), "*:*");
-        assert_eq!(endpoint("[::ffff:10.0.0.1]:22"), "[::ffff:10.0.0.1]:22");
     }
 }

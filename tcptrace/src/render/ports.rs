@@ -7,32 +7,13 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     aggregate::{
-        netns::{COUNTERS, NetnsReport},
+        netns::NetnsReport,
         ports::{DestReport, Level},
         stats::VerdictCounts,
     },
-    host::netns::NetnsName,
-    model::Verdict,
-    render::push_endpoint,
+    model::{COUNTERS, NetnsName, Verdict},
+    words::{self, netns_label, push_endpoint},
 };
-
-/// "4026532300 (proxy)", or the inode alone when the namespace has no name.
-pub fn netns_label(netns: u32, name: Option<&str>) -> String {
-    match name {
-        Some(name) => format!("{netns} ({name})"),
-        None => netns.to_string(),
-    }
-}
-
-/// The names of the namespaces in a summary, by inode.
-pub fn names(namespaces: &[NetnsReport]) -> impl Fn(u32) -> Option<String> + '_ {
-    move |netns| {
-        namespaces
-            .iter()
-            .find(|n| n.netns == netns)
-            .and_then(|n| n.name.as_ref()?.label())
-    }
-}
 
 fn seconds(s: Option<f64>) -> String {
     match s {
@@ -54,7 +35,7 @@ fn endpoints(r: &DestReport) -> (String, String) {
         return ("(other".into(), "destinations)".into());
     }
     let mut local = String::new();
-    let _ = crate::render::push_ip(&mut local, r.dest.local);
+    let _ = words::push_ip(&mut local, r.dest.local);
     let mut remote = String::new();
     push_endpoint(&mut remote, &r.dest.remote);
     (local, remote)
@@ -67,15 +48,7 @@ fn destination(r: &DestReport) -> String {
 }
 
 fn owners(r: &DestReport) -> String {
-    let names: Vec<String> = r
-        .owners
-        .iter()
-        .map(|(pid, comm)| format!("{comm}[{pid}]"))
-        .collect();
-    match names.is_empty() {
-        true => "-".into(),
-        false => names.join(","),
-    }
+    words::owners(&r.owners, ",", "-")
 }
 
 /// The warning line (stderr) for a destination whose level rose.

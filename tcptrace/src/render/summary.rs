@@ -1,62 +1,23 @@
 //! The periodic and exit summaries, as text or as one JSON object.
 
-use std::{io, time::Duration};
+use std::io;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    aggregate::{
-        distribution::Distribution,
-        netns::NetnsReport,
-        open::OpenState,
-        ports::DestReport,
-        stats::{BindRow, HISTOGRAM_STATES, Stats, VerdictCounts, sorted_rows},
-    },
-    findings::Finding,
-    model::{Comm, PerKind, TwCount, TwEnd, Verdict},
-    render::{findings, ports, push_endpoint, text::push_ms},
+    aggregate::{distribution::Distribution, stats::{BindRow, VerdictCounts}},
+    model::{Comm, PerKind, TwEnd, Verdict},
+    render::{findings, ports, text::push_ms},
+    report::{Report, TimewaitReport, names},
+    words,
 };
 
 /// Rows per "who closes first" table.
 const TABLE_ROWS: usize = 10;
 
-/// Everything a summary shows.
-pub struct Report<'a> {
-    /// What is wrong, worst first.
-    pub findings: &'a [Finding],
-    pub elapsed: Duration,
-    pub transitions: u64,
-    /// Records the kernel side lost (rings full), by kind.
-    pub lost: PerKind,
-    /// Records received, by kind.
-    pub received: PerKind,
-    pub stats: &'a Stats,
-    pub open: Vec<OpenState>,
-    /// `None` when TIME_WAIT is not tracked.
-    pub timewait: Option<TimewaitReport>,
-    /// Destinations this host connects to, most used first.
-    pub ports: &'a [DestReport],
-    /// Failed binds (EADDRINUSE), most first.
-    pub binds: &'a [BindRow],
-    pub namespaces: &'a [NetnsReport],
-}
-
-/// TIME_WAIT now, per network namespace.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TimewaitReport {
-    /// Live timewait sockets.
-    pub live: Vec<(u32, TwCount)>,
-    /// Connections closed without a timewait socket since start
-    /// (`TcpExtTCPTimeWaitOverflow`), where there were any.
-    pub overflows: Vec<(u32, u64)>,
-}
-
 fn process_name(key: &Option<(u32, Comm)>) -> String {
-    match key {
-        Some((pid, comm)) => format!("{}[{pid}]", comm.as_str()),
-        None => "-".into(),
-    }
+    words::process(key, "-")
 }
 
 fn ms(ns: u64) -> String {
@@ -81,16 +42,17 @@ fn counts_line(label: &str, counts: &VerdictCounts) -> String {
     line
 }
 
-pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
+pub fn write_text<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
     writeln!(
         out,
         "\n--- summary after {:.1} s: {} transitions, {} lost ---",
-        r.elapsed.as_secs_f64(),
-        r.transitions,
-        r.lost.total()
+        r.totals.elapsed.as_secs_f64(),
+        r.totals.transitions,
+        r.totals.lost.total()
     )?;
-    if r.lost.total() > 0 {
+    if r.totals.lost.total() > 0 {
         let kinds: Vec<String> = r
+            .totals
             .lost
             .iter()
             .filter(|(_, n)| *n > 0)
@@ -101,21 +63,17 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
             "lost (ring buffer full): {}; {} connections missed records (verdict unknown where they would have told, \
              durations of the states they began or ended not counted)",
             kinds.join(", "),
-            r.stats.missed
+            r.counts.missed
         )?;
     }
-    findings::write_text(out, r.findings)?;
+    findings::write_text(out, &r.findings)?;
     writeln!(
         out,
         "{:<14} {:>8} {:>12} {:>12} {:>12} {:>12}  (ms)",
         "TIME IN STATE", "COUNT", "P50", "P90", "P99", "MAX"
     )?;
-    // Each distribution walks its whole histogram: compute it once.
-    let distributions: Vec<_> = HISTOGRAM_STATES
-        .iter()
-        .filter_map(|&(state, about)| Some((state, about, r.stats.distribution(state)?)))
-        .collect();
-    for (state, about, d) in &distributions {
+    for row in &r.counts.states {
+        let (state, about, d) = (row.state, row.about, &row.distribution);
         let [p50, p90, p99, max] = if d.count == 0 {
             ["-".into(), "-".into(), "-".into(), "-".into()]
         } else {
@@ -128,7 +86,8 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
             d.count
         )?;
     }
-    for (state, about, d) in distributions.iter().filter(|(_, _, d)| d.count > 0) {
+    for row in r.counts.states.iter().filter(|s| s.distribution.count > 0) {
+        let (state, about, d) = (row.state, row.about, &row.distribution);
         writeln!(out, "\n{} ({about})", state.name())?;
         writeln!(out, "{:>24} : {:<8} distribution", "usecs", "count")?;
         let top = d.log2_us.iter().map(|b| b.2).max().unwrap_or(1).max(1);
@@ -154,31 +113,26 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
     writeln!(
         out,
         "{}",
-        counts_line("all connections", &r.stats.verdicts())
+        counts_line("all connections", &r.counts.verdicts)
     )?;
     writeln!(out, "by process")?;
-    for (key, counts) in sorted_rows(&r.stats.by_process, TABLE_ROWS) {
-        writeln!(out, "{}", counts_line(&process_name(&key), &counts))?;
+    for (key, counts) in r.counts.by_process.iter().take(TABLE_ROWS) {
+        writeln!(out, "{}", counts_line(&process_name(key), counts))?;
     }
     writeln!(out, "by remote endpoint (connections this host opened)")?;
-    for (key, counts) in sorted_rows(&r.stats.by_remote, TABLE_ROWS) {
-        let label = key.map_or_else(
-            || "(others)".into(),
-            |a| {
-                let mut s = String::new();
-                push_endpoint(&mut s, &a);
-                s
-            },
-        );
-        writeln!(out, "{}", counts_line(&label, &counts))?;
+    for (key, counts) in r.counts.by_remote.iter().take(TABLE_ROWS) {
+        let label = key
+            .as_ref()
+            .map_or_else(|| "(others)".into(), words::endpoint);
+        writeln!(out, "{}", counts_line(&label, counts))?;
     }
     writeln!(
         out,
         "by local listening port (connections this host accepted)"
     )?;
-    for (key, counts) in sorted_rows(&r.stats.by_listen_port, TABLE_ROWS) {
+    for (key, counts) in r.counts.by_listen_port.iter().take(TABLE_ROWS) {
         let label = key.map_or_else(|| "(others)".into(), |p| format!(":{p}"));
-        writeln!(out, "{}", counts_line(&label, &counts))?;
+        writeln!(out, "{}", counts_line(&label, counts))?;
     }
 
     writeln!(out, "\nOPEN CONNECTIONS (by current state)")?;
@@ -188,9 +142,6 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
     for s in &r.open {
         match &s.oldest {
             Some((age, c)) => {
-                let (mut local, mut remote) = (String::new(), String::new());
-                push_endpoint(&mut local, &c.local);
-                push_endpoint(&mut remote, &c.remote);
                 writeln!(
                     out,
                     "  {:<12} {:>8}   oldest: {} s in {}, {} {} <-> {}",
@@ -199,19 +150,19 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report<'_>) -> io::Result<()> {
                     ms(*age / 1000).trim_end_matches('0').trim_end_matches('.'),
                     s.state.name(),
                     process_name(&c.owner),
-                    local,
-                    remote
+                    words::endpoint(&c.local),
+                    words::endpoint(&c.remote)
                 )?;
             }
             None => writeln!(out, "  {:<12} {:>8}", s.state.name(), s.count)?,
         }
     }
     if let Some(tw) = &r.timewait {
-        write_timewait(out, r.stats, tw, ports::names(r.namespaces))?;
+        write_timewait(out, tw, names(&r.namespaces))?;
     }
-    ports::write_text(out, r.ports, ports::names(r.namespaces))?;
-    write_binds(out, r.binds, ports::names(r.namespaces))?;
-    ports::write_namespaces(out, r.namespaces)?;
+    ports::write_text(out, &r.ports, names(&r.namespaces))?;
+    write_binds(out, &r.binds, names(&r.namespaces))?;
+    ports::write_namespaces(out, &r.namespaces)?;
     writeln!(out, "---")
 }
 
@@ -225,12 +176,11 @@ fn write_binds<W: io::Write>(
     }
     writeln!(out, "\nFAILED BINDS (bind() -> EADDRINUSE)")?;
     for r in rows.iter().take(TABLE_ROWS) {
-        let mut addr = String::new();
-        push_endpoint(&mut addr, &r.local);
+        let addr = words::endpoint(&r.local);
         writeln!(
             out,
             "  netns {:<22} {:<24} {addr:<24} {:>6} times; {} timewait sockets hold port {} now",
-            ports::netns_label(r.netns, name(r.netns).as_deref()),
+            words::netns_label(r.netns, name(r.netns).as_deref()),
             process_name(&r.process),
             r.count,
             r.timewait_on_port,
@@ -242,13 +192,12 @@ fn write_binds<W: io::Write>(
 
 fn write_timewait<W: io::Write>(
     out: &mut W,
-    stats: &Stats,
     tw: &TimewaitReport,
     name: impl Fn(u32) -> Option<String>,
 ) -> io::Result<()> {
     writeln!(out, "\nTIME_WAIT")?;
-    let d = stats.tw_expired();
-    let timer = stats.tw_timer_ns.map_or_else(
+    let d = &tw.expired;
+    let timer = tw.timer_ns.map_or_else(
         || "?".into(),
         |ns| {
             ms(ns)
@@ -275,13 +224,13 @@ fn write_timewait<W: io::Write>(
         ends.push_str(&format!(
             " {} {}",
             reason.name(),
-            stats.tw_ends[reason.index()]
+            tw.ends[reason.index()]
         ));
     }
     writeln!(
         out,
         "  ended:             {ends}; timers re-armed {}",
-        stats.tw_rearms
+        tw.rearms
     )?;
     if tw.live.is_empty() {
         writeln!(out, "  now:                none")?;
@@ -306,20 +255,16 @@ fn write_timewait<W: io::Write>(
     Ok(())
 }
 
-fn timewait_json(
-    stats: &Stats,
-    tw: &TimewaitReport,
-    name: impl Fn(u32) -> Option<String>,
-) -> Value {
+fn timewait_json(tw: &TimewaitReport, name: impl Fn(u32) -> Option<String>) -> Value {
     let ends: Map<String, Value> = TwEnd::ALL
         .iter()
-        .map(|r| (r.name().to_owned(), json!(stats.tw_ends[r.index()])))
+        .map(|r| (r.name().to_owned(), json!(tw.ends[r.index()])))
         .collect();
     json!({
-        "timer_ns": stats.tw_timer_ns,
-        "expired": stats.tw_expired(),
+        "timer_ns": tw.timer_ns,
+        "expired": tw.expired,
         "ended": ends,
-        "rearms": stats.tw_rearms,
+        "rearms": tw.rearms,
         "now": tw.live.iter().map(|(netns, c)| json!({
             "netns": netns, "netns_name": name(*netns), "time_wait": c.time_wait, "fin_wait2": c.fin_wait2,
         })).collect::<Vec<_>>(),
@@ -338,33 +283,39 @@ fn verdict_map(counts: &VerdictCounts) -> Value {
 }
 
 #[derive(Serialize)]
-struct StateJson {
+struct StateJson<'a> {
     state: &'static str,
     #[serde(flatten)]
-    distribution: Distribution,
+    distribution: &'a Distribution,
 }
 
-pub fn to_json(r: &Report<'_>, time: &str) -> Value {
-    let states: Vec<StateJson> = HISTOGRAM_STATES
+pub fn to_json(r: &Report, time: &str) -> Value {
+    let states: Vec<StateJson<'_>> = r
+        .counts
+        .states
         .iter()
-        .filter_map(|(s, _)| {
-            r.stats.distribution(*s).map(|distribution| StateJson {
-                state: s.name(),
-                distribution,
-            })
+        .map(|s| StateJson {
+            state: s.state.name(),
+            distribution: &s.distribution,
         })
         .collect();
-    let by_process: Vec<Value> = sorted_rows(&r.stats.by_process, usize::MAX)
+    let by_process: Vec<Value> = r
+        .counts
+        .by_process
         .iter()
         .map(|(k, c)| {
             json!({"pid": k.map(|k| k.0), "comm": k.map(|k| k.1.as_str().into_owned()), "verdicts": verdict_map(c)})
         })
         .collect();
-    let by_remote: Vec<Value> = sorted_rows(&r.stats.by_remote, usize::MAX)
+    let by_remote: Vec<Value> = r
+        .counts
+        .by_remote
         .iter()
         .map(|(k, c)| json!({"raddr": k.map(|a| a.ip()), "rport": k.map(|a| a.port()), "verdicts": verdict_map(c)}))
         .collect();
-    let by_listen_port: Vec<Value> = sorted_rows(&r.stats.by_listen_port, usize::MAX)
+    let by_listen_port: Vec<Value> = r
+        .counts
+        .by_listen_port
         .iter()
         .map(|(k, c)| json!({"lport": k, "verdicts": verdict_map(c)}))
         .collect();
@@ -385,24 +336,24 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
     json!({
         "type": "summary",
         "time": time,
-        "elapsed_ns": r.elapsed.as_nanos() as u64,
-        "transitions": r.transitions,
-        "lost": r.lost.total(),
-        "lost_by_kind": per_kind(&r.lost),
+        "elapsed_ns": r.totals.elapsed.as_nanos() as u64,
+        "transitions": r.totals.transitions,
+        "lost": r.totals.lost.total(),
+        "lost_by_kind": per_kind(&r.totals.lost),
         "received_by_kind": per_kind(&r.received),
-        "missed_records": r.stats.missed,
+        "missed_records": r.counts.missed,
         "states": states,
-        "verdicts": verdict_map(&r.stats.verdicts()),
+        "verdicts": verdict_map(&r.counts.verdicts),
         "by_process": by_process,
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
         "open": open,
-        "findings": findings::to_json(r.findings),
-        "timewait": r.timewait.as_ref().map(|tw| timewait_json(r.stats, tw, ports::names(r.namespaces))),
-        "ports": ports::ports_json(r.ports, ports::names(r.namespaces)),
+        "findings": findings::to_json(&r.findings),
+        "timewait": r.timewait.as_ref().map(|tw| timewait_json(tw, names(&r.namespaces))),
+        "ports": ports::ports_json(&r.ports, names(&r.namespaces)),
         "bind_failures": r.binds.iter().map(|b| json!({
             "netns": b.netns,
-            "netns_name": ports::names(r.namespaces)(b.netns),
+            "netns_name": r.netns_name(b.netns),
             "pid": b.process.map(|p| p.0),
             "comm": b.process.map(|p| p.1.as_str().into_owned()),
             "laddr": b.local.ip(),
@@ -410,200 +361,22 @@ pub fn to_json(r: &Report<'_>, time: &str) -> Value {
             "count": b.count,
             "timewait_on_port": b.timewait_on_port,
         })).collect::<Vec<_>>(),
-        "namespaces": ports::namespaces_json(r.namespaces),
+        "namespaces": ports::namespaces_json(&r.namespaces),
     })
 }
 
-/// Fixtures shared with the metrics' tests: every section filled in.
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::{
-        aggregate::open::open_by_state,
-        model::{
-            Closed, Open, Role, TcpState, TimeInState, TwNote,
-            fixtures::{Script, task},
+        aggregate::stats::HISTOGRAM_STATES,
+        report::{
+            Totals,
+            fixtures::{binds, full_report, ports_and_namespaces, report_stats},
         },
     };
-
-    pub(crate) fn report_stats() -> Stats {
-        let mut stats = Stats::new();
-        let mut s = Script { ts: 0 };
-        let mut t = s.t(
-            1,
-            "10.0.0.1:40000",
-            "10.0.0.2:80",
-            TcpState::SynSent,
-            TcpState::Established,
-            None,
-        );
-        t.in_old = TimeInState::Measured(250_000);
-        stats.record_transition(&t);
-        // A TIME_WAIT of 61.2 s that expired, its timer re-armed twice, and
-        // one killed.
-        let mut tw = s.t(
-            2,
-            "10.0.0.1:40001",
-            "10.0.0.2:80",
-            TcpState::FinWait2,
-            TcpState::TimeWait,
-            None,
-        );
-        tw.timewait = Some(TwNote::Begins {
-            timer_ns: Some(60_000_000_000),
-        });
-        stats.record_timewait(&tw);
-        tw.old = TcpState::TimeWait;
-        tw.new = TcpState::Close;
-        tw.in_old = TimeInState::Measured(61_200_000_000);
-        tw.timewait = Some(TwNote::Ends {
-            reason: TwEnd::Expired,
-            rearms: 2,
-            by: None,
-            fin_unseen: false,
-        });
-        stats.record_transition(&tw);
-        stats.record_timewait(&tw);
-        tw.in_old = TimeInState::Measured(1_000);
-        tw.timewait = Some(TwNote::Ends {
-            reason: TwEnd::Killed,
-            rearms: 0,
-            by: None,
-            fin_unseen: false,
-        });
-        stats.record_timewait(&tw);
-        stats.record_closed(&Closed {
-            ts_ns: 1,
-            sock: 1,
-            netns: 1,
-            local: "10.0.0.1:40000".parse().unwrap(),
-            remote: "10.0.0.2:80".parse().unwrap(),
-            role: Role::Active,
-            owner: Some(task(42, "curl")),
-            verdict: Verdict::Local,
-            lifetime_ns: Some(1),
-            in_state: Default::default(),
-            missed: false,
-            timewait: None,
-        });
-        stats
-    }
-
-    /// A destination running out of ports, and its namespace.
-    pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
-        use crate::{
-            aggregate::{
-                netns::COUNTERS,
-                ports::{Dest, Held, TimewaitHold},
-            },
-            host::{netns::NetnsName, sysctl::Sysctls},
-        };
-        let mut verdicts = VerdictCounts::default();
-        verdicts[Verdict::Local.index()] = 990;
-        verdicts[Verdict::NoPort.index()] = 3;
-        let dest = DestReport {
-            dest: Dest {
-                netns: 7,
-                local: "10.0.0.2".parse().unwrap(),
-                remote: "10.0.0.1:80".parse().unwrap(),
-            },
-            owners: vec![(42, "proxy".into())],
-            held: Held {
-                open: 2,
-                timewait: 998,
-            },
-            capacity: Some(1000),
-            usage: Some(1.0),
-            tw_reuse: Some(false),
-            connects: 993,
-            rate: 33.3,
-            rate_since_start: 33.1,
-            closed_locally: Some(1.0),
-            lifetime_s: Some(0.002),
-            timewait_s: Some(60.0),
-            timewait_hold: Some(TimewaitHold::Timer),
-            reused_after_s: None,
-            hold_s: Some(60.002),
-            sustainable: Some(16.67),
-            time_left_s: Some(0.0),
-            failed: 3,
-            failing: true,
-            verdicts,
-        };
-        let mut since_start = [0; COUNTERS.len()];
-        since_start[0] = 993;
-        let netns = NetnsReport {
-            netns: 7,
-            name: Some(NetnsName {
-                name: Some("proxy".into()),
-                process: Some((42, "proxy".into())),
-                container: None,
-            }),
-            sysctls: Some(Sysctls {
-                port_range: Some((40000, 40999)),
-                tw_reuse: Some(2),
-                timestamps: Some(1),
-                fin_timeout_s: Some(60),
-                ..Sysctls::default()
-            }),
-            now: since_start,
-            since_start,
-            since_last_summary: since_start,
-        };
-        (vec![dest], vec![netns])
-    }
-
-    /// A server that could not bind its port while timewait sockets held it.
-    pub(crate) fn binds() -> Vec<BindRow> {
-        vec![BindRow {
-            netns: 7,
-            process: Some((43, Comm::from_name("server"))),
-            local: "0.0.0.0:8081".parse().unwrap(),
-            count: 2,
-            timewait_on_port: 5,
-        }]
-    }
-
-    /// A report with every section filled in.
-    pub(crate) fn full_report<'a>(
-        stats: &'a Stats,
-        ports: &'a [DestReport],
-        binds: &'a [BindRow],
-        namespaces: &'a [NetnsReport],
-    ) -> Report<'a> {
-        let owner = task(7, "app");
-        let open = [Open {
-            state: TcpState::CloseWait,
-            since_ns: Some(1_000_000_000),
-            local: "10.0.0.1:8080".parse().unwrap(),
-            remote: "10.0.0.3:5555".parse().unwrap(),
-            netns: 1,
-            owner: Some(&owner),
-            role: Role::Passive,
-        }];
-        Report {
-            findings: &[],
-            elapsed: Duration::from_secs(3),
-            transitions: 9,
-            lost: PerKind::default(),
-            received: PerKind::default(),
-            stats,
-            open: open_by_state(open.into_iter(), 4_500_000_000),
-            timewait: Some(TimewaitReport {
-                live: vec![(
-                    7,
-                    TwCount {
-                        time_wait: 3,
-                        fin_wait2: 1,
-                    },
-                )],
-                overflows: vec![(7, 12)],
-            }),
-            ports,
-            binds,
-            namespaces,
-        }
-    }
 
     #[test]
     fn text_summary() {
@@ -651,19 +424,15 @@ pub(crate) mod tests {
     #[test]
     fn json_summary() {
         let stats = report_stats();
-        let report = Report {
-            findings: &[],
-            elapsed: Duration::from_secs(1),
+        let mut report = full_report(&stats, &[], &[], &[]);
+        report.totals = Totals {
             transitions: 2,
             lost: PerKind::of(&[(crate::model::RecordKind::ResetReceived, 1)]),
-            received: PerKind::default(),
-            stats: &stats,
-            open: vec![],
-            timewait: Some(TimewaitReport::default()),
-            ports: &[],
-            binds: &[],
-            namespaces: &[],
+            elapsed: Duration::from_secs(1),
+            ..Totals::default()
         };
+        report.open = vec![];
+        report.timewait = Some(TimewaitReport::of(&stats, vec![], vec![]));
         let v = to_json(&report, "T");
         assert_eq!(v["type"], "summary");
         assert_eq!(v["lost"], 1);

@@ -4,10 +4,8 @@ use std::{io, net::SocketAddr};
 
 use crate::{
     model::{BindFailure, Closed, Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
-    render::{
-        clock::{WallClock, push_padded},
-        push_endpoint,
-    },
+    render::clock::{WallClock, push_padded},
+    words::push_endpoint,
 };
 
 /// Width of an address column that fits any IPv4 endpoint ("255.255.255.255:65535").

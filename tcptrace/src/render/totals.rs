@@ -1,24 +1,9 @@
 //! The one line tcptrace ends with on stderr: what was seen, what was lost
 //! and why, what could not be followed.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
-use crate::model::PerKind;
-
-/// What the exit line reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub transitions: u64,
-    /// Records dropped because a ring buffer was full, by kind.
-    pub lost: PerKind,
-    pub recursion_misses: u64,
-    pub undecodable: u64,
-    /// Connections tcptrace could not follow (--max-sockets reached).
-    pub untracked_conns: u64,
-    /// Timewait sockets it could not follow (twice --max-sockets reached).
-    pub untracked_timewaits: u64,
-    pub elapsed: Duration,
-}
+use crate::report::Totals;
 
 impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,6 +50,8 @@ impl fmt::Display for Totals {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -84,7 +71,7 @@ mod tests {
     fn exit_line() {
         let mut s = Totals {
             transitions: 1234,
-            lost: PerKind::of(&[
+            lost: crate::model::PerKind::of(&[
                 (crate::model::RecordKind::Transition, 4),
                 (crate::model::RecordKind::ResetSent, 1),
             ]),

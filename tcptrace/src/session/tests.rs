@@ -8,9 +8,9 @@ use std::{
 
 use super::*;
 use crate::{
-    host::{netns::NetnsName, snapshot::Snapshot, sysctl::Sysctls},
+    host::snapshot::Snapshot,
     model::{
-        PerKind, RecordKind, TcpState,
+        COUNTERS, NetnsName, PerKind, Sysctls, RecordKind, TcpState,
         fixtures::{Script, task},
     },
     pipeline::{Settings, filter::Filter},
@@ -28,7 +28,7 @@ static OVERFLOWS: AtomicU64 = AtomicU64::new(100);
 
 /// Index of TCPTimeWaitOverflow in the counters kept.
 fn overflow_index() -> usize {
-    netns::COUNTERS
+    COUNTERS
         .iter()
         .position(|(_, name)| *name == "TCPTimeWaitOverflow")
         .unwrap()
@@ -38,12 +38,12 @@ fn fake() -> Readers {
     Readers {
         counters: |_pid, netns| match netns {
             7 => {
-                let mut values = [0; netns::COUNTERS.len()];
+                let mut values = [0; COUNTERS.len()];
                 values[overflow_index()] = OVERFLOWS.load(Ordering::Relaxed);
                 Ok(values)
             }
             // The scripts' namespace: readable, nothing counted.
-            1 => Ok([0; netns::COUNTERS.len()]),
+            1 => Ok([0; COUNTERS.len()]),
             _ => Err(io::Error::other("no such process")),
         },
         sysctls: |_pid, _netns| {
@@ -112,7 +112,7 @@ fn the_live_log_gets_transitions_and_records_the_summary_counts_them() {
     let mut s = session(false);
     s.begin().unwrap();
     failed_connect(&mut s);
-    s.finish().unwrap();
+    s.finish(0).unwrap();
     let out = lines(&s.out);
     let kinds: Vec<_> = out.iter().map(|v| v["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["transition", "transition", "closed", "summary"]);
@@ -126,7 +126,7 @@ fn summary_only_prints_no_per_event_line() {
     let mut s = session(true);
     s.begin().unwrap();
     failed_connect(&mut s);
-    s.summary().unwrap();
+    s.summary(0).unwrap();
     let out = lines(&s.out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["type"], "summary");
@@ -188,7 +188,7 @@ fn timewait_overflows_count_from_start_up() {
         "tcptrace: warning: netns 7: 30 connections closed without a timewait socket \
          (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; 30 since start)\n"
     );
-    s.summary().unwrap();
+    s.summary(0).unwrap();
     let out = lines(&s.out);
     assert_eq!(out[0]["timewait"]["overflows"][0]["count"], 30);
     // The namespaces section, with their names and sysctls.
@@ -217,8 +217,8 @@ fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
         "tcptrace: warning: 5 records lost (ring buffer full: 5 transition; 5 in total); \
          their connections' verdicts and durations are unknown where they would have told; raise --ring-size\n"
     );
-    s.summary().unwrap();
-    s.finish().unwrap();
+    s.summary(0).unwrap();
+    s.finish(0).unwrap();
     assert!(s.out.is_empty(), "{:?}", String::from_utf8_lossy(&s.out));
 }
 

@@ -12,21 +12,15 @@
 
 pub mod exposition;
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::collections::BTreeMap;
 
 use exposition::{Exposition, Type};
 
 use crate::{
-    aggregate::{
-        listeners::Queue,
-        netns::{COUNTERS, NetnsReport},
-        ports::DestReport,
-        stats::Buckets,
-    },
-    findings::{Kind, Severity},
-    host::{netns::NetnsName, sysctl::Sysctls},
-    model::{Role, TcpState, TwEnd, Verdict},
-    render::{summary::Report, totals::Totals},
+    aggregate::{listeners::Queue, netns::NetnsReport, ports::DestReport, stats::Buckets},
+    findings::{Kind, Listener, Severity},
+    model::{COUNTERS, NetnsName, Role, Sysctls, TcpState, TwEnd, Verdict},
+    report::{Report, STATE_BOUNDS_NS, TIMEWAIT_BOUNDS_S},
 };
 
 /// How many label values each capped label may take; the rest are folded.
@@ -51,52 +45,17 @@ impl Limits {
     };
 }
 
-/// Open sockets of one namespace in one state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketsRow {
-    pub netns: u32,
-    pub state: TcpState,
-    pub count: u64,
-    /// How long the oldest of them has been in that state (ns), if known.
-    pub oldest_ns: Option<u64>,
-}
-
 /// Everything one scrape reports.
 pub struct Scrape<'a> {
     /// What a summary would say now (its `ports` capped at
     /// `limits.destinations`, the rest pooled).
-    pub report: &'a Report<'a>,
-    /// Full sockets by namespace and state (timewait sockets are in
-    /// `report.timewait`).
-    pub sockets: &'a [SocketsRow],
-    pub listeners: &'a [(u32, SocketAddr, Queue)],
-    pub totals: &'a Totals,
-    /// Connections counted as "other" because the destination table was full.
-    pub folded_connections: u64,
-    /// Destinations the table follows (each its own row before the cap).
-    pub destinations_tracked: usize,
+    pub report: &'a Report,
     pub limits: Limits,
     /// The previous scrape's render time and series count.
     pub previous: Option<(f64, usize)>,
     /// Connections to the endpoint closed at once: too many were open.
     pub refused_connections: u64,
-    /// When tracing started (seconds since the epoch).
-    pub start_time_s: f64,
 }
-
-/// The log2 buckets of the time-in-state histograms: 1 µs to 2^31 µs (36
-/// minutes), doubling, as the summaries' log2 rows.
-fn state_bounds_ns() -> Vec<u64> {
-    (0..32).map(|k| 1_000u64 << k).collect()
-}
-
-/// Buckets of the TIME_WAIT histogram: fine around Linux's fixed 60 s timer
-/// (`TCP_TIMEWAIT_LEN`) and its timer-wheel slack, coarse elsewhere (reused
-/// and killed ones end early).
-pub const TIMEWAIT_BOUNDS_S: [f64; 22] = [
-    0.001, 0.01, 0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 55.0, 59.0, 60.0, 60.25, 60.5, 61.0, 62.0,
-    64.0, 68.0, 75.0, 90.0, 120.0, 300.0,
-];
 
 /// A state's name as node_exporter spells it.
 fn state_label(state: TcpState) -> String {
@@ -183,10 +142,10 @@ fn sysctl_values(s: &Sysctls) -> [(&'static str, &'static str, Option<f64>); 10]
 /// order among those seen), with their name labels.
 fn labelled_namespaces(s: &Scrape<'_>) -> (BTreeMap<u32, String>, usize) {
     let mut all: BTreeMap<u32, String> = BTreeMap::new();
-    for n in s.report.namespaces {
+    for n in &s.report.namespaces {
         all.insert(n.netns, netns_name(n.name.as_ref()));
     }
-    for row in s.sockets {
+    for row in &s.report.sockets {
         all.entry(row.netns).or_default();
     }
     if let Some(tw) = &s.report.timewait {
@@ -220,15 +179,15 @@ pub fn render(s: &Scrape<'_>) -> (String, usize) {
         Type::Gauge,
         "When tracing started, in seconds since the epoch.",
     );
-    e.sample(&[], s.start_time_s);
+    e.sample(&[], s.report.start_time_s);
 
     transitions(&mut e, s);
     timewait(&mut e, s);
     sockets(&mut e, s, &ns_label);
     let folded_dest = destinations(
         &mut e,
-        s.report.ports,
-        s.destinations_tracked,
+        &s.report.ports,
+        s.report.destinations_tracked,
         &namespaces,
         s.limits,
     );
@@ -256,7 +215,7 @@ pub fn render(s: &Scrape<'_>) -> (String, usize) {
 }
 
 fn transitions(e: &mut Exposition, s: &Scrape<'_>) {
-    let stats = s.report.stats;
+    let counts = &s.report.counts;
     e.family(
         "tcptrace_transitions_total",
         Type::Counter,
@@ -264,7 +223,7 @@ fn transitions(e: &mut Exposition, s: &Scrape<'_>) {
     );
     for old in TcpState::ALL {
         for new in TcpState::ALL {
-            let n = stats.transitions[old.index()][new.index()];
+            let n = counts.transitions[old.index()][new.index()];
             if n > 0 {
                 let (old, new) = (state_label(old), state_label(new));
                 e.sample(&[("old_state", &old), ("new_state", &new)], n);
@@ -278,7 +237,7 @@ fn transitions(e: &mut Exposition, s: &Scrape<'_>) {
     );
     for role in Role::ALL {
         for verdict in Verdict::ALL {
-            let n = stats.by_role[role.index()][verdict.index()];
+            let n = counts.by_role[role.index()][verdict.index()];
             if n > 0 || role != Role::Unknown {
                 e.sample(&[("verdict", verdict.name()), ("role", role.name())], n);
             }
@@ -289,12 +248,9 @@ fn transitions(e: &mut Exposition, s: &Scrape<'_>) {
         Type::Histogram,
         "Time spent in a state before leaving it, as measured in the kernel (log2 buckets).",
     );
-    let bounds_ns = state_bounds_ns();
-    let bounds: Vec<f64> = bounds_ns.iter().map(|&ns| secs(ns)).collect();
-    for (state, _) in crate::aggregate::stats::HISTOGRAM_STATES {
-        if let Some(b) = stats.buckets(state, &bounds_ns) {
-            histogram(e, &[("state", &state_label(state))], &bounds, &b);
-        }
+    let bounds: Vec<f64> = STATE_BOUNDS_NS.iter().map(|&ns| secs(ns)).collect();
+    for row in &counts.states {
+        histogram(e, &[("state", &state_label(row.state))], &bounds, &row.buckets);
     }
 }
 
@@ -303,22 +259,16 @@ fn histogram(e: &mut Exposition, labels: &[(&str, &str)], bounds: &[f64], b: &Bu
 }
 
 fn timewait(e: &mut Exposition, s: &Scrape<'_>) {
-    if s.report.timewait.is_none() {
+    let Some(tw) = &s.report.timewait else {
         return;
-    }
-    let stats = s.report.stats;
+    };
     e.family(
         "tcptrace_timewait_duration_seconds",
         Type::Histogram,
         "How long TIME_WAIT really lasted, by how it ended (expired: its timer ran out).",
     );
-    let bounds_ns: Vec<u64> = TIMEWAIT_BOUNDS_S
-        .iter()
-        .map(|&b| (b * 1e9) as u64)
-        .collect();
-    for reason in TwEnd::ALL {
-        let b = stats.tw_lasted(reason, &bounds_ns);
-        histogram(e, &[("reason", reason.name())], &TIMEWAIT_BOUNDS_S, &b);
+    for (reason, b) in TwEnd::ALL.iter().zip(&tw.lasted) {
+        histogram(e, &[("reason", reason.name())], &TIMEWAIT_BOUNDS_S, b);
     }
     e.family(
         "tcptrace_timewait_ended_total",
@@ -326,15 +276,15 @@ fn timewait(e: &mut Exposition, s: &Scrape<'_>) {
         "Timewait sockets ended (FIN_WAIT2 orphans included), by reason.",
     );
     for reason in TwEnd::ALL {
-        e.sample(&[("reason", reason.name())], stats.tw_ends[reason.index()]);
+        e.sample(&[("reason", reason.name())], tw.ends[reason.index()]);
     }
     e.family(
         "tcptrace_timewait_timer_rearms_total",
         Type::Counter,
         "Re-arms of the timers of the timewait sockets that ended (a retransmitted FIN extends TIME_WAIT).",
     );
-    e.sample(&[], stats.tw_rearms);
-    if let Some(ns) = stats.tw_timer_ns {
+    e.sample(&[], tw.rearms);
+    if let Some(ns) = tw.timer_ns {
         e.family(
             "tcptrace_timewait_timer_seconds",
             Type::Gauge,
@@ -353,7 +303,7 @@ fn sockets(e: &mut Exposition, s: &Scrape<'_>, ns_label: &dyn Fn(u32) -> (String
         row.0 += count;
         row.1 = row.1.max(oldest);
     };
-    for r in s.sockets {
+    for r in &s.report.sockets {
         add(r.netns, r.state, r.count, r.oldest_ns);
     }
     if let Some(tw) = &s.report.timewait {
@@ -556,19 +506,23 @@ fn as_refs<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> 
 
 /// Per listener, fullest first; returns how many were left out.
 fn listeners(e: &mut Exposition, s: &Scrape<'_>, namespaces: &BTreeMap<u32, String>) -> usize {
-    let mut rows: Vec<&(u32, SocketAddr, Queue)> = s.listeners.iter().collect();
-    rows.sort_by_key(|(netns, addr, q)| {
-        (std::cmp::Reverse((q.max_queued, q.queued)), *netns, *addr)
+    let mut rows: Vec<&Listener> = s.report.listeners.iter().collect();
+    rows.sort_by_key(|l| {
+        (
+            std::cmp::Reverse((l.queue.max_queued, l.queue.queued)),
+            l.netns,
+            l.local,
+        )
     });
     let folded = rows.len().saturating_sub(s.limits.listeners);
     rows.truncate(s.limits.listeners);
     let labels: Vec<[String; 3]> = rows
         .iter()
-        .map(|(netns, addr, _)| {
+        .map(|l| {
             [
-                netns.to_string(),
-                namespaces.get(netns).cloned().unwrap_or_default(),
-                addr.to_string(),
+                l.netns.to_string(),
+                namespaces.get(&l.netns).cloned().unwrap_or_default(),
+                l.local.to_string(),
             ]
         })
         .collect();
@@ -601,10 +555,10 @@ fn listeners(e: &mut Exposition, s: &Scrape<'_>, namespaces: &BTreeMap<u32, Stri
     ];
     for (name, kind, help, get) in families {
         e.family(name, kind, help);
-        for ((_, _, q), l) in rows.iter().zip(&labels) {
+        for (listener, l) in rows.iter().zip(&labels) {
             e.sample(
                 &[("netns", &l[0]), ("netns_name", &l[1]), ("listener", &l[2])],
-                get(q),
+                get(&listener.queue),
             );
         }
     }
@@ -645,7 +599,7 @@ fn binds(e: &mut Exposition, s: &Scrape<'_>, ns_label: &dyn Fn(u32) -> (String, 
     let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();
     // Not summed into netns="other": that sum would go down as namespaces
     // come and go.
-    for b in s.report.binds {
+    for b in &s.report.binds {
         let (ns, name) = ns_label(b.netns);
         if ns != "other" {
             *by.entry((ns, name)).or_default() += b.count;
@@ -681,7 +635,7 @@ fn findings(e: &mut Exposition, s: &Scrape<'_>) {
 }
 
 fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize); 3]) {
-    let t = s.totals;
+    let t = &s.report.totals;
     e.family(
         "tcptrace_events_lost_total",
         Type::Counter,
@@ -705,7 +659,7 @@ fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize); 3]) {
         Type::Counter,
         "Connections closed that missed records lost by the kernel side: their verdict is unknown where those would have told, their durations partial.",
     );
-    e.sample(&[], s.report.stats.missed);
+    e.sample(&[], s.report.counts.missed);
     e.family(
         "tcptrace_sockets_not_followed_total",
         Type::Counter,
@@ -718,7 +672,7 @@ fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize); 3]) {
         Type::Counter,
         "Connections counted under destination \"other\" because the destination table (4096) was full.",
     );
-    e.sample(&[], s.folded_connections);
+    e.sample(&[], s.report.folded_connections);
     e.family(
         "tcptrace_metrics_label_values_folded",
         Type::Gauge,

@@ -1,22 +1,29 @@
 use super::*;
 use crate::{
-    aggregate::ports::{Dest, Held},
+    aggregate::{
+        open::SocketsRow,
+        ports::{Dest, Held},
+    },
     findings::Finding,
     model::{PerKind, RecordKind},
-    render::summary::tests::{binds, full_report, ports_and_namespaces, report_stats},
+    report::{
+        Totals,
+        fixtures::{binds, full_report, ports_and_namespaces, report_stats},
+    },
 };
 
-fn listener(netns: u32, addr: &str, queued: u32) -> (u32, SocketAddr, Queue) {
-    (
+fn listener(netns: u32, addr: &str, queued: u32) -> Listener {
+    Listener {
         netns,
-        addr.parse().unwrap(),
-        Queue {
+        local: addr.parse().unwrap(),
+        owner: None,
+        queue: Queue {
             queued,
             limit: 128,
             max_queued: queued + 1,
             full_samples: 2,
         },
-    )
+    }
 }
 
 const CLOSE_WAIT: SocketsRow = SocketsRow {
@@ -29,9 +36,8 @@ const CLOSE_WAIT: SocketsRow = SocketsRow {
 fn scrape_text(limits: Limits, ports: &[DestReport], sockets: &[SocketsRow]) -> (String, usize) {
     let stats = report_stats();
     let (_, namespaces) = ports_and_namespaces();
-    let binds = binds();
-    let mut report = full_report(&stats, ports, &binds, &namespaces);
-    let found = [Finding {
+    let mut report = full_report(&stats, ports, &binds(), &namespaces);
+    report.findings = vec![Finding {
         kind: Kind::PortExhaustion,
         severity: Severity::Critical,
         headline: String::new(),
@@ -41,8 +47,7 @@ fn scrape_text(limits: Limits, ports: &[DestReport], sockets: &[SocketsRow]) -> 
         myths: Vec::new(),
         bites_in_s: None,
     }];
-    report.findings = &found;
-    let totals = Totals {
+    report.totals = Totals {
         lost: PerKind::of(&[(RecordKind::Transition, 5)]),
         recursion_misses: 1,
         undecodable: 2,
@@ -50,18 +55,15 @@ fn scrape_text(limits: Limits, ports: &[DestReport], sockets: &[SocketsRow]) -> 
         untracked_timewaits: 4,
         ..Totals::default()
     };
-    let listeners = [listener(7, "0.0.0.0:8080", 4), listener(7, "[::]:443", 9)];
+    report.sockets = sockets.to_vec();
+    report.listeners = vec![listener(7, "0.0.0.0:8080", 4), listener(7, "[::]:443", 9)];
+    report.folded_connections = 11;
+    report.start_time_s = 1_800_000_000.5;
     render(&Scrape {
         report: &report,
-        sockets,
-        listeners: &listeners,
-        totals: &totals,
-        folded_connections: 11,
-        destinations_tracked: ports.len(),
         limits,
         previous: Some((0.002, 321)),
         refused_connections: 4,
-        start_time_s: 1_800_000_000.5,
     })
 }
 
@@ -267,7 +269,7 @@ fn caps_fold_and_count() {
     for i in 0..3u16 {
         let mut r = ports[0].clone();
         r.dest = Dest {
-            remote: SocketAddr::from(([10, 0, 0, 9], 8000 + i)),
+            remote: std::net::SocketAddr::from(([10, 0, 0, 9], 8000 + i)),
             ..r.dest
         };
         r.held = Held {

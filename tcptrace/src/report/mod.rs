@@ -1,0 +1,186 @@
+//! One report: everything the aggregates know at one instant — findings,
+//! states, verdicts, TIME_WAIT, ports, listeners, namespaces, losses — as
+//! one owned value, built by [`build`] in one pass over the trackers. Every
+//! view renders it (the text and JSON summaries, the metrics, `diagnose`'s
+//! progress, the exit line) and none computes a figure of its own, so two
+//! views cannot give two answers for the same socket.
+
+mod build;
+mod counts;
+
+use std::time::Duration;
+
+pub use build::{Sources, Want, build, destinations, totals};
+pub use counts::{Counts, STATE_BOUNDS_NS, StateRow, TIMEWAIT_BOUNDS_S};
+
+use crate::{
+    aggregate::{
+        distribution::Distribution,
+        netns::NetnsReport,
+        open::{OpenState, Pile, SocketsRow},
+        ports::DestReport,
+        stats::{BindRow, Buckets, ProcessKey, Stats},
+    },
+    findings::{Evidence, Finding, Listener},
+    model::{NetnsName, PerKind, TwCount, TwEnd},
+};
+
+/// Everything the aggregates know at one instant.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The exit line's numbers: transitions, losses of every kind, time.
+    pub totals: Totals,
+    /// Records received, by kind.
+    pub received: PerKind,
+    /// When tracing started, in seconds since the epoch.
+    pub start_time_s: f64,
+    /// What is wrong, worst first.
+    pub findings: Vec<Finding>,
+    /// Transitions, verdicts and times in state.
+    pub counts: Counts,
+    /// Open connections by state, over every namespace shown.
+    pub open: Vec<OpenState>,
+    /// Open connections by namespace and state.
+    pub sockets: Vec<SocketsRow>,
+    /// `None` when TIME_WAIT is not traced.
+    pub timewait: Option<TimewaitReport>,
+    /// Destinations this host connects to, most used first; beyond the
+    /// rows asked for, pooled as "other".
+    pub ports: Vec<DestReport>,
+    /// Destinations the table follows (each its own row before the cap).
+    pub destinations_tracked: usize,
+    /// Connections counted as "other" because the destination table was full.
+    pub folded_connections: u64,
+    /// Failed binds (EADDRINUSE), most first.
+    pub binds: Vec<BindRow>,
+    /// The namespaces shown, with their names, sysctls and counters.
+    pub namespaces: Vec<NetnsReport>,
+    /// The listeners of the namespaces shown, with their accept queues.
+    pub listeners: Vec<Listener>,
+    /// Connections in CLOSE_WAIT, by namespace and owner, largest first.
+    pub close_waits: Vec<Pile>,
+    /// Timewait sockets of connections this host accepted, by namespace
+    /// and owner, most first.
+    pub server_timewait: Vec<(u32, ProcessKey, u64)>,
+}
+
+impl Report {
+    /// What a namespace is called ("proxy", a container, a process), if
+    /// it has a name.
+    pub fn netns_name(&self, netns: u32) -> Option<String> {
+        names(&self.namespaces)(netns)
+    }
+
+    /// What the findings' rules look at.
+    pub fn evidence(&self) -> Evidence<'_> {
+        evidence(
+            self.totals.elapsed,
+            &self.ports,
+            &self.namespaces,
+            &self.binds,
+            &self.counts,
+            &self.close_waits,
+            &self.server_timewait,
+            &self.listeners,
+        )
+    }
+}
+
+/// The names of `namespaces`, by inode.
+pub fn names(namespaces: &[NetnsReport]) -> impl Fn(u32) -> Option<String> + '_ {
+    move |netns| {
+        namespaces
+            .iter()
+            .find(|n| n.netns == netns)
+            .and_then(|n| n.name.as_ref().and_then(NetnsName::label))
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of a report before it is assembled, each borrowed once"
+)]
+fn evidence<'a>(
+    elapsed: Duration,
+    ports: &'a [DestReport],
+    namespaces: &'a [NetnsReport],
+    binds: &'a [BindRow],
+    counts: &'a Counts,
+    close_waits: &'a [Pile],
+    server_timewait: &'a [(u32, ProcessKey, u64)],
+    listeners: &'a [Listener],
+) -> Evidence<'a> {
+    Evidence {
+        elapsed_s: elapsed.as_secs_f64(),
+        ports,
+        namespaces,
+        binds,
+        by_process: &counts.by_process,
+        close_waits,
+        server_timewait,
+        listeners,
+    }
+}
+
+/// What the exit line reports: what was seen, what was lost and why, what
+/// could not be followed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub transitions: u64,
+    /// Records dropped because a ring buffer was full, by kind.
+    pub lost: PerKind,
+    pub recursion_misses: u64,
+    pub undecodable: u64,
+    /// Connections tcptrace could not follow (--max-sockets reached).
+    pub untracked_conns: u64,
+    /// Timewait sockets it could not follow (twice --max-sockets reached).
+    pub untracked_timewaits: u64,
+    pub elapsed: Duration,
+}
+
+/// TIME_WAIT: how long it lasted and how it ended since start, and the
+/// timewait sockets now, per network namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimewaitReport {
+    /// Live timewait sockets, by namespace.
+    pub live: Vec<(u32, TwCount)>,
+    /// Connections closed without a timewait socket since start
+    /// (`TcpExtTCPTimeWaitOverflow`), where there were any.
+    pub overflows: Vec<(u32, u64)>,
+    /// The length of the TIME_WAIT timer last armed.
+    pub timer_ns: Option<u64>,
+    /// How long TIME_WAIT lasted when its timer ran out.
+    pub expired: Distribution,
+    /// Timewait sockets ended, by [`TwEnd`] (in `TwEnd::ALL`'s order).
+    pub ends: [u64; TwEnd::ALL.len()],
+    /// Re-arms of the timers of those that ended.
+    pub rearms: u64,
+    /// How long TIME_WAIT lasted, by how it ended (in `TwEnd::ALL`'s
+    /// order), at [`TIMEWAIT_BOUNDS_S`].
+    pub lasted: Vec<Buckets>,
+}
+
+impl TimewaitReport {
+    /// From the counts kept since start and the sockets now.
+    pub fn of(stats: &Stats, live: Vec<(u32, TwCount)>, overflows: Vec<(u32, u64)>) -> Self {
+        let bounds_ns: Vec<u64> = TIMEWAIT_BOUNDS_S
+            .iter()
+            .map(|&b| (b * 1e9) as u64)
+            .collect();
+        Self {
+            live,
+            overflows,
+            timer_ns: stats.tw_timer_ns,
+            expired: stats.tw_expired(),
+            ends: stats.tw_ends,
+            rearms: stats.tw_rearms,
+            lasted: TwEnd::ALL
+                .iter()
+                .map(|&reason| stats.tw_lasted(reason, &bounds_ns))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
