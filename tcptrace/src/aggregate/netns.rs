@@ -12,7 +12,6 @@ use rustc_hash::FxHashSet as HashSet;
 
 use crate::model::{COUNTERS, NetnsName, Sysctls, Values};
 
-
 /// Index of `TcpExtTCPTimeWaitOverflow` in `COUNTERS`.
 const TW_OVERFLOW: usize = 7;
 
@@ -22,8 +21,6 @@ const SYSCTLS_EVERY_S: u64 = 10;
 /// A namespace no process can be found in for this long has gone away (its
 /// last process exited, or `ip netns del`): it is dropped.
 pub const GONE_AFTER_S: u64 = 10;
-
-
 
 #[derive(Debug, Default)]
 struct Netns {

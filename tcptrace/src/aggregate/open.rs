@@ -229,7 +229,10 @@ mod tests {
         let by_state = open_by_state(open(), now, since);
         let by_netns = sockets_by_netns(open(), now, since);
         let piles = close_wait_piles(open(), now, since);
-        assert_eq!(by_state[0].oldest.as_ref().map(|o| o.0), Some(60_000_000_000));
+        assert_eq!(
+            by_state[0].oldest.as_ref().map(|o| o.0),
+            Some(60_000_000_000)
+        );
         assert_eq!(by_netns[0].oldest_ns, Some(60_000_000_000));
         assert_eq!(piles[0].oldest_age_s, 60.0);
     }

@@ -575,7 +575,9 @@ fn listen_overflow(ev: &Evidence<'_>, n: &NetnsReport) -> Option<Finding> {
             l.queue.limit
         );
     }
-    let capped = full.iter().any(|l| somaxconn.is_some_and(|s| l.queue.limit == s));
+    let capped = full
+        .iter()
+        .any(|l| somaxconn.is_some_and(|s| l.queue.limit == s));
     let mut remedy = vec![
         "Accept faster: more workers or accept threads; an event loop must not block between accept() calls.".into(),
         format!(

@@ -12,7 +12,6 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Comm, NetnsName};
 
-
 /// `ip netns` names by namespace inode, from the bind mounts in `dirs`.
 pub fn ip_netns_names(dirs: &[&str]) -> HashMap<u32, String> {
     let mut names = HashMap::default();

@@ -69,7 +69,6 @@ impl DiagSocket {
     }
 }
 
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DiagError {
     #[error("truncated netlink message")]

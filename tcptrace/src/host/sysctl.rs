@@ -26,7 +26,6 @@ pub const NAMES: [&str; 11] = [
     "net.ipv4.tcp_rfc1337",
 ];
 
-
 impl Sysctls {
     /// Takes one value, by its sysctl(8) name; unknown names are ignored.
     pub fn set(&mut self, name: &str, value: &str) {

@@ -13,11 +13,7 @@ use serde_json::json;
 use crate::{
     aggregate::ports::{DestReport, Level},
     model::{BindFailure, Closed, Task, Transition, TwNote},
-    render::{
-        clock::WallClock,
-        ports,
-        summary,
-    },
+    render::{clock::WallClock, ports, summary},
     report::Report,
     words::push_ip,
 };

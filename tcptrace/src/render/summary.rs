@@ -6,7 +6,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    aggregate::{distribution::Distribution, stats::{BindRow, VerdictCounts}},
+    aggregate::{
+        distribution::Distribution,
+        stats::{BindRow, VerdictCounts},
+    },
     model::{Comm, PerKind, TwEnd, Verdict},
     render::{findings, ports, text::push_ms},
     report::{Report, TimewaitReport, names},
@@ -221,11 +224,7 @@ fn write_timewait<W: io::Write>(
     }
     let mut ends = String::new();
     for reason in TwEnd::ALL {
-        ends.push_str(&format!(
-            " {} {}",
-            reason.name(),
-            tw.ends[reason.index()]
-        ));
+        ends.push_str(&format!(" {} {}", reason.name(), tw.ends[reason.index()]));
     }
     writeln!(
         out,

@@ -67,9 +67,16 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         recursion_misses,
     } = src;
     // Only where binds failed: the timewait sockets by local port.
-    let scan = Scan::of(pipeline, ports, namespaces, true, !stats.bind_failures.is_empty());
+    let scan = Scan::of(
+        pipeline,
+        ports,
+        namespaces,
+        true,
+        !stats.bind_failures.is_empty(),
+    );
     let rows = destination_rows(ports, &scan.held, namespaces, stats, now_ns, want.rows);
-    let binds = stats.bind_rows(|netns, port| scan.on_port.get(&(netns, port)).copied().unwrap_or(0));
+    let binds =
+        stats.bind_rows(|netns, port| scan.on_port.get(&(netns, port)).copied().unwrap_or(0));
     let mut netns_rows = namespaces.report(want.summary);
     netns_rows.retain(|n| pipeline.shows_netns(n.netns));
     let listeners: Vec<Listener> = listeners
@@ -247,10 +254,12 @@ fn role(traced: Option<Role>, namespaces: &NetnsTable, netns: u32, port: u16) ->
         return traced;
     }
     let range = namespaces.sysctls(netns)?.port_range;
-    Some(match range.is_some_and(|(lo, hi)| (lo..=hi).contains(&port)) {
-        true => Role::Active,
-        false => Role::Passive,
-    })
+    Some(
+        match range.is_some_and(|(lo, hi)| (lo..=hi).contains(&port)) {
+            true => Role::Active,
+            false => Role::Passive,
+        },
+    )
 }
 
 /// The destination a socket's port is counted toward. Measured: one entry

@@ -82,9 +82,7 @@ pub(crate) fn report_stats() -> Stats {
 /// A destination running out of ports, and its namespace.
 pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
     use crate::{
-        aggregate::{
-            ports::{Dest, Held, TimewaitHold},
-        },
+        aggregate::ports::{Dest, Held, TimewaitHold},
         model::{COUNTERS, NetnsName, Sysctls},
     };
     let mut verdicts = VerdictCounts::default();

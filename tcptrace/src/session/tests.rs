@@ -7,10 +7,11 @@ use std::{
 };
 
 use super::*;
+use crate::kernel::monotonic_ns;
 use crate::{
     host::snapshot::Snapshot,
     model::{
-        COUNTERS, NetnsName, PerKind, Sysctls, RecordKind, TcpState,
+        COUNTERS, NetnsName, PerKind, RecordKind, Sysctls, TcpState,
         fixtures::{Script, task},
     },
     pipeline::{Settings, filter::Filter},
@@ -60,6 +61,7 @@ fn fake() -> Readers {
             process: Some((pid, "proxy".into())),
             container: None,
         },
+        now_ns: monotonic_ns,
     }
 }
 
@@ -141,7 +143,7 @@ fn warnings_say_what_was_lost_or_not_followed_once() {
     let mut s = session(false);
     s.begin().unwrap();
     second(&mut s, 0);
-    assert!(s.warnings.is_empty());
+    assert!(s.warnings.written().is_empty());
     second(&mut s, 5);
     second(&mut s, 5);
     second(&mut s, 8);
@@ -161,7 +163,7 @@ fn warnings_say_what_was_lost_or_not_followed_once() {
     second(&mut s, 8);
     second(&mut s, 8);
     assert_eq!(
-        String::from_utf8(s.warnings.clone()).unwrap(),
+        String::from_utf8(s.warnings.written().clone()).unwrap(),
         "tcptrace: warning: 5 records lost (ring buffer full: 5 transition; 5 in total); \
          their connections' verdicts and durations are unknown where they would have told; raise --ring-size\n\
          tcptrace: warning: 3 records lost (ring buffer full: 3 transition; 8 in total); \
@@ -184,7 +186,7 @@ fn timewait_overflows_count_from_start_up() {
     OVERFLOWS.store(130, Ordering::Relaxed);
     second(&mut s, 0);
     assert_eq!(
-        String::from_utf8(s.warnings.clone()).unwrap(),
+        String::from_utf8(s.warnings.written().clone()).unwrap(),
         "tcptrace: warning: netns 7: 30 connections closed without a timewait socket \
          (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; 30 since start)\n"
     );
@@ -213,7 +215,7 @@ fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
     second(&mut s, 8);
     second(&mut s, 9);
     assert_eq!(
-        String::from_utf8(s.warnings.clone()).unwrap(),
+        String::from_utf8(s.warnings.written().clone()).unwrap(),
         "tcptrace: warning: 5 records lost (ring buffer full: 5 transition; 5 in total); \
          their connections' verdicts and durations are unknown where they would have told; raise --ring-size\n"
     );
@@ -262,4 +264,55 @@ fn after_losses_connections_the_kernel_no_longer_lists_are_ended() {
     assert_eq!(closed.len(), 1, "{closed:?}");
     assert_eq!(closed[0]["verdict"], "unknown");
     assert_eq!(closed[0]["missed_records"], true);
+}
+
+/// The test's own clock, for the one test that moves it.
+static CLOCK_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The summary and the metrics render one report: the same CLOSE_WAIT
+/// socket, found at start-up, has one count and one age in both.
+#[test]
+fn summary_and_metrics_agree_to_the_socket() {
+    let mut readers = fake();
+    readers.now_ns = || CLOCK_NS.load(Ordering::Relaxed);
+    let pipeline = Pipeline::new(Settings {
+        filter: Filter::default(),
+        max_sockets: 16,
+        hz: Some(250),
+        records: false,
+    });
+    let printer = Printer::Json(JsonPrinter::new(WallClock::with_offset(0, Zone::Utc)));
+    let mut s = Session::with(pipeline, printer, Vec::new(), Vec::new(), true, readers);
+    CLOCK_NS.store(10_000_000_000, Ordering::Relaxed);
+    s.seed(Snapshot {
+        sockets: vec![crate::model::Existing {
+            netns: 7,
+            local: SRV.parse().unwrap(),
+            remote: CLI.parse().unwrap(),
+            state: TcpState::CloseWait,
+            owner: Some(task(5, "app")),
+        }],
+        namespaces: vec![(7, 1)],
+    });
+    s.begin().unwrap();
+    CLOCK_NS.store(70_000_000_000, Ordering::Relaxed);
+    s.summary(0).unwrap();
+    let (metrics, _) = s.metrics(0, 0);
+    let summary = &lines(&s.out)[0];
+    let open = summary["open"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["state"], "CLOSE_WAIT");
+    assert_eq!(open[0]["count"], 1);
+    assert_eq!(open[0]["oldest"]["age_ns"], 60_000_000_000u64);
+    let has = |line: &str| metrics.lines().any(|l| l == line);
+    assert!(
+        has(r#"tcptrace_sockets{netns="7",netns_name="proxy",state="close_wait"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            r#"tcptrace_oldest_socket_age_seconds{netns="7",netns_name="proxy",state="close_wait"} 60"#
+        ),
+        "{metrics}"
+    );
 }

@@ -250,7 +250,12 @@ fn transitions(e: &mut Exposition, s: &Scrape<'_>) {
     );
     let bounds: Vec<f64> = STATE_BOUNDS_NS.iter().map(|&ns| secs(ns)).collect();
     for row in &counts.states {
-        histogram(e, &[("state", &state_label(row.state))], &bounds, &row.buckets);
+        histogram(
+            e,
+            &[("state", &state_label(row.state))],
+            &bounds,
+            &row.buckets,
+        );
     }
 }
 
