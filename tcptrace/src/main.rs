@@ -10,14 +10,14 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
     agent::{self, AgentError, Ending, Timing},
-    cli::{self, Cli},
+    cli::{self, Cli, Config},
     endpoint, features,
     findings::Severity,
     host::snapshot,
     kernel::loader::{self, Tracer},
-    pipeline::{Pipeline, Settings, filter},
+    pipeline::{Pipeline, Settings},
     render::{
-        ADDR_WIDTH_V4, ADDR_WIDTH_V6, JsonPrinter, Printer, TextPrinter,
+        JsonPrinter, Printer, TextPrinter,
         clock::{WallClock, Zone},
         output::{Output, Sizes},
     },
@@ -37,8 +37,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
+    // Options clap cannot check alone: also bad usage, exit 2.
+    let config = match Config::resolve(cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tcptrace: {err}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::new()
-        .filter_level(if cli.verbose {
+        .filter_level(if config.verbose {
             log::LevelFilter::Debug
         } else {
             log::LevelFilter::Warn
@@ -46,7 +54,7 @@ fn main() -> ExitCode {
         .format_target(false)
         .format_timestamp(None)
         .init();
-    if let Some(what) = cli.generate {
+    if let Some(what) = config.generate {
         let mut out = io::stdout().lock();
         return match cli::generate(what, &mut out).and_then(|()| out.flush()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -56,26 +64,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    // Options clap cannot check alone: also bad usage, exit 2.
-    if let Err(err) = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport) {
-        eprintln!("tcptrace: {err}");
-        return ExitCode::from(2);
-    }
-    if cli.quiet && cli.diagnose_for().is_some() {
-        eprintln!(
-            "tcptrace: --quiet runs a daemon; diagnose reports at its end: use one or the other"
-        );
-        return ExitCode::from(2);
-    }
     // Bound before anything is attached: a port in use is bad usage too.
-    let listener = match cli.metrics.map(endpoint::bind).transpose() {
+    let listener = match config.metrics.map(endpoint::bind).transpose() {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!("tcptrace: {err}");
             return ExitCode::from(2);
         }
     };
-    match run(&cli, listener) {
+    match run(&config, listener) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("tcptrace: {err:#}");
@@ -109,28 +106,22 @@ fn usage_error(err: &clap::Error) -> ExitCode {
 
 /// Runs tcptrace; the exit status on success (`diagnose` says with it
 /// whether anything is wrong).
-fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<ExitCode> {
-    let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
+fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Result<ExitCode> {
+    let kernel_filter = config.kernel_filter;
     loader::check_object()?;
     let features = features::probe(
-        cli.no_timewait,
-        features::Missing(&cli.pretend_missing),
+        config.no_timewait,
+        features::Missing(&config.pretend_missing),
         |notice| eprintln!("tcptrace: {notice}"),
     )?;
     let timewait = features.timewait.is_some();
 
-    let zone = if cli.utc { Zone::Utc } else { Zone::Local };
+    let output = config.output;
+    let zone = if output.utc { Zone::Utc } else { Zone::Local };
     let clock = WallClock::new(zone).context("reading the clocks")?;
-    let printer = match cli.json {
+    let printer = match output.json {
         true => Printer::Json(JsonPrinter::new(clock)),
-        false => Printer::Text(TextPrinter::new(
-            clock,
-            if cli.ipv4 {
-                ADDR_WIDTH_V4
-            } else {
-                ADDR_WIDTH_V6
-            },
-        )),
+        false => Printer::Text(TextPrinter::new(clock, output.addr_width)),
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -139,11 +130,11 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         .build()
         .context("starting the runtime")?;
     let _guard = runtime.enter();
-    let ring_bytes = cli.ring_bytes(loader::possible_cpus()?);
+    let ring_bytes = config.ring_bytes(loader::possible_cpus()?);
     let (mut tracer, rings) = Tracer::attach(&loader::Config {
         ring_bytes,
-        wakeup_bytes: cli.wakeup_bytes(ring_bytes),
-        log_level: if cli.verbose {
+        wakeup_bytes: config.wakeup_bytes(ring_bytes),
+        log_level: if config.verbose {
             aya_log::Level::Debug as u8
         } else {
             0
@@ -152,32 +143,29 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         offsets: features.offsets,
         timewait: features.timewait,
         binds: features.binds,
-        floor: cli.bench_floor,
+        floor: config.bench_floor,
     })?;
 
     let pipeline = Pipeline::new(Settings {
-        filter: cli.filter(),
-        max_sockets: cli.max_sockets as usize,
+        filter: config.filter.clone(),
+        kernel: kernel_filter,
+        max_sockets: config.max_sockets,
         hz: features.hz,
-        records: !cli.summary_only(),
+        records: config.live,
     });
     let out = Output::spawn(Sizes::for_stdout(), || io::stdout().lock())
         .context("starting the output thread")?;
     let mut session = Session::new(pipeline, printer, out, timewait);
-    session.limit_metrics(cli.metrics_limits());
-    if cli.quiet {
+    session.limit_metrics(config.metrics_limits);
+    if config.quiet {
         session.quiet();
     }
     // After attaching, so that no socket falls between the two.
     let mut longest_tw = None;
-    let mut existing = snapshot::take(|tw| {
+    let existing = snapshot::take(|tw| {
         longest_tw = longest_tw.max(Some(tw.remaining_ms));
         session.seed_timewait(tw);
     });
-    // Those the kernel filter hides would never be seen to move.
-    existing
-        .sockets
-        .retain(|e| filter::kernel_accepts(&kernel_filter, &e.local, &e.remote));
     log::debug!("{} TCP sockets existed at start-up", existing.sockets.len());
     session.seed(existing);
     if let (true, Some(ms)) = (timewait, longest_tw) {
@@ -199,7 +187,7 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         "tcptrace: tracing TCP state transitions{}; Ctrl-C to stop",
         if timewait { " and TIME_WAIT" } else { "" }
     );
-    if let Some(until) = cli.diagnose_for() {
+    if let Some(until) = config.diagnose {
         eprintln!(
             "tcptrace: diagnosing for {} s, quietly: the findings come at the end (Ctrl-C for them now)",
             until.as_secs()
@@ -224,10 +212,10 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         None => None,
     };
     let timing = Timing {
-        drain_interval: cli.drain_interval(),
-        interval: cli.interval.map(std::time::Duration::from_secs),
-        verbose: cli.verbose,
-        until: cli.diagnose_for(),
+        drain_interval: config.drain_interval,
+        interval: config.interval,
+        verbose: config.verbose,
+        until: config.diagnose,
     };
     let ending = runtime.block_on(agent::run(
         &mut tracer,
@@ -246,7 +234,7 @@ fn run(cli: &Cli, listener: Option<std::net::TcpListener>) -> anyhow::Result<Exi
         let totals = session.totals(tracer.recursion_misses());
         eprintln!("tcptrace: {totals}");
     }
-    Ok(match (cli.diagnose_for(), session.worst()) {
+    Ok(match (config.diagnose, session.worst()) {
         (Some(_), Some(Severity::Critical)) => ExitCode::from(cli::EXIT_CRITICAL),
         (Some(_), Some(Severity::Warning)) => ExitCode::from(cli::EXIT_WARNING),
         _ => ExitCode::SUCCESS,

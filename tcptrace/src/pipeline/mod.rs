@@ -10,6 +10,8 @@ pub mod filter;
 
 use std::io;
 
+use tcptrace_common::KernelFilter;
+
 use crate::{
     model::{
         Closed, DecodeError, Event, Existing, Fact, Listed, Losses, Open, PerKind, Sink, TcpState,
@@ -27,6 +29,9 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub filter: Filter,
+    /// The filter the kernel side applies (family, ports): sockets found
+    /// at start-up that it hides would never be seen to move.
+    pub kernel: KernelFilter,
     /// Bound on connections (and on timewait sockets) followed.
     pub max_sockets: usize,
     /// The kernel's timer frequency, if known.
@@ -41,6 +46,7 @@ pub struct Pipeline {
     timewaits: Timewaits,
     namespaces: Namespaces,
     filter: Filter,
+    kernel: KernelFilter,
     /// The filter accepts everything: skip it.
     accept_all: bool,
     /// Reused between timewait records.
@@ -69,6 +75,7 @@ impl Pipeline {
             namespaces: Namespaces::default(),
             accept_all: settings.filter.is_empty(),
             filter: settings.filter,
+            kernel: settings.kernel,
             tw_out: Vec::new(),
             records: settings.records,
             received: PerKind::default(),
@@ -79,7 +86,12 @@ impl Pipeline {
 
     /// Learns the full sockets that existed before tracing started.
     pub fn seed(&mut self, existing: impl IntoIterator<Item = Existing>) {
-        self.conns.seed(existing);
+        let kernel = self.kernel;
+        self.conns.seed(
+            existing
+                .into_iter()
+                .filter(|e| filter::kernel_accepts(&kernel, &e.local, &e.remote)),
+        );
     }
 
     /// Learns a timewait socket that existed before tracing started.

@@ -8,6 +8,7 @@ use crate::model::{
     PerKind, Reset, ResetDirection, Task, TwAction, TwEvent,
     fixtures::{Script, task},
 };
+use tcptrace_common::KernelFilter;
 
 const SRV: &str = "10.0.0.1:80";
 const CLI: &str = "10.0.0.2:40000";
@@ -58,6 +59,7 @@ impl Run {
         Self {
             pipeline: Pipeline::new(Settings {
                 filter,
+                kernel: KernelFilter::default(),
                 max_sockets: 1000,
                 hz: Some(250),
                 records,

@@ -20,6 +20,7 @@ use crate::{
         clock::{WallClock, Zone},
     },
 };
+use tcptrace_common::KernelFilter;
 
 const SRV: &str = "10.0.0.1:80";
 const CLI: &str = "10.0.0.2:40000";
@@ -68,6 +69,7 @@ fn fake() -> Readers {
 fn session(summary_only: bool) -> Session<Vec<u8>, Vec<u8>> {
     let pipeline = Pipeline::new(Settings {
         filter: Filter::default(),
+        kernel: KernelFilter::default(),
         max_sockets: 1,
         hz: Some(250),
         records: !summary_only,
@@ -277,6 +279,7 @@ fn summary_and_metrics_agree_to_the_socket() {
     readers.now_ns = || CLOCK_NS.load(Ordering::Relaxed);
     let pipeline = Pipeline::new(Settings {
         filter: Filter::default(),
+        kernel: KernelFilter::default(),
         max_sockets: 16,
         hz: Some(250),
         records: false,

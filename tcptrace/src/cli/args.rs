@@ -1,107 +1,13 @@
-//! Command line.
+//! The command line as clap defines it: options, their parsers and their
+//! one-line help. What they mean together is [`super::Config`]'s.
 
-use std::{
-    io,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::Parser;
 use ipnet::IpNet;
 
+use super::help::{ABOUT, EXAMPLES, LONG_ABOUT};
 use crate::render::metrics::Limits;
-
-const ABOUT: &str = "Trace TCP state transitions live, with eBPF";
-
-const LONG_ABOUT: &str = "\
-Trace TCP state transitions live, with eBPF.
-
-tcptrace prints one line for every state change of every TCP socket on the host
-(IPv4 and IPv6): connects, accepts, closes, resets. For each it shows the time,
-the process that owns the socket, the local and remote endpoints, the old and
-new state, and how long the socket spent in the old state, measured in the
-kernel to the nanosecond.
-
-It exists for the outages where CPU, memory and disk look fine but the service
-is down: ports exhausted by TIME_WAIT, CLOSE_WAIT piling up because an
-application never closes, RST storms, a full listen backlog.
-
-COLUMNS
-  TIME    wall-clock time of the transition (local time; --utc for UTC)
-  PID     the socket's owner: the process whose system calls (connect,
-  COMM    listen, close, shutdown...) drove it, or for an accepted socket the
-          process listening on its port; sockets that exist at start-up are
-          looked up as ss -p does. Never the task that a softirq (a packet, a
-          TCP timer) happened to interrupt: '-' when unknown, not a guess
-  LOCAL   local address:port ('*' while not yet chosen)
-  REMOTE  remote address:port ('*:*' for a listener)
-  OLD, NEW  the transition; names as in ss(8)
-  MS      milliseconds spent in OLD; '-' when OLD is the initial state of a
-          new socket, '?' when unknown (the socket predates tcptrace, or an
-          event was lost). Never a made-up 0.
-
-When a connection ends, a 'closed' line gives its verdict (who closed first),
-its lifetime in MS, its role (active: this host connected; passive: it
-accepted) and the time it spent in each state:
-  local           this host sent the first FIN; this side holds TIME_WAIT
-  peer            the remote side sent the first FIN
-  simultaneous    both FINs crossed (FIN_WAIT1 -> CLOSING)
-  abort-sent      this host reset it (SO_LINGER 0, close with unread data)
-  abort-received  the peer reset it
-  refused         the connect was answered with a RST
-  connect-failed  the connect failed otherwise (timeout, ICMP error)
-  no-port         connect() found no free local port toward that destination
-                  (EADDRNOTAVAIL: the ephemeral port range is exhausted)
-  timeout         the kernel gave up on it without FIN or RST
-TIME_WAIT, which no other tracer shows (the kernel hands a closing connection
-to a separate timewait socket that inet_sock_set_state never reports), is
-followed through the kernel's timers: 'FIN_WAIT2 -> TIME_WAIT' when it starts
-(its timer's length after MS), 'TIME_WAIT -> CLOSE' when it ends, with its
-real duration in MS and why it ended:
-  expired         its timer ran out (60 s on Linux, plus timer-wheel slack)
-  reused          a connect() took its 4-tuple over (net.ipv4.tcp_tw_reuse)
-  reopened        a new SYN for its 4-tuple was accepted by a listener
-  killed          ended early: a RST (net.ipv4.tcp_rfc1337=0), ss -K...
-  purged          its network namespace went away
-and how often its timer was re-armed (a retransmitted FIN extends it). An
-orphan whose peer never sends its FIN shows as FIN_WAIT2 in a timewait socket
-(net.ipv4.tcp_fin_timeout), not as TIME_WAIT. A connection that had a timewait
-socket gets its 'closed' line when that ends, TIME_WAIT included.
-On exit, and every --interval, a summary: time-in-state histograms (log2 and
-p50/p90/p99/max), who closes first by process, remote endpoint and listening
-port (most TIME_WAIT-prone first), and open connections by state with the
-oldest one (a CLOSE_WAIT that never closes shows its age here), and TIME_WAIT:
-how long it lasted next to its timer's length, why it ended, how many timewait
-sockets each network namespace has now (counted from start-up, existing ones
-included), and connections that got none because net.ipv4.tcp_max_tw_buckets
-was reached (also reported live).
-
-Needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with BTF.
-If tracefs is not mounted, tcptrace mounts it on /sys/kernel/tracing and says so.";
-
-const EXAMPLES: &str = "\
-EXAMPLES
-  sudo tcptrace                       every transition, live
-  sudo tcptrace --json | jq .         JSON lines, one object per transition
-  sudo tcptrace --utc > trace.log     log to a file with UTC timestamps
-  sudo tcptrace | grep CLOSE_WAIT     what is entering or leaving CLOSE_WAIT
-  sudo tcptrace --lport 80,443        connections on local ports 80 and 443
-  sudo tcptrace -c nginx --raddr 10.0.0.0/8
-                                      nginx's connections to 10.0.0.0/8
-  sudo tcptrace --summary -i 10       only summaries, every 10 seconds
-  sudo tcptrace diagnose --for 60     a minute of tracing, then what is wrong
-  sudo tcptrace diagnose --json       one JSON summary at the end (and ports_alert records
-                                      as they happen), findings first
-  sudo tcptrace --summary --metrics 9977
-                                      summaries, and Prometheus metrics on
-                                      http://127.0.0.1:9977/metrics
-  sudo tcptrace --quiet --metrics 0.0.0.0:9977
-                                      a daemon: metrics for every host's Prometheus,
-                                      nothing on stdout, one line on stderr per problem
-
-Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
-seen, transitions lost because the ring buffer was full, run time. Losses are
-also reported live. Closing stdout (tcptrace | head) ends tcptrace quietly.";
 
 /// What to do instead of the live log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
@@ -118,11 +24,6 @@ pub enum Command {
         secs: u64,
     },
 }
-
-/// Exit status of `tcptrace diagnose` with a warning-level finding.
-pub const EXIT_WARNING: u8 = 3;
-/// Exit status of `tcptrace diagnose` with a critical finding.
-pub const EXIT_CRITICAL: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
@@ -304,79 +205,6 @@ pub enum Generate {
     Fish,
 }
 
-/// Writes what `--generate` asks for.
-pub fn generate(what: Generate, out: &mut dyn io::Write) -> io::Result<()> {
-    use clap::CommandFactory as _;
-    let mut command = Cli::command();
-    let shell = match what {
-        Generate::Man => return clap_mangen::Man::new(command).section("8").render(out),
-        Generate::Bash => clap_complete::Shell::Bash,
-        Generate::Zsh => clap_complete::Shell::Zsh,
-        Generate::Fish => clap_complete::Shell::Fish,
-    };
-    clap_complete::generate(shell, &mut command, "tcptrace", out);
-    Ok(())
-}
-
-impl Cli {
-    /// The caps on the metrics' label values.
-    pub fn metrics_limits(&self) -> Limits {
-        Limits {
-            destinations: self.metrics_destinations as usize,
-            listeners: self.metrics_listeners as usize,
-            namespaces: self.metrics_namespaces as usize,
-        }
-    }
-
-    /// `tcptrace diagnose --for SECS`: how long.
-    pub fn diagnose_for(&self) -> Option<Duration> {
-        self.command
-            .map(|Command::Diagnose { secs }| Duration::from_secs(secs))
-    }
-
-    /// No live log: `--summary`, `--quiet`, or `diagnose`.
-    pub fn summary_only(&self) -> bool {
-        self.summary || self.quiet || self.diagnose_for().is_some()
-    }
-
-    pub fn drain_interval(&self) -> Duration {
-        Duration::from_millis(self.drain_interval)
-    }
-
-    /// Each CPU's ring size on a machine with `cpus` possible CPUs.
-    pub fn ring_bytes(&self, cpus: u32) -> u32 {
-        self.ring_size.unwrap_or_else(|| {
-            // About a third of a second of records per CPU at a million
-            // records a second (100 000 connections/s) on two CPUs.
-            let share = (32 << 20) / cpus.max(1);
-            // Rounded down to a power of two (share > 0).
-            (1 << (31 - share.leading_zeros())).clamp(1 << 20, 16 << 20)
-        })
-    }
-
-    /// A quarter of the ring; with the default rings, 1 MiB: they are
-    /// headroom for bursts and stalls, not bigger batches (a scrape, or the
-    /// end of a summary interval, drains what is pending first).
-    pub fn wakeup_bytes(&self, ring_bytes: u32) -> u64 {
-        let quarter = u64::from(ring_bytes) / 4;
-        self.wakeup.unwrap_or(match self.ring_size {
-            Some(_) => quarter,
-            None => quarter.min(1 << 20),
-        })
-    }
-
-    /// The agent-side filters.
-    pub fn filter(&self) -> crate::pipeline::filter::Filter {
-        crate::pipeline::filter::Filter {
-            pids: self.pid.clone(),
-            comms: self.comm.clone(),
-            laddrs: self.laddr.clone(),
-            raddrs: self.raddr.clone(),
-            netns: self.netns.clone(),
-        }
-    }
-}
-
 /// An address ("10.0.0.1": one host) or a network ("10.0.0.0/8").
 fn parse_net(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
@@ -516,49 +344,5 @@ mod tests {
         assert!(
             err(&["tcptrace", "--quiet", "--metrics", "1", "-i", "5"]).contains("cannot be used")
         );
-        let cli = Cli::try_parse_from(["tcptrace", "-q", "--metrics", "1"]).unwrap();
-        assert!(cli.summary_only());
-        assert_eq!(cli.metrics_limits(), Limits::DEFAULT);
-    }
-
-    #[test]
-    fn generated_man_page_and_completions() {
-        let text = |what| {
-            let mut out = Vec::new();
-            generate(what, &mut out).unwrap();
-            String::from_utf8(out).unwrap()
-        };
-        let man = text(Generate::Man);
-        assert!(
-            man.contains(".TH tcptrace 8"),
-            "{}",
-            &man[..200.min(man.len())]
-        );
-        assert!(man.contains(r"metrics\-destinations"));
-        assert!(text(Generate::Bash).contains("--metrics"));
-        assert!(text(Generate::Zsh).contains("--metrics"));
-        assert!(text(Generate::Fish).contains("metrics"));
-    }
-
-    #[test]
-    fn defaults() {
-        let cli = Cli::try_parse_from(["tcptrace"]).unwrap();
-        assert_eq!(cli.ring_size, None);
-        assert_eq!(cli.ring_bytes(1), 16 << 20);
-        assert_eq!(cli.ring_bytes(2), 16 << 20);
-        assert_eq!(cli.ring_bytes(3), 8 << 20);
-        assert_eq!(cli.ring_bytes(8), 4 << 20);
-        assert_eq!(cli.ring_bytes(32), 1 << 20);
-        assert_eq!(cli.ring_bytes(256), 1 << 20);
-        assert_eq!(cli.wakeup_bytes(cli.ring_bytes(2)), 1 << 20);
-        assert_eq!(cli.wakeup_bytes(2 << 20), 512 << 10);
-        // Rings asked for: a quarter of them.
-        let big = Cli::try_parse_from(["tcptrace", "--ring-size", "256M"]).unwrap();
-        assert_eq!(big.wakeup_bytes(big.ring_bytes(2)), 64 << 20);
-        let set = Cli::try_parse_from(["tcptrace", "--ring-size", "64K"]).unwrap();
-        assert_eq!(set.ring_bytes(256), 64 << 10);
-        assert_eq!(cli.drain_interval(), Duration::from_millis(20));
-        let err = Cli::try_parse_from(["tcptrace", "--ring-size", "5K"]).unwrap_err();
-        assert!(err.to_string().contains("must be a power of two"), "{err}");
     }
 }
