@@ -74,6 +74,10 @@ pub struct Stats {
     pub tw_ends: [u64; TwEnd::ALL.len()],
     /// Re-arms of the timers of the timewait sockets that ended.
     pub tw_rearms: u64,
+    /// Transitions of timewait sockets (their start and end, as the live
+    /// log prints them): not transition records, but concluded from the
+    /// timers' records.
+    pub tw_transitions: u64,
     /// How long TIME_WAIT lasted, by how it ended (`TwEnd::index`), with
     /// the exact sums; and the exact max of those that expired.
     tw_lasted: Vec<Histogram<u64>>,
@@ -148,6 +152,7 @@ impl Stats {
             by_listen_port: HashMap::default(),
             tw_ends: [0; TwEnd::ALL.len()],
             tw_rearms: 0,
+            tw_transitions: 0,
             // 3 significant digits: 60 ms at 60 s, where the timer wheel's
             // slack is what users look for.
             tw_lasted: TwEnd::ALL
@@ -294,6 +299,7 @@ impl Sink for Stats {
             Fact::Transition(t) => {
                 self.record_transition(t);
                 if t.timewait.is_some() {
+                    self.tw_transitions += 1;
                     self.record_timewait(t);
                 }
             }

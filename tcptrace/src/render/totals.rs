@@ -9,11 +9,18 @@ impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} transitions in {:.1} s, {} lost (ring buffer full",
+            "{} transitions in {:.1} s",
             self.transitions,
             self.elapsed.as_secs_f64(),
-            self.lost.total()
         )?;
+        if self.timewait_transitions > 0 {
+            write!(
+                f,
+                " (and {} of timewait sockets, from the kernel's timers)",
+                self.timewait_transitions
+            )?;
+        }
+        write!(f, ", {} lost (ring buffer full", self.lost.total())?;
         let mut sep = ": ";
         for (kind, n) in self.lost.iter().filter(|(_, n)| *n > 0) {
             write!(f, "{sep}{n} {}", kind.name())?;
@@ -82,6 +89,15 @@ mod tests {
             s.to_string(),
             "1234 transitions in 12.3 s, 5 lost (ring buffer full: 4 transition, 1 reset_sent)"
         );
+        // Timewait sockets found at start-up that expired: printed too, so
+        // said too (not "0 transitions" after thousands of lines).
+        s.timewait_transitions = 15_313;
+        assert_eq!(
+            s.to_string(),
+            "1234 transitions in 12.3 s (and 15313 of timewait sockets, from the kernel's timers), \
+             5 lost (ring buffer full: 4 transition, 1 reset_sent)"
+        );
+        s.timewait_transitions = 0;
         s.recursion_misses = 2;
         s.untracked_conns = 7;
         s.untracked_timewaits = 3;

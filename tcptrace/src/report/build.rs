@@ -104,7 +104,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         &listeners,
     ));
     Report {
-        totals: totals(pipeline, recursion_misses, elapsed),
+        totals: totals(pipeline, stats, recursion_misses, elapsed),
         received: pipeline.received,
         start_time_s,
         findings: found,
@@ -130,9 +130,15 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
 }
 
 /// The exit line's numbers (a report's `totals`).
-pub fn totals(pipeline: &Pipeline, recursion_misses: u64, elapsed: Duration) -> Totals {
+pub fn totals(
+    pipeline: &Pipeline,
+    stats: &Stats,
+    recursion_misses: u64,
+    elapsed: Duration,
+) -> Totals {
     Totals {
         transitions: pipeline.transitions(),
+        timewait_transitions: stats.tw_transitions,
         lost: pipeline.lost(),
         recursion_misses,
         undecodable: pipeline.undecodable,

@@ -126,7 +126,11 @@ fn evidence<'a>(
 /// could not be followed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Transition records (`inet_sock_set_state`).
     pub transitions: u64,
+    /// Transitions of timewait sockets, concluded from the kernel's timers
+    /// (those found at start-up included): the live log prints them too.
+    pub timewait_transitions: u64,
     /// Records dropped because a ring buffer was full, by kind.
     pub lost: PerKind,
     pub recursion_misses: u64,

@@ -397,7 +397,12 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
 
     /// The exit line's numbers.
     pub fn totals(&self, recursion_misses: u64) -> Totals {
-        report::totals(&self.pipeline, recursion_misses, self.elapsed())
+        report::totals(
+            &self.pipeline,
+            &self.stats,
+            recursion_misses,
+            self.elapsed(),
+        )
     }
 
     pub fn elapsed(&self) -> Duration {
