@@ -1,5 +1,5 @@
 //! The arithmetic of ephemeral port exhaustion toward one destination, as
-//! small pure functions (documented in README.md, "Ports").
+//! small pure functions (documented in tcptrace/doc/ports.md).
 //!
 //! connect() picks a local port from `ip_local_port_range` (less
 //! `ip_local_reserved_ports`) that makes the 4-tuple unique: toward one

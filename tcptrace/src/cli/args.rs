@@ -32,7 +32,7 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Print JSON lines instead of columns: one object per transition, per
-    /// closed connection and per summary (fields in README.md).
+    /// closed connection and per summary (fields in tcptrace/doc/json.md).
     #[arg(global = true, long)]
     pub json: bool,
 

@@ -1,5 +1,5 @@
 //! The rules, one function each, over the `Evidence` of one summary. The
-//! thresholds are here, named, and listed in `THRESHOLDS` (README.md).
+//! thresholds are here, named, and listed in `THRESHOLDS` (tcptrace/doc/findings.md).
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,5 @@
 //! `--json`: one JSON object per line. Field names are part of the interface
-//! (documented in README.md); add fields, never rename them.
+//! (documented in tcptrace/doc/json.md); add fields, never rename them.
 
 use std::{
     fmt,
