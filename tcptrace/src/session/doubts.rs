@@ -6,7 +6,7 @@ use std::io;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Session, sinks};
+use super::Session;
 use crate::model::{Listed, RecordKind};
 
 /// After losses, how often (at most) the kernel's connections are listed to
@@ -46,13 +46,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             };
             let again = self.list_connections(lists.iter().map(|(netns, _)| *netns).collect());
             {
-                let mut sink = sinks(
-                    &mut self.stats,
-                    &mut self.ports,
-                    &mut self.printer,
-                    &mut self.out,
-                    self.live,
-                );
+                let mut sink = self.sinks.all();
                 for (netns, first) in &lists {
                     // Not listed again (the namespace could not be entered):
                     // nothing is concluded.
@@ -63,7 +57,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                         .end_gone(*netns, [first, second], listed_ns, &mut sink)?;
                 }
             }
-            return self.out.flush();
+            return self.sinks.out.flush();
         }
         let now_s = now_ns / 1_000_000_000;
         let due = self

@@ -40,27 +40,36 @@ pub const PORTS_ROWS: usize = 20;
 /// Scrapes closer together than this share one exposition.
 const SCRAPE_REUSE: Duration = Duration::from_millis(100);
 
-/// Both sinks, borrowed for one call into the pipeline.
-fn sinks<'a, W: io::Write>(
-    stats: &'a mut Stats,
-    ports: &'a mut Ports,
-    printer: &'a mut Printer,
-    out: &'a mut W,
-    live: bool,
-) -> impl Sink + 'a {
-    ((stats, ports), live.then_some(LiveLog { printer, out }))
-}
-
-pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
-    pipeline: Pipeline,
+/// What the pipeline's facts go to: the aggregates of every summary, and
+/// the live log unless `--summary`. Apart from the pipeline, so that both
+/// can be borrowed at once.
+struct Sinks<W> {
     stats: Stats,
     ports: Ports,
     printer: Printer,
     out: W,
-    /// Where warnings go (stderr), one line per problem.
-    warnings: Warnings<E>,
     /// Print every transition and connection (not `--summary`).
     live: bool,
+}
+
+impl<W: io::Write> Sinks<W> {
+    /// Both sinks, borrowed for one call into the pipeline.
+    fn all(&mut self) -> impl Sink + '_ {
+        (
+            (&mut self.stats, &mut self.ports),
+            self.live.then_some(LiveLog {
+                printer: &mut self.printer,
+                out: &mut self.out,
+            }),
+        )
+    }
+}
+
+pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
+    pipeline: Pipeline,
+    sinks: Sinks<W>,
+    /// Where warnings go (stderr), one line per problem.
+    warnings: Warnings<E>,
     /// Whether timewait sockets are traced (and their overflows said).
     timewait: bool,
     namespaces: NetnsTable,
@@ -115,12 +124,14 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         readers: Readers,
     ) -> Self {
         Self {
-            live: pipeline.records(),
+            sinks: Sinks {
+                stats: Stats::new(),
+                ports: Ports::default(),
+                printer,
+                out,
+                live: pipeline.records(),
+            },
             pipeline,
-            stats: Stats::new(),
-            ports: Ports::default(),
-            printer,
-            out,
             warnings: Warnings::new(warnings),
             timewait,
             namespaces: NetnsTable::default(),
@@ -149,7 +160,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// are still said on stderr, one line each, and the metrics served.
     pub fn quiet(&mut self) {
         self.quiet = true;
-        self.live = false;
+        self.sinks.live = false;
         self.warnings.quiet();
     }
 
@@ -185,23 +196,17 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        if !self.live {
+        if !self.sinks.live {
             return Ok(());
         }
-        self.printer.header(&mut self.out)?;
-        self.out.flush()
+        self.sinks.printer.header(&mut self.sinks.out)?;
+        self.sinks.out.flush()
     }
 
     /// One record from the rings.
     #[inline]
     pub fn record(&mut self, record: Result<Event, DecodeError>) -> io::Result<()> {
-        let mut sink = sinks(
-            &mut self.stats,
-            &mut self.ports,
-            &mut self.printer,
-            &mut self.out,
-            self.live,
-        );
+        let mut sink = self.sinks.all();
         self.pipeline.record(record, &mut sink)
     }
 
@@ -216,16 +221,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         let now_ns = (self.readers.now_ns)();
         self.drained_ns = read_ns;
         {
-            let mut sink = sinks(
-                &mut self.stats,
-                &mut self.ports,
-                &mut self.printer,
-                &mut self.out,
-                self.live,
-            );
+            let mut sink = self.sinks.all();
             self.pipeline.end_batch(lost, read_ns, now_ns, &mut sink)?;
         }
-        self.out.flush()
+        self.sinks.out.flush()
     }
 
     /// Once a second: says on stderr what was lost or not followed since the
@@ -255,8 +254,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         report::build(
             Sources {
                 pipeline: &self.pipeline,
-                stats: &self.stats,
-                ports: &mut self.ports,
+                stats: &self.sinks.stats,
+                ports: &mut self.sinks.ports,
                 namespaces: &mut self.namespaces,
                 listeners: &self.listeners,
                 timewait: self.timewait,
@@ -274,13 +273,14 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     fn ports_alerts(&mut self, now_ns: u64) -> io::Result<()> {
         let rows = report::destinations(
             &self.pipeline,
-            &self.stats,
-            &mut self.ports,
+            &self.sinks.stats,
+            &mut self.sinks.ports,
             &self.namespaces,
             now_ns,
             PORTS_ROWS,
         );
         let alerts: Vec<_> = self
+            .sinks
             .ports
             .alerts(&rows)
             .into_iter()
@@ -294,11 +294,16 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             let line = crate::render::ports::alert_line(level, &r, name.as_deref());
             self.warnings.warn(format_args!("{line}"));
             if !self.quiet {
-                self.printer
-                    .ports_alert(&mut self.out, level, &r, name.as_deref(), now_ns)?;
+                self.sinks.printer.ports_alert(
+                    &mut self.sinks.out,
+                    level,
+                    &r,
+                    name.as_deref(),
+                    now_ns,
+                )?;
             }
         }
-        self.out.flush()
+        self.sinks.out.flush()
     }
 
     /// Answers one scrape of the metrics endpoint: `recursion_misses`, the
@@ -349,9 +354,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         };
         let report = self.report(want, recursion_misses);
         self.worst = findings::worst(&report.findings);
-        self.printer
-            .summary(&mut self.out, &report, (self.readers.now_ns)())?;
-        self.out.flush()
+        self.sinks
+            .printer
+            .summary(&mut self.sinks.out, &report, (self.readers.now_ns)())?;
+        self.sinks.out.flush()
     }
 
     /// `diagnose`: one line on stderr every 5 s while it traces, with what
@@ -383,13 +389,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// the last summary.
     pub fn finish(&mut self, recursion_misses: u64) -> io::Result<()> {
         {
-            let mut sink = sinks(
-                &mut self.stats,
-                &mut self.ports,
-                &mut self.printer,
-                &mut self.out,
-                self.live,
-            );
+            let mut sink = self.sinks.all();
             self.pipeline.finish((self.readers.now_ns)(), &mut sink)?;
         }
         self.summary(recursion_misses)
@@ -399,7 +399,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     pub fn totals(&self, recursion_misses: u64) -> Totals {
         report::totals(
             &self.pipeline,
-            &self.stats,
+            &self.sinks.stats,
             recursion_misses,
             self.elapsed(),
         )
@@ -411,7 +411,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
 
     /// Where the output goes, to finish it at exit.
     pub fn out_mut(&mut self) -> &mut W {
-        &mut self.out
+        &mut self.sinks.out
     }
 }
 

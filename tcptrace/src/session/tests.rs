@@ -117,7 +117,7 @@ fn the_live_log_gets_transitions_and_records_the_summary_counts_them() {
     s.begin().unwrap();
     failed_connect(&mut s);
     s.finish(0).unwrap();
-    let out = lines(&s.out);
+    let out = lines(&s.sinks.out);
     let kinds: Vec<_> = out.iter().map(|v| v["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["transition", "transition", "closed", "summary"]);
     assert_eq!(out[2]["verdict"], "connect-failed");
@@ -131,7 +131,7 @@ fn summary_only_prints_no_per_event_line() {
     s.begin().unwrap();
     failed_connect(&mut s);
     s.summary(0).unwrap();
-    let out = lines(&s.out);
+    let out = lines(&s.sinks.out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["type"], "summary");
     assert_eq!(
@@ -193,7 +193,7 @@ fn timewait_overflows_count_from_start_up() {
          (tcp_max_tw_buckets reached, TcpExtTCPTimeWaitOverflow; 30 since start)\n"
     );
     s.summary(0).unwrap();
-    let out = lines(&s.out);
+    let out = lines(&s.sinks.out);
     assert_eq!(out[0]["timewait"]["overflows"][0]["count"], 30);
     // The namespaces section, with their names and sysctls.
     let namespaces = out[0]["namespaces"].as_array().unwrap();
@@ -223,7 +223,11 @@ fn quiet_says_repeating_warnings_once_a_minute_and_prints_nothing() {
     );
     s.summary(0).unwrap();
     s.finish(0).unwrap();
-    assert!(s.out.is_empty(), "{:?}", String::from_utf8_lossy(&s.out));
+    assert!(
+        s.sinks.out.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&s.sinks.out)
+    );
 }
 
 /// After transition records were lost, a connection the kernel no longer
@@ -244,22 +248,22 @@ fn after_losses_connections_the_kernel_no_longer_lists_are_ended() {
     }
     second(&mut s, 0);
     assert!(
-        lines(&s.out).iter().all(|r| r["type"] != "closed"),
+        lines(&s.sinks.out).iter().all(|r| r["type"] != "closed"),
         "nothing lost yet"
     );
     second(&mut s, 3);
     assert!(
-        lines(&s.out).iter().all(|r| r["type"] != "closed"),
+        lines(&s.sinks.out).iter().all(|r| r["type"] != "closed"),
         "listed only"
     );
     second(&mut s, 3);
     assert!(
-        lines(&s.out).iter().all(|r| r["type"] != "closed"),
+        lines(&s.sinks.out).iter().all(|r| r["type"] != "closed"),
         "no drain yet well after the listing"
     );
     std::thread::sleep(Duration::from_millis(150));
     second(&mut s, 3);
-    let closed: Vec<_> = lines(&s.out)
+    let closed: Vec<_> = lines(&s.sinks.out)
         .into_iter()
         .filter(|r| r["type"] == "closed")
         .collect();
@@ -301,7 +305,7 @@ fn summary_and_metrics_agree_to_the_socket() {
     CLOCK_NS.store(70_000_000_000, Ordering::Relaxed);
     s.summary(0).unwrap();
     let (metrics, _) = s.metrics(0, 0);
-    let summary = &lines(&s.out)[0];
+    let summary = &lines(&s.sinks.out)[0];
     let open = summary["open"].as_array().unwrap();
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["state"], "CLOSE_WAIT");
