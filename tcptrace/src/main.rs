@@ -37,6 +37,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
+    if let Some(what) = cli.generate {
+        let mut out = io::stdout().lock();
+        return match cli::generate(what, &mut out).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("tcptrace: writing it failed: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Options clap cannot check alone: also bad usage, exit 2.
     let config = match Config::resolve(cli) {
         Ok(config) => config,
@@ -54,16 +64,6 @@ fn main() -> ExitCode {
         .format_target(false)
         .format_timestamp(None)
         .init();
-    if let Some(what) = config.generate {
-        let mut out = io::stdout().lock();
-        return match cli::generate(what, &mut out).and_then(|()| out.flush()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("tcptrace: writing it failed: {err}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     // Bound before anything is attached: a port in use is bad usage too.
     let listener = match config.metrics.map(endpoint::bind).transpose() {
         Ok(listener) => listener,
@@ -166,7 +166,10 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
         longest_tw = longest_tw.max(Some(tw.remaining_ms));
         session.seed_timewait(tw);
     });
-    log::debug!("{} TCP sockets existed at start-up", existing.sockets.len());
+    log::debug!(
+        "{} TCP sockets existed at start-up (before the kernel filter)",
+        existing.sockets.len()
+    );
     session.seed(existing);
     if let (true, Some(ms)) = (timewait, longest_tw) {
         let counts: Vec<String> = session

@@ -74,9 +74,9 @@ pub struct Stats {
     pub tw_ends: [u64; TwEnd::ALL.len()],
     /// Re-arms of the timers of the timewait sockets that ended.
     pub tw_rearms: u64,
-    /// Transitions of timewait sockets (their start and end, as the live
-    /// log prints them): not transition records, but concluded from the
-    /// timers' records.
+    /// Transitions of timewait sockets concluded from the timers' records
+    /// (an orphan's FIN_WAIT2 -> TIME_WAIT, and every end), which the live
+    /// log prints beside the transition records.
     pub tw_transitions: u64,
     /// How long TIME_WAIT lasted, by how it ended (`TwEnd::index`), with
     /// the exact sums; and the exact max of those that expired.
@@ -299,7 +299,11 @@ impl Sink for Stats {
             Fact::Transition(t) => {
                 self.record_transition(t);
                 if t.timewait.is_some() {
-                    self.tw_transitions += 1;
+                    // A `Begins` is the full socket's own record, relabelled:
+                    // already a transition record.
+                    if !matches!(t.timewait, Some(TwNote::Begins { .. })) {
+                        self.tw_transitions += 1;
+                    }
                     self.record_timewait(t);
                 }
             }
@@ -419,5 +423,35 @@ mod tests {
         }
         assert!(table.len() <= MAX_KEYS + 1);
         assert_eq!(table[&None][0], 5);
+    }
+
+    /// The exit line's "of timewait sockets": what the timers told, not the
+    /// full socket's own record relabelled FIN_WAIT2 -> TIME_WAIT.
+    #[test]
+    fn timewait_transitions_count_what_the_timers_told() {
+        let mut stats = Stats::new();
+        let mut s = Script { ts: 0 };
+        let mut t = s.t(
+            1,
+            "10.0.0.1:40000",
+            "10.0.0.2:80",
+            TcpState::FinWait2,
+            TcpState::TimeWait,
+            None,
+        );
+        t.timewait = Some(TwNote::Begins { timer_ns: None });
+        stats.fact(Fact::Transition(&t)).unwrap();
+        t.old = TcpState::TimeWait;
+        t.new = TcpState::Close;
+        t.timewait = Some(TwNote::Ends {
+            reason: TwEnd::Expired,
+            rearms: 0,
+            by: None,
+            fin_unseen: false,
+        });
+        stats.fact(Fact::Transition(&t)).unwrap();
+        t.timewait = None;
+        stats.fact(Fact::Transition(&t)).unwrap();
+        assert_eq!(stats.tw_transitions, 1);
     }
 }

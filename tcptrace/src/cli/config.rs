@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tcptrace_common::KernelFilter;
 
-use super::{Cli, Command, Generate};
+use super::{Cli, Command};
 use crate::{
     pipeline::filter::{self, Filter, FilterError},
     render::{ADDR_WIDTH_V4, ADDR_WIDTH_V6, metrics::Limits},
@@ -35,8 +35,6 @@ pub struct Output {
 /// Everything the command line asked for, resolved.
 #[derive(Debug)]
 pub struct Config {
-    /// `--generate`: print this and exit.
-    pub generate: Option<Generate>,
     pub output: Output,
     /// `-v`: the eBPF side's log and the agent's debug messages.
     pub verbose: bool,
@@ -79,7 +77,6 @@ impl Config {
             return Err(ConfigError::QuietDiagnose);
         }
         Ok(Self {
-            generate: cli.generate,
             output: Output {
                 json: cli.json,
                 utc: cli.utc,

@@ -70,20 +70,6 @@ impl Report {
     pub fn netns_name(&self, netns: u32) -> Option<String> {
         names(&self.namespaces)(netns)
     }
-
-    /// What the findings' rules look at.
-    pub fn evidence(&self) -> Evidence<'_> {
-        evidence(
-            self.totals.elapsed,
-            &self.ports,
-            &self.namespaces,
-            &self.binds,
-            &self.counts,
-            &self.close_waits,
-            &self.server_timewait,
-            &self.listeners,
-        )
-    }
 }
 
 /// The names of `namespaces`, by inode.
