@@ -21,6 +21,7 @@ use tcptrace_common::TransitionEvent;
 fuzz_target!(|data: &[u8]| {
     let mut pipeline = Pipeline::new(Settings {
         filter: Filter::default(),
+        kernel: Default::default(),
         // Small, so that the bounds are reached too.
         max_sockets: 8,
         hz: Some(250),
