@@ -2,7 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcptrace::host::sysctl::{Sysctls, parse_range, parse_reserved};
+use tcptrace::{
+    host::sysctl::{parse_range, parse_reserved},
+    model::Sysctls,
+};
 
 fuzz_target!(|data: &[u8]| {
     let _ = Sysctls::parse(data);
