@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Counts, Report, TimewaitReport, Totals, evidence};
+use super::{Counts, Report, TimewaitReport, Totals};
 use crate::{
     aggregate::{
         listeners::Listeners,
@@ -15,7 +15,7 @@ use crate::{
         ports::{Dest, DestReport, Held, Ports},
         stats::{ProcessKey, Stats},
     },
-    findings::{self, Listener},
+    findings::{self, Evidence, Listener},
     model::{Role, TcpState},
     pipeline::Pipeline,
 };
@@ -93,16 +93,16 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         .collect();
     let counts = Counts::of(stats);
     let close_waits = close_wait_piles(pipeline.open(), now_ns, existing_since_ns);
-    let found = findings::diagnose(&evidence(
-        elapsed,
-        &rows,
-        &netns_rows,
-        &binds,
-        &counts,
-        &close_waits,
-        &scan.server,
-        &listeners,
-    ));
+    let found = findings::diagnose(&Evidence {
+        elapsed_s: elapsed.as_secs_f64(),
+        ports: &rows,
+        namespaces: &netns_rows,
+        binds: &binds,
+        by_process: &counts.by_process,
+        close_waits: &close_waits,
+        server_timewait: &scan.server,
+        listeners: &listeners,
+    });
     Report {
         totals: totals(pipeline, stats, recursion_misses, elapsed),
         received: pipeline.received,

@@ -21,7 +21,7 @@ use crate::{
         ports::DestReport,
         stats::{BindRow, Buckets, ProcessKey, Stats},
     },
-    findings::{Evidence, Finding, Listener},
+    findings::{Finding, Listener},
     model::{NetnsName, PerKind, TwCount, TwEnd},
 };
 
@@ -79,32 +79,6 @@ pub fn names(namespaces: &[NetnsReport]) -> impl Fn(u32) -> Option<String> + '_ 
             .iter()
             .find(|n| n.netns == netns)
             .and_then(|n| n.name.as_ref().and_then(NetnsName::label))
-    }
-}
-
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the parts of a report before it is assembled, each borrowed once"
-)]
-fn evidence<'a>(
-    elapsed: Duration,
-    ports: &'a [DestReport],
-    namespaces: &'a [NetnsReport],
-    binds: &'a [BindRow],
-    counts: &'a Counts,
-    close_waits: &'a [Pile],
-    server_timewait: &'a [(u32, ProcessKey, u64)],
-    listeners: &'a [Listener],
-) -> Evidence<'a> {
-    Evidence {
-        elapsed_s: elapsed.as_secs_f64(),
-        ports,
-        namespaces,
-        binds,
-        by_process: &counts.by_process,
-        close_waits,
-        server_timewait,
-        listeners,
     }
 }
 

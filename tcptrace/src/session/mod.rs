@@ -79,8 +79,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     worst: Option<Severity>,
     /// Seconds ticked (`progress`).
     ticks: u64,
-    /// Since `begin`.
-    started: Instant,
+    /// When tracing started (`begin`), on the readers' clock.
+    began_ns: u64,
     /// When the sockets found at start-up were known to exist (monotonic
     /// ns): their age in a state is at least the time since.
     existing_since_ns: Option<u64>,
@@ -139,7 +139,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             readers,
             worst: None,
             ticks: 0,
-            started: Instant::now(),
+            began_ns: (readers.now_ns)(),
             existing_since_ns: None,
             limits: Limits::DEFAULT,
             previous_scrape: None,
@@ -191,7 +191,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
 
     /// Tracing starts now: the live log's column header.
     pub fn begin(&mut self) -> io::Result<()> {
-        self.started = Instant::now();
+        self.began_ns = (self.readers.now_ns)();
         self.start_time_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -251,6 +251,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// The report now: everything the aggregates know, as every view
     /// renders it.
     fn report(&mut self, want: Want, recursion_misses: u64) -> Report {
+        let now_ns = (self.readers.now_ns)();
+        let elapsed = self.elapsed_at(now_ns);
         report::build(
             Sources {
                 pipeline: &self.pipeline,
@@ -260,11 +262,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 listeners: &self.listeners,
                 timewait: self.timewait,
                 existing_since_ns: self.existing_since_ns,
-                elapsed: self.started.elapsed(),
+                elapsed,
                 start_time_s: self.start_time_s,
                 recursion_misses,
             },
-            (self.readers.now_ns)(),
+            now_ns,
             want,
         )
     }
@@ -406,7 +408,12 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.elapsed_at((self.readers.now_ns)())
+    }
+
+    /// Time traced at `now_ns`, on the readers' clock.
+    fn elapsed_at(&self, now_ns: u64) -> Duration {
+        Duration::from_nanos(now_ns.saturating_sub(self.began_ns))
     }
 
     /// Where the output goes, to finish it at exit.
