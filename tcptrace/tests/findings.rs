@@ -9,9 +9,8 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     panic, thread,
     time::Duration,
 };
@@ -19,38 +18,9 @@ use std::{
 use common::{
     Tracer,
     net::{Net, Peer, SERVER_IP},
+    peer::{PORT, linger_zero, read_to_eof, say},
 };
 use serde_json::Value;
-
-const PORT: u16 = 8080;
-
-fn say(what: &str) {
-    println!("{what}");
-    std::io::stdout().flush().unwrap();
-}
-
-fn linger_zero(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `linger` is a valid struct linger of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
-}
-
-fn read_to_eof(conn: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-}
 
 // ---------------------------------------------------------------- peers --
 
@@ -397,17 +367,15 @@ fn syn_queue() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("peer") {
-        peer(&args[2..]);
-    }
-    let scenarios: [(&'static str, fn()); 6] = [
-        ("close_wait_leak", close_wait_leak),
-        ("abort_storm", abort_storm),
-        ("refused_upstream", refused_upstream),
-        ("healthy_server_closes_first", healthy_server_closes_first),
-        ("listen_overflow", listen_overflow),
-        ("syn_queue", syn_queue),
-    ];
-    common::run_side_by_side(&scenarios)
+    common::scenario_main(
+        peer,
+        &[
+            ("close_wait_leak", close_wait_leak),
+            ("abort_storm", abort_storm),
+            ("refused_upstream", refused_upstream),
+            ("healthy_server_closes_first", healthy_server_closes_first),
+            ("listen_overflow", listen_overflow),
+            ("syn_queue", syn_queue),
+        ],
+    )
 }

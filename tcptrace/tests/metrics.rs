@@ -690,25 +690,23 @@ fn peer(args: &[String]) -> ! {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("peer") {
-        peer(&args[2..]);
-    }
-    let scenarios: [(&'static str, fn()); 5] = [
-        (
-            "close_wait_older_than_tcptrace_is_counted",
-            close_wait_older_than_tcptrace_is_counted,
-        ),
-        ("service_capabilities_suffice", service_capabilities_suffice),
-        ("endpoint_under_abuse", endpoint_under_abuse),
-        (
-            "port_in_use_is_one_line_and_exit_2",
-            port_in_use_is_one_line_and_exit_2,
-        ),
-        (
-            "prometheus_scrapes_a_scenario",
-            prometheus_scrapes_a_scenario,
-        ),
-    ];
-    common::run_side_by_side(&scenarios)
+    common::scenario_main(
+        peer,
+        &[
+            (
+                "close_wait_older_than_tcptrace_is_counted",
+                close_wait_older_than_tcptrace_is_counted,
+            ),
+            ("service_capabilities_suffice", service_capabilities_suffice),
+            ("endpoint_under_abuse", endpoint_under_abuse),
+            (
+                "port_in_use_is_one_line_and_exit_2",
+                port_in_use_is_one_line_and_exit_2,
+            ),
+            (
+                "prometheus_scrapes_a_scenario",
+                prometheus_scrapes_a_scenario,
+            ),
+        ],
+    )
 }

@@ -23,25 +23,15 @@ use std::{
 use common::{
     Tracer,
     net::{Net, Peer, SERVER_IP},
+    peer::{PORT, monotonic_ns, say},
 };
 use serde_json::Value;
 
-const PORT: u16 = 8080;
 /// The proxy's ephemeral range: 300 ports.
 const RANGE: &str = "40000 40299";
 const CAPACITY: u64 = 300;
 /// Requests per second: twice what 300 ports held 60 s sustain (5/s).
 const RATE: u64 = 10;
-
-fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-fn say(what: &str) {
-    println!("{what}");
-    std::io::stdout().flush().unwrap();
-}
 
 // ---------------------------------------------------------------- peers --
 
@@ -583,19 +573,17 @@ fn diagnose_exit_status() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("peer") {
-        peer(&args[2..]);
-    }
-    let scenarios: [(&'static str, fn()); 5] = [
-        ("exhaustion", exhaustion),
-        (
-            "exhaustion_avoided_by_tw_reuse",
-            exhaustion_avoided_by_tw_reuse,
-        ),
-        ("keepalive_upstream", keepalive_upstream),
-        ("failed_bind", failed_bind),
-        ("diagnose_exit_status", diagnose_exit_status),
-    ];
-    common::run_side_by_side(&scenarios)
+    common::scenario_main(
+        peer,
+        &[
+            ("exhaustion", exhaustion),
+            (
+                "exhaustion_avoided_by_tw_reuse",
+                exhaustion_avoided_by_tw_reuse,
+            ),
+            ("keepalive_upstream", keepalive_upstream),
+            ("failed_bind", failed_bind),
+            ("diagnose_exit_status", diagnose_exit_status),
+        ],
+    )
 }

@@ -10,9 +10,8 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     panic, thread,
     time::{Duration, Instant},
 };
@@ -20,53 +19,11 @@ use std::{
 use common::{
     Tracer,
     net::{CLIENT_IP, Net, Peer, SERVER_IP},
+    peer::{PORT, linger_zero, monotonic_ns, read_to_eof, say, set_sockopt},
 };
 use serde_json::Value;
 
-const PORT: u16 = 8080;
-
 // ---------------------------------------------------------------- peers --
-
-fn set_sockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
-    // SAFETY: value points to a T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt {level}/{name}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-fn linger_zero(stream: &TcpStream) {
-    set_sockopt(
-        stream.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_LINGER,
-        &libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        },
-    );
-}
-
-fn read_to_eof(stream: &mut TcpStream) {
-    let mut buf = [0u8; 256];
-    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-}
-
-fn say(what: &str) {
-    println!("{what}");
-    std::io::stdout().flush().unwrap();
-}
 
 /// Runs a peer; never returns.
 fn peer(args: &[String]) -> ! {
@@ -575,11 +532,6 @@ fn simultaneous_close() {
     }
     eprintln!("    (FINs crossed on both ends in {crossed} of {ATTEMPTS} connections)");
     assert!(crossed > 0, "the FINs never crossed on both ends");
-}
-
-fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// Waits for "go DEADLINE" on stdin, then spins until CLOCK_MONOTONIC reaches it.
@@ -1115,10 +1067,8 @@ fn finding<'a>(summary: &'a Value, kind: &str) -> &'a Value {
 // ---------------------------------------------------------------- harness --
 
 fn main() {
+    common::run_peer_if_asked(peer);
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("peer") {
-        peer(&args[2..]);
-    }
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
     // The natural expiry takes a minute: it runs alongside the others, in
     // its own namespaces under its own tracer.

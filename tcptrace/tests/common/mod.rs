@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod http;
 pub mod net;
+pub mod peer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcptrace");
 
@@ -331,6 +332,21 @@ pub fn read_lines(stdout: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> 
         lines.push(line);
     }
     lines
+}
+
+/// The `main` of a scenario binary: the binary is its own peer (`BIN peer
+/// ...` runs one, see [`net::Peer`]), else it runs its scenarios side by side.
+pub fn scenario_main(peer: fn(&[String]) -> !, scenarios: &[(&'static str, fn())]) -> ! {
+    run_peer_if_asked(peer);
+    run_side_by_side(scenarios)
+}
+
+/// Runs `peer` (never returning) when this process was started as one.
+pub fn run_peer_if_asked(peer: fn(&[String]) -> !) {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("peer") {
+        peer(&args[2..]);
+    }
 }
 
 /// The harness of the scenario binaries that run side by side: each
