@@ -1,0 +1,199 @@
+//! Ports: a destination running out of ephemeral ports, and one that refuses or never answers.
+
+use super::*;
+
+/// 1. Port exhaustion toward a destination.
+pub(super) fn port_exhaustion(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
+    if r.dest.is_other() {
+        return None;
+    }
+    let usage = r.usage?;
+    let capacity = r.capacity?;
+    let soon = r
+        .time_left_s
+        .is_some_and(|s| s > 0.0 && s < RUNS_OUT_WARNING_S);
+    let severity = if r.failing || (r.failed > 0 && usage >= 0.99) {
+        Severity::Critical
+    } else if usage >= USAGE_WARNING || soon {
+        Severity::Warning
+    } else {
+        return None;
+    };
+    let ns = namespace(ev, r.dest.netns);
+    let remote = words::endpoint(&r.dest.remote);
+    let who = owners(r);
+    let headline = match severity {
+        Severity::Critical => format!(
+            "{who} in {ns} cannot connect to {remote}: no free local port (EADDRNOTAVAIL, {} failed connects); \
+             {} of {capacity} ports held, {} in TIME_WAIT",
+            r.failed,
+            r.held.total(),
+            r.held.timewait
+        ),
+        _ => {
+            let mut h = format!(
+                "{who} in {ns} is running out of local ports toward {remote}: {:.0} % held ({} of {capacity})",
+                usage * 100.0,
+                r.held.total()
+            );
+            if let Some(left) = r.time_left_s.filter(|s| *s > 0.0) {
+                let _ = write!(h, ", exhausted in ~{}", secs(left));
+            }
+            h
+        }
+    };
+    let why = match (r.timewait_hold, r.timewait_s) {
+        (Some(TimewaitHold::Reusable), Some(s)) => {
+            format!(
+                "a port is reused {} after its connection (tcp_tw_reuse)",
+                secs(s)
+            )
+        }
+        (Some(_), Some(s)) => format!(
+            "each port stays in TIME_WAIT {} after its connection",
+            secs(s)
+        ),
+        _ => "each port stays held after its connection".into(),
+    };
+    let closes = r.closed_locally.map_or_else(String::new, |s| {
+        format!("; it closes {:.0} % of them first", s * 100.0)
+    });
+    let explanation = format!(
+        "It opens {:.1} new connections/s toward {remote}{closes}, and {why}: {capacity} ports sustain {} \
+         connections/s (ports ÷ {} held). Every (local address, remote address, remote port) has its own range.",
+        r.rate,
+        r.sustainable
+            .map_or_else(|| "?".into(), |s| format!("{s:.1}")),
+        r.hold_s.map_or_else(|| "?".into(), secs)
+    );
+    let sysctls = netns_report(ev, r.dest.netns).and_then(|n| n.sysctls.as_ref());
+    let range = sysctls
+        .and_then(|s| s.port_range)
+        .map_or_else(|| "?".into(), |(lo, hi)| format!("{lo}-{hi}"));
+    let mut remedy = vec![
+        format!(
+            "Reuse connections toward {remote}: keep-alive or a connection pool (nginx: `keepalive 32;` in the \
+             upstream block, with `proxy_http_version 1.1;` and `proxy_set_header Connection \"\";`)."
+        ),
+        "Spread the connections over more source addresses or destinations: each pair has its own ports.".into(),
+        format!(
+            "Widen net.ipv4.ip_local_port_range in {ns} (now {range}): the sustainable rate grows with it."
+        ),
+    ];
+    if r.tw_reuse == Some(false) {
+        remedy.push(format!(
+            "net.ipv4.tcp_tw_reuse=1 in {ns} (now {}): connect() may then take a TIME_WAIT 4-tuple over \
+             after tcp_tw_reuse_delay (1 s). Outgoing connections only; needs TCP timestamps.",
+            sysctls.and_then(|s| s.tw_reuse).map_or_else(|| "?".into(), |v| v.to_string())
+        ));
+    }
+    let mut myths: Vec<String> = fin_timeout_myth(
+        netns_report(ev, r.dest.netns),
+        r.timewait_s,
+        r.timewait_hold,
+    )
+    .into_iter()
+    .collect();
+    myths.push(
+        "tcp_tw_recycle is gone (removed in Linux 4.12: it broke clients behind NAT); SO_LINGER 0 is no \
+         TIME_WAIT cure (it resets connections and can lose data)."
+            .into(),
+    );
+    let (pid, comm) = r
+        .owners
+        .first()
+        .map_or((None, None), |(p, c)| (Some(*p), Some(c.clone())));
+    Some(Finding {
+        kind: Kind::PortExhaustion,
+        severity,
+        headline,
+        explanation,
+        numbers: vec![
+            ("netns", json!(r.dest.netns)),
+            ("pid", json!(pid)),
+            ("comm", json!(comm)),
+            ("laddr", json!(r.dest.local.to_string())),
+            ("raddr", json!(r.dest.remote.ip().to_string())),
+            ("rport", json!(r.dest.remote.port())),
+            ("held", json!(r.held.total())),
+            ("timewait", json!(r.held.timewait)),
+            ("capacity", json!(capacity)),
+            ("usage", json!(usage)),
+            ("rate_per_s", json!(r.rate)),
+            ("sustainable_per_s", json!(r.sustainable)),
+            ("hold_s", json!(r.hold_s)),
+            ("timewait_s", json!(r.timewait_s)),
+            ("tw_reuse", json!(r.tw_reuse)),
+            ("closed_locally", json!(r.closed_locally)),
+            ("time_left_s", json!(r.time_left_s)),
+            ("failed_connects", json!(r.failed)),
+        ],
+        remedy,
+        myths,
+        bites_in_s: r.time_left_s,
+    })
+}
+
+/// 8. An upstream that refuses, or never answers.
+pub(super) fn upstream_failures(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
+    if r.dest.is_other() {
+        return None;
+    }
+    let (refused, failed) = (
+        r.verdicts[Verdict::Refused.index()],
+        r.verdicts[Verdict::ConnectFailed.index()],
+    );
+    let tried = r.connects.max(refused + failed);
+    let (kind, n, what, remedy) = if refused >= FAILED_CONNECTS_MIN
+        && refused as f64 >= FAILED_CONNECTS_SHARE * tried as f64
+    {
+        (
+            Kind::UpstreamRefuses,
+            refused,
+            "refuses connections (RST to the SYN)",
+            format!(
+                "Is anything listening on {} at {}? (down, restarting, the wrong port, or a full accept queue \
+                 with tcp_abort_on_overflow)",
+                r.dest.remote.port(),
+                r.dest.remote.ip()
+            ),
+        )
+    } else if failed >= FAILED_CONNECTS_MIN && failed as f64 >= FAILED_CONNECTS_SHARE * tried as f64
+    {
+        (
+            Kind::UpstreamUnreachable,
+            failed,
+            "does not answer (SYNs time out, or ICMP errors)",
+            format!(
+                "Check the route and firewalls toward {}: SYNs go unanswered (ss -tn state syn-sent shows them waiting).",
+                r.dest.remote.ip()
+            ),
+        )
+    } else {
+        return None;
+    };
+    let remote = words::endpoint(&r.dest.remote);
+    Some(Finding {
+        kind,
+        severity: Severity::Warning,
+        headline: format!(
+            "{remote} {what}: {n} of {tried} connects from {} in {} failed",
+            owners(r),
+            namespace(ev, r.dest.netns)
+        ),
+        explanation: format!(
+            "{:.1} failed connects/s over the run.",
+            n as f64 / ev.elapsed_s.max(1.0)
+        ),
+        numbers: vec![
+            ("netns", json!(r.dest.netns)),
+            ("raddr", json!(r.dest.remote.ip().to_string())),
+            ("rport", json!(r.dest.remote.port())),
+            ("failed", json!(n)),
+            ("connects", json!(tried)),
+        ],
+        remedy: vec![remedy],
+        myths: Vec::new(),
+        bites_in_s: None,
+    })
+}
