@@ -3,26 +3,43 @@
 //! `#[repr(C)]` with explicit padding and no enums: the agent validates raw
 //! values (states, families) when it decodes them instead of trusting bytes.
 #![cfg_attr(not(test), no_std)]
+// The wire types are defined once, here: each says what it carries.
+#![warn(missing_docs)]
 
 /// Linux TCP state numbers as the kernel uses them (`include/net/tcp_states.h`).
 /// Kept as plain constants: the wire carries `u8`s, decoding is the agent's job.
 pub mod tcp_state {
+    /// `TCP_ESTABLISHED`.
     pub const ESTABLISHED: u8 = 1;
+    /// `TCP_SYN_SENT`.
     pub const SYN_SENT: u8 = 2;
+    /// `TCP_SYN_RECV`.
     pub const SYN_RECV: u8 = 3;
+    /// `TCP_FIN_WAIT1`.
     pub const FIN_WAIT1: u8 = 4;
+    /// `TCP_FIN_WAIT2`.
     pub const FIN_WAIT2: u8 = 5;
+    /// `TCP_TIME_WAIT`.
     pub const TIME_WAIT: u8 = 6;
+    /// `TCP_CLOSE`.
     pub const CLOSE: u8 = 7;
+    /// `TCP_CLOSE_WAIT`.
     pub const CLOSE_WAIT: u8 = 8;
+    /// `TCP_LAST_ACK`.
     pub const LAST_ACK: u8 = 9;
+    /// `TCP_LISTEN`.
     pub const LISTEN: u8 = 10;
+    /// `TCP_CLOSING`.
     pub const CLOSING: u8 = 11;
+    /// `TCP_NEW_SYN_RECV` (a request socket).
     pub const NEW_SYN_RECV: u8 = 12;
 }
 
+/// `AF_INET`: IPv4.
 pub const AF_INET: u16 = 2;
+/// `AF_INET6`: IPv6 (v4-mapped addresses included).
 pub const AF_INET6: u16 = 10;
+/// `IPPROTO_TCP`, as the tracepoint's `protocol` field gives it.
 pub const IPPROTO_TCP: u16 = 6;
 
 /// `TransitionEvent::flags`: the transition ran in process context (a syscall of
@@ -110,12 +127,15 @@ pub struct TransitionEvent {
     pub dport: u16,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
+    /// The state left (`tcp_state`).
     pub oldstate: u8,
+    /// The state entered (`tcp_state`).
     pub newstate: u8,
     /// `FLAG_*` bits.
     pub flags: u16,
     /// `KIND_*`.
     pub kind: u8,
+    /// Explicit padding, always 0.
     pub _pad: u8,
     /// Inode number of the socket's network namespace (as in
     /// /proc/PID/ns/net), 0 if unknown.
@@ -129,6 +149,7 @@ pub struct TransitionEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LostRecords {
+    /// Records lost, indexed by `KIND_*`.
     pub by_kind: [u64; LOST_KINDS],
 }
 
@@ -157,10 +178,15 @@ pub const MAX_CPUS: usize = 4096;
 pub struct KernelFilter {
     /// `AF_INET` or `AF_INET6`; 0 for both.
     pub family: u16,
+    /// How many of `lports` are used; 0: any local port.
     pub lport_count: u16,
+    /// How many of `rports` are used; 0: any remote port.
     pub rport_count: u16,
+    /// Explicit padding, always 0.
     pub _pad: u16,
+    /// Local ports accepted (host byte order).
     pub lports: [u16; MAX_PORT_FILTER],
+    /// Remote ports accepted (host byte order).
     pub rports: [u16; MAX_PORT_FILTER],
 }
 
@@ -226,16 +252,23 @@ pub struct TimewaitConfig {
     pub timer_function: u32,
     /// `struct timer_list` -> `expires` (jiffies).
     pub timer_expires: u32,
+    /// Explicit padding, always 0.
     pub _pad: u32,
     /// `struct sock_common` members, shared by full, timewait and request
     /// sockets: remote and local IPv4 address (network order), remote port
     /// (network order), local port (host order), family, IPv6 addresses.
     pub skc_daddr: u32,
+    /// `skc_rcv_saddr`: the local IPv4 address.
     pub skc_rcv_saddr: u32,
+    /// `skc_dport`: the remote port.
     pub skc_dport: u32,
+    /// `skc_num`: the local port.
     pub skc_num: u32,
+    /// `skc_family`.
     pub skc_family: u32,
+    /// `skc_v6_daddr`: the remote IPv6 address.
     pub skc_v6_daddr: u32,
+    /// `skc_v6_rcv_saddr`: the local IPv6 address.
     pub skc_v6_rcv_saddr: u32,
     /// `struct net` -> its namespace reference count (a `u32`).
     pub net_refcount: u32,
@@ -250,16 +283,27 @@ pub struct TimewaitConfig {
 pub struct InetSockSetStateArgs {
     /// `common_type`, `common_flags`, `common_preempt_count`, `common_pid`.
     pub common: u64,
+    /// The socket's address: its identity while it lives.
     pub skaddr: u64,
+    /// The state left.
     pub oldstate: i32,
+    /// The state entered.
     pub newstate: i32,
+    /// Local port, host byte order (0 before it is chosen).
     pub sport: u16,
+    /// Remote port, host byte order.
     pub dport: u16,
+    /// `AF_INET` or `AF_INET6`.
     pub family: u16,
+    /// `IPPROTO_TCP`, or SCTP or MPTCP (not followed).
     pub protocol: u16,
+    /// Local IPv4 address, network order.
     pub saddr: [u8; 4],
+    /// Remote IPv4 address, network order.
     pub daddr: [u8; 4],
+    /// Local IPv6 address (v4-mapped for IPv4).
     pub saddr_v6: [u8; 16],
+    /// Remote IPv6 address (v4-mapped for IPv4).
     pub daddr_v6: [u8; 16],
 }
 

@@ -5,6 +5,10 @@
 //! crate compiles to an empty binary so `cargo test --workspace` works.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![allow(
+    unreachable_pub,
+    reason = "the programs and maps are the object's interface, found by their symbols: `pub` says so"
+)]
 
 mod binds;
 mod floor;

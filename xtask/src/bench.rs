@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::churn::ChurnArgs;
 
 #[derive(Clone, Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Repetitions of each configuration (interleaved).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
@@ -580,7 +580,7 @@ fn startup(binary: &Path, out_dir: &Path) -> Result<(u64, f64)> {
     Ok((timewait, seconds))
 }
 
-pub fn run(args: BenchArgs, root: &Path) -> Result<()> {
+pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
     let binary = root.join("target/release/tcptrace");
     if let Some(other) = &args.compare
         && !other.is_file()
@@ -779,7 +779,7 @@ mod tests {
 }
 
 #[derive(Clone, Copy, Debug, clap::Args)]
-pub struct SoakArgs {
+pub(crate) struct SoakArgs {
     /// Connections to churn through, in all.
     #[arg(long, default_value_t = 10_000_000)]
     pub connections: u64,
@@ -794,7 +794,7 @@ pub struct SoakArgs {
 /// `./x soak`: the daemon (`--quiet --metrics`) through millions of churned
 /// connections while scraped every second; its RSS and the series count at
 /// each step should stay flat. A table on stdout, target/bench/soak.json.
-pub fn soak(args: SoakArgs, root: &Path) -> Result<()> {
+pub(crate) fn soak(args: SoakArgs, root: &Path) -> Result<()> {
     let binary = root.join("target/release/tcptrace");
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 use socket2::{Domain, Socket, Type};
 
 #[derive(Clone, Copy, Debug, clap::Args)]
-pub struct ChurnArgs {
+pub(crate) struct ChurnArgs {
     /// Connections to make, in all.
     #[arg(long, default_value_t = 50_000)]
     pub connections: u64,
@@ -33,7 +33,7 @@ pub struct ChurnArgs {
 
 /// What one churn run did.
 #[derive(Debug)]
-pub struct ChurnReport {
+pub(crate) struct ChurnReport {
     pub connections: u64,
     pub seconds: f64,
     /// State transitions the run caused: 5 per end of each connection, plus
@@ -44,7 +44,7 @@ pub struct ChurnReport {
 }
 
 impl ChurnReport {
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "connections": self.connections,
             "seconds": self.seconds,
@@ -54,7 +54,7 @@ impl ChurnReport {
     }
 }
 
-pub fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: rusage is plain integers, for which all zeros is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct it is given, which outlives the call.
@@ -85,7 +85,7 @@ fn exchange_server(stream: &mut TcpStream, server_first: bool) -> std::io::Resul
     Ok(())
 }
 
-pub fn run(args: ChurnArgs) -> Result<ChurnReport> {
+pub(crate) fn run(args: ChurnArgs) -> Result<ChurnReport> {
     let cpu_before = cpu_seconds();
     let listener = TcpListener::bind("127.0.0.1:0").context("binding the churn server")?;
     let server: SocketAddr = listener.local_addr()?;

@@ -40,7 +40,7 @@ fn cargo_fuzz(args: &[&str]) -> std::process::Command {
 }
 
 /// Builds every target, then runs `only` (or each) for `secs` seconds.
-pub fn run(root: &Path, only: Option<&str>, secs: u64) -> Result<()> {
+pub(crate) fn run(root: &Path, only: Option<&str>, secs: u64) -> Result<()> {
     let all = targets(root)?;
     if let Some(name) = only
         && !all.iter().any(|t| t == name)

@@ -17,7 +17,7 @@ const DIST: &str = "tcptrace/dist";
 
 /// Where each generated or shipped file goes, under a prefix (`/usr` in the
 /// package, `--prefix` for `./x install`).
-pub struct Layout {
+pub(crate) struct Layout {
     pub bin: PathBuf,
     pub man8: PathBuf,
     pub bash: PathBuf,
@@ -27,7 +27,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn under(prefix: &Path) -> Self {
+    pub(crate) fn under(prefix: &Path) -> Self {
         let share = prefix.join("share");
         Self {
             bin: prefix.join("bin/tcptrace"),
@@ -69,7 +69,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Installs the binary `built`, its man page, completions and the shipped
 /// files (alert rules, example scrape configuration) under `layout`.
-pub fn install(built: &Path, layout: &Layout) -> Result<()> {
+pub(crate) fn install(built: &Path, layout: &Layout) -> Result<()> {
     write(&layout.bin, &fs::read(built)?)?;
     set_mode(&layout.bin, 0o755)?;
     let mut man = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -94,7 +94,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// The systemd unit, with its binary at `bin`.
-pub fn unit(bin: &Path) -> Result<String> {
+pub(crate) fn unit(bin: &Path) -> Result<String> {
     let unit = fs::read_to_string(Path::new(DIST).join("tcptrace.service"))?;
     Ok(unit.replace("/usr/bin/tcptrace", &bin.display().to_string()))
 }
@@ -112,7 +112,7 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 /// Builds target/package/tcptrace_VERSION_ARCH.deb from the release binary.
-pub fn build(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     let built = root.join("target/release/tcptrace");
     let version = String::from_utf8(output(&built, &["--version"])?)?
         .split_whitespace()
@@ -195,7 +195,7 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 
 /// Installs `deb` into a fresh root with dpkg, runs the binary from there,
 /// and checks what the package holds and says.
-pub fn check(root: &Path, deb: &Path) -> Result<()> {
+pub(crate) fn check(root: &Path, deb: &Path) -> Result<()> {
     let fresh = root.join("target/package/fresh-root");
     let _ = fs::remove_dir_all(&fresh);
     fs::create_dir_all(fresh.join("var/lib/dpkg/info"))?;

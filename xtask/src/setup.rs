@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 /// bpf-linker release known to work with aya 0.16 and LLVM 21-23.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-pub fn workspace_root() -> Result<PathBuf> {
+pub(crate) fn workspace_root() -> Result<PathBuf> {
     let manifest = env::var("CARGO_MANIFEST_DIR").context("run through ./x or cargo xtask")?;
     Ok(Path::new(&manifest)
         .parent()
@@ -21,7 +21,7 @@ pub fn workspace_root() -> Result<PathBuf> {
 }
 
 /// `cargo`, with the project's tools first on PATH.
-pub fn cargo_command() -> Command {
+pub(crate) fn cargo_command() -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     if let Ok(root) = workspace_root() {
         let path = env::var_os("PATH").unwrap_or_default();
@@ -34,7 +34,7 @@ pub fn cargo_command() -> Command {
     cmd
 }
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     let root = workspace_root()?;
     bpf_linker(&root)?;
     cargo_fuzz(&root)?;

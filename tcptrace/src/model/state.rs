@@ -94,7 +94,9 @@ impl fmt::Display for TcpState {
 /// For each state (by [`TcpState::index`]), its position in `order`; states
 /// not in `order` get `None`. Evaluated at compile time for the tables that
 /// list states in an order of their own.
-pub const fn positions<const N: usize>(order: [TcpState; N]) -> [Option<usize>; TcpState::COUNT] {
+pub(crate) const fn positions<const N: usize>(
+    order: [TcpState; N],
+) -> [Option<usize>; TcpState::COUNT] {
     let mut out = [None; TcpState::COUNT];
     let mut i = 0;
     while i < N {

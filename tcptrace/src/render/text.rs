@@ -216,7 +216,7 @@ fn pad(line: &mut String, s: &str, width: usize) {
 }
 
 /// Appends nanoseconds as milliseconds with three decimals ("1.235").
-pub fn push_ms(out: &mut String, ns: u64) {
+pub(super) fn push_ms(out: &mut String, ns: u64) {
     out.push_str(itoa::Buffer::new().format(ns / 1_000_000));
     out.push('.');
     // Rounded to the microsecond below; exact values are in --json.

@@ -13,7 +13,7 @@ use crate::model::{Existing, Task, TcpState};
 /// at start-up (the kernel's address is not exposed there).
 type Listeners = Vec<(u64, Option<Task>)>;
 
-pub struct Owners {
+pub(super) struct Owners {
     listeners: HashMap<(u32, u16), Listeners>,
     /// Connections that existed at start-up and have not been seen since,
     /// by (netns, local, remote): their state then, and owner if known.
@@ -22,7 +22,7 @@ pub struct Owners {
 }
 
 impl Owners {
-    pub fn new(max_seeded: usize) -> Self {
+    pub(super) fn new(max_seeded: usize) -> Self {
         Self {
             listeners: HashMap::default(),
             seeded: HashMap::default(),
@@ -33,7 +33,7 @@ impl Owners {
     /// Learns the sockets that existed at start-up. Listeners seeded this way
     /// have no socket address; the first listener on their port to close
     /// removes them.
-    pub fn seed(&mut self, existing: impl IntoIterator<Item = Existing>) {
+    pub(super) fn seed(&mut self, existing: impl IntoIterator<Item = Existing>) {
         for e in existing {
             match e.state {
                 TcpState::Listen => self.listening(e.netns, e.local.port(), 0, e.owner),
@@ -48,7 +48,7 @@ impl Owners {
 
     /// The owner of a connection found at start-up, claimed once: from its
     /// first transition on, the tracker follows it.
-    pub fn claim_existing(
+    pub(super) fn claim_existing(
         &mut self,
         netns: u32,
         local: SocketAddr,
@@ -59,7 +59,7 @@ impl Owners {
 
     /// The connections found at start-up that have not changed state since:
     /// (netns, local, remote, state, owner).
-    pub fn existing(
+    pub(super) fn existing(
         &self,
     ) -> impl Iterator<Item = (u32, SocketAddr, SocketAddr, TcpState, Option<&Task>)> + '_ {
         self.seeded
@@ -70,7 +70,7 @@ impl Owners {
     }
 
     /// The owner of sockets accepted on (netns, port), if all its listeners agree.
-    pub fn of_accepted(&self, netns: u32, port: u16) -> Option<Task> {
+    pub(super) fn of_accepted(&self, netns: u32, port: u16) -> Option<Task> {
         let listeners = self.listeners.get(&(netns, port))?;
         let first = listeners.first()?.1?;
         listeners
@@ -80,7 +80,7 @@ impl Owners {
     }
 
     /// A socket started listening on (netns, port).
-    pub fn listening(&mut self, netns: u32, port: u16, sock: u64, owner: Option<Task>) {
+    pub(super) fn listening(&mut self, netns: u32, port: u16, sock: u64, owner: Option<Task>) {
         self.listeners
             .entry((netns, port))
             .or_default()
@@ -89,7 +89,7 @@ impl Owners {
 
     /// A listener closed: it, and any found at start-up on its port, no
     /// longer own what that port accepts.
-    pub fn closed(&mut self, netns: u32, port: u16, sock: u64) {
+    pub(super) fn closed(&mut self, netns: u32, port: u16, sock: u64) {
         let key = (netns, port);
         if let Some(listeners) = self.listeners.get_mut(&key) {
             listeners.retain(|(s, _)| *s != sock && *s != 0);

@@ -7,28 +7,28 @@ use crate::model::{RecordKind, Task, TwEnd};
 
 /// A full socket's CLOSE joins the timewait socket armed for its 4-tuple at
 /// most this long before (the kernel arms it just before that CLOSE).
-pub const JOIN_WINDOW_NS: u64 = 1_000_000_000;
+pub(super) const JOIN_WINDOW_NS: u64 = 1_000_000_000;
 
 /// A cancel in a task's system call is a reuse when the same thread started a
 /// connect() at most this long before.
-pub const REUSE_WINDOW_NS: u64 = 10_000_000;
+pub(super) const REUSE_WINDOW_NS: u64 = 10_000_000;
 
 /// A re-arm is a cancel and an arming of the same timer in one kernel call
 /// (microseconds apart) while serving a packet, in a softirq. An arming at
 /// the same address after a cancel in a system call, or later than this, is
 /// a new timewait socket in the memory of one that ended.
-pub const REARM_WINDOW_NS: u64 = 1_000_000;
+pub(super) const REARM_WINDOW_NS: u64 = 1_000_000;
 
 /// Whether a full socket closing at `close_ns` is the connection of a
 /// timewait socket armed at `armed_ns` (0: armed before tracing) for its
 /// 4-tuple.
-pub const fn joins(armed_ns: u64, close_ns: u64) -> bool {
+pub(super) const fn joins(armed_ns: u64, close_ns: u64) -> bool {
     armed_ns != 0 && close_ns >= armed_ns && close_ns - armed_ns <= JOIN_WINDOW_NS
 }
 
 /// A cancel of a timewait socket's timer, as the tracker keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cancel {
+pub(super) struct Cancel {
     pub ts_ns: u64,
     /// In whose system call, if any.
     pub task: Option<Task>,
@@ -39,7 +39,7 @@ pub struct Cancel {
 /// Whether arming the timer of the timewait socket at the address followed
 /// (`same_socket`) at `armed_ns` re-arms it, given the cancel before it, if
 /// any; otherwise the one followed has ended and this is a new one.
-pub fn is_rearm(same_socket: bool, cancel: Option<&Cancel>, armed_ns: u64) -> bool {
+pub(super) fn is_rearm(same_socket: bool, cancel: Option<&Cancel>, armed_ns: u64) -> bool {
     same_socket
         && cancel.is_none_or(|c| {
             c.task.is_none() && !c.net_dying && armed_ns.saturating_sub(c.ts_ns) <= REARM_WINDOW_NS
@@ -48,7 +48,7 @@ pub fn is_rearm(same_socket: bool, cancel: Option<&Cancel>, armed_ns: u64) -> bo
 
 /// The records whose loss could make a cancel look alone: its expiry, a
 /// re-arm, the SYN that reopened it, the connect() that reused it.
-pub const CANCEL_FOLLOWERS: [RecordKind; 4] = [
+pub(super) const CANCEL_FOLLOWERS: [RecordKind; 4] = [
     RecordKind::TimewaitExpired,
     RecordKind::TimewaitArmed,
     RecordKind::TimewaitRequest,
@@ -61,7 +61,7 @@ pub const CANCEL_FOLLOWERS: [RecordKind; 4] = [
 /// lasts at most its length plus the timer wheel's slack (an eighth, at
 /// these lengths), and this allows twice that, plus 10 s. Unknown timer
 /// length: never.
-pub fn overdue(since_ns: u64, timer_ns: Option<u64>, rearms: u32, now_ns: u64) -> bool {
+pub(super) fn overdue(since_ns: u64, timer_ns: Option<u64>, rearms: u32, now_ns: u64) -> bool {
     let Some(timer_ns) = timer_ns else {
         return false;
     };
@@ -77,7 +77,7 @@ pub fn overdue(since_ns: u64, timer_ns: Option<u64>, rearms: u32, now_ns: u64) -
 /// records that would have followed the cancel (`CANCEL_FOLLOWERS`, from
 /// `REUSE_WINDOW_NS` before it) may have been lost, so "killed", which is
 /// concluded from their absence, is unknown.
-pub fn early_end(connects: &[(u32, u64)], cancel: &Cancel, maybe_lost: bool) -> TwEnd {
+pub(super) fn early_end(connects: &[(u32, u64)], cancel: &Cancel, maybe_lost: bool) -> TwEnd {
     let connected_just_before = |tid: u32| {
         connects
             .iter()

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 /// A 4-tuple and namespace in 44 bytes (`SocketAddr`s take 64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TwKey {
+pub(super) struct TwKey {
     netns: u32,
     lport: u16,
     rport: u16,
@@ -19,7 +19,7 @@ pub struct TwKey {
 }
 
 impl TwKey {
-    pub fn new(netns: u32, local: SocketAddr, remote: SocketAddr) -> Self {
+    pub(super) fn new(netns: u32, local: SocketAddr, remote: SocketAddr) -> Self {
         let bytes = |ip: IpAddr| match ip {
             IpAddr::V4(v4) => {
                 let mut b = [0u8; 16];
@@ -46,15 +46,15 @@ impl TwKey {
         SocketAddr::new(ip, port)
     }
 
-    pub fn netns(&self) -> u32 {
+    pub(super) fn netns(&self) -> u32 {
         self.netns
     }
 
-    pub fn local(&self) -> SocketAddr {
+    pub(super) fn local(&self) -> SocketAddr {
         self.addr(self.laddr, self.lport)
     }
 
-    pub fn remote(&self) -> SocketAddr {
+    pub(super) fn remote(&self) -> SocketAddr {
         self.addr(self.raddr, self.rport)
     }
 }
@@ -64,7 +64,7 @@ impl TwKey {
 /// arrays at once while it doubles (measured: peak RSS 72 instead of 54 MiB);
 /// a sixteenth of that is noise. Sizing it up front instead would make it
 /// resident in full after a few thousand entries.
-pub struct Sharded<V> {
+pub(super) struct Sharded<V> {
     shards: [HashMap<TwKey, V>; 16],
 }
 
@@ -82,43 +82,43 @@ impl<V> Sharded<V> {
         usize::from((key.lport ^ key.rport.rotate_left(8)) & 15)
     }
 
-    pub fn get(&self, key: &TwKey) -> Option<&V> {
+    pub(super) fn get(&self, key: &TwKey) -> Option<&V> {
         self.shards[self.shard(key)].get(key)
     }
 
-    pub fn get_mut(&mut self, key: &TwKey) -> Option<&mut V> {
+    pub(super) fn get_mut(&mut self, key: &TwKey) -> Option<&mut V> {
         let i = self.shard(key);
         self.shards[i].get_mut(key)
     }
 
-    pub fn contains_key(&self, key: &TwKey) -> bool {
+    pub(super) fn contains_key(&self, key: &TwKey) -> bool {
         self.get(key).is_some()
     }
 
-    pub fn insert(&mut self, key: TwKey, value: V) {
+    pub(super) fn insert(&mut self, key: TwKey, value: V) {
         let i = self.shard(&key);
         self.shards[i].insert(key, value);
     }
 
-    pub fn remove(&mut self, key: &TwKey) -> Option<V> {
+    pub(super) fn remove(&mut self, key: &TwKey) -> Option<V> {
         let i = self.shard(key);
         self.shards[i].remove(key)
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.shards.iter().map(HashMap::len).sum()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&TwKey, &V)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&TwKey, &V)> {
         self.shards.iter().flat_map(HashMap::iter)
     }
 
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.shards.iter_mut().flat_map(HashMap::values_mut)
     }
 
     /// Gives memory back from tables that have emptied out.
-    pub fn shrink_if_sparse(&mut self) {
+    pub(super) fn shrink_if_sparse(&mut self) {
         for shard in &mut self.shards {
             if shard.capacity() > 4 * shard.len() + 64 {
                 shard.shrink_to_fit();

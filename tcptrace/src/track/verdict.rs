@@ -12,7 +12,7 @@ use crate::model::{ResetDirection, TcpState, Verdict};
 /// over evidence gathered meanwhile: a RST seen while the socket seemed
 /// established came after the FIN whose record was lost, since a reset
 /// socket never reaches a closing state.
-pub fn after_transition(
+pub(super) fn after_transition(
     known: Option<Verdict>,
     old: TcpState,
     new: TcpState,
@@ -42,7 +42,7 @@ pub fn after_transition(
 }
 
 /// What a RST says, when it is the first evidence.
-pub const fn of_reset(direction: ResetDirection) -> Verdict {
+pub(super) const fn of_reset(direction: ResetDirection) -> Verdict {
     match direction {
         ResetDirection::Sent => Verdict::AbortSent,
         ResetDirection::Received => Verdict::AbortReceived,
@@ -51,7 +51,7 @@ pub const fn of_reset(direction: ResetDirection) -> Verdict {
 
 /// A connect that ended in SYN_SENT, with the evidence seen: answered by
 /// a RST (refused), or failed otherwise.
-pub const fn of_failed_connect(evidence: Option<Verdict>) -> Verdict {
+pub(super) const fn of_failed_connect(evidence: Option<Verdict>) -> Verdict {
     match evidence {
         Some(Verdict::AbortReceived) => Verdict::Refused,
         _ => Verdict::ConnectFailed,
@@ -60,7 +60,7 @@ pub const fn of_failed_connect(evidence: Option<Verdict>) -> Verdict {
 
 /// How a socket reached CLOSE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ending {
+pub(super) struct Ending {
     /// The state it left.
     pub old: TcpState,
     /// It had a local port (connect() assigns one before sending its SYN).
@@ -76,7 +76,7 @@ pub struct Ending {
 /// for a RST record (an abortive close sets CLOSE before it sends its RST),
 /// or for the loss counts that say whether a RST record could be missing
 /// (a connect that failed without one).
-pub const fn at_close(close: Ending, evidence: Option<Verdict>) -> Option<Verdict> {
+pub(super) const fn at_close(close: Ending, evidence: Option<Verdict>) -> Option<Verdict> {
     match (close.old, evidence) {
         (TcpState::SynSent, _) if !close.has_port && close.process_ctx => Some(Verdict::NoPort),
         (TcpState::SynSent, Some(Verdict::AbortReceived)) => Some(Verdict::Refused),
@@ -88,7 +88,7 @@ pub const fn at_close(close: Ending, evidence: Option<Verdict>) -> Option<Verdic
 /// What was not seen of a connection that closed with neither FIN nor RST
 /// by the time it is settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Unseen {
+pub(super) struct Unseen {
     /// It sent a RST (seen before its CLOSE).
     pub rst_sent: bool,
     /// It closed in its owner's system call.
@@ -103,7 +103,7 @@ pub struct Unseen {
 /// the kernel gave up on its own (retransmission or keepalive timeout), and
 /// a connect failed without a RST — unless a RST record may have been lost,
 /// which would have said otherwise: then it is unknown.
-pub const fn unresolved(old: TcpState, unseen: Unseen) -> Verdict {
+pub(super) const fn unresolved(old: TcpState, unseen: Unseen) -> Verdict {
     match old {
         TcpState::SynSent if unseen.resets_maybe_lost => Verdict::Unknown,
         TcpState::SynSent => Verdict::ConnectFailed,
@@ -116,7 +116,7 @@ pub const fn unresolved(old: TcpState, unseen: Unseen) -> Verdict {
 /// A child socket that closed from SYN_RECV in the softirq that made it,
 /// without a reset, within this long of being made, was dropped by the
 /// kernel at birth rather than closed as a connection.
-pub const DROPPED_AT_BIRTH_NS: u64 = 1_000_000;
+pub(super) const DROPPED_AT_BIRTH_NS: u64 = 1_000_000;
 
 /// Whether a passive socket's CLOSE ends a child the kernel dropped as it
 /// made it, not a connection: when two CPUs complete the same handshake at
@@ -127,7 +127,7 @@ pub const DROPPED_AT_BIRTH_NS: u64 = 1_000_000;
 /// that times out in SYN_RECV (TCP Fast Open) takes a SYN-ACK retransmit
 /// timeout, a second or more; one closed by its process is in process
 /// context; one reset has evidence.
-pub const fn dropped_at_birth(
+pub(super) const fn dropped_at_birth(
     passive: bool,
     old: TcpState,
     in_old_ns: Option<u64>,

@@ -11,7 +11,7 @@ use std::{
 use super::Tracer;
 
 /// The endpoint's address, from the line tcptrace says it on.
-pub fn endpoint(tracer: &Tracer) -> SocketAddr {
+pub(crate) fn endpoint(tracer: &Tracer) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(addr) = tracer.stderr_so_far().iter().find_map(|l| {
@@ -26,7 +26,7 @@ pub fn endpoint(tracer: &Tracer) -> SocketAddr {
 }
 
 /// One HTTP/1.1 exchange: (status, head, body).
-pub fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
+pub(crate) fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -44,7 +44,7 @@ pub fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
     (status, head.to_owned(), body.to_owned())
 }
 
-pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     http(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
@@ -52,7 +52,7 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 /// A sample's value in an exposition.
-pub fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

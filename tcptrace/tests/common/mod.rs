@@ -19,21 +19,21 @@ use std::{
 
 use serde_json::Value;
 
-pub mod http;
-pub mod net;
-pub mod peer;
+pub(crate) mod http;
+pub(crate) mod net;
+pub(crate) mod peer;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tcptrace");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tcptrace");
 
 /// A running `tcptrace`.
-pub struct Tracer {
+pub(crate) struct Tracer {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     readers: Vec<thread::JoinHandle<()>>,
 }
 
-pub struct Finished {
+pub(crate) struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
@@ -58,13 +58,13 @@ fn collect<R: std::io::Read + Send + 'static>(
 
 impl Tracer {
     /// Starts `tcptrace ARGS` and waits until its programs are attached.
-    pub fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         Self::start_with(BIN, args)
     }
 
     /// Starts `PROGRAM ARGS`, a wrapper that runs tcptrace (`setpriv ...
     /// BIN`), and waits until its programs are attached.
-    pub fn start_with(program: &str, args: &[&str]) -> Self {
+    pub(crate) fn start_with(program: &str, args: &[&str]) -> Self {
         let mut child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
@@ -97,7 +97,7 @@ impl Tracer {
 
     /// Stops with SIGINT, as Ctrl-C would, after giving the periodic drain
     /// time to pick up the last transitions.
-    pub fn stop(self) -> Finished {
+    pub(crate) fn stop(self) -> Finished {
         thread::sleep(Duration::from_millis(100));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
@@ -108,19 +108,19 @@ impl Tracer {
     }
 
     /// Its process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends it a signal, and waits for it to end.
-    pub fn signal_and_wait(self, signal: nix::sys::signal::Signal) -> Finished {
+    pub(crate) fn signal_and_wait(self, signal: nix::sys::signal::Signal) -> Finished {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
             .expect("signal tcptrace");
         self.finish()
     }
 
     /// Waits for it to end by itself (`diagnose --for`).
-    pub fn wait(self) -> Finished {
+    pub(crate) fn wait(self) -> Finished {
         self.finish()
     }
 
@@ -139,7 +139,7 @@ impl Tracer {
 
     /// Stops like `stop`, and fails the test if the tracer lost events: the
     /// assertions that follow would fail less clearly.
-    pub fn stop_lossless(self) -> Finished {
+    pub(crate) fn stop_lossless(self) -> Finished {
         let finished = self.stop();
         let (_, lost) = finished.summary();
         assert_eq!(
@@ -150,11 +150,11 @@ impl Tracer {
         finished
     }
 
-    pub fn stdout_so_far(&self) -> Vec<String> {
+    pub(crate) fn stdout_so_far(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
-    pub fn stderr_so_far(&self) -> Vec<String> {
+    pub(crate) fn stderr_so_far(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -168,7 +168,7 @@ impl Drop for Tracer {
 }
 
 /// The ids of the BPF programs process `pid` holds (its fdinfo's `prog_id`).
-pub fn prog_ids_of(pid: u32) -> Vec<u32> {
+pub(crate) fn prog_ids_of(pid: u32) -> Vec<u32> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return Vec::new();
     };
@@ -183,7 +183,7 @@ pub fn prog_ids_of(pid: u32) -> Vec<u32> {
 }
 
 /// Whether the kernel still has BPF program `id` (`BPF_PROG_GET_FD_BY_ID`).
-pub fn prog_exists(id: u32) -> bool {
+pub(crate) fn prog_exists(id: u32) -> bool {
     // union bpf_attr for BPF_PROG_GET_FD_BY_ID: prog_id, next_id, open_flags.
     let attr: [u32; 3] = [id, 0, 0];
     // SAFETY: attr is a valid, initialised bpf_attr prefix of the size passed.
@@ -203,7 +203,7 @@ pub fn prog_exists(id: u32) -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
@@ -217,7 +217,7 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
 
 impl Finished {
     /// The JSON transition records, parsed.
-    pub fn json(&self) -> Vec<Value> {
+    pub(crate) fn json(&self) -> Vec<Value> {
         self.stdout
             .iter()
             .map(|line| {
@@ -227,7 +227,7 @@ impl Finished {
     }
 
     /// The JSON records of one `type` ("transition", "closed", "summary").
-    pub fn records(&self, kind: &str) -> Vec<Value> {
+    pub(crate) fn records(&self, kind: &str) -> Vec<Value> {
         self.json()
             .into_iter()
             .filter(|r| r["type"] == kind)
@@ -235,7 +235,7 @@ impl Finished {
     }
 
     /// The exit summary's numbers: (transitions, lost).
-    pub fn summary(&self) -> (u64, u64) {
+    pub(crate) fn summary(&self) -> (u64, u64) {
         let line = self
             .stderr
             .iter()
@@ -252,7 +252,7 @@ impl Finished {
 /// A client/server exchange on one connection where the client closes first,
 /// then the server; the listener is closed last. Returns (listener address,
 /// client address).
-pub fn client_closes_first(bind: &str, hold: Duration) -> (SocketAddr, SocketAddr) {
+pub(crate) fn client_closes_first(bind: &str, hold: Duration) -> (SocketAddr, SocketAddr) {
     let listener = TcpListener::bind(bind).unwrap();
     let server = listener.local_addr().unwrap();
     let mut client = TcpStream::connect(server).unwrap();
@@ -272,7 +272,7 @@ pub fn client_closes_first(bind: &str, hold: Duration) -> (SocketAddr, SocketAdd
 }
 
 /// Transitions of one socket, as "OLD->NEW" strings, in order.
-pub fn sequence(records: &[&Value]) -> Vec<String> {
+pub(crate) fn sequence(records: &[&Value]) -> Vec<String> {
     records
         .iter()
         .map(|r| {
@@ -289,7 +289,7 @@ pub fn sequence(records: &[&Value]) -> Vec<String> {
 /// is unknown: the timewait socket of an earlier connection between the same
 /// ports (earlier tests, a benchmark) can end while a test runs, expired or
 /// taken over by a new connect.
-pub fn since_start(records: Vec<Value>) -> Vec<Value> {
+pub(crate) fn since_start(records: Vec<Value>) -> Vec<Value> {
     records
         .into_iter()
         .filter(|r| r["dur"] != "unknown")
@@ -297,7 +297,7 @@ pub fn since_start(records: Vec<Value>) -> Vec<Value> {
 }
 
 /// Records whose local or remote endpoint is `addr`.
-pub fn touching<'a>(records: &'a [Value], addr: &SocketAddr) -> Vec<&'a Value> {
+pub(crate) fn touching<'a>(records: &'a [Value], addr: &SocketAddr) -> Vec<&'a Value> {
     let ip = addr.ip().to_string();
     records
         .iter()
@@ -309,7 +309,7 @@ pub fn touching<'a>(records: &'a [Value], addr: &SocketAddr) -> Vec<&'a Value> {
 }
 
 /// Groups records by socket address, keeping each socket's order.
-pub fn by_socket<'a>(records: &[&'a Value]) -> Vec<(String, Vec<&'a Value>)> {
+pub(crate) fn by_socket<'a>(records: &[&'a Value]) -> Vec<(String, Vec<&'a Value>)> {
     let mut groups: Vec<(String, Vec<&Value>)> = Vec::new();
     for r in records {
         let sock = r["sock"].as_str().unwrap().to_owned();
@@ -322,7 +322,7 @@ pub fn by_socket<'a>(records: &[&'a Value]) -> Vec<(String, Vec<&'a Value>)> {
 }
 
 /// Reads whatever a child wrote to stdout so far, line by line, until `n` lines.
-pub fn read_lines(stdout: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> {
+pub(crate) fn read_lines(stdout: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> {
     let mut lines = Vec::new();
     for _ in 0..n {
         let mut line = String::new();
@@ -336,13 +336,13 @@ pub fn read_lines(stdout: &mut BufReader<ChildStdout>, n: usize) -> Vec<String> 
 
 /// The `main` of a scenario binary: the binary is its own peer (`BIN peer
 /// ...` runs one, see [`net::Peer`]), else it runs its scenarios side by side.
-pub fn scenario_main(peer: fn(&[String]) -> !, scenarios: &[(&'static str, fn())]) -> ! {
+pub(crate) fn scenario_main(peer: fn(&[String]) -> !, scenarios: &[(&'static str, fn())]) -> ! {
     run_peer_if_asked(peer);
     run_side_by_side(scenarios)
 }
 
 /// Runs `peer` (never returning) when this process was started as one.
-pub fn run_peer_if_asked(peer: fn(&[String]) -> !) {
+pub(crate) fn run_peer_if_asked(peer: fn(&[String]) -> !) {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("peer") {
         peer(&args[2..]);
@@ -352,7 +352,7 @@ pub fn run_peer_if_asked(peer: fn(&[String]) -> !) {
 /// The harness of the scenario binaries that run side by side: each
 /// scenario (those whose name contains the first argument, if any) in its own
 /// thread, then the closing lines cargo reads. Exits 101 if one failed.
-pub fn run_side_by_side(scenarios: &[(&'static str, fn())]) -> ! {
+pub(crate) fn run_side_by_side(scenarios: &[(&'static str, fn())]) -> ! {
     let args: Vec<String> = std::env::args().collect();
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
     let started = Instant::now();

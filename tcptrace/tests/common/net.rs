@@ -10,10 +10,10 @@ use std::{
 };
 
 /// The server's and the client's addresses on the veth pair.
-pub const SERVER_IP: &str = "10.77.0.1";
-pub const CLIENT_IP: &str = "10.77.0.2";
+pub(crate) const SERVER_IP: &str = "10.77.0.1";
+pub(crate) const CLIENT_IP: &str = "10.77.0.2";
 
-pub fn run(cmd: &str, args: &[&str]) {
+pub(crate) fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -26,7 +26,7 @@ pub fn run(cmd: &str, args: &[&str]) {
 }
 
 /// Two namespaces joined by a veth pair; removed on drop.
-pub struct Net {
+pub(crate) struct Net {
     pub client: String,
     pub server: String,
     pub client_ino: u64,
@@ -34,7 +34,7 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let id = std::process::id();
         let (client, server) = (format!("tt-{id}-{tag}-c"), format!("tt-{id}-{tag}-s"));
         let (cdev, sdev) = (
@@ -83,7 +83,7 @@ impl Net {
     }
 
     /// The namespaces of another thread's `Net`, not removed on drop.
-    pub fn borrowed(client: &str, server: &str) -> std::mem::ManuallyDrop<Self> {
+    pub(crate) fn borrowed(client: &str, server: &str) -> std::mem::ManuallyDrop<Self> {
         std::mem::ManuallyDrop::new(Net {
             client: client.to_owned(),
             server: server.to_owned(),
@@ -92,7 +92,7 @@ impl Net {
         })
     }
 
-    pub fn nft(&self, ns: &str, script: &str) {
+    pub(crate) fn nft(&self, ns: &str, script: &str) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -120,7 +120,7 @@ impl Drop for Net {
 }
 
 /// Sockets `ss -Htan FILTER...` lists in namespace `ns`.
-pub fn ss_count(ns: &str, filter: &[&str]) -> u64 {
+pub(crate) fn ss_count(ns: &str, filter: &[&str]) -> u64 {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "ss", "-Htan"])
         .args(filter)
@@ -129,19 +129,19 @@ pub fn ss_count(ns: &str, filter: &[&str]) -> u64 {
     String::from_utf8_lossy(&out.stdout).lines().count() as u64
 }
 
-pub fn ino(ns: &str) -> u64 {
+pub(crate) fn ino(ns: &str) -> u64 {
     std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
 }
 
 /// A running peer process; killed on drop.
-pub struct Peer {
+pub(crate) struct Peer {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Peer {
-    pub fn spawn(netns: &str, name: &str, role: &str, mode: &str, addr: &str) -> Self {
+    pub(crate) fn spawn(netns: &str, name: &str, role: &str, mode: &str, addr: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["peer", netns, name, role, mode, addr])
             .stdin(Stdio::piped())
@@ -157,11 +157,11 @@ impl Peer {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn expect(&mut self, what: &str) -> String {
+    pub(crate) fn expect(&mut self, what: &str) -> String {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         assert!(
@@ -171,11 +171,11 @@ impl Peer {
         line.trim().to_owned()
     }
 
-    pub fn tell(&mut self, what: &str) {
+    pub(crate) fn tell(&mut self, what: &str) {
         writeln!(self.stdin, "{what}").unwrap();
     }
 
-    pub fn wait(&mut self) {
+    pub(crate) fn wait(&mut self) {
         let status =
             super::wait_timeout(&mut self.child, Duration::from_secs(60)).expect("peer exits");
         assert!(status.success(), "peer failed: {status:?}");
@@ -191,7 +191,7 @@ impl Drop for Peer {
 
 impl Net {
     /// Sets a sysctl inside namespace `ns`.
-    pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
+    pub(crate) fn sysctl(&self, ns: &str, key: &str, value: &str) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         run(
             "ip",
@@ -207,7 +207,7 @@ impl Net {
     }
 
     /// Deletes the client's namespace now (its timewait sockets are purged).
-    pub fn remove_client(&self) {
+    pub(crate) fn remove_client(&self) {
         run("ip", &["netns", "del", &self.client]);
     }
 }
@@ -215,7 +215,7 @@ impl Net {
 /// What a peer process does first, from its arguments `NETNS NAME ROLE
 /// MODE ADDR`: join namespace NETNS, take the command name NAME; returns
 /// (ROLE, MODE, ADDR).
-pub fn become_peer(args: &[String]) -> (&str, &str, std::net::SocketAddr) {
+pub(crate) fn become_peer(args: &[String]) -> (&str, &str, std::net::SocketAddr) {
     let [netns, name, role, mode, addr] = args else {
         panic!("peer NETNS NAME ROLE MODE ADDR")
     };
@@ -225,7 +225,7 @@ pub fn become_peer(args: &[String]) -> (&str, &str, std::net::SocketAddr) {
 
 /// Joins namespace `netns` (an `ip netns` name) and takes the command name
 /// `name`.
-pub fn join(netns: &str, name: &str) {
+pub(crate) fn join(netns: &str, name: &str) {
     let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     nix::sys::prctl::set_name(&std::ffi::CString::new(name).unwrap()).unwrap();

@@ -9,15 +9,15 @@ use std::{
 };
 
 /// The port the scenarios' servers listen on.
-pub const PORT: u16 = 8080;
+pub(crate) const PORT: u16 = 8080;
 
 /// One line to the harness, which reads the peer's stdout.
-pub fn say(what: &str) {
+pub(crate) fn say(what: &str) {
     println!("{what}");
     std::io::stdout().flush().unwrap();
 }
 
-pub fn set_sockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
+pub(crate) fn set_sockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
     // SAFETY: value points to a T of the size passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -37,7 +37,7 @@ pub fn set_sockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
 }
 
 /// `SO_LINGER` with a 0 timeout: close() resets the connection.
-pub fn linger_zero(stream: &TcpStream) {
+pub(crate) fn linger_zero(stream: &TcpStream) {
     set_sockopt(
         stream.as_raw_fd(),
         libc::SOL_SOCKET,
@@ -50,13 +50,13 @@ pub fn linger_zero(stream: &TcpStream) {
 }
 
 /// Reads until the peer's FIN (or an error).
-pub fn read_to_eof(stream: &mut TcpStream) {
+pub(crate) fn read_to_eof(stream: &mut TcpStream) {
     let mut buf = [0u8; 256];
     while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of tcptrace's `ts_ns`.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }

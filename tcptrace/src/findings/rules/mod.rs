@@ -68,7 +68,7 @@ pub const THRESHOLDS: [(&str, &str); 9] = [
     ("failed binds, EADDRINUSE (warning)", "any"),
 ];
 
-pub fn all(ev: &Evidence<'_>) -> Vec<Finding> {
+pub(super) fn all(ev: &Evidence<'_>) -> Vec<Finding> {
     use self::{
         binds::binds_in_use,
         closing::{aborts, close_wait_leaks},
