@@ -339,7 +339,7 @@ mod tests {
     fn histograms_keep_measured_durations_only() {
         let mut stats = Stats::new();
         let mut s = Script { ts: 0 };
-        let mut t = s.t(
+        let mut t = s.tr(
             1,
             "10.0.0.1:1",
             "10.0.0.2:2",
@@ -431,7 +431,7 @@ mod tests {
     fn timewait_transitions_count_what_the_timers_told() {
         let mut stats = Stats::new();
         let mut s = Script { ts: 0 };
-        let mut t = s.t(
+        let mut t = s.tr(
             1,
             "10.0.0.1:40000",
             "10.0.0.2:80",

@@ -14,8 +14,8 @@ use tcptrace_common::{
 };
 
 use crate::model::{
-    BindFailure, Comm, DecodeError, Event, Reset, ResetDirection, Task, TcpState, TimeInState,
-    Transition, TwAction, TwEvent,
+    BindFailure, Comm, DecodeError, Event, Reset, ResetDirection, StateChange, Task, TcpState,
+    TwAction, TwEvent,
 };
 
 fn state(value: u8) -> Result<TcpState, DecodeError> {
@@ -117,28 +117,18 @@ fn endpoints(raw: &TransitionEvent) -> Result<(SocketAddr, SocketAddr), DecodeEr
     ))
 }
 
-/// A transition record, before the trackers fill in the rest.
-pub fn transition(raw: &TransitionEvent) -> Result<Transition, DecodeError> {
+/// A transition record: the state change the kernel reported.
+pub fn transition(raw: &TransitionEvent) -> Result<StateChange, DecodeError> {
     let (local, remote) = endpoints(raw)?;
-    let (old, new) = (state(raw.oldstate)?, state(raw.newstate)?);
-    // The connection tracker measures the rest.
-    let in_old = match Transition::opens(old, new) {
-        true => TimeInState::NewSocket,
-        false => TimeInState::Unknown,
-    };
-    let task = task(raw);
-    Ok(Transition {
+    Ok(StateChange {
         ts_ns: raw.ts_ns,
         sock: raw.skaddr,
         netns: raw.netns,
         local,
         remote,
-        old,
-        new,
-        in_old,
-        task,
-        owner: task,
-        timewait: None,
+        old: state(raw.oldstate)?,
+        new: state(raw.newstate)?,
+        task: task(raw),
     })
 }
 
@@ -149,6 +139,7 @@ fn ipv4(bytes: &[u8; 16]) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TimeInState;
     use tcptrace_common::tcp_state;
 
     /// A raw IPv4 record as the eBPF program would write it.
@@ -194,8 +185,6 @@ mod tests {
         assert_eq!(t.local, "127.0.0.1:41000".parse().unwrap());
         assert_eq!(t.remote, "10.1.2.3:80".parse().unwrap());
         assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
-        // Measured by the connection tracker, not the kernel.
-        assert_eq!(t.in_old, TimeInState::Unknown);
         let task = t.task.unwrap();
         assert_eq!(
             (task.pid, task.tid, &*task.comm.as_str()),
@@ -224,7 +213,7 @@ mod tests {
 
     #[test]
     fn time_in_state_before_tracking() {
-        let in_old = |old, new| transition(&raw_v4(old, new)).unwrap().in_old;
+        let in_old = |old, new| transition(&raw_v4(old, new)).unwrap().unmeasured_in_old();
         assert_eq!(
             in_old(tcp_state::CLOSE, tcp_state::SYN_SENT),
             TimeInState::NewSocket

@@ -1,6 +1,7 @@
-//! What the kernel reports, decoded: transitions, resets and the records of
-//! timewait sockets (decoding is `kernel::decode`'s; the trackers fill in what
-//! the kernel cannot know, such as the owner and the time in state).
+//! What the kernel reports, decoded: state changes, resets and the records
+//! of timewait sockets (decoding is `kernel::decode`'s). What the trackers
+//! conclude from them — the owner, the time in state — is another type,
+//! [`Transition`], made by the connection tracker from a [`StateChange`].
 
 use std::net::SocketAddr;
 
@@ -83,7 +84,7 @@ pub struct BindFailure {
 /// One decoded record of the ring buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    Transition(Transition),
+    Transition(StateChange),
     Reset(Reset),
     Timewait(TwEvent),
     BindFailed(BindFailure),
@@ -109,7 +110,26 @@ impl Event {
     }
 }
 
-/// One decoded TCP state transition.
+/// One TCP state change, as the kernel reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the socket: identifies it across its transitions.
+    pub sock: u64,
+    /// Network namespace inode (0: unknown).
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub old: TcpState,
+    pub new: TcpState,
+    /// The task in whose syscall the change ran; `None` for changes made in
+    /// softirq context (packets, timers), where the current task is unrelated.
+    pub task: Option<Task>,
+}
+
+/// A TCP state transition as tcptrace concludes it: the kernel's change,
+/// with the socket's owner and the time it spent in the old state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
     /// CLOCK_MONOTONIC nanoseconds.
@@ -126,8 +146,8 @@ pub struct Transition {
     /// The task in whose syscall the transition ran; `None` for transitions made
     /// in softirq context (packets, timers), where the current task is unrelated.
     pub task: Option<Task>,
-    /// The socket's owner as the connection tracker knows it (filled in by
-    /// `track::conn::Tracker`; initially `task`): what the output shows.
+    /// The socket's owner as the connection tracker knows it: what the
+    /// output shows.
     pub owner: Option<Task>,
     /// Set on the transitions of a connection's timewait socket.
     pub timewait: Option<TwNote>,
@@ -199,6 +219,40 @@ pub enum TwNote {
         by: Option<Task>,
         fin_unseen: bool,
     },
+}
+
+impl StateChange {
+    /// Whether it opens a new socket (see [`Transition::opens`]).
+    pub const fn opens_socket(&self) -> bool {
+        Transition::opens(self.old, self.new)
+    }
+
+    /// The time in the old state where it cannot be measured: none for a
+    /// new socket, else unknown.
+    pub const fn unmeasured_in_old(&self) -> TimeInState {
+        match self.opens_socket() {
+            true => TimeInState::NewSocket,
+            false => TimeInState::Unknown,
+        }
+    }
+
+    /// The transition it is, with what the trackers concluded: `in_old`, the
+    /// time in the old state, and `owner`.
+    pub const fn concluded(&self, in_old: TimeInState, owner: Option<Task>) -> Transition {
+        Transition {
+            ts_ns: self.ts_ns,
+            sock: self.sock,
+            netns: self.netns,
+            local: self.local,
+            remote: self.remote,
+            old: self.old,
+            new: self.new,
+            in_old,
+            task: self.task,
+            owner,
+            timewait: None,
+        }
+    }
 }
 
 impl Transition {

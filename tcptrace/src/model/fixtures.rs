@@ -1,7 +1,7 @@
-//! Test fixtures every stage's unit tests share: tasks and transitions as
-//! the decoder hands them over.
+//! Test fixtures every stage's unit tests share: tasks, and state changes
+//! as the decoder hands them over.
 
-use crate::model::{Comm, Task, TcpState, TimeInState, Transition};
+use crate::model::{Comm, StateChange, Task, TcpState, Transition};
 
 pub(crate) fn task(pid: u32, name: &str) -> Task {
     Task {
@@ -11,7 +11,7 @@ pub(crate) fn task(pid: u32, name: &str) -> Task {
     }
 }
 
-/// Builds transitions the way the kernel reports them, 1 µs apart.
+/// Builds state changes the way the kernel reports them, 1 µs apart.
 pub(crate) struct Script {
     pub ts: u64,
 }
@@ -25,9 +25,9 @@ impl Script {
         old: TcpState,
         new: TcpState,
         task: Option<Task>,
-    ) -> Transition {
+    ) -> StateChange {
         self.ts += 1_000;
-        Transition {
+        StateChange {
             ts_ns: self.ts,
             sock,
             netns: 1,
@@ -35,15 +35,22 @@ impl Script {
             remote: remote.parse().expect("a socket address"),
             old,
             new,
-            // As decoded: the tracker measures the rest.
-            in_old: if Transition::opens(old, new) {
-                TimeInState::NewSocket
-            } else {
-                TimeInState::Unknown
-            },
             task,
-            owner: task,
-            timewait: None,
         }
+    }
+
+    /// A transition as concluded where nothing more is known than the
+    /// change itself: its owner the task, its time in state unmeasured.
+    pub(crate) fn tr(
+        &mut self,
+        sock: u64,
+        local: &str,
+        remote: &str,
+        old: TcpState,
+        new: TcpState,
+        task: Option<Task>,
+    ) -> Transition {
+        let c = self.t(sock, local, remote, old, new, task);
+        c.concluded(c.unmeasured_in_old(), task)
     }
 }

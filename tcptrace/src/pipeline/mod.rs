@@ -109,8 +109,8 @@ impl Pipeline {
             self.received.add(event.kind());
         }
         match record {
-            Ok(Event::Transition(mut t)) => {
-                let mut closed = self.conns.on_transition(&mut t);
+            Ok(Event::Transition(change)) => {
+                let (mut t, mut closed) = self.conns.on_change(&change);
                 // One whose end was lost, found ended by this transition.
                 if let Some(c) = self.conns.take_ended_unseen() {
                     self.closed(sink, &c)?;

@@ -19,7 +19,7 @@ use crate::{
 pub(crate) fn report_stats() -> Stats {
     let mut stats = Stats::new();
     let mut s = Script { ts: 0 };
-    let mut t = s.t(
+    let mut t = s.tr(
         1,
         "10.0.0.1:40000",
         "10.0.0.2:80",
@@ -31,7 +31,7 @@ pub(crate) fn report_stats() -> Stats {
     stats.record_transition(&t);
     // A TIME_WAIT of 61.2 s that expired, its timer re-armed twice, and
     // one killed.
-    let mut tw = s.t(
+    let mut tw = s.tr(
         2,
         "10.0.0.1:40001",
         "10.0.0.2:80",

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     model::{
         Closed, Existing, Listed, Losses, Open, RecordKind, Reset, ResetDirection, Role,
-        StateTimes, Task, TcpState, TimeInState, Transition, Verdict,
+        StateChange, StateTimes, Task, TcpState, TimeInState, Transition, Verdict,
     },
     track::{owners::Owners, verdict},
 };
@@ -102,14 +102,15 @@ impl Tracker {
         self.owners.of_accepted(netns, port)
     }
 
-    /// Follows one transition; sets `t.owner` to the socket's owner as known.
-    /// Returns the connection if this transition ended it with a verdict.
+    /// Follows one state change; concludes the transition it is (its owner
+    /// as known, its time in the old state), and the connection if this
+    /// change ended it with a verdict.
     /// When it shows a new socket at the address of one whose end was never
     /// seen (its CLOSE was lost), that one is ended too, marked as missing
     /// records: `take_ended_unseen` hands it out.
-    pub fn on_transition(&mut self, t: &mut Transition) -> Option<Closed> {
+    pub fn on_change(&mut self, t: &StateChange) -> (Transition, Option<Closed>) {
         use TcpState::*;
-        let fresh = Transition::opens(t.old, t.new);
+        let fresh = t.opens_socket();
         // A socket at the address of one followed, but not that one: a new
         // one (or one with other endpoints, whose opening records were
         // lost). The one followed ended unseen.
@@ -130,8 +131,7 @@ impl Tracker {
                 // One found at start-up has moved: it is no longer in its
                 // state then, even if it cannot be followed.
                 let seeded = self.owners.claim_existing(t.netns, t.local, t.remote);
-                t.owner = t.task.or(seeded);
-                return None;
+                return (t.concluded(t.unmeasured_in_old(), t.task.or(seeded)), None);
             }
             let (role, owner, born_ns) = match (t.old, t.new) {
                 (Close, _) => (Role::Active, t.task, Some(t.ts_ns)),
@@ -165,28 +165,28 @@ impl Tracker {
             };
             self.conns.insert(t.sock, conn);
         }
-        let conn = self.conns.get_mut(&t.sock)?;
+        let Some(conn) = self.conns.get_mut(&t.sock) else {
+            return (t.concluded(t.unmeasured_in_old(), t.task), None);
+        };
         // A transition from another state than the last one left it in:
         // the records between were lost.
         let gap = !fresh && conn.state != t.old;
         conn.missed |= gap;
         // Time in the old state, if its start was seen (not for a socket
         // first seen mid-life, nor after a lost record).
-        if !gap
-            && !fresh
-            && let Some(since) = conn.since_ns
-        {
-            t.in_old = TimeInState::Measured(t.ts_ns.saturating_sub(since));
-        }
+        let in_old = match conn.since_ns {
+            Some(since) if !gap && !fresh => TimeInState::Measured(t.ts_ns.saturating_sub(since)),
+            _ => t.unmeasured_in_old(),
+        };
         let prev_ns = conn.since_ns.or(conn.born_ns).unwrap_or(0);
         if t.task.is_some() {
             conn.owner = t.task;
         }
-        t.owner = conn.owner;
+        let concluded = t.concluded(in_old, conn.owner);
         // Addresses can be incomplete early (no source port before connect).
         conn.local = t.local;
         conn.remote = t.remote;
-        if let TimeInState::Measured(ns) = t.in_old {
+        if let TimeInState::Measured(ns) = in_old {
             conn.in_state.add(t.old, ns);
         }
         conn.first_close = verdict::after_transition(conn.first_close, t.old, t.new, gap);
@@ -198,18 +198,20 @@ impl Tracker {
                 .listening(t.netns, t.local.port(), t.sock, conn.owner);
         }
         if t.new != Close {
-            return None;
+            return (concluded, None);
         }
 
-        let conn = self.conns.remove(&t.sock)?;
+        let Some(conn) = self.conns.remove(&t.sock) else {
+            return (concluded, None);
+        };
         if conn.listener {
             self.owners.closed(conn.netns, conn.local.port(), t.sock);
-            return None;
+            return (concluded, None);
         }
         let maybe_dropped = verdict::dropped_at_birth(
             conn.role == Role::Passive,
             t.old,
-            t.in_old.ns(),
+            in_old.ns(),
             conn.first_close,
             t.task.is_some(),
         );
@@ -218,7 +220,7 @@ impl Tracker {
             has_port: t.local.port() != 0,
             process_ctx: t.task.is_some(),
         };
-        match verdict::at_close(how, conn.first_close) {
+        let closed = match verdict::at_close(how, conn.first_close) {
             Some(verdict) => Some(close(t.sock, t.ts_ns, conn, verdict)),
             None => {
                 self.pending.push(Pending {
@@ -233,7 +235,8 @@ impl Tracker {
                 });
                 None
             }
-        }
+        };
+        (concluded, closed)
     }
 
     /// The connection whose end the last transition found unseen, if any.
@@ -395,7 +398,7 @@ fn doubtful(c: &Conn, losses: &Losses, before_ns: u64) -> bool {
 /// Whether a transition of the socket at `conn`'s address is one of the
 /// connection followed there: the same endpoints, where both are known (a
 /// port is 0 before bind or connect, an address unspecified before connect).
-fn same_life(conn: &Conn, t: &Transition) -> bool {
+fn same_life(conn: &Conn, t: &StateChange) -> bool {
     same_end(conn.local, t.local) && same_end(conn.remote, t.remote)
 }
 

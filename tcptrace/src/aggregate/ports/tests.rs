@@ -20,7 +20,7 @@ fn sysctls(range: (u16, u16), tw_reuse: u8) -> Sysctls {
 }
 
 fn leave_syn_sent(ports: &mut Ports, at_ns: u64, local: &str) {
-    let mut t = Script { ts: 0 }.t(1, local, UP, TcpState::SynSent, TcpState::Established, None);
+    let mut t = Script { ts: 0 }.tr(1, local, UP, TcpState::SynSent, TcpState::Established, None);
     t.ts_ns = at_ns;
     ports.fact(Fact::Transition(&t)).unwrap();
 }
@@ -45,7 +45,7 @@ fn closed(ports: &mut Ports, at_ns: u64, local: &str, verdict: Verdict, lifetime
 
 fn tw_ended(ports: &mut Ports, local: &str, reason: TwEnd, after_ns: u64) {
     let mut t: Transition =
-        Script { ts: 0 }.t(1, local, UP, TcpState::TimeWait, TcpState::Close, None);
+        Script { ts: 0 }.tr(1, local, UP, TcpState::TimeWait, TcpState::Close, None);
     t.in_old = TimeInState::Measured(after_ns);
     t.timewait = Some(TwNote::Ends {
         reason,
@@ -213,7 +213,7 @@ fn bounded_with_the_rest_pooled() {
     let mut ports = Ports::default();
     for i in 0..(MAX_DESTINATIONS as u32 + 3) {
         let ip = Ipv4Addr::from(0x0a00_0000 + i);
-        let mut t = Script { ts: 0 }.t(
+        let mut t = Script { ts: 0 }.tr(
             1,
             "10.9.0.1:40000",
             UP,

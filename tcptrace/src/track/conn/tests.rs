@@ -37,7 +37,7 @@ impl Pair {
         p
     }
 
-    /// Feeds one transition to the tracker; returns it as the tracker left it.
+    /// Feeds one state change to the tracker; returns the transition it concluded.
     fn go(
         &mut self,
         sock: u64,
@@ -47,8 +47,8 @@ impl Pair {
         new: TcpState,
         task: Option<Task>,
     ) -> Transition {
-        let mut t = self.s.t(sock, l, r, old, new, task);
-        let closed = self.tracker.on_transition(&mut t);
+        let change = self.s.t(sock, l, r, old, new, task);
+        let (t, closed) = self.tracker.on_change(&change);
         self.closed.extend(self.tracker.take_ended_unseen());
         self.closed.extend(closed);
         t
@@ -230,11 +230,13 @@ fn socket_first_seen_mid_life() {
     let mut tracker = Tracker::new(10);
     let mut s = Script { ts: 0 };
     // A connection that predates tcptrace, seen first leaving CLOSE_WAIT.
-    let mut t = s.t(9, SRV, CLI, CloseWait, LastAck, Some(task(300, "app")));
-    assert!(tracker.on_transition(&mut t).is_none());
+    let t = s.t(9, SRV, CLI, CloseWait, LastAck, Some(task(300, "app")));
+    let (t, closed) = tracker.on_change(&t);
+    assert!(closed.is_none());
     assert_eq!(t.in_old, TimeInState::Unknown, "CLOSE_WAIT began unseen");
-    let mut t = s.t(9, SRV, CLI, LastAck, Close, None);
-    let closed = tracker.on_transition(&mut t).unwrap();
+    let t = s.t(9, SRV, CLI, LastAck, Close, None);
+    let (_, closed) = tracker.on_change(&t);
+    let closed = closed.unwrap();
     assert_eq!(
         (closed.verdict, closed.role, closed.lifetime_ns),
         (Verdict::Peer, Role::Unknown, None)
@@ -251,8 +253,8 @@ fn unknown_owner_stays_unknown() {
     let mut tracker = Tracker::new(10);
     let mut s = Script { ts: 0 };
     // Accepted on a port whose listener predates tcptrace.
-    let mut t = s.t(7, SRV, CLI, Listen, SynRecv, None);
-    tracker.on_transition(&mut t);
+    let t = s.t(7, SRV, CLI, Listen, SynRecv, None);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner, None);
 }
 
@@ -260,16 +262,16 @@ fn unknown_owner_stays_unknown() {
 fn reuseport_listeners_of_different_processes_leave_accepted_owner_unknown() {
     let mut tracker = Tracker::new(10);
     let mut s = Script { ts: 0 };
-    tracker.on_transition(&mut s.t(1, SRV, ANY, Close, Listen, Some(task(1, "a"))));
-    tracker.on_transition(&mut s.t(2, SRV, ANY, Close, Listen, Some(task(2, "b"))));
-    let mut t = s.t(3, SRV, CLI, Listen, SynRecv, None);
-    tracker.on_transition(&mut t);
+    tracker.on_change(&s.t(1, SRV, ANY, Close, Listen, Some(task(1, "a"))));
+    tracker.on_change(&s.t(2, SRV, ANY, Close, Listen, Some(task(2, "b"))));
+    let t = s.t(3, SRV, CLI, Listen, SynRecv, None);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner, None);
     // Once the owner makes a system call on it, it is known.
-    let mut t = s.t(3, SRV, CLI, SynRecv, Established, None);
-    tracker.on_transition(&mut t);
-    let mut t = s.t(3, SRV, CLI, Established, FinWait1, Some(task(2, "b")));
-    tracker.on_transition(&mut t);
+    let t = s.t(3, SRV, CLI, SynRecv, Established, None);
+    tracker.on_change(&t);
+    let t = s.t(3, SRV, CLI, Established, FinWait1, Some(task(2, "b")));
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner.unwrap().pid, 2);
 }
 
@@ -277,13 +279,13 @@ fn reuseport_listeners_of_different_processes_leave_accepted_owner_unknown() {
 fn same_tuple_in_two_namespaces_is_two_listeners() {
     let mut tracker = Tracker::new(10);
     let mut s = Script { ts: 0 };
-    tracker.on_transition(&mut s.t(1, SRV, ANY, Close, Listen, Some(task(1, "a"))));
+    tracker.on_change(&s.t(1, SRV, ANY, Close, Listen, Some(task(1, "a"))));
     let mut other = s.t(2, SRV, ANY, Close, Listen, Some(task(2, "b")));
     other.netns = 2;
-    tracker.on_transition(&mut other);
+    tracker.on_change(&other);
     let mut t = s.t(3, SRV, CLI, Listen, SynRecv, None);
     t.netns = 2;
-    tracker.on_transition(&mut t);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner.unwrap().pid, 2);
 }
 
@@ -291,17 +293,17 @@ fn same_tuple_in_two_namespaces_is_two_listeners() {
 fn missing_events_and_socket_reuse() {
     let mut tracker = Tracker::new(10);
     let mut s = Script { ts: 0 };
-    tracker.on_transition(&mut s.t(1, CLI, SRV, Close, SynSent, Some(task(1, "a"))));
+    tracker.on_change(&s.t(1, CLI, SRV, Close, SynSent, Some(task(1, "a"))));
     // The CLOSE of the first life was lost; the address is reused.
-    let mut t = s.t(1, CLI, SRV, Close, SynSent, Some(task(2, "b")));
-    tracker.on_transition(&mut t);
+    let t = s.t(1, CLI, SRV, Close, SynSent, Some(task(2, "b")));
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner.unwrap().pid, 2);
     // Out of order: FIN_WAIT2 reported without FIN_WAIT1 (lost record).
-    let mut t = s.t(1, CLI, SRV, SynSent, Established, None);
-    tracker.on_transition(&mut t);
+    let t = s.t(1, CLI, SRV, SynSent, Established, None);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.in_old, TimeInState::Measured(1_000));
-    let mut t = s.t(1, CLI, SRV, FinWait2, Close, None);
-    let closed = tracker.on_transition(&mut t);
+    let t = s.t(1, CLI, SRV, FinWait2, Close, None);
+    let (t, closed) = tracker.on_change(&t);
     assert_eq!(t.in_old, TimeInState::Unknown, "FIN_WAIT2 began unseen");
     // Leaving FIN_WAIT2 means this side sent the first FIN.
     let closed = closed.unwrap();
@@ -337,18 +339,17 @@ fn start_up_snapshot_gives_owners() {
     ]);
     let mut s = Script { ts: 0 };
     // A new connection accepted by the listener that predates tcptrace.
-    let mut t = s.t(5, SRV, "10.0.0.9:1234", Listen, SynRecv, None);
-    tracker.on_transition(&mut t);
+    let t = s.t(5, SRV, "10.0.0.9:1234", Listen, SynRecv, None);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner.unwrap().pid, 80);
     // The connection that predates tcptrace, first seen now.
-    let mut t = s.t(6, SRV, CLI, Established, CloseWait, None);
-    t.in_old = TimeInState::Unknown;
-    tracker.on_transition(&mut t);
+    let t = s.t(6, SRV, CLI, Established, CloseWait, None);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner.unwrap().pid, 90);
     // Another namespace's connection with the same tuple is not it.
     let mut t = s.t(7, SRV, CLI, Established, CloseWait, None);
     t.netns = 2;
-    tracker.on_transition(&mut t);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner, None);
 }
 
@@ -363,15 +364,14 @@ fn listener_predating_tcptrace_closes_without_a_verdict() {
         state: Listen,
         owner: Some(task(80, "nginx")),
     }]);
-    let mut t = s.t(1, SRV, ANY, Listen, Close, Some(task(80, "nginx")));
-    t.in_old = TimeInState::Unknown;
-    assert_eq!(tracker.on_transition(&mut t), None);
+    let t = s.t(1, SRV, ANY, Listen, Close, Some(task(80, "nginx")));
+    assert_eq!(tracker.on_change(&t).1, None);
     assert!(
         tracker.settle_all(&Losses::NONE).is_empty(),
         "a listener is not a connection"
     );
-    let mut t = s.t(5, SRV, CLI, Listen, SynRecv, None);
-    tracker.on_transition(&mut t);
+    let t = s.t(5, SRV, CLI, Listen, SynRecv, None);
+    let (t, _) = tracker.on_change(&t);
     assert_eq!(t.owner, None, "the closed listener no longer owns the port");
 }
 
@@ -394,7 +394,7 @@ fn sockets_found_at_start_up_are_open_until_they_move() {
         (open[0].state, open[0].since_ns, open[0].role),
         (CloseWait, None, Role::Unknown)
     );
-    tracker.on_transition(&mut s.t(9, SRV, CLI, CloseWait, LastAck, None));
+    tracker.on_change(&s.t(9, SRV, CLI, CloseWait, LastAck, None));
     let open: Vec<_> = tracker.open().collect();
     assert_eq!(open.len(), 1, "followed now, not twice");
     assert_eq!(open[0].state, LastAck);
@@ -528,8 +528,8 @@ fn a_new_connection_at_the_address_of_one_followed_is_not_that_one() {
     // A port or an address learnt on the way is the same connection.
     let mut tracker = Tracker::new(10);
     let mut s = Script { ts: 0 };
-    tracker.on_transition(&mut s.t(9, "0.0.0.0:0", SRV, Close, SynSent, None));
-    tracker.on_transition(&mut s.t(9, CLI, SRV, SynSent, Established, None));
+    tracker.on_change(&s.t(9, "0.0.0.0:0", SRV, Close, SynSent, None));
+    tracker.on_change(&s.t(9, CLI, SRV, SynSent, Established, None));
     let open: Vec<_> = tracker.open().collect();
     assert_eq!((open.len(), open[0].role), (1, Role::Active));
 }
@@ -600,8 +600,8 @@ fn connections_in_doubt_that_the_kernel_no_longer_lists_are_ended() {
 fn bounded() {
     let mut tracker = Tracker::new(1);
     let mut s = Script { ts: 0 };
-    tracker.on_transition(&mut s.t(1, CLI, SRV, Close, SynSent, None));
-    tracker.on_transition(&mut s.t(2, CLI, SRV, Close, SynSent, None));
+    tracker.on_change(&s.t(1, CLI, SRV, Close, SynSent, None));
+    tracker.on_change(&s.t(2, CLI, SRV, Close, SynSent, None));
     assert_eq!(tracker.untracked, 1);
     assert_eq!(tracker.open().count(), 1);
 }
