@@ -163,8 +163,9 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
     // After attaching, so that no socket falls between the two.
     let mut longest_tw = None;
     let existing = snapshot::take(|tw| {
-        longest_tw = longest_tw.max(Some(tw.remaining_ms));
-        session.seed_timewait(tw);
+        if session.seed_timewait(tw) {
+            longest_tw = longest_tw.max(Some(tw.remaining_ms));
+        }
     });
     log::debug!(
         "{} TCP sockets existed at start-up (before the kernel filter)",

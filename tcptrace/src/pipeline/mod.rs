@@ -95,8 +95,14 @@ impl Pipeline {
     }
 
     /// Learns a timewait socket that existed before tracing started.
-    pub fn seed_timewait(&mut self, seed: &TwSeed) {
-        self.timewaits.seed(seed);
+    /// Those the kernel filter hides are left out (their timers' records
+    /// would never come); returns whether it was learnt.
+    pub fn seed_timewait(&mut self, seed: &TwSeed) -> bool {
+        let shown = filter::kernel_accepts(&self.kernel, &seed.local, &seed.remote);
+        if shown {
+            self.timewaits.seed(seed);
+        }
+        shown
     }
 
     /// Processes one record; what it concludes goes to `sink`.

@@ -301,3 +301,40 @@ fn namespaces_are_learnt_from_filtered_out_transitions_too() {
         [(1, 77)]
     );
 }
+
+/// Sockets found at start-up that the kernel filter hides are not
+/// learnt: their records would never come, and they would show for ever.
+#[test]
+fn the_kernel_filter_applies_to_sockets_found_at_start_up() {
+    let mut pipeline = Pipeline::new(Settings {
+        filter: Filter::default(),
+        kernel: filter::kernel_filter(false, false, &[80], &[]).unwrap(),
+        max_sockets: 100,
+        hz: Some(250),
+        records: false,
+    });
+    let existing = |local: &str| Existing {
+        netns: 1,
+        local: local.parse().unwrap(),
+        remote: "10.0.0.2:5000".parse().unwrap(),
+        state: TcpState::CloseWait,
+        owner: None,
+    };
+    pipeline.seed([existing("10.0.0.1:80"), existing("10.0.0.1:81")]);
+    let tw = |local: &str| TwSeed {
+        netns: 1,
+        local: local.parse().unwrap(),
+        remote: "10.0.0.2:5001".parse().unwrap(),
+        substate: TcpState::TimeWait,
+        remaining_ms: 30_000,
+    };
+    assert!(pipeline.seed_timewait(&tw("10.0.0.1:80")));
+    assert!(!pipeline.seed_timewait(&tw("10.0.0.1:81")));
+    let open: Vec<u16> = pipeline.open().map(|o| o.local.port()).collect();
+    assert_eq!(open, [80]);
+    let ports: Vec<u16> = pipeline
+        .timewait_sockets()
+        .map(|t| t.local.port())
+        .collect();
+    assert_eq!(ports, [80]);
+}

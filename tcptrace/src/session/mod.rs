@@ -165,10 +165,10 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     /// Learns a timewait socket that existed before tracing started.
-    pub fn seed_timewait(&mut self, seed: &TwSeed) {
-        if self.timewait {
-            self.pipeline.seed_timewait(seed);
-        }
+    /// Returns whether it was learnt (TIME_WAIT traced, and the socket
+    /// shown by the kernel filter).
+    pub fn seed_timewait(&mut self, seed: &TwSeed) -> bool {
+        self.timewait && self.pipeline.seed_timewait(seed)
     }
 
     /// Learns the sockets and namespaces that existed before tracing
