@@ -78,7 +78,7 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
         }));
     }
     let direction = match raw.kind {
-        KIND_TRANSITION => return transition(raw).map(Event::Transition),
+        KIND_TRANSITION => return change(raw).map(Event::Change),
         KIND_RESET_SENT => ResetDirection::Sent,
         KIND_RESET_RECEIVED => ResetDirection::Received,
         other => return Err(DecodeError::Kind(other)),
@@ -118,7 +118,7 @@ fn endpoints(raw: &TransitionEvent) -> Result<(SocketAddr, SocketAddr), DecodeEr
 }
 
 /// A transition record: the state change the kernel reported.
-pub fn transition(raw: &TransitionEvent) -> Result<StateChange, DecodeError> {
+pub fn change(raw: &TransitionEvent) -> Result<StateChange, DecodeError> {
     let (local, remote) = endpoints(raw)?;
     Ok(StateChange {
         ts_ns: raw.ts_ns,
@@ -139,7 +139,6 @@ fn ipv4(bytes: &[u8; 16]) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TimeInState;
     use tcptrace_common::tcp_state;
 
     /// A raw IPv4 record as the eBPF program would write it.
@@ -178,7 +177,7 @@ mod tests {
     #[test]
     fn decodes_ipv4_record() {
         let raw = raw_v4(tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
-        let Event::Transition(t) = decode(&bytes_of(&raw)).unwrap() else {
+        let Event::Change(t) = decode(&bytes_of(&raw)).unwrap() else {
             panic!("not a transition")
         };
         assert_eq!(t.netns, 4026531840);
@@ -199,7 +198,7 @@ mod tests {
         raw.family = AF_INET6;
         raw.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
         raw.daddr = "::ffff:192.0.2.7".parse::<Ipv6Addr>().unwrap().octets();
-        let t = transition(&raw).unwrap();
+        let t = change(&raw).unwrap();
         assert_eq!(t.local.to_string(), "[::1]:41000");
         assert_eq!(t.remote.to_string(), "[::ffff:192.0.2.7]:80");
     }
@@ -208,36 +207,18 @@ mod tests {
     fn softirq_transitions_have_no_task() {
         let mut raw = raw_v4(tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
         raw.flags = 0;
-        assert_eq!(transition(&raw).unwrap().task, None);
-    }
-
-    #[test]
-    fn time_in_state_before_tracking() {
-        let in_old = |old, new| transition(&raw_v4(old, new)).unwrap().unmeasured_in_old();
-        assert_eq!(
-            in_old(tcp_state::CLOSE, tcp_state::SYN_SENT),
-            TimeInState::NewSocket
-        );
-        assert_eq!(
-            in_old(tcp_state::LISTEN, tcp_state::SYN_RECV),
-            TimeInState::NewSocket
-        );
-        assert_eq!(
-            in_old(tcp_state::SYN_SENT, tcp_state::ESTABLISHED),
-            TimeInState::Unknown
-        );
-        assert_eq!(TimeInState::Unknown.ns(), None);
+        assert_eq!(change(&raw).unwrap().task, None);
     }
 
     #[test]
     fn rejects_bad_records() {
         let raw = raw_v4(0, tcp_state::CLOSE);
-        assert_eq!(transition(&raw), Err(DecodeError::State(0)));
+        assert_eq!(change(&raw), Err(DecodeError::State(0)));
         let raw = raw_v4(tcp_state::CLOSE, 13);
-        assert_eq!(transition(&raw), Err(DecodeError::State(13)));
+        assert_eq!(change(&raw), Err(DecodeError::State(13)));
         let mut raw = raw_v4(tcp_state::CLOSE, tcp_state::LISTEN);
         raw.family = 1;
-        assert_eq!(transition(&raw), Err(DecodeError::Family(1)));
+        assert_eq!(change(&raw), Err(DecodeError::Family(1)));
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10, 96)));
     }
 

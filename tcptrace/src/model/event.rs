@@ -84,7 +84,7 @@ pub struct BindFailure {
 /// One decoded record of the ring buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    Transition(StateChange),
+    Change(StateChange),
     Reset(Reset),
     Timewait(TwEvent),
     BindFailed(BindFailure),
@@ -94,7 +94,7 @@ impl Event {
     /// The kind of record it came in.
     pub const fn kind(&self) -> RecordKind {
         match self {
-            Self::Transition(_) => RecordKind::Transition,
+            Self::Change(_) => RecordKind::Transition,
             Self::Reset(r) => match r.direction {
                 ResetDirection::Sent => RecordKind::ResetSent,
                 ResetDirection::Received => RecordKind::ResetReceived,
@@ -263,5 +263,33 @@ impl Transition {
             (old, new),
             (TcpState::Close, _) | (TcpState::Listen, TcpState::SynRecv)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::Script;
+
+    #[test]
+    fn time_in_state_before_tracking() {
+        let in_old = |old, new| {
+            Script { ts: 0 }
+                .t(1, "10.0.0.1:1", "10.0.0.2:2", old, new, None)
+                .unmeasured_in_old()
+        };
+        assert_eq!(
+            in_old(TcpState::Close, TcpState::SynSent),
+            TimeInState::NewSocket
+        );
+        assert_eq!(
+            in_old(TcpState::Listen, TcpState::SynRecv),
+            TimeInState::NewSocket
+        );
+        assert_eq!(
+            in_old(TcpState::SynSent, TcpState::Established),
+            TimeInState::Unknown
+        );
+        assert_eq!(TimeInState::Unknown.ns(), None);
     }
 }

@@ -72,17 +72,11 @@ impl Filter {
 /// Whether the kernel-side filter lets a socket's records through (for the
 /// sockets found at start-up, which the kernel never filtered).
 pub fn kernel_accepts(f: &KernelFilter, local: &SocketAddr, remote: &SocketAddr) -> bool {
-    let family = match f.family {
-        AF_INET => local.is_ipv4(),
-        AF_INET6 => local.is_ipv6(),
-        _ => true,
+    let family = match local {
+        SocketAddr::V4(_) => AF_INET,
+        SocketAddr::V6(_) => AF_INET6,
     };
-    let ports = |list: &[u16], count: u16, port: u16| {
-        count == 0 || list[..usize::from(count).min(list.len())].contains(&port)
-    };
-    family
-        && ports(&f.lports, f.lport_count, local.port())
-        && ports(&f.rports, f.rport_count, remote.port())
+    f.accepts(family, local.port(), remote.port())
 }
 
 pub fn kernel_filter(

@@ -96,13 +96,9 @@ impl Pipeline {
 
     /// Learns a timewait socket that existed before tracing started.
     /// Those the kernel filter hides are left out (their timers' records
-    /// would never come); returns whether it was learnt.
+    /// would never come); returns whether it is followed.
     pub fn seed_timewait(&mut self, seed: &TwSeed) -> bool {
-        let shown = filter::kernel_accepts(&self.kernel, &seed.local, &seed.remote);
-        if shown {
-            self.timewaits.seed(seed);
-        }
-        shown
+        filter::kernel_accepts(&self.kernel, &seed.local, &seed.remote) && self.timewaits.seed(seed)
     }
 
     /// Processes one record; what it concludes goes to `sink`.
@@ -115,7 +111,7 @@ impl Pipeline {
             self.received.add(event.kind());
         }
         match record {
-            Ok(Event::Transition(change)) => {
+            Ok(Event::Change(change)) => {
                 let (mut t, mut closed) = self.conns.on_change(&change);
                 // One whose end was lost, found ended by this transition.
                 if let Some(c) = self.conns.take_ended_unseen() {

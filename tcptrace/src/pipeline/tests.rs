@@ -72,7 +72,7 @@ impl Run {
     fn t(&mut self, sock: u64, l: &str, r: &str, old: TcpState, new: TcpState, task: Option<Task>) {
         let t = self.s.t(sock, l, r, old, new, task);
         self.pipeline
-            .record(Ok(Event::Transition(t)), &mut self.sink)
+            .record(Ok(Event::Change(t)), &mut self.sink)
             .unwrap();
     }
 

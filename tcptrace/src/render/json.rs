@@ -284,14 +284,9 @@ impl JsonPrinter {
     }
 
     /// A summary object, at the current time.
-    pub fn summary<W: io::Write>(
-        &mut self,
-        out: &mut W,
-        report: &Report,
-        now_mono_ns: u64,
-    ) -> io::Result<()> {
+    pub fn summary<W: io::Write>(&mut self, out: &mut W, report: &Report) -> io::Result<()> {
         self.time.clear();
-        self.clock.push_rfc3339(&mut self.time, now_mono_ns);
+        self.clock.push_rfc3339(&mut self.time, report.at_ns);
         serde_json::to_writer(&mut *out, &summary::to_json(report, &self.time))?;
         out.write_all(b"\n")
     }

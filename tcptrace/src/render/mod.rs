@@ -61,11 +61,10 @@ impl Printer {
         &mut self,
         out: &mut W,
         report: &crate::report::Report,
-        now_mono_ns: u64,
     ) -> io::Result<()> {
         match self {
             Self::Text(_) => summary::write_text(out, report),
-            Self::Json(p) => p.summary(out, report, now_mono_ns),
+            Self::Json(p) => p.summary(out, report),
         }
     }
 

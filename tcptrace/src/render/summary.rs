@@ -12,7 +12,7 @@ use crate::{
     },
     model::{Comm, PerKind, TwEnd, Verdict},
     render::{findings, ports, text::push_ms},
-    report::{Report, TimewaitReport, names},
+    report::{Report, TimewaitReport},
     words,
 };
 
@@ -161,10 +161,10 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
         }
     }
     if let Some(tw) = &r.timewait {
-        write_timewait(out, tw, names(&r.namespaces))?;
+        write_timewait(out, tw, |netns| r.netns_name(netns))?;
     }
-    ports::write_text(out, &r.ports, names(&r.namespaces))?;
-    write_binds(out, &r.binds, names(&r.namespaces))?;
+    ports::write_text(out, &r.ports, |netns| r.netns_name(netns))?;
+    write_binds(out, &r.binds, |netns| r.netns_name(netns))?;
     ports::write_namespaces(out, &r.namespaces)?;
     writeln!(out, "---")
 }
@@ -348,8 +348,8 @@ pub fn to_json(r: &Report, time: &str) -> Value {
         "by_listen_port": by_listen_port,
         "open": open,
         "findings": findings::to_json(&r.findings),
-        "timewait": r.timewait.as_ref().map(|tw| timewait_json(tw, names(&r.namespaces))),
-        "ports": ports::ports_json(&r.ports, names(&r.namespaces)),
+        "timewait": r.timewait.as_ref().map(|tw| timewait_json(tw, |netns| r.netns_name(netns))),
+        "ports": ports::ports_json(&r.ports, |netns| r.netns_name(netns)),
         "bind_failures": r.binds.iter().map(|b| json!({
             "netns": b.netns,
             "netns_name": r.netns_name(b.netns),

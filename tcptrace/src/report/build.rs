@@ -1,6 +1,7 @@
-//! Building the report: one pass over the open connections and one over the
-//! timewait sockets, then the aggregates' own tables, the filter applied
-//! once, and the findings over the result.
+//! Building the report: one pass over the timewait sockets, one over the
+//! open connections for each of their tables (ports held, CLOSE_WAIT piles,
+//! by state, by namespace and state), the aggregates' own tables, the
+//! filter applied once, and the findings over the result.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -104,6 +105,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         listeners: &listeners,
     });
     Report {
+        at_ns: now_ns,
         totals: totals(pipeline, stats, recursion_misses, elapsed),
         received: pipeline.received,
         start_time_s,
@@ -124,8 +126,6 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         binds,
         namespaces: netns_rows,
         listeners,
-        close_waits,
-        server_timewait: scan.server,
     }
 }
 

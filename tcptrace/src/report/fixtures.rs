@@ -169,6 +169,7 @@ pub(crate) fn full_report(
         role: Role::Passive,
     }];
     Report {
+        at_ns: 4_500_000_000,
         totals: Totals {
             transitions: 9,
             elapsed: Duration::from_secs(3),
@@ -197,7 +198,5 @@ pub(crate) fn full_report(
         binds: binds.to_vec(),
         namespaces: namespaces.to_vec(),
         listeners: Vec::new(),
-        close_waits: Vec::new(),
-        server_timewait: Vec::new(),
     }
 }

@@ -1,6 +1,8 @@
 //! One report: everything the aggregates know at one instant — findings,
 //! states, verdicts, TIME_WAIT, ports, listeners, namespaces, losses — as
-//! one owned value, built by [`build`] in one pass over the trackers. Every
+//! one owned value, built by [`build`] from the trackers and the aggregates
+//! (one pass over the timewait sockets, one over the open connections per
+//! table). Every
 //! view renders it (the text and JSON summaries, the metrics, `diagnose`'s
 //! progress, the exit line) and none computes a figure of its own, so two
 //! views cannot give two answers for the same socket.
@@ -17,9 +19,9 @@ use crate::{
     aggregate::{
         distribution::Distribution,
         netns::NetnsReport,
-        open::{OpenState, Pile, SocketsRow},
+        open::{OpenState, SocketsRow},
         ports::DestReport,
-        stats::{BindRow, Buckets, ProcessKey, Stats},
+        stats::{BindRow, Buckets, Stats},
     },
     findings::{Finding, Listener},
     model::{NetnsName, PerKind, TwCount, TwEnd},
@@ -28,6 +30,8 @@ use crate::{
 /// Everything the aggregates know at one instant.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The instant it describes (monotonic ns, the readers' clock).
+    pub at_ns: u64,
     /// The exit line's numbers: transitions, losses of every kind, time.
     pub totals: Totals,
     /// Records received, by kind.
@@ -57,25 +61,13 @@ pub struct Report {
     pub namespaces: Vec<NetnsReport>,
     /// The listeners of the namespaces shown, with their accept queues.
     pub listeners: Vec<Listener>,
-    /// Connections in CLOSE_WAIT, by namespace and owner, largest first.
-    pub close_waits: Vec<Pile>,
-    /// Timewait sockets of connections this host accepted, by namespace
-    /// and owner, most first.
-    pub server_timewait: Vec<(u32, ProcessKey, u64)>,
 }
 
 impl Report {
     /// What a namespace is called ("proxy", a container, a process), if
     /// it has a name.
     pub fn netns_name(&self, netns: u32) -> Option<String> {
-        names(&self.namespaces)(netns)
-    }
-}
-
-/// The names of `namespaces`, by inode.
-pub fn names(namespaces: &[NetnsReport]) -> impl Fn(u32) -> Option<String> + '_ {
-    move |netns| {
-        namespaces
+        self.namespaces
             .iter()
             .find(|n| n.netns == netns)
             .and_then(|n| n.name.as_ref().and_then(NetnsName::label))

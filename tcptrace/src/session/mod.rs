@@ -165,8 +165,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     }
 
     /// Learns a timewait socket that existed before tracing started.
-    /// Returns whether it was learnt (TIME_WAIT traced, and the socket
-    /// shown by the kernel filter).
+    /// Returns whether it is followed (TIME_WAIT traced, the socket shown
+    /// by the kernel filter, room in the table).
     pub fn seed_timewait(&mut self, seed: &TwSeed) -> bool {
         self.timewait && self.pipeline.seed_timewait(seed)
     }
@@ -356,9 +356,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         };
         let report = self.report(want, recursion_misses);
         self.worst = findings::worst(&report.findings);
-        self.sinks
-            .printer
-            .summary(&mut self.sinks.out, &report, (self.readers.now_ns)())?;
+        self.sinks.printer.summary(&mut self.sinks.out, &report)?;
         self.sinks.out.flush()
     }
 
@@ -369,6 +367,8 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         if !self.ticks.is_multiple_of(5) {
             return;
         }
+        // The schedule, in whole seconds ("5 of 60 s"); the findings' rates
+        // are over the report's own elapsed time.
         let elapsed = Duration::from_secs(self.ticks);
         let want = Want {
             rows: PORTS_ROWS,

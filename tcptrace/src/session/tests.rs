@@ -94,7 +94,7 @@ fn failed_connect(s: &mut Session<Vec<u8>, Vec<u8>>) {
         (TcpState::SynSent, TcpState::Close, CLI),
     ] {
         let t = script.t(2, local, SRV, old, new, c);
-        s.record(Ok(Event::Transition(t))).unwrap();
+        s.record(Ok(Event::Change(t))).unwrap();
     }
     // Failed without a RST: settled once the loss counts after it are read.
     s.end_drain(PerKind::default(), monotonic_ns()).unwrap();
@@ -160,7 +160,7 @@ fn warnings_say_what_was_lost_or_not_followed_once() {
             TcpState::SynSent,
             None,
         );
-        s.record(Ok(Event::Transition(t))).unwrap();
+        s.record(Ok(Event::Change(t))).unwrap();
     }
     second(&mut s, 8);
     second(&mut s, 8);
@@ -244,7 +244,7 @@ fn after_losses_connections_the_kernel_no_longer_lists_are_ended() {
         (TcpState::SynSent, TcpState::Established, CLI),
     ] {
         let t = script.t(2, local, SRV, old, new, c);
-        s.record(Ok(Event::Transition(t))).unwrap();
+        s.record(Ok(Event::Change(t))).unwrap();
     }
     second(&mut s, 0);
     assert!(

@@ -71,7 +71,7 @@ pub struct Tracker {
     max_conns: usize,
     /// Sockets not followed because `max_conns` was reached.
     pub untracked: u64,
-    /// A connection found ended by the last transition (`on_transition`).
+    /// A connection found ended by the last transition (`on_change`).
     ended_unseen: Option<Closed>,
     /// Child sockets the kernel dropped as it made them
     /// (`verdict::dropped_at_birth`): not connections.

@@ -172,17 +172,18 @@ impl Timewaits {
     }
 
     /// Learns a timewait socket that existed at start-up.
-    pub fn seed(&mut self, seed: &TwSeed) {
+    pub fn seed(&mut self, seed: &TwSeed) -> bool {
         let key = TwKey::new(seed.netns, seed.local, seed.remote);
         if self.live.contains_key(&key) || self.seeded.contains_key(&key) {
-            return;
+            return false;
         }
         if self.live.len() + self.seeded.len() >= self.max {
             self.untracked += 1;
-            return;
+            return false;
         }
         self.counts.enter(seed.netns, seed.substate);
         self.seeded.insert(key, seed.substate);
+        true
     }
 
     /// Moves a timewait socket found at start-up, now seen by the kernel
