@@ -141,7 +141,11 @@ async fn accept(listener: TcpListener, tx: mpsc::Sender<Scrape>, counters: Arc<C
         tokio::spawn(async move {
             let service = service_fn(move |req| respond(req, tx.clone()));
             let mut builder = http1::Builder::new();
+            // A client that shuts its side down once its request is sent
+            // (simple scrapers and health checks do) still gets the answer:
+            // without half_close, hyper takes that EOF for the end.
             builder
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES);

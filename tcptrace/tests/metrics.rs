@@ -93,6 +93,26 @@ fn endpoint_under_abuse() {
         head.to_ascii_lowercase().contains("allow: get, head"),
         "{head}"
     );
+    // Half-closed clients: the request, then shutdown(SHUT_WR), then read to
+    // EOF. Alone, and after 100 pipelined requests: every one answered.
+    let half_closed = |requests: usize, version: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let one = format!("GET /metrics {version}\r\nHost: t\r\n\r\n");
+        s.write_all(one.repeat(requests).as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        String::from_utf8_lossy(&all).matches(" 200 OK\r\n").count()
+    };
+    assert_eq!(half_closed(1, "HTTP/1.0"), 1, "HTTP/1.0, half-closed");
+    assert_eq!(half_closed(1, "HTTP/1.1"), 1, "HTTP/1.1, half-closed");
+    assert_eq!(
+        half_closed(100, "HTTP/1.1"),
+        100,
+        "pipelined, then half-closed"
+    );
+
     // Malformed: answered 400 or closed, at once.
     let started = Instant::now();
     let (status, head, _) = http(addr, "\u{1}\u{2} garbage\r\n\r\n");
