@@ -19,10 +19,19 @@ use tcptrace::{
     render::{
         JsonPrinter, Printer, TextPrinter,
         clock::{WallClock, Zone},
-        output::{Output, Sizes},
+        output::{Output, Sizes, Stdout},
     },
     session::Session,
 };
+
+/// A line on stderr, "tcptrace: " first. One that cannot be written (stderr
+/// closed, a full disk, a journal pipe gone) is dropped: there is nowhere to
+/// say it, and tcptrace must not die of it (`eprintln!` panics).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), "tcptrace: {}", format_args!($($arg)*));
+    }};
+}
 
 fn main() -> ExitCode {
     // Allocations of 1 MiB or more (the growing tables of timewait sockets,
@@ -38,11 +47,11 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(&err),
     };
     if let Some(what) = cli.generate {
-        let mut out = io::stdout().lock();
+        let mut out = Stdout::open();
         return match cli::generate(what, &mut out).and_then(|()| out.flush()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("tcptrace: writing it failed: {err}");
+                say!("writing it failed: {err}");
                 ExitCode::FAILURE
             }
         };
@@ -51,7 +60,7 @@ fn main() -> ExitCode {
     let config = match Config::resolve(cli) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("tcptrace: {err}");
+            say!("{err}");
             return ExitCode::from(2);
         }
     };
@@ -68,14 +77,14 @@ fn main() -> ExitCode {
     let listener = match config.metrics.map(endpoint::bind).transpose() {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("tcptrace: {err}");
+            say!("{err}");
             return ExitCode::from(2);
         }
     };
     match run(&config, listener) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("tcptrace: {err:#}");
+            say!("{err:#}");
             ExitCode::FAILURE
         }
     }
@@ -100,7 +109,7 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         true => format!("{first} {}", lines.next().unwrap_or_default()),
         false => first.to_owned(),
     };
-    eprintln!("tcptrace: {}", line.trim_start_matches("error: "));
+    say!("{}", line.trim_start_matches("error: "));
     ExitCode::from(2)
 }
 
@@ -112,7 +121,7 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
     let features = features::probe(
         config.no_timewait,
         features::Missing(&config.pretend_missing),
-        |notice| eprintln!("tcptrace: {notice}"),
+        |notice| say!("{notice}"),
     )?;
     let timewait = features.timewait.is_some();
 
@@ -153,8 +162,8 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
         hz: features.hz,
         records: config.live,
     });
-    let out = Output::spawn(Sizes::for_stdout(), || io::stdout().lock())
-        .context("starting the output thread")?;
+    let out =
+        Output::spawn(Sizes::for_stdout(), Stdout::open).context("starting the output thread")?;
     let mut session = Session::new(pipeline, printer, out, timewait);
     session.limit_metrics(config.metrics_limits);
     if config.quiet {
@@ -180,20 +189,20 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
                 n => format!("netns {netns}: {} (+{n} orphans in FIN_WAIT2)", c.time_wait),
             })
             .collect();
-        eprintln!(
-            "tcptrace: timewait sockets at start-up: {}; the last ends in {:.1} s",
+        say!(
+            "timewait sockets at start-up: {}; the last ends in {:.1} s",
             counts.join(", "),
             ms as f64 / 1000.0
         );
     }
     // Ready: what happens from here on is traced and attributed.
-    eprintln!(
-        "tcptrace: tracing TCP state transitions{}; Ctrl-C to stop",
+    say!(
+        "tracing TCP state transitions{}; Ctrl-C to stop",
         if timewait { " and TIME_WAIT" } else { "" }
     );
     if let Some(until) = config.diagnose {
-        eprintln!(
-            "tcptrace: diagnosing for {} s, quietly: the findings come at the end (Ctrl-C for them now)",
+        say!(
+            "diagnosing for {} s, quietly: the findings come at the end (Ctrl-C for them now)",
             until.as_secs()
         );
     }
@@ -203,8 +212,8 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
                 .local_addr()
                 .context("reading the metrics address")?;
             let served = endpoint::spawn(listener)?;
-            eprintln!(
-                "tcptrace: metrics on http://{addr}/metrics{}",
+            say!(
+                "metrics on http://{addr}/metrics{}",
                 if addr.ip().is_loopback() {
                     ""
                 } else {
@@ -236,7 +245,7 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
     };
     if ending == Ending::Signal {
         let totals = session.totals(tracer.recursion_misses());
-        eprintln!("tcptrace: {totals}");
+        say!("{totals}");
     }
     Ok(match (config.diagnose, session.worst()) {
         (Some(_), Some(Severity::Critical)) => ExitCode::from(cli::EXIT_CRITICAL),

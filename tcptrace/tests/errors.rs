@@ -62,6 +62,14 @@ fn every_bad_value_is_one_line_and_exit_2() {
         (&["--drain-interval", "0"], "--drain-interval"),
         (&["--max-sockets", "0"], "--max-sockets"),
         (&["--interval", "0"], "--interval"),
+        // Durations the runtime could not add to an instant (a panic).
+        (&["--interval", "18446744073709551615"], "--interval"),
+        (&["--interval", "9223372036854775807"], "--interval"),
+        (
+            &["diagnose", "--interval", "18446744073709551615"],
+            "--interval",
+        ),
+        (&["--interval", "86401"], "--interval"),
         (&["-4", "-6"], "cannot be used with"),
         (&["diagnose", "--for", "0"], "--for"),
         (&["diagnose", "--for", "soon"], "--for"),
@@ -103,6 +111,22 @@ fn every_bad_value_is_one_line_and_exit_2() {
         );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// Bad usage with an unwritable stderr: still exit 2, and no panic (its
+/// exit status would be 101).
+#[test]
+fn bad_usage_with_stderr_full_is_still_exit_2() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let status = Command::new(BIN)
+        .args(["--pid", "x"])
+        .stderr(full)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
 }
 
 #[test]

@@ -977,3 +977,58 @@ fn a_full_disk_is_one_line_and_a_failure() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// stdout open read-only (`exec 7<file; tcptrace >&7`): every write fails
+/// with EBADF, which std's own stdout takes for success. It must be said,
+/// as a full disk is, not lost.
+#[test]
+fn an_unwritable_stdout_is_one_line_and_a_failure() {
+    let read_only = std::fs::File::open("/dev/null").unwrap();
+    let mut child = Command::new(BIN)
+        .stdout(read_only)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("tcptrace exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "tcptrace: writing output failed: Bad file descriptor (os error 9)",
+        "{stderr}"
+    );
+}
+
+/// A daemon whose stderr cannot be written (a full disk, a journal pipe
+/// gone) goes on: its lines are dropped, it does not die of them.
+#[test]
+fn an_unwritable_stderr_does_not_stop_tracing() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--summary", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "tcptrace ended with its stderr full"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("tcptrace exits");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    assert!(status.success(), "{status:?}");
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(summary["type"], "summary");
+}

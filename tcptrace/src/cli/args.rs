@@ -48,8 +48,9 @@ pub struct Cli {
     #[arg(global = true, long)]
     pub summary: bool,
 
-    /// Print a summary every SECS seconds (cumulative since start).
-    #[arg(global = true, short, long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Print a summary every SECS seconds (cumulative since start; at most
+    /// a day).
+    #[arg(global = true, short, long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub interval: Option<u64>,
 
     /// Only sockets owned by these processes.

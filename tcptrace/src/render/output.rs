@@ -19,7 +19,9 @@
 //! write, flush or `finish`.
 
 use std::{
+    fs::File,
     io::{self, Write},
+    os::fd::AsFd as _,
     sync::mpsc::{self, Receiver, SyncSender},
     thread::JoinHandle,
 };
@@ -51,6 +53,36 @@ impl Sizes {
             Ok(m) if m.is_file() => Self::FILE,
             _ => Self::STREAM,
         }
+    }
+}
+
+/// stdout as tcptrace writes it: a duplicate of fd 1. std's `Stdout` takes
+/// EBADF for success (so that a closed fd 1 is no error), so a descriptor
+/// open read-only would lose every line silently; a duplicate reports it as
+/// any other write error. Where fd 1 cannot be duplicated (closed), that is
+/// the error of the first write: nothing is lost unsaid, and a daemon that
+/// writes nothing is not stopped by it.
+pub struct Stdout(io::Result<File>);
+
+impl Stdout {
+    pub fn open() -> Self {
+        Self(io::stdout().as_fd().try_clone_to_owned().map(File::from))
+    }
+
+    fn file(&mut self) -> io::Result<&mut File> {
+        self.0
+            .as_mut()
+            .map_err(|err| io::Error::new(err.kind(), err.to_string()))
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file()?.flush()
     }
 }
 
