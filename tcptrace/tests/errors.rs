@@ -129,6 +129,45 @@ fn bad_usage_with_stderr_full_is_still_exit_2() {
     assert_eq!(status.code(), Some(2));
 }
 
+/// tracefs mounted with a mode root may not read without
+/// CAP_DAC_READ_SEARCH, and no CAP_SYS_ADMIN to mount it again: the error
+/// says both, not that tracefs is not mounted. (In a mount namespace of
+/// its own, over a tmpfs owned by nobody.)
+#[test]
+fn an_unreadable_tracefs_is_named_as_such() {
+    let drop = "-dac_read_search,-dac_override,-sys_admin";
+    let script = format!(
+        "mount -t tmpfs -o mode=0700,uid=65534 none /sys/kernel/tracing && \
+         touch /sys/kernel/tracing/events && \
+         exec setpriv --inh-caps={drop} --bounding-set={drop} {BIN}"
+    );
+    let (code, stderr) = run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "tcptrace: tracefs at /sys/kernel/tracing cannot be read (Permission denied"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("mounting it again there failed (EPERM"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// Out of file descriptors: the error names the limit, not tracefs.
+#[test]
+fn too_few_file_descriptors_is_named_as_such() {
+    let (code, stderr) = run(Command::new("sh").args(["-c", &format!("ulimit -n 32; exec {BIN}")]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("out of file descriptors (ulimit -n is 32)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tracefs"), "{stderr}");
+}
+
 #[test]
 fn help_reads_like_a_man_page() {
     let out = Command::new(BIN).arg("--help").output().unwrap();

@@ -34,6 +34,15 @@ pub enum PreflightError {
     NoBtf(PathBuf),
     #[error("tracefs is not mounted and mounting it on {path} failed: {err}")]
     TracefsMount { path: PathBuf, err: nix::Error },
+    #[error(
+        "tracefs at {path} cannot be read ({err}) and mounting it again there failed ({mount}): \
+         tcptrace needs to read it (CAP_DAC_READ_SEARCH, or tracefs mounted with a mode root may read)"
+    )]
+    TracefsUnreadable {
+        path: PathBuf,
+        err: io::Error,
+        mount: nix::Error,
+    },
     #[error("tracepoint {0} not found in tracefs (needs Linux 5.5 or newer)")]
     TracepointMissing(String),
     #[error("cannot read the format of tracepoint {tp}: {err}")]
@@ -79,21 +88,46 @@ pub struct Tracefs {
     pub mounted_by_us: bool,
 }
 
-/// A usable tracefs is a directory with entries in it (an empty mount point is
-/// what the kernel leaves when tracefs is not mounted).
-fn populated(path: &Path) -> bool {
-    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
+/// What is at a tracefs mount point.
+#[derive(Debug)]
+enum MountPoint {
+    /// A directory with entries in it: tracefs.
+    Populated,
+    /// Nothing, or an empty directory (what the kernel leaves when tracefs
+    /// is not mounted).
+    Empty,
+    /// Something this process may not read: if mounting tracefs over it
+    /// fails too, that is the cause to say.
+    Unreadable(io::Error),
+}
+
+fn mount_point(listing: io::Result<fs::ReadDir>) -> MountPoint {
+    match listing {
+        Ok(mut entries) => match entries.next() {
+            Some(_) => MountPoint::Populated,
+            None => MountPoint::Empty,
+        },
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => MountPoint::Unreadable(err),
+        Err(_) => MountPoint::Empty,
+    }
 }
 
 /// Finds tracefs, mounting it on /sys/kernel/tracing if it is not mounted
 /// (classic tracepoints are attached by the id tracefs publishes).
 pub fn ensure_tracefs() -> Result<Tracefs, PreflightError> {
+    let mut unreadable = None;
     for path in [TRACEFS, TRACEFS_LEGACY] {
-        if populated(Path::new(path)) {
-            return Ok(Tracefs {
-                path: path.into(),
-                mounted_by_us: false,
-            });
+        match mount_point(fs::read_dir(path)) {
+            MountPoint::Populated => {
+                return Ok(Tracefs {
+                    path: path.into(),
+                    mounted_by_us: false,
+                });
+            }
+            MountPoint::Unreadable(err) => {
+                unreadable.get_or_insert((PathBuf::from(path), err));
+            }
+            MountPoint::Empty => {}
         }
     }
     let path = PathBuf::from(TRACEFS);
@@ -106,9 +140,13 @@ pub fn ensure_tracefs() -> Result<Tracefs, PreflightError> {
             | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|err| PreflightError::TracefsMount {
-        path: path.clone(),
-        err,
+    .map_err(|mount| match unreadable {
+        // Not "not mounted": there, but unreadable.
+        Some((path, err)) => PreflightError::TracefsUnreadable { path, err, mount },
+        None => PreflightError::TracefsMount {
+            path: path.clone(),
+            err: mount,
+        },
     })?;
     Ok(Tracefs {
         path,
@@ -309,5 +347,21 @@ mod tests {
             err.to_string(),
             "tracepoint sock:inet_sock_set_state not found in tracefs (needs Linux 5.5 or newer)"
         );
+    }
+
+    #[test]
+    fn an_unreadable_mount_point_is_not_taken_for_an_empty_one() {
+        let dir = std::env::temp_dir().join(format!("tcptrace-mp-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert!(matches!(mount_point(fs::read_dir(&dir)), MountPoint::Empty));
+        fs::write(dir.join("events"), "").unwrap();
+        assert!(matches!(
+            mount_point(fs::read_dir(&dir)),
+            MountPoint::Populated
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(mount_point(fs::read_dir(&dir)), MountPoint::Empty));
+        let denied = Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(matches!(mount_point(denied), MountPoint::Unreadable(_)));
     }
 }

@@ -75,6 +75,11 @@ pub enum BpfError {
     Cpus(&'static str, std::io::Error),
     #[error("eBPF program {name}: {}", short(source))]
     Program { name: String, source: ProgramError },
+    #[error(
+        "eBPF program {name}: out of file descriptors (ulimit -n is {limit}); \
+         raise it (ulimit -n 1024, or LimitNOFILE= in a unit)"
+    )]
+    OutOfFds { name: String, limit: u64 },
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -197,9 +202,17 @@ pub fn check_object() -> Result<(), BpfError> {
 /// ("floor_" prefix) with `floor`.
 fn attach(ebpf: &mut Ebpf, hook: Hook, floor: bool) -> Result<(), BpfError> {
     let name = format!("{}{}", if floor { "floor_" } else { "" }, hook.name());
-    let err = |source| BpfError::Program {
-        name: name.clone(),
-        source,
+    // aya reports a tracefs file it could not open as "tracefs not found",
+    // whatever the reason: where the reason is the fd limit, say so.
+    let err = |source| match out_of_fds() {
+        Some(limit) => BpfError::OutOfFds {
+            name: name.clone(),
+            limit,
+        },
+        None => BpfError::Program {
+            name: name.clone(),
+            source,
+        },
     };
     match hook {
         Hook::Raw(tracepoint) => {
@@ -268,6 +281,19 @@ where
     let map = ebpf.take_map(name).ok_or(BpfError::MissingMap(name))?;
     map.try_into()
         .map_err(|source| BpfError::Map { name, source })
+}
+
+/// The soft limit on open files, if this process has reached it (an open
+/// fails with EMFILE).
+fn out_of_fds() -> Option<u64> {
+    match fs::File::open("/dev/null") {
+        Err(err) if err.raw_os_error() == Some(libc::EMFILE) => {
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+        _ => None,
+    }
 }
 
 /// A one-line description of a program error: a verifier rejection carries the
