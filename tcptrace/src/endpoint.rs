@@ -7,6 +7,11 @@
 //! `MAX_CONNECTIONS` at once (more are closed at once, and counted), a
 //! request's headers must arrive within `HEADER_TIMEOUT` and fit in
 //! `MAX_HEADER_BYTES`, and a connection lives at most `CONNECTION_LIFETIME`.
+//!
+//! Bound to loopback, it answers only requests addressed to a loopback name
+//! (`Host: localhost`, `127.0.0.1`, `[::1]`, or none): a web page that a
+//! browser on this host runs cannot read it by rebinding its own name to
+//! 127.0.0.1 (DNS rebinding), since its requests carry that name.
 
 use std::{
     convert::Infallible,
@@ -23,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
-    header::{ALLOW, CONTENT_TYPE},
+    header::{ALLOW, CONTENT_TYPE, HOST},
     server::conn::http1,
     service::service_fn,
 };
@@ -122,6 +127,9 @@ pub fn spawn(listener: StdListener) -> Result<Served, EndpointError> {
 
 async fn accept(listener: TcpListener, tx: mpsc::Sender<Scrape>, counters: Arc<Counters>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|addr| addr.ip().is_loopback());
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -139,7 +147,7 @@ async fn accept(listener: TcpListener, tx: mpsc::Sender<Scrape>, counters: Arc<C
         };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, tx.clone()));
+            let service = service_fn(move |req| respond(req, tx.clone(), loopback));
             let mut builder = http1::Builder::new();
             // A client that shuts its side down once its request is sent
             // (simple scrapers and health checks do) still gets the answer:
@@ -167,6 +175,24 @@ async fn accept(listener: TcpListener, tx: mpsc::Sender<Scrape>, counters: Arc<C
     }
 }
 
+/// Whether a request's `Host` names this host's loopback: none (HTTP/1.0),
+/// `localhost` or a loopback address, with or without a port.
+fn loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        // "[::1]:9977"
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        // "127.0.0.1:9977", "localhost"
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
@@ -177,7 +203,14 @@ fn response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 async fn respond<B>(
     req: Request<B>,
     tx: mpsc::Sender<Scrape>,
+    loopback: bool,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if loopback && !loopback_host(req.headers().get(HOST).map(|h| h.to_str().unwrap_or("?"))) {
+        return Ok(response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this endpoint is on loopback: address it as localhost, 127.0.0.1 or [::1]\n",
+        ));
+    }
     if req.uri().path() != "/metrics" {
         return Ok(response(StatusCode::NOT_FOUND, "not found: try /metrics\n"));
     }
@@ -206,4 +239,36 @@ async fn respond<B>(
         hyper::header::HeaderValue::from_static(exposition::CONTENT_TYPE),
     );
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_address_a_loopback_endpoint() {
+        for host in [
+            None,
+            Some("localhost"),
+            Some("LOCALHOST:9977"),
+            Some("127.0.0.1"),
+            Some("127.0.0.1:9977"),
+            Some("127.1.2.3:80"),
+            Some("[::1]:9977"),
+            Some("[::1]"),
+        ] {
+            assert!(loopback_host(host), "{host:?}");
+        }
+        for host in [
+            Some("evil.example"),
+            Some("evil.example:9977"),
+            Some("localhost.evil.example"),
+            Some("10.0.0.1:9977"),
+            Some("[::2]:9977"),
+            Some(""),
+            Some("?"),
+        ] {
+            assert!(!loopback_host(host), "{host:?}");
+        }
+    }
 }

@@ -79,26 +79,37 @@ fn endpoint_under_abuse() {
     assert!(body.contains("tcptrace_build_info{version="), "{body}");
     let (status, head, body) = http(
         addr,
-        "HEAD /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!((status, body.as_str()), (200, ""), "{head}");
     assert_eq!(get(addr, "/").0, 404);
     assert_eq!(get(addr, "/metrics/x").0, 404);
     let (status, head, _) = http(
         addr,
-        "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 405, "{head}");
     assert!(
         head.to_ascii_lowercase().contains("allow: get, head"),
         "{head}"
     );
+    // Bound to loopback, it answers only loopback names: a page that
+    // rebinds its own name to 127.0.0.1 (DNS rebinding) gets nothing.
+    let (status, head, body) = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: evil.example:9977\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 421, "{head}");
+    assert!(!body.contains("tcptrace_"), "{body}");
+    let (status, ..) = http(addr, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200, "HTTP/1.0 without Host");
+
     // Half-closed clients: the request, then shutdown(SHUT_WR), then read to
     // EOF. Alone, and after 100 pipelined requests: every one answered.
     let half_closed = |requests: usize, version: &str| {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let one = format!("GET /metrics {version}\r\nHost: t\r\n\r\n");
+        let one = format!("GET /metrics {version}\r\nHost: localhost\r\n\r\n");
         s.write_all(one.repeat(requests).as_bytes()).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut all = Vec::new();

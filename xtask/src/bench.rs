@@ -314,7 +314,7 @@ struct Scraper {
 fn scrape(addr: std::net::SocketAddr) -> Result<String> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr)?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut answer = Vec::new();
     s.read_to_end(&mut answer)?;
     let answer = String::from_utf8(answer)?;

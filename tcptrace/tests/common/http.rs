@@ -47,7 +47,7 @@ pub(crate) fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
 pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     http(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     )
 }
 
