@@ -954,15 +954,11 @@ fn a_missing_kernel_feature_is_one_line_and_the_rest_works() {
     }
 }
 
-/// A full disk under the output file: one clear line, a non-zero exit.
-#[test]
-fn a_full_disk_is_one_line_and_a_failure() {
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
+/// Runs tcptrace with `stdout`, which cannot be written: it must end with
+/// one clear line naming the error, exit 1, no panic.
+fn an_output_failure_is_one_line(stdout: std::fs::File, error: &str) {
     let mut child = Command::new(BIN)
-        .stdout(out)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -972,10 +968,21 @@ fn a_full_disk_is_one_line_and_a_failure() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert_eq!(
-        last, "tcptrace: writing output failed: No space left on device (os error 28)",
+        last,
+        format!("tcptrace: writing output failed: {error}"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A full disk under the output file.
+#[test]
+fn a_full_disk_is_one_line_and_a_failure() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    an_output_failure_is_one_line(full, "No space left on device (os error 28)");
 }
 
 /// stdout open read-only (`exec 7<file; tcptrace >&7`): every write fails
@@ -984,20 +991,7 @@ fn a_full_disk_is_one_line_and_a_failure() {
 #[test]
 fn an_unwritable_stdout_is_one_line_and_a_failure() {
     let read_only = std::fs::File::open("/dev/null").unwrap();
-    let mut child = Command::new(BIN)
-        .stdout(read_only)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("tcptrace exits");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert_eq!(
-        last, "tcptrace: writing output failed: Bad file descriptor (os error 9)",
-        "{stderr}"
-    );
+    an_output_failure_is_one_line(read_only, "Bad file descriptor (os error 9)");
 }
 
 /// A daemon whose stderr cannot be written (a full disk, a journal pipe
