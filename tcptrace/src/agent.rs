@@ -36,7 +36,7 @@ pub enum AgentError {
 /// How the run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
-    /// SIGINT, SIGTERM or SIGHUP, or the end of `diagnose --for`: print the
+    /// SIGINT, SIGTERM, SIGHUP or SIGQUIT, or the end of `diagnose --for`: print the
     /// summary.
     Signal,
     /// The reader of stdout went away: exit quietly.
@@ -78,6 +78,10 @@ pub async fn run<W: io::Write>(
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     // A closed terminal or ssh session: end cleanly too, with the summary.
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+    // Ctrl-\ in a terminal: the user wants out, the summary is not lost.
+    let mut sigquit = signal(SignalKind::quit()).map_err(AgentError::Signals)?;
+    // A summary now, in any mode (the daemon's too), and tracing goes on.
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(AgentError::Signals)?;
     let mut drain_tick = interval(timing.drain_interval);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut counters_tick = interval(Duration::from_secs(1));
@@ -147,6 +151,9 @@ pub async fn run<W: io::Write>(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
+            _ = sigquit.recv() => break,
+            _ = sigusr1.recv() => drain(&mut rings, tracer, session, false)?
+                .and_then(|()| session.summary_asked(tracer.recursion_misses())),
         };
         if let Err(err) = result {
             return output_failed(err);

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
     agent::{self, AgentError, Ending, Timing},
-    cli::{self, Cli, Config},
+    cli::{self, Cli, Config, Rings},
     endpoint, features,
     findings::Severity,
-    host::snapshot,
+    host::{meminfo, netns, snapshot},
     kernel::loader::{self, Tracer},
     pipeline::{Pipeline, Settings},
     render::{
@@ -73,6 +73,17 @@ fn main() -> ExitCode {
         .format_target(false)
         .format_timestamp(None)
         .init();
+    let rings = match host_rings(&config) {
+        Ok(Ok(rings)) => rings,
+        Ok(Err(usage)) => {
+            say!("{usage}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            say!("{err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Bound before anything is attached: a port in use is bad usage too.
     let listener = match config.metrics.map(endpoint::bind).transpose() {
         Ok(listener) => listener,
@@ -81,7 +92,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&config, listener) {
+    match run(&config, rings, listener) {
         Ok(code) => code,
         Err(err) => {
             say!("{err:#}");
@@ -113,9 +124,21 @@ fn usage_error(err: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The rings this host's CPUs and memory allow for what was asked; a size
+/// the host cannot give is bad usage (the inner error).
+fn host_rings(config: &Config) -> anyhow::Result<Result<Rings, cli::ConfigError>> {
+    let cpus = loader::possible_cpus()?;
+    let mem = meminfo::read_mem_total().context("reading the host's memory")?;
+    Ok(config.rings(cpus, mem))
+}
+
 /// Runs tcptrace; the exit status on success (`diagnose` says with it
 /// whether anything is wrong).
-fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Result<ExitCode> {
+fn run(
+    config: &Config,
+    rings: Rings,
+    listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<ExitCode> {
     let kernel_filter = config.kernel_filter;
     loader::check_object()?;
     let features = features::probe(
@@ -139,10 +162,18 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
         .build()
         .context("starting the runtime")?;
     let _guard = runtime.enter();
-    let ring_bytes = config.ring_bytes(loader::possible_cpus()?);
-    let (mut tracer, rings) = Tracer::attach(&loader::Config {
-        ring_bytes,
-        wakeup_bytes: config.wakeup_bytes(ring_bytes),
+    // Big rings asked for: what they cost, before it is paid.
+    if rings.total_bytes > 256 << 20 {
+        say!(
+            "rings: {} of locked kernel memory in all, mapped twice into tcptrace (its RSS \
+             grows by about {}); allocating it takes a while",
+            cli::Size(rings.total_bytes),
+            cli::Size(2 * rings.total_bytes)
+        );
+    }
+    let (mut tracer, ring_maps) = Tracer::attach(&loader::Config {
+        ring_bytes: rings.ring_bytes,
+        wakeup_bytes: rings.wakeup_bytes,
         log_level: if config.verbose {
             aya_log::Level::Debug as u8
         } else {
@@ -180,6 +211,19 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
         "{} TCP sockets existed at start-up (before the kernel filter)",
         existing.sockets.len()
     );
+    // A namespace's inode is known only once it exists: one that none has
+    // is a typo, and would trace nothing.
+    let ip_names = netns::ip_netns_names(&["/run/netns", "/var/run/netns"]);
+    let unknown = config.filter.unknown_netns(|n| {
+        existing.namespaces.iter().any(|&(ns, _)| ns == n) || ip_names.contains_key(&n)
+    });
+    if let Some(first) = unknown.first() {
+        say!(
+            "--netns {first}: no network namespace has that inode (lsns -t net lists them, \
+             ls -L -i /run/netns/NAME gives one's)"
+        );
+        return Ok(ExitCode::from(2));
+    }
     session.seed(existing);
     if let (true, Some(ms)) = (timewait, longest_tw) {
         let counts: Vec<String> = session
@@ -232,7 +276,7 @@ fn run(config: &Config, listener: Option<std::net::TcpListener>) -> anyhow::Resu
     };
     let ending = runtime.block_on(agent::run(
         &mut tracer,
-        rings,
+        ring_maps,
         &mut session,
         &timing,
         served,

@@ -59,6 +59,15 @@ fn every_bad_value_is_one_line_and_exit_2() {
         (&["--ring-size", "3M"], "must be a power of two"),
         (&["--ring-size", "2G"], "must be a power of two"),
         (&["--wakeup", "5Q"], "is not a size"),
+        (&["--wakeup", "0"], "shorten --drain-interval"),
+        (
+            &["--ring-size", "4K", "--wakeup", "1G"],
+            "more than each ring holds",
+        ),
+        (&["--comm", &"x".repeat(100_000)], "15 bytes the kernel keeps"),
+        (&["--comm", "nginx,"], "empty command name"),
+        // Needs the host's namespaces: checked once attached.
+        (&["--netns", "7"], "no network namespace has that inode"),
         (&["--drain-interval", "0"], "--drain-interval"),
         (&["--max-sockets", "0"], "--max-sockets"),
         (&["--interval", "0"], "--interval"),
@@ -80,6 +89,9 @@ fn every_bad_value_is_one_line_and_exit_2() {
             &["--metrics", "192.0.2.1:9977"],
             "cannot serve metrics on 192.0.2.1:9977",
         ),
+        (&["--metrics", "224.0.0.1:9977"], "multicast or broadcast"),
+        (&["--metrics", "255.255.255.255:9977"], "multicast or broadcast"),
+        (&["--metrics", "[ff02::1]:9977"], "multicast or broadcast"),
         (&["--quiet"], "--metrics"),
         (
             &["--quiet", "--metrics", "0", "--json"],
@@ -105,6 +117,8 @@ fn every_bad_value_is_one_line_and_exit_2() {
             "{args:?}: one line, got {stderr:?}"
         );
         assert!(stderr.starts_with("tcptrace: "), "{args:?}: {stderr}");
+        // A line to read, whatever was given (a 100 000-byte --comm).
+        assert!(stderr.len() < 400, "{args:?}: {} bytes", stderr.len());
         assert!(
             stderr.contains(says),
             "{args:?} should say {says:?}: {stderr}"

@@ -16,6 +16,7 @@ use std::{
 };
 
 use common::*;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const HOLD: Duration = Duration::from_millis(50);
@@ -338,8 +339,9 @@ fn full_ring_buffer_counts_lost_events() {
         "--json",
         "--ring-size",
         "4K",
+        // As large as the ring: never woken early.
         "--wakeup",
-        "1G",
+        "4K",
         "--drain-interval",
         "3000",
     ]);
@@ -832,7 +834,7 @@ fn killed_hard_it_leaves_nothing_attached_and_starts_again() {
     let tracer = Tracer::start(&["--json"]);
     let ids = prog_ids_of(tracer.pid());
     assert!(ids.len() >= 8, "its programs: {ids:?}");
-    let finished = tracer.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    let finished = tracer.signal_and_wait(Signal::SIGKILL);
     assert!(!finished.status.success());
     // The kernel frees a program once its last reference (fd, link,
     // perf event) is gone: at once, bar an RCU grace period.
@@ -864,28 +866,72 @@ fn two_instances_each_see_every_transition() {
     }
 }
 
+/// A closed terminal (SIGHUP) and Ctrl-\\ (SIGQUIT) end tracing as Ctrl-C
+/// does, with the summary, nothing lost on the way out.
 #[test]
-fn sighup_ends_cleanly_with_the_summary() {
-    let tracer = Tracer::start(&["--json"]);
-    let (server, _) = client_closes_first("127.0.0.1:0", Duration::ZERO);
-    thread::sleep(Duration::from_millis(100));
-    let finished = tracer.signal_and_wait(nix::sys::signal::Signal::SIGHUP);
-    assert!(finished.status.success(), "{:?}", finished.stderr);
-    assert!(
-        finished
-            .stderr
+fn sighup_and_sigquit_end_cleanly_with_the_summary() {
+    for signal in [Signal::SIGHUP, Signal::SIGQUIT] {
+        let tracer = Tracer::start(&["--json"]);
+        let (server, _) = client_closes_first("127.0.0.1:0", Duration::ZERO);
+        thread::sleep(Duration::from_millis(100));
+        let finished = tracer.signal_and_wait(signal);
+        assert!(finished.status.success(), "{signal}: {:?}", finished.stderr);
+        assert!(
+            finished
+                .stderr
+                .iter()
+                .any(|l| l.contains(" transitions in ")),
+            "{signal}: {:?}",
+            finished.stderr
+        );
+        assert_eq!(finished.records("summary").len(), 1, "{signal}");
+        let records = since_start(finished.records("transition"));
+        assert_eq!(
+            touching(&records, &server).len(),
+            12,
+            "{signal}: nothing lost on the way out"
+        );
+    }
+}
+
+/// SIGUSR1: a summary now, in every mode (the daemon's too), and tracing
+/// goes on.
+#[test]
+fn sigusr1_prints_a_summary_now_and_tracing_goes_on() {
+    let summaries = |tracer: &Tracer| {
+        tracer
+            .stdout_so_far()
             .iter()
-            .any(|l| l.contains(" transitions in ")),
-        "{:?}",
-        finished.stderr
+            .filter(|l| l.contains(r#""type":"summary""#))
+            .count()
+    };
+    let usr1 = |tracer: &Tracer| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.pid() as i32), Signal::SIGUSR1)
+            .expect("signal tcptrace");
+    };
+    // The JSON summaries, then a connection after them: still traced.
+    let tracer = Tracer::start(&["--json", "--summary"]);
+    usr1(&tracer);
+    wait_for(|| summaries(&tracer) == 1, "a summary after SIGUSR1");
+    usr1(&tracer);
+    wait_for(|| summaries(&tracer) == 2, "another");
+    client_closes_first("127.0.0.1:0", Duration::ZERO);
+    let finished = tracer.stop_lossless();
+    let summary = finished.records("summary");
+    assert_eq!(summary.len(), 3, "two asked for and the final one");
+    assert!(
+        summary[2]["transitions"].as_u64().unwrap() >= 10,
+        "the connection after them was traced: {}",
+        summary[2]
     );
-    assert_eq!(finished.records("summary").len(), 1);
-    let records = since_start(finished.records("transition"));
-    assert_eq!(
-        touching(&records, &server).len(),
-        12,
-        "nothing lost on the way out"
-    );
+    // The daemon prints nothing on stdout, except what is asked for.
+    let daemon = Tracer::start(&["--quiet", "--metrics", "127.0.0.1:0"]);
+    thread::sleep(Duration::from_millis(300));
+    assert!(daemon.stdout_so_far().is_empty());
+    usr1(&daemon);
+    wait_for(|| !daemon.stdout_so_far().is_empty(), "a summary from the daemon");
+    let finished = daemon.stop();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
 }
 
 #[test]
@@ -1016,7 +1062,7 @@ fn an_unwritable_stderr_does_not_stop_tracing() {
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
+        Signal::SIGINT,
     )
     .unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("tcptrace exits");

@@ -65,7 +65,7 @@ pub struct Cli {
     pub pid: Vec<u32>,
 
     /// Only sockets owned by processes with these command names (exact, as in
-    /// /proc/PID/comm).
+    /// /proc/PID/comm: at most 15 characters).
     #[arg(
         global = true,
         short,
@@ -121,11 +121,13 @@ pub struct Cli {
     /// Size of each CPU's kernel ring buffer that carries transitions to
     /// tcptrace (a power of two: 64K, 4M, 16M...) [default: 32M shared out
     /// among the CPUs, from 1M to 16M each]. Raise it if records are lost.
+    /// All of them together may take at most a quarter of the host's memory.
     #[arg(global = true, long, value_name = "SIZE", value_parser = parse_ring_size, help_heading = "Tuning")]
     pub ring_size: Option<u32>,
 
     /// Wake tcptrace as soon as this much data is pending in one CPU's ring
-    /// buffer [default: a quarter of --ring-size; 1M with the default rings]. Below it, tcptrace reads every
+    /// buffer [default: a quarter of --ring-size; 1M with the default rings],
+    /// from 4K to --ring-size. Below it, tcptrace reads every
     /// --drain-interval: one wake-up per transition would cost the host more
     /// than the tracing itself.
     #[arg(global = true, long, value_name = "SIZE", value_parser = parse_size, help_heading = "Tuning")]
@@ -226,7 +228,19 @@ fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
-    text.parse::<SocketAddr>().map_err(|_| bad())
+    let addr = text.parse::<SocketAddr>().map_err(|_| bad())?;
+    // Linux lets a TCP socket bind them, and then nobody can connect.
+    let group = match addr.ip() {
+        IpAddr::V4(ip) => ip.is_multicast() || ip.is_broadcast(),
+        IpAddr::V6(ip) => ip.is_multicast(),
+    };
+    match group {
+        true => Err(format!(
+            "`{text}` is a multicast or broadcast address: serve on one of this host's addresses, \
+             127.0.0.1 or 0.0.0.0"
+        )),
+        false => Ok(addr),
+    }
 }
 
 /// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
@@ -339,6 +353,16 @@ mod tests {
             ":9977",
         ] {
             assert!(parse_metrics_addr(bad).is_err(), "{bad}");
+        }
+        // Linux lets TCP bind them; nobody could connect.
+        for group in [
+            "224.0.0.1:9977",
+            "239.1.2.3:1",
+            "255.255.255.255:9977",
+            "[ff02::1]:9977",
+        ] {
+            let err = parse_metrics_addr(group).unwrap_err();
+            assert!(err.contains("multicast or broadcast"), "{group}: {err}");
         }
         let err = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().to_string();
         assert!(err(&["tcptrace", "--quiet"]).contains("--metrics"));

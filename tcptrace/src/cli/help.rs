@@ -88,6 +88,8 @@ EXAMPLES
                                       a daemon: metrics for every host's Prometheus,
                                       nothing on stdout, one line on stderr per problem
 
-Ctrl-C (or SIGTERM) stops tracing and prints a summary on stderr: transitions
-seen, transitions lost because the ring buffer was full, run time. Losses are
-also reported live. Closing stdout (tcptrace | head) ends tcptrace quietly.";
+Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT) stops tracing, prints the final summary
+and a line on stderr: transitions seen, transitions lost because the ring
+buffer was full, run time. Losses are also reported live. SIGUSR1 prints a
+summary now and tracing goes on. Closing stdout (tcptrace | head) ends
+tcptrace quietly.";

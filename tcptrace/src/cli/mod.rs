@@ -8,7 +8,7 @@ mod help;
 use std::io;
 
 pub use args::{Cli, Command, Generate, parse_size};
-pub use config::{Config, ConfigError, Output};
+pub use config::{Config, ConfigError, Output, Rings, Size};
 
 /// Exit status of `tcptrace diagnose` with a warning-level finding.
 pub const EXIT_WARNING: u8 = 3;

@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod kallsyms;
 pub mod kconfig;
+pub mod meminfo;
 pub mod netns;
 pub mod netstat;
 pub mod preflight;

@@ -38,6 +38,12 @@ fn matches(nets: &[IpNet], ip: IpAddr) -> bool {
 }
 
 impl Filter {
+    /// The `--netns` inodes that none of the namespaces `present` has: a
+    /// namespace's inode is only known once it exists, so these are typos.
+    pub fn unknown_netns(&self, present: impl Fn(u32) -> bool) -> Vec<u32> {
+        self.netns.iter().copied().filter(|&n| !present(n)).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pids.is_empty()
             && self.comms.is_empty()
@@ -113,6 +119,17 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn namespaces_asked_for_that_do_not_exist() {
+        let filter = Filter {
+            netns: vec![4_026_531_840, 7, 4_026_532_001],
+            ..Filter::default()
+        };
+        let present = |n| n >= 4_026_531_840;
+        assert_eq!(filter.unknown_netns(present), vec![7]);
+        assert!(Filter::default().unknown_netns(|_| false).is_empty());
     }
 
     #[test]

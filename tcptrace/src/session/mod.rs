@@ -347,9 +347,15 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
 
     /// Prints a summary of everything since start (not in daemon mode).
     pub fn summary(&mut self, recursion_misses: u64) -> io::Result<()> {
-        if self.quiet {
-            return Ok(());
+        match self.quiet {
+            true => Ok(()),
+            false => self.summary_asked(recursion_misses),
         }
+    }
+
+    /// Prints a summary of everything since start, in any mode: SIGUSR1
+    /// asks for one.
+    pub fn summary_asked(&mut self, recursion_misses: u64) -> io::Result<()> {
         let want = Want {
             rows: PORTS_ROWS,
             summary: true,

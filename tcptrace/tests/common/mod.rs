@@ -203,6 +203,15 @@ pub(crate) fn prog_exists(id: u32) -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
+/// Waits up to 10 s for `done`, polling; fails the test saying `what`.
+pub(crate) fn wait_for(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
