@@ -11,7 +11,7 @@ use crate::{
     host::{
         btf::{self, Btf, BtfError},
         kallsyms, kconfig,
-        preflight::{self, PreflightError},
+        preflight::{self, Mounted, PreflightError},
     },
     kernel::loader::TIMEWAIT_PROGRAMS,
 };
@@ -83,11 +83,17 @@ pub fn probe(
         }
     };
     let tracefs = preflight::ensure_tracefs()?;
-    if tracefs.mounted_by_us {
-        notice(&format!(
+    match tracefs.mounted {
+        Mounted::No => {}
+        Mounted::WasMissing => notice(&format!(
             "tracefs was not mounted; mounted it on {} (left mounted)",
             tracefs.path.display()
-        ));
+        )),
+        Mounted::OverUnreadable => notice(&format!(
+            "tracefs could not be read; mounted it again on {} over what was there \
+             (left mounted)",
+            tracefs.path.display()
+        )),
     }
     preflight::check_tracepoints(&tracefs.path)?;
     let timewait = match (no_timewait, &btf) {

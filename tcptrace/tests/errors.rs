@@ -170,6 +170,27 @@ fn an_unreadable_tracefs_is_named_as_such() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// The same unreadable tracefs with CAP_SYS_ADMIN: mounted again over it,
+/// and said so as such (it was mounted, not missing).
+#[test]
+fn tracefs_mounted_again_over_an_unreadable_one_is_said_as_such() {
+    let drop = "-dac_read_search,-dac_override";
+    let script = format!(
+        "mount -t tmpfs -o mode=0700,uid=65534 none /sys/kernel/tracing && \
+         touch /sys/kernel/tracing/events && \
+         exec setpriv --inh-caps={drop} --bounding-set={drop} {BIN} diagnose --for 1"
+    );
+    let (code, stderr) = run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    assert!(matches!(code, 0 | 3 | 4), "{stderr}");
+    assert!(
+        stderr.contains(
+            "tracefs could not be read; mounted it again on /sys/kernel/tracing over what was there"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not mounted"), "{stderr}");
+}
+
 /// Out of file descriptors: the error names the limit, not tracefs.
 #[test]
 fn too_few_file_descriptors_is_named_as_such() {

@@ -85,7 +85,19 @@ pub fn check_btf(path: &Path) -> Result<(), PreflightError> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Tracefs {
     pub path: PathBuf,
-    pub mounted_by_us: bool,
+    pub mounted: Mounted,
+}
+
+/// Whether tcptrace mounted tracefs, and over what.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mounted {
+    /// It was there, readable.
+    No,
+    /// Nothing was mounted there.
+    WasMissing,
+    /// Over a mount this process could not read (mode 0700 without
+    /// CAP_DAC_READ_SEARCH, or another file system).
+    OverUnreadable,
 }
 
 /// What is at a tracefs mount point.
@@ -121,7 +133,7 @@ pub fn ensure_tracefs() -> Result<Tracefs, PreflightError> {
             MountPoint::Populated => {
                 return Ok(Tracefs {
                     path: path.into(),
-                    mounted_by_us: false,
+                    mounted: Mounted::No,
                 });
             }
             MountPoint::Unreadable(err) => {
@@ -140,7 +152,7 @@ pub fn ensure_tracefs() -> Result<Tracefs, PreflightError> {
             | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|mount| match unreadable {
+    .map_err(|mount| match unreadable.take() {
         // Not "not mounted": there, but unreadable.
         Some((path, err)) => PreflightError::TracefsUnreadable { path, err, mount },
         None => PreflightError::TracefsMount {
@@ -150,7 +162,10 @@ pub fn ensure_tracefs() -> Result<Tracefs, PreflightError> {
     })?;
     Ok(Tracefs {
         path,
-        mounted_by_us: true,
+        mounted: match unreadable {
+            Some(_) => Mounted::OverUnreadable,
+            None => Mounted::WasMissing,
+        },
     })
 }
 
