@@ -13,7 +13,7 @@ use tcptrace::{
     cli::{self, Cli, Config, Rings},
     endpoint, features,
     findings::Severity,
-    host::{meminfo, netns, snapshot},
+    host::{meminfo, netns, privileges, snapshot},
     kernel::loader::{self, Tracer},
     pipeline::{Pipeline, Settings},
     render::{
@@ -140,6 +140,8 @@ fn run(
     listener: Option<std::net::TcpListener>,
 ) -> anyhow::Result<ExitCode> {
     let kernel_filter = config.kernel_filter;
+    // Before any thread exists: the flag is per thread, and inherited.
+    privileges::no_new_privs()?;
     loader::check_object()?;
     let features = features::probe(
         config.no_timewait,
@@ -193,8 +195,12 @@ fn run(
         hz: features.hz,
         records: config.live,
     });
-    let out =
-        Output::spawn(Sizes::for_stdout(), Stdout::open).context("starting the output thread")?;
+    // The writer thread writes to what it is given, and needs no privilege.
+    let out = Output::spawn(Sizes::for_stdout(), || match privileges::keep_only(&[]) {
+        Ok(()) => Stdout::open(),
+        Err(err) => Stdout::failed(io::Error::other(err)),
+    })
+    .context("starting the output thread")?;
     let mut session = Session::new(pipeline, printer, out, timewait);
     session.limit_metrics(config.metrics_limits);
     if config.quiet {
@@ -225,6 +231,10 @@ fn run(
         return Ok(ExitCode::from(2));
     }
     session.seed(existing);
+    // Attached, mapped and seeded: from here on, only what the loop needs
+    // (the main thread is the only one with privileges left, and the
+    // namespace readers it starts inherit its set).
+    privileges::keep_only_needed()?;
     if let (true, Some(ms)) = (timewait, longest_tw) {
         let counts: Vec<String> = session
             .timewait_counts()

@@ -387,6 +387,152 @@ fn service_capabilities_suffice() {
     assert!(said.contains("CAP_BPF"), "{said}");
 }
 
+/// The capabilities the README lists, from its "Privileges" section.
+fn readme_capabilities() -> Vec<caps::Capability> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("\n## Privileges\n")
+        .nth(1)
+        .expect("README has a Privileges section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `CAP_"))
+        .map(|l| {
+            let name = format!("CAP_{}", l.split('`').next().unwrap());
+            name.parse().unwrap_or_else(|_| panic!("{name}"))
+        })
+        .collect()
+}
+
+/// One `Name:` line of a /proc status file, as a bit set.
+fn status_mask(status: &str, field: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// Once attached, tcptrace keeps only the capabilities the README lists
+/// (its writer thread none), with no_new_privs; and with them it still
+/// does what it did with all: the owner of a socket older than it, a
+/// namespace's counters, sysctls and listeners, and all of that for a
+/// namespace that appears later, whose sockets belong to a user other
+/// than root.
+fn least_privilege_after_start_up() {
+    let port = 8400;
+    let addr = format!("{SERVER_IP}:{port}");
+    let before = Net::new("priva");
+    let mut old = Peer::spawn(&before.server, "tt-priv-a", "hold", "-", &addr);
+    old.expect("ready");
+    let tracer = Tracer::start(&[
+        "--summary",
+        "--json",
+        "--metrics",
+        "127.0.0.1:0",
+        "--lport",
+        &port.to_string(),
+    ]);
+    let pid = tracer.pid();
+
+    // The privileges, thread by thread.
+    let kept = readme_capabilities();
+    assert!(!kept.is_empty());
+    let want = kept.iter().fold(0u64, |m, c| m | c.bitmask());
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).unwrap())
+        .collect();
+    assert!(tasks.len() >= 2, "the loop and the writer");
+    for status in &tasks {
+        let main = status.contains("Name:\ttcptrace\n");
+        let expected = if main { want } else { 0 };
+        for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            assert_eq!(
+                status_mask(status, field),
+                expected,
+                "{field} of a {} thread, README lists {kept:?}:\n{status}",
+                if main { "main" } else { "other" }
+            );
+        }
+        for field in ["CapInh:", "CapAmb:"] {
+            assert_eq!(status_mask(status, field), 0, "{field}:\n{status}");
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+
+    // A namespace that appears later, its sockets not root's.
+    let after = Net::new("privb");
+    let mut new = Peer::spawn(&after.server, "tt-priv-b", "hold", "-", &addr);
+    new.expect("ready");
+    let metrics = endpoint(&tracer);
+    for (net, comm) in [(&before, "tt-priv-a"), (&after, "tt-priv-b")] {
+        let labels = format!(r#"netns="{}",netns_name="{}""#, net.server_ino, net.server);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let series = [
+            format!(r#"tcptrace_sockets{{{labels},state="close_wait"}}"#),
+            format!(r#"tcptrace_listener_accept_queue_limit{{{labels},listener="{addr}"}}"#),
+            format!("tcptrace_sysctl_net_core_somaxconn{{{labels}}}"),
+            format!("tcptrace_netstat_Tcp_PassiveOpens{{{labels}}}"),
+        ];
+        loop {
+            let (_, _, text) = get(metrics, "/metrics");
+            let missing: Vec<&String> =
+                series.iter().filter(|s| sample(&text, s).is_none()).collect();
+            if missing.is_empty() {
+                assert_eq!(sample(&text, &series[0]), Some(1.0), "{comm}: {text}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{comm}: missing {missing:?}\n{text}"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // The socket older than tcptrace has its owner (the snapshot's walk of
+    // /proc/PID/fd, as nobody's).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary = loop {
+        if let Some(line) = tracer.stdout_so_far().into_iter().next() {
+            break serde_json::from_str::<Value>(&line).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no summary after SIGUSR1");
+        thread::sleep(Duration::from_millis(50));
+    };
+    let close_wait = summary["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["state"] == "CLOSE_WAIT")
+        .unwrap_or_else(|| panic!("{}", summary["open"]));
+    assert_eq!(close_wait["count"], 2, "{close_wait}");
+    let oldest = &close_wait["oldest"];
+    assert_eq!(oldest["comm"], "tt-priv-a", "{oldest}");
+    assert_eq!(oldest["pid"], old.pid(), "{oldest}");
+
+    let finished = tracer.stop();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    for line in &finished.stderr {
+        let lower = line.to_ascii_lowercase();
+        assert!(
+            ["denied", "not permitted", "cannot", "unavailable"]
+                .iter()
+                .all(|bad| !lower.contains(bad)),
+            "with the privileges kept: {line}"
+        );
+    }
+    old.tell("exit");
+    new.tell("exit");
+}
+
 /// A CLOSE_WAIT older than tcptrace (the leak an SRE restarts the daemon
 /// in the middle of) is counted, its age at least the time since start-up.
 fn close_wait_older_than_tcptrace_is_counted() {
@@ -668,11 +814,24 @@ fn prometheus_scrapes_a_scenario() {
 
 /// The peers' side: `server echo ADDR` accepts and closes after its
 /// client; `client N/R ADDR` makes N connections it closes first and R
-/// connects to a port nobody listens on, then waits for "exit".
+/// connects to a port nobody listens on, then waits for "exit"; `hold -
+/// ADDR`, as user nobody, listens, connects to itself and closes that end,
+/// leaving the accepted one in CLOSE_WAIT until "exit".
 fn peer(args: &[String]) -> ! {
     let (role, mode, addr) = become_peer(args);
     let mut stdin = BufReader::new(std::io::stdin());
     match role {
+        "hold" => {
+            let nobody = nix::unistd::Uid::from_raw(65534);
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).unwrap();
+            nix::unistd::setuid(nobody).unwrap();
+            let listener = TcpListener::bind(addr).unwrap();
+            drop(TcpStream::connect(addr).unwrap());
+            let (_accepted, _) = listener.accept().unwrap();
+            println!("ready");
+            let mut line = String::new();
+            let _ = stdin.read_line(&mut line);
+        }
         "server" => {
             let listener = TcpListener::bind(addr).unwrap();
             listener.set_nonblocking(true).unwrap();
@@ -729,6 +888,10 @@ fn main() {
                 close_wait_older_than_tcptrace_is_counted,
             ),
             ("service_capabilities_suffice", service_capabilities_suffice),
+            (
+                "least_privilege_after_start_up",
+                least_privilege_after_start_up,
+            ),
             ("endpoint_under_abuse", endpoint_under_abuse),
             (
                 "port_in_use_is_one_line_and_exit_2",

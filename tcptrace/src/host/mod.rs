@@ -10,6 +10,7 @@ pub mod meminfo;
 pub mod netns;
 pub mod netstat;
 pub mod preflight;
+pub mod privileges;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod sysctl;

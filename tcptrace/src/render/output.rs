@@ -69,6 +69,12 @@ impl Stdout {
         Self(io::stdout().as_fd().try_clone_to_owned().map(File::from))
     }
 
+    /// One whose every write fails with `err`: what the writer thread
+    /// could not prepare is said at the first write, not lost.
+    pub fn failed(err: io::Error) -> Self {
+        Self(Err(err))
+    }
+
     fn file(&mut self) -> io::Result<&mut File> {
         self.0
             .as_mut()
