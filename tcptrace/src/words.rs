@@ -10,7 +10,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use crate::model::Comm;
+use crate::model::{Comm, Pids};
 
 /// Appends an address: IPv4 by hand (the live log formats two endpoints per
 /// line, and `Ipv4Addr`'s Display goes through the whole formatting
@@ -67,14 +67,53 @@ pub fn process(key: &Option<(u32, Comm)>, unknown: &str) -> String {
     }
 }
 
-/// The owners of a destination, "nginx[812], nginx[813]", joined by `sep`;
-/// `unknown` when there are none.
-pub fn owners(owners: &[(u32, String)], sep: &str, unknown: &str) -> String {
+/// A service by its program and processes: "nginx[812]" where it is one
+/// process, "nginx (5 processes: 812, 813, 814, 815, ...)" where several,
+/// "256+" when more than were counted.
+pub fn service(comm: &Comm, pids: &Pids) -> String {
+    let name = comm.as_str();
+    if let Some(pid) = pids.single() {
+        return format!("{name}[{pid}]");
+    }
+    if pids.count() == 0 {
+        return name.into_owned();
+    }
+    let mut examples: Vec<String> = pids.examples().iter().map(u32::to_string).collect();
+    if pids.capped() || pids.count() > examples.len() {
+        examples.push("...".into());
+    }
+    let plus = if pids.capped() { "+" } else { "" };
+    format!(
+        "{name} ({}{plus} processes: {})",
+        pids.count(),
+        examples.join(", ")
+    )
+}
+
+/// A service in a table's few columns: "nginx[812]", "nginx[812,813]",
+/// "nginx[812,813,814,815 of 88]", "postgres[... of 256+]".
+pub fn service_short(comm: &Comm, pids: &Pids) -> String {
+    let examples: Vec<String> = pids.examples().iter().map(u32::to_string).collect();
+    let of = match (pids.capped(), pids.count() > examples.len()) {
+        (true, _) => format!(" of {}+", pids.count()),
+        (false, true) => format!(" of {}", pids.count()),
+        (false, false) => String::new(),
+    };
+    format!("{}[{}{of}]", comm.as_str(), examples.join(","))
+}
+
+/// The services of a destination, "nginx (4 processes: ...)" or
+/// "nginx[812,813]" in a table (`short`), joined by `sep`; `unknown` when
+/// there are none.
+pub fn owners(owners: &[(Comm, Pids)], short: bool, sep: &str, unknown: &str) -> String {
     match owners {
         [] => unknown.into(),
         owners => owners
             .iter()
-            .map(|(pid, comm)| format!("{comm}[{pid}]"))
+            .map(|(comm, pids)| match short {
+                true => service_short(comm, pids),
+                false => service(comm, pids),
+            })
             .collect::<Vec<_>>()
             .join(sep),
     }
@@ -91,6 +130,32 @@ pub fn netns_label(netns: u32, name: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_by_name_and_processes() {
+        let nginx = Comm::from_name("nginx");
+        let mut pids = Pids::default();
+        assert_eq!(service(&nginx, &pids), "nginx");
+        pids.add(812);
+        assert_eq!(service(&nginx, &pids), "nginx[812]");
+        pids.add(813);
+        assert_eq!(service(&nginx, &pids), "nginx (2 processes: 812, 813)");
+        for pid in 814..900 {
+            pids.add(pid);
+        }
+        assert_eq!(
+            service(&nginx, &pids),
+            "nginx (88 processes: 812, 813, 814, 815, ...)"
+        );
+        for pid in 1000..2000 {
+            pids.add(pid);
+        }
+        assert!(service(&nginx, &pids).starts_with("nginx (256+ processes: 812,"));
+        assert_eq!(service_short(&nginx, &pids), "nginx[812,813,814,815 of 256+]");
+        let mut one = Pids::default();
+        one.add(7);
+        assert_eq!(service_short(&nginx, &one), "nginx[7]");
+    }
 
     fn endpoint(s: &str) -> String {
         let mut out = String::new();

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Comm, Open, TcpState};
+use crate::model::{Comm, Open, Pids, TcpState};
 
 /// Open connections in one state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,12 +99,16 @@ pub fn sockets_by_netns<'a>(
     rows.into_values().collect()
 }
 
-/// Connections in CLOSE_WAIT of one owner in one namespace: a pile that
-/// grows when an application does not close after its peers did.
+/// Connections in CLOSE_WAIT of one service (or of owners unknown, in one
+/// namespace): a pile that grows when an application does not close after
+/// its peers did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pile {
     pub netns: u32,
-    pub owner: Option<(u32, Comm)>,
+    /// The service's program; `None`: owners unknown.
+    pub comm: Option<Comm>,
+    /// The processes holding them.
+    pub pids: Pids,
     pub count: u64,
     /// How long the oldest has been in CLOSE_WAIT; for those found in it at
     /// start-up, at least since then (0 if neither is known).
@@ -114,26 +118,26 @@ pub struct Pile {
     pub peers: Vec<(SocketAddr, u64)>,
 }
 
-/// Groups the connections in CLOSE_WAIT by namespace and owner, largest
-/// pile first. `existing_since_ns`: when those of unknown age (found at
+/// Groups the connections in CLOSE_WAIT by service, largest pile first. `existing_since_ns`: when those of unknown age (found at
 /// start-up) were known to exist, so that their age counts from then.
 pub fn close_wait_piles<'a>(
     open: impl Iterator<Item = Open<'a>>,
     now_ns: u64,
     existing_since_ns: Option<u64>,
 ) -> Vec<Pile> {
-    type Key = (u32, Option<(u32, Comm)>);
+    type Key = (u32, Option<Comm>);
     let mut piles: std::collections::HashMap<
         Key,
         (Pile, std::collections::HashMap<SocketAddr, u64>),
     > = std::collections::HashMap::new();
     for o in open.filter(|o| o.state == TcpState::CloseWait) {
-        let owner = o.owner.map(|t| (t.pid, t.comm));
-        let (pile, peers) = piles.entry((o.netns, owner)).or_insert_with(|| {
+        let comm = o.owner.map(|t| t.comm);
+        let (pile, peers) = piles.entry((o.netns, comm)).or_insert_with(|| {
             (
                 Pile {
                     netns: o.netns,
-                    owner,
+                    comm,
+                    pids: Pids::default(),
                     count: 0,
                     oldest_age_s: 0.0,
                     peers: Vec::new(),
@@ -142,6 +146,9 @@ pub fn close_wait_piles<'a>(
             )
         });
         pile.count += 1;
+        if let Some(owner) = o.owner {
+            pile.pids.add(owner.pid);
+        }
         if let Some(age) = age_ns(&o, now_ns, existing_since_ns) {
             pile.oldest_age_s = pile.oldest_age_s.max(age as f64 / 1e9);
         }
@@ -238,8 +245,9 @@ mod tests {
     }
 
     #[test]
-    fn close_wait_piles_by_owner_with_age_and_peers() {
-        let (app, other) = (task(7, "app"), task(8, "other"));
+    fn close_wait_piles_by_service_with_age_and_peers() {
+        // Two processes of one program: one pile.
+        let (app, worker, other) = (task(7, "app"), task(9, "app"), task(8, "other"));
         let open = |owner, remote: &str, since: Option<u64>| Open {
             state: TcpState::CloseWait,
             since_ns: since,
@@ -252,12 +260,14 @@ mod tests {
         let all = [
             open(Some(&app), "10.0.0.3:5000", Some(1_000_000_000)),
             open(Some(&app), "10.0.0.3:5001", Some(40_000_000_000)),
-            open(Some(&app), "10.0.0.4:5000", None),
+            open(Some(&worker), "10.0.0.4:5000", None),
             open(Some(&other), "10.0.0.5:5000", Some(49_000_000_000)),
         ];
         let piles = close_wait_piles(all.into_iter(), 50_000_000_000, None);
         assert_eq!(piles.len(), 2);
-        assert_eq!((piles[0].count, piles[0].owner.unwrap().0), (3, 7));
+        assert_eq!(piles[0].count, 3);
+        assert_eq!(piles[0].comm.unwrap().as_str(), "app");
+        assert_eq!(piles[0].pids.examples(), [7, 9]);
         assert_eq!(piles[0].oldest_age_s, 49.0);
         assert_eq!(piles[0].peers[0], ("10.0.0.3:0".parse().unwrap(), 2));
         assert_eq!(piles[1].oldest_age_s, 1.0);

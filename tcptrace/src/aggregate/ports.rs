@@ -12,7 +12,10 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     aggregate::{exhaustion, stats::VerdictCounts},
-    model::{Closed, Fact, Role, Sink, Sysctls, TcpState, TimeInState, TwEnd, TwNote, Verdict},
+    model::{
+        Closed, Comm, Fact, Pids, Role, Sink, Sysctls, TcpState, TimeInState, TwEnd, TwNote,
+        Verdict,
+    },
 };
 
 /// Destinations told apart; connections toward others are pooled.
@@ -22,6 +25,7 @@ pub const MAX_DESTINATIONS: usize = 4096;
 pub const WINDOW_S: u64 = 10;
 
 /// Owners remembered per destination.
+/// Services kept per destination as its owners.
 const MAX_OWNERS: usize = 4;
 
 /// A destination this host connects to: what one ephemeral port range is
@@ -114,7 +118,7 @@ struct Counts {
     lifetime: Mean,
     tw_expired: Mean,
     tw_reused: Mean,
-    owners: Vec<(u32, String)>,
+    owners: Vec<(Comm, Pids)>,
     /// Ports held at the last samples, (second, held), oldest first.
     held: Vec<(u64, u64)>,
 }
@@ -178,8 +182,9 @@ impl TimewaitHold {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DestReport {
     pub dest: Dest,
-    /// Processes seen connecting to it (at most a few): (pid, comm).
-    pub owners: Vec<(u32, String)>,
+    /// Services seen connecting to it (at most a few), in its namespace:
+    /// (program, its processes).
+    pub owners: Vec<(Comm, Pids)>,
     pub held: Held,
     /// `None` where the namespace's port range is unknown.
     pub capacity: Option<u32>,
@@ -327,13 +332,17 @@ impl Ports {
         if let Some(ns) = c.lifetime_ns {
             counts.lifetime.add(ns);
         }
-        if let Some(owner) = c.owner
-            && counts.owners.len() < MAX_OWNERS
-            && !counts.owners.iter().any(|(pid, _)| *pid == owner.pid)
-        {
-            counts
-                .owners
-                .push((owner.pid, owner.comm.as_str().into_owned()));
+        if let Some(owner) = c.owner {
+            let known = counts.owners.iter().position(|(c, _)| *c == owner.comm);
+            match known {
+                Some(i) => counts.owners[i].1.add(owner.pid),
+                None if counts.owners.len() < MAX_OWNERS => {
+                    let mut pids = Pids::default();
+                    pids.add(owner.pid);
+                    counts.owners.push((owner.comm, pids));
+                }
+                None => {}
+            }
         }
     }
 

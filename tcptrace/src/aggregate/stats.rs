@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use crate::{
     aggregate::distribution::{Distribution, cumulative},
     model::{
-        BindFailure, Closed, Comm, Fact, Role, Sink, TcpState, TimeInState, Transition, TwEnd,
+        BindFailure, Closed, Comm, Fact, Pids, Role, Service, Sink, TcpState, TimeInState, Transition, TwEnd,
         TwNote, Verdict, state::positions,
     },
 };
@@ -54,6 +54,16 @@ pub type VerdictCounts = [u64; Verdict::ALL.len()];
 /// A process as a table key: `None` when the owner is unknown.
 pub type ProcessKey = Option<(u32, Comm)>;
 
+/// A service as a table key: `None` when the owner is unknown.
+pub type ServiceKey = Option<Service>;
+
+/// The connections of one service that closed, and its processes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounts {
+    pub verdicts: VerdictCounts,
+    pub pids: Pids,
+}
+
 pub struct Stats {
     histograms: Vec<Histogram<u64>>,
     /// Exact maxima (the histograms keep 2 significant digits: 1% error, and
@@ -66,6 +76,8 @@ pub struct Stats {
     /// Connections closed, by role (`Role::index`) and verdict.
     pub by_role: [VerdictCounts; Role::ALL.len()],
     pub by_process: HashMap<ProcessKey, VerdictCounts>,
+    /// The same by service: what the findings judge.
+    pub by_service: HashMap<ServiceKey, ServiceCounts>,
     /// Active connections, by the endpoint they connected to.
     pub by_remote: HashMap<Option<SocketAddr>, VerdictCounts>,
     /// Passive connections, by the local port they were accepted on.
@@ -148,6 +160,7 @@ impl Stats {
             transitions: [[0; TcpState::COUNT]; TcpState::COUNT],
             by_role: [VerdictCounts::default(); Role::ALL.len()],
             by_process: HashMap::default(),
+            by_service: HashMap::default(),
             by_remote: HashMap::default(),
             by_listen_port: HashMap::default(),
             tw_ends: [0; TwEnd::ALL.len()],
@@ -240,6 +253,15 @@ impl Stats {
             c.owner.map(|o| (o.pid, o.comm)),
             c.verdict,
         );
+        let mut key = c.owner.map(|o| Service::of(c.netns, &o));
+        if self.by_service.len() >= MAX_KEYS && !self.by_service.contains_key(&key) {
+            key = None;
+        }
+        let service = self.by_service.entry(key).or_default();
+        service.verdicts[c.verdict.index()] += 1;
+        if let Some(owner) = c.owner {
+            service.pids.add(owner.pid);
+        }
         match c.role {
             Role::Active => count(&mut self.by_remote, Some(c.remote), c.verdict),
             Role::Passive => count(&mut self.by_listen_port, Some(c.local.port()), c.verdict),
@@ -318,6 +340,20 @@ impl Sink for Stats {
 
 /// Table rows sorted by the side that accumulates TIME_WAIT (most `local`
 /// first), then by total.
+/// The services, most `local` first, then most in all, as `sorted_rows`.
+pub fn service_rows(table: &HashMap<ServiceKey, ServiceCounts>) -> Vec<(ServiceKey, ServiceCounts)> {
+    let mut rows: Vec<(ServiceKey, ServiceCounts)> =
+        table.iter().map(|(k, v)| (*k, v.clone())).collect();
+    rows.sort_by_key(|(key, c)| {
+        let v = &c.verdicts;
+        (
+            std::cmp::Reverse((v[Verdict::Local.index()], v.iter().sum::<u64>())),
+            *key,
+        )
+    });
+    rows
+}
+
 pub fn sorted_rows<K: Clone>(
     table: &HashMap<K, VerdictCounts>,
     limit: usize,

@@ -9,12 +9,15 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use crate::aggregate::{
-    listeners::Queue,
-    netns::NetnsReport,
-    open::Pile,
-    ports::DestReport,
-    stats::{BindRow, ProcessKey, VerdictCounts},
+use crate::{
+    aggregate::{
+        listeners::Queue,
+        netns::NetnsReport,
+        open::Pile,
+        ports::DestReport,
+        stats::{BindRow, ProcessKey, ServiceCounts, ServiceKey},
+    },
+    model::{Comm, Pids},
 };
 
 pub use rules::THRESHOLDS;
@@ -115,15 +118,25 @@ pub struct Evidence<'a> {
     pub ports: &'a [DestReport],
     pub namespaces: &'a [NetnsReport],
     pub binds: &'a [BindRow],
-    /// Who closes first, by process.
-    pub by_process: &'a [(ProcessKey, VerdictCounts)],
+    /// Who closes first, by service.
+    pub by_service: &'a [(ServiceKey, ServiceCounts)],
     /// Connections in CLOSE_WAIT, by namespace and owner.
     pub close_waits: &'a [Pile],
     /// Timewait sockets of connections this host accepted (a server that
-    /// closes first), by namespace and owner.
-    pub server_timewait: &'a [(u32, ProcessKey, u64)],
+    /// closes first), by service.
+    pub server_timewait: &'a [ServerTimewait],
     /// Listening sockets by (netns, local address).
     pub listeners: &'a [Listener],
+}
+
+/// The timewait sockets of the connections one service accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTimewait {
+    pub netns: u32,
+    /// `None`: owners unknown.
+    pub comm: Option<Comm>,
+    pub pids: Pids,
+    pub count: u64,
 }
 
 /// A listening socket, sampled once a second.

@@ -8,8 +8,12 @@ use crate::{
         ports::{Dest, Held, TimewaitHold},
         stats::VerdictCounts,
     },
-    model::{COUNTERS, Comm, NetnsName, Sysctls, Verdict},
+    model::{COUNTERS, Comm, NetnsName, Pids, Service, Sysctls, Verdict},
 };
+
+fn pids(list: &[u32]) -> Pids {
+    list.iter().copied().collect()
+}
 
 fn dest(usage: f64, failed: u64, failing: bool, time_left_s: Option<f64>) -> DestReport {
     let held = (usage * 1000.0) as u64;
@@ -22,7 +26,7 @@ fn dest(usage: f64, failed: u64, failing: bool, time_left_s: Option<f64>) -> Des
             local: "10.0.0.2".parse().unwrap(),
             remote: "10.0.0.1:80".parse().unwrap(),
         },
-        owners: vec![(42, "nginx".into())],
+        owners: vec![(Comm::from_name("nginx"), pids(&[42]))],
         held: Held {
             open: 0,
             timewait: held,
@@ -81,7 +85,7 @@ fn run(ports: &[DestReport], namespaces: &[NetnsReport]) -> Vec<Finding> {
         ports,
         namespaces,
         binds: &[],
-        by_process: &[],
+        by_service: &[],
         close_waits: &[],
         server_timewait: &[],
         listeners: &[],
@@ -224,7 +228,7 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
         ports: &[],
         namespaces: &namespaces,
         binds: &[],
-        by_process: &[],
+        by_service: &[],
         close_waits: &[],
         server_timewait: &[],
         listeners: &listeners,
@@ -247,7 +251,8 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
 fn close_wait_leaks_need_age() {
     let pile = |count, oldest_age_s| Pile {
         netns: 7,
-        owner: Some((9, Comm::from_name("app"))),
+        comm: Some(Comm::from_name("app")),
+        pids: pids(&[9]),
         count,
         oldest_age_s,
         peers: vec![("10.0.0.3:0".parse().unwrap(), count)],
@@ -258,7 +263,7 @@ fn close_wait_leaks_need_age() {
             ports: &[],
             namespaces: &[],
             binds: &[],
-            by_process: &[],
+            by_service: &[],
             close_waits: piles,
             server_timewait: &[],
             listeners: &[],
@@ -279,31 +284,45 @@ fn close_wait_leaks_need_age() {
     assert_eq!(kinds(&with(&[pile(1000, 31.0)]))[0].1, Severity::Critical);
 }
 
+fn verdicts(abort_sent: u64, abort_received: u64, peer: u64) -> VerdictCounts {
+    let mut c = VerdictCounts::default();
+    c[Verdict::AbortSent.index()] = abort_sent;
+    c[Verdict::AbortReceived.index()] = abort_received;
+    c[Verdict::Peer.index()] = peer;
+    c
+}
+
+fn service_row(comm: &str, processes: &[u32], verdicts: VerdictCounts) -> (ServiceKey, ServiceCounts) {
+    let key = Some(Service {
+        netns: 7,
+        comm: Comm::from_name(comm),
+    });
+    let pids = pids(processes);
+    (key, ServiceCounts { verdicts, pids })
+}
+
+fn aborts_over(elapsed_s: f64, rows: &[(ServiceKey, ServiceCounts)]) -> Vec<Finding> {
+    diagnose(&Evidence {
+        elapsed_s,
+        ports: &[],
+        namespaces: &[],
+        binds: &[],
+        by_service: rows,
+        close_waits: &[],
+        server_timewait: &[],
+        listeners: &[],
+    })
+}
+
 #[test]
 fn aborts_need_numbers_and_a_share() {
-    let app = Some((9, Comm::from_name("app")));
-    let counts = |abort_sent: u64, peer: u64| {
-        let mut c = VerdictCounts::default();
-        c[Verdict::AbortSent.index()] = abort_sent;
-        c[Verdict::Peer.index()] = peer;
-        c
-    };
-    let with = |rows: &[(ProcessKey, VerdictCounts)]| {
-        diagnose(&Evidence {
-            elapsed_s: 10.0,
-            ports: &[],
-            namespaces: &[],
-            binds: &[],
-            by_process: rows,
-            close_waits: &[],
-            server_timewait: &[],
-            listeners: &[],
-        })
-    };
-    assert!(with(&[(app, counts(19, 0))]).is_empty(), "fewer than 20");
-    assert!(with(&[(app, counts(50, 1000))]).is_empty(), "under 10 %");
-    let out = with(&[(app, counts(100, 100))]);
+    let app = |v| [service_row("app", &[9], v)];
+    let with = |v| aborts_over(10.0, &app(v));
+    assert!(with(verdicts(19, 0, 0)).is_empty(), "fewer than 20");
+    assert!(with(verdicts(50, 0, 1000)).is_empty(), "under 10 %");
+    let out = with(verdicts(100, 0, 100));
     assert_eq!(kinds(&out), [(Kind::AbortSent, Severity::Warning)]);
+    // One process: the culprit is named by its pid.
     assert!(
         out[0]
             .headline
@@ -312,6 +331,55 @@ fn aborts_need_numbers_and_a_share() {
         out[0].headline
     );
     assert!(out[0].myths[0].contains("SO_LINGER 0 is not a TIME_WAIT cure"));
+}
+
+/// The false alarm of a real nginx: its master's connections were all
+/// reset (those that never reached a worker), its workers' were not. As
+/// one service the share is under 1 %: nothing said.
+#[test]
+fn aborts_are_judged_by_service_not_by_process() {
+    let nginx = [service_row("nginx", &[100, 101, 102], {
+        let mut v = verdicts(0, 345, 20_000);
+        v[Verdict::Local.index()] = 20_000;
+        v
+    })];
+    assert!(aborts_over(8.0, &nginx).is_empty());
+    // A service of several processes that does reset: named with them, no
+    // single pid.
+    let storm = [service_row("nginx", &[100, 101, 102], verdicts(0, 400, 100))];
+    let out = aborts_over(8.0, &storm);
+    assert_eq!(kinds(&out), [(Kind::AbortReceived, Severity::Warning)]);
+    assert!(
+        out[0]
+            .headline
+            .starts_with("Peers reset the connections of nginx (3 processes: 100, 101, 102)"),
+        "{}",
+        out[0].headline
+    );
+    let number = |name: &str| out[0].numbers.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    assert_eq!(number("pid"), Value::Null);
+    assert_eq!(number("processes"), 3);
+}
+
+/// Health checks connect and reset, slowly: said as info below 1 a second,
+/// a warning from it.
+#[test]
+fn aborts_at_the_pace_of_health_checks_are_information() {
+    // haproxy's checks every 2 s for a minute: 30 resets, all connections.
+    let checks = [service_row("redis-server", &[5], verdicts(0, 30, 0))];
+    let out = aborts_over(60.0, &checks);
+    assert_eq!(kinds(&out), [(Kind::AbortReceived, Severity::Info)]);
+    assert!(out[0].headline.contains("at the pace of health checks"), "{}", out[0].headline);
+    assert_eq!(worst(&out), Some(Severity::Info));
+    // The checker's side: its own resets, likewise.
+    let checker = [service_row("haproxy", &[6], verdicts(30, 0, 0))];
+    assert_eq!(kinds(&aborts_over(60.0, &checker)), [(Kind::AbortSent, Severity::Info)]);
+    // At 1 a second: a warning.
+    let faster = [service_row("redis-server", &[5], verdicts(0, 60, 0))];
+    assert_eq!(
+        kinds(&aborts_over(60.0, &faster)),
+        [(Kind::AbortReceived, Severity::Warning)]
+    );
 }
 
 #[test]
@@ -341,16 +409,20 @@ fn refused_and_unreachable_upstreams() {
 
 #[test]
 fn timewait_on_the_accepting_side_is_information() {
-    let server = Some((5, Comm::from_name("server")));
-    let with = |n| {
+    let with = |count| {
         diagnose(&Evidence {
             elapsed_s: 10.0,
             ports: &[],
             namespaces: &[],
             binds: &[],
-            by_process: &[],
+            by_service: &[],
             close_waits: &[],
-            server_timewait: &[(7, server, n)],
+            server_timewait: &[ServerTimewait {
+                netns: 7,
+                comm: Some(Comm::from_name("server")),
+                pids: pids(&[5]),
+                count,
+            }],
             listeners: &[],
         })
     };
@@ -379,7 +451,7 @@ fn failed_binds_and_the_ranking() {
         ports: &ports,
         namespaces: &[],
         binds: &binds,
-        by_process: &[],
+        by_service: &[],
         close_waits: &[],
         server_timewait: &[],
         listeners: &[],

@@ -3,7 +3,7 @@
 use std::{borrow::Cow, fmt};
 
 /// A task's `comm`, as the kernel stores it (NUL-padded, at most 15 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Comm([u8; 16]);
 
 impl Comm {

@@ -48,7 +48,7 @@ fn destination(r: &DestReport) -> String {
 }
 
 fn owners(r: &DestReport) -> String {
-    words::owners(&r.owners, ",", "-")
+    words::owners(&r.owners, true, ",", "-")
 }
 
 /// The warning line (stderr) for a destination whose level rose.
@@ -258,7 +258,14 @@ pub fn dest_json(r: &DestReport, netns_name: Option<&str>) -> Value {
         "laddr": (!other).then(|| r.dest.local.to_string()),
         "raddr": (!other).then(|| r.dest.remote.ip().to_string()),
         "rport": (!other).then_some(r.dest.remote.port()),
-        "owners": r.owners.iter().map(|(pid, comm)| json!({"pid": pid, "comm": comm})).collect::<Vec<_>>(),
+        // One per example process, as before services; then by service.
+        "owners": r.owners.iter().flat_map(|(comm, pids)| {
+            pids.examples().iter().map(move |pid| json!({"pid": pid, "comm": comm.as_str()}))
+        }).collect::<Vec<_>>(),
+        "services": r.owners.iter().map(|(comm, pids)| json!({
+            "comm": comm.as_str(), "processes": pids.count(),
+            "processes_capped": pids.capped(), "pids": pids.examples(),
+        })).collect::<Vec<_>>(),
         "held": r.held.total(),
         "open": r.held.open,
         "timewait": r.held.timewait,

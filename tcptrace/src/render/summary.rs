@@ -118,9 +118,13 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
         "{}",
         counts_line("all connections", &r.counts.verdicts)
     )?;
-    writeln!(out, "by process")?;
-    for (key, counts) in r.counts.by_process.iter().take(TABLE_ROWS) {
-        writeln!(out, "{}", counts_line(&process_name(key), counts))?;
+    writeln!(out, "by service (a program in a namespace: all its processes)")?;
+    for (key, counts) in r.counts.by_service.iter().take(TABLE_ROWS) {
+        let label = key.map_or_else(
+            || "-".to_owned(),
+            |s| words::service_short(&s.comm, &counts.pids),
+        );
+        writeln!(out, "{}", counts_line(&label, &counts.verdicts))?;
     }
     writeln!(out, "by remote endpoint (connections this host opened)")?;
     for (key, counts) in r.counts.by_remote.iter().take(TABLE_ROWS) {
@@ -306,6 +310,18 @@ pub fn to_json(r: &Report, time: &str) -> Value {
             json!({"pid": k.map(|k| k.0), "comm": k.map(|k| k.1.as_str().into_owned()), "verdicts": verdict_map(c)})
         })
         .collect();
+    let by_service: Vec<Value> = r
+        .counts
+        .by_service
+        .iter()
+        .map(|(k, c)| {
+            json!({
+                "netns": k.map(|k| k.netns), "comm": k.map(|k| k.comm.as_str().into_owned()),
+                "processes": c.pids.count(), "processes_capped": c.pids.capped(),
+                "pids": c.pids.examples(), "verdicts": verdict_map(&c.verdicts),
+            })
+        })
+        .collect();
     let by_remote: Vec<Value> = r
         .counts
         .by_remote
@@ -344,6 +360,7 @@ pub fn to_json(r: &Report, time: &str) -> Value {
         "states": states,
         "verdicts": verdict_map(&r.counts.verdicts),
         "by_process": by_process,
+        "by_service": by_service,
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
         "open": open,

@@ -14,10 +14,10 @@ use crate::{
         netns::NetnsTable,
         open::{close_wait_piles, open_by_state, sockets_by_netns},
         ports::{Dest, DestReport, Held, Ports},
-        stats::{ProcessKey, Stats},
+        stats::Stats,
     },
-    findings::{self, Evidence, Listener},
-    model::{Role, TcpState},
+    findings::{self, Evidence, Listener, ServerTimewait},
+    model::{Comm, Pids, Role, TcpState},
     pipeline::Pipeline,
 };
 
@@ -99,7 +99,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         ports: &rows,
         namespaces: &netns_rows,
         binds: &binds,
-        by_process: &counts.by_process,
+        by_service: &counts.by_service,
         close_waits: &close_waits,
         server_timewait: &scan.server,
         listeners: &listeners,
@@ -185,9 +185,9 @@ struct Scan {
     /// Ports held toward each destination: the connections this host
     /// opened, from SYN_SENT to CLOSE, and their timewait sockets.
     held: HashMap<Dest, Held>,
-    /// Timewait sockets of connections this host accepted, by namespace
-    /// and owner, most first.
-    server: Vec<(u32, ProcessKey, u64)>,
+    /// Timewait sockets of connections this host accepted, by service,
+    /// most first.
+    server: Vec<ServerTimewait>,
     /// Timewait sockets by (namespace, local port), where binds failed.
     on_port: HashMap<(u32, u16), u64>,
 }
@@ -210,7 +210,7 @@ impl Scan {
             server: Vec::new(),
             on_port: HashMap::default(),
         };
-        let mut server: HashMap<(u32, ProcessKey), u64> = HashMap::default();
+        let mut server: HashMap<(u32, Option<Comm>), ServerTimewait> = HashMap::default();
         for tw in pipeline.timewait_sockets() {
             match role(tw.role, namespaces, tw.netns, tw.local.port()) {
                 Some(Role::Active) => {
@@ -220,9 +220,19 @@ impl Scan {
                         .timewait += 1;
                 }
                 Some(Role::Passive) if servers => {
-                    *server
-                        .entry((tw.netns, tw.owner.map(|t| (t.pid, t.comm))))
-                        .or_default() += 1;
+                    let comm = tw.owner.map(|t| t.comm);
+                    let row = server
+                        .entry((tw.netns, comm))
+                        .or_insert_with(|| ServerTimewait {
+                            netns: tw.netns,
+                            comm,
+                            pids: Pids::default(),
+                            count: 0,
+                        });
+                    row.count += 1;
+                    if let Some(owner) = tw.owner {
+                        row.pids.add(owner.pid);
+                    }
                 }
                 _ => {}
             }
@@ -230,12 +240,9 @@ impl Scan {
                 *scan.on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
             }
         }
-        scan.server = server
-            .into_iter()
-            .map(|((netns, owner), n)| (netns, owner, n))
-            .collect();
+        scan.server = server.into_values().collect();
         scan.server
-            .sort_by_key(|(netns, _, n)| (std::cmp::Reverse(*n), *netns));
+            .sort_by_key(|r| (std::cmp::Reverse(r.count), r.netns, r.comm));
         scan
     }
 

@@ -1,5 +1,5 @@
 //! The counts kept since start, as a report shows them: transitions,
-//! verdicts by role, process, destination and listening port, and the
+//! verdicts by role, process, service, destination and listening port, and the
 //! distribution of the time spent in each state.
 
 use std::net::SocketAddr;
@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use crate::{
     aggregate::{
         distribution::Distribution,
-        stats::{Buckets, HISTOGRAM_STATES, ProcessKey, Stats, VerdictCounts, sorted_rows},
+        stats::{
+            Buckets, HISTOGRAM_STATES, ProcessKey, ServiceCounts, ServiceKey, Stats,
+            VerdictCounts, service_rows, sorted_rows,
+        },
     },
     model::{Role, TcpState},
 };
@@ -54,6 +57,9 @@ pub struct Counts {
     pub verdicts: VerdictCounts,
     /// By process, most `local` first, then most in all.
     pub by_process: Vec<(ProcessKey, VerdictCounts)>,
+    /// By service (all the processes of a program in a namespace),
+    /// likewise: what the findings judge.
+    pub by_service: Vec<(ServiceKey, ServiceCounts)>,
     /// By remote endpoint (connections this host opened), likewise.
     pub by_remote: Vec<(Option<SocketAddr>, VerdictCounts)>,
     /// By local listening port (connections this host accepted), likewise.
@@ -71,6 +77,7 @@ impl Counts {
             by_role: stats.by_role,
             verdicts: stats.verdicts(),
             by_process: sorted_rows(&stats.by_process, usize::MAX),
+            by_service: service_rows(&stats.by_service),
             by_remote: sorted_rows(&stats.by_remote, usize::MAX),
             by_listen_port: sorted_rows(&stats.by_listen_port, usize::MAX),
             states: HISTOGRAM_STATES

@@ -94,7 +94,7 @@ pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
             local: "10.0.0.2".parse().unwrap(),
             remote: "10.0.0.1:80".parse().unwrap(),
         },
-        owners: vec![(42, "proxy".into())],
+        owners: vec![(Comm::from_name("proxy"), [42].into_iter().collect())],
         held: Held {
             open: 2,
             timewait: 998,

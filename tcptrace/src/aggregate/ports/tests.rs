@@ -102,7 +102,9 @@ fn twice_the_sustainable_rate_runs_out_in_half_the_hold_time() {
     let rows = ports.report(&held, |_| Some(&s), Some(60 * SEC), 15 * SEC, 10);
     let r = &rows[0];
     assert_eq!(r.dest, dest("10.0.0.2"));
-    assert_eq!(r.owners, [(7, "proxy".to_owned())]);
+    assert_eq!(r.owners.len(), 1);
+    assert_eq!(r.owners[0].0.as_str(), "proxy");
+    assert_eq!(r.owners[0].1.examples(), [7]);
     assert_eq!((r.capacity, r.held.total()), (Some(1000), 495));
     assert!((r.usage.unwrap() - 0.495).abs() < 1e-9);
     assert_eq!(r.tw_reuse, Some(false));

@@ -9,7 +9,7 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
         .filter(|p| p.oldest_age_s >= CLOSE_WAIT_AGE_S)
         .map(|p| {
             let peers: Vec<String> = p.peers.iter().map(|(a, n)| format!("{} ({n})", words::endpoint(a))).collect();
-            let pid = p.owner.map(|o| o.0);
+            let who = service(p.comm.as_ref(), &p.pids);
             Finding {
                 kind: Kind::CloseWaitLeak,
                 severity: if p.count >= CLOSE_WAIT_CRITICAL {
@@ -20,7 +20,7 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
                 headline: format!(
                     "{} in {} leaves {} connections in CLOSE_WAIT (the oldest for {}): it does not close after \
                      its peer did",
-                    process(&p.owner),
+                    who,
                     namespace(ev, p.netns),
                     p.count,
                     secs(p.oldest_age_s)
@@ -30,18 +30,19 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
                      and its file descriptor stays until the process exits.",
                     peers.join(", ")
                 ),
-                numbers: vec![
-                    ("netns", json!(p.netns)),
-                    ("pid", json!(pid)),
-                    ("comm", json!(p.owner.map(|o| o.1.as_str().into_owned()))),
-                    ("count", json!(p.count)),
-                    ("oldest_age_s", json!(p.oldest_age_s)),
-                    ("peers", Value::Array(p.peers.iter().map(|(a, n)| json!({"peer": words::endpoint(a), "count": n})).collect())),
-                ],
+                numbers: {
+                    let mut numbers = service_numbers(Some(p.netns), p.comm.as_ref(), &p.pids);
+                    numbers.extend([
+                        ("count", json!(p.count)),
+                        ("oldest_age_s", json!(p.oldest_age_s)),
+                        ("peers", Value::Array(p.peers.iter().map(|(a, n)| json!({"peer": words::endpoint(a), "count": n})).collect())),
+                    ]);
+                    numbers
+                },
                 remedy: vec![format!(
                     "Fix the application: close the socket when a read returns 0 (end of stream). Look for \
                      connection pools that never evict dead connections and leaked descriptors{}.",
-                    pid.map_or_else(String::new, |pid| format!(" (ls /proc/{pid}/fd | wc -l)"))
+                    p.pids.examples().first().map_or_else(String::new, |pid| format!(" (ls /proc/{pid}/fd | wc -l)"))
                 )],
                 myths: vec![
                     "No kernel setting fixes CLOSE_WAIT: tcp_keepalive_*, tcp_fin_timeout and tcp_tw_reuse do not \
@@ -54,33 +55,47 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
         .collect()
 }
 
-/// Abortive closes (5): a process resetting its connections, or peers
-/// resetting them.
+/// Abortive closes (5): a service resetting its connections, or peers
+/// resetting them. Judged by service: the share is of all its processes'
+/// connections (a master/worker server's master alone may see little else
+/// than resets). At a pace below `ABORTS_RATE` it is said as info: that is
+/// the pace of load balancers' health checks, which end with a RST by
+/// design (haproxy's, for one), not of a fault.
 pub(super) fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
     let mut found = Vec::new();
-    for (owner, counts) in ev.by_process {
+    for (key, counts) in ev.by_service {
+        let counts_of = &counts.verdicts;
         let established: u64 = Verdict::ALL
             .iter()
             .filter(|v| !v.never_connected())
-            .map(|v| counts[v.index()])
+            .map(|v| counts_of[v.index()])
             .sum();
         for (verdict, kind) in [
             (Verdict::AbortSent, Kind::AbortSent),
             (Verdict::AbortReceived, Kind::AbortReceived),
         ] {
-            let n = counts[verdict.index()];
+            let n = counts_of[verdict.index()];
             if n < ABORTS_MIN || (n as f64) < ABORTS_SHARE * established as f64 {
                 continue;
             }
             let share = n as f64 / established.max(1) as f64 * 100.0;
             let rate = n as f64 / ev.elapsed_s.max(1.0);
+            let health_checks = rate < ABORTS_RATE;
+            let comm = key.map(|s| s.comm);
+            let netns = key.map(|s| s.netns);
+            let who = service(comm.as_ref(), &counts.pids);
             // Its counterparts: the destinations it connects to, with their
             // resets (the peers of what it accepted are in the tables).
             let counterparts: Vec<String> = ev
                 .ports
                 .iter()
                 .filter(|r| !r.dest.is_other() && r.verdicts[verdict.index()] > 0)
-                .filter(|r| owner.is_some_and(|(pid, _)| r.owners.iter().any(|(p, _)| *p == pid)))
+                .filter(|r| {
+                    key.is_some_and(|s| {
+                        r.dest.netns == s.netns
+                            && r.owners.iter().any(|(c, _)| *c == s.comm)
+                    })
+                })
                 .take(3)
                 .map(|r| {
                     format!(
@@ -96,9 +111,26 @@ pub(super) fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                 }
                 false => format!(" toward {}", counterparts.join(", ")),
             };
-            let (headline, explanation, remedy, myths) = match kind {
-                Kind::AbortSent => (
-                    format!("{} resets its connections{toward}: {n} abort-sent ({rate:.1}/s, {share:.0} % of them)", process(owner)),
+            let pace = format!("{n} {} ({rate:.1}/s, {share:.0} % of them)", verdict.name());
+            let (headline, explanation, remedy, myths) = match (kind, health_checks) {
+                (_, true) => (
+                    match kind {
+                        Kind::AbortSent => format!("{who} resets its connections{toward} at the pace of health checks: {pace}"),
+                        _ => format!("Peers reset the connections of {who}{toward} at the pace of health checks: {pace}"),
+                    },
+                    format!(
+                        "Fewer than {ABORTS_RATE} a second: the pace of a load balancer's health checks, which \
+                         connect and then end with a RST by design (haproxy's, for one), rather than of a fault."
+                    ),
+                    vec![
+                        "Nothing to fix if a load balancer or a monitor checks this service; otherwise find \
+                         which peers (WHO CLOSES FIRST by remote endpoint and by listening port)."
+                            .to_owned(),
+                    ],
+                    Vec::new(),
+                ),
+                (Kind::AbortSent, false) => (
+                    format!("{who} resets its connections{toward}: {pace}"),
                     "A RST instead of a FIN: SO_LINGER with a 0 timeout, or close() with unread data. It trades \
                      TIME_WAIT for resets: the peer sees \"connection reset by peer\" and data in flight can be lost."
                         .to_owned(),
@@ -110,7 +142,7 @@ pub(super) fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                     vec!["SO_LINGER 0 is not a TIME_WAIT cure: it hides the symptom and loses data.".to_owned()],
                 ),
                 _ => (
-                    format!("Peers reset the connections of {}{toward}: {n} abort-received ({rate:.1}/s, {share:.0} % of them)", process(owner)),
+                    format!("Peers reset the connections of {who}{toward}: {pace}"),
                     "The other side aborts: its SO_LINGER 0 or a crash, a load balancer's or a NAT's idle \
                      timeout, a firewall."
                         .to_owned(),
@@ -122,19 +154,22 @@ pub(super) fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                     Vec::new(),
                 ),
             };
+            let mut numbers = service_numbers(netns, comm.as_ref(), &counts.pids);
+            numbers.extend([
+                ("count", json!(n)),
+                ("rate_per_s", json!(rate)),
+                ("share", json!(share / 100.0)),
+                ("counterparts", json!(counterparts)),
+            ]);
             found.push(Finding {
                 kind,
-                severity: Severity::Warning,
+                severity: match health_checks {
+                    true => Severity::Info,
+                    false => Severity::Warning,
+                },
                 headline,
                 explanation,
-                numbers: vec![
-                    ("pid", json!(owner.map(|o| o.0))),
-                    ("comm", json!(owner.map(|o| o.1.as_str().into_owned()))),
-                    ("count", json!(n)),
-                    ("rate_per_s", json!(rate)),
-                    ("share", json!(share / 100.0)),
-                    ("counterparts", json!(counterparts)),
-                ],
+                numbers,
                 remedy,
                 myths,
                 bites_in_s: None,

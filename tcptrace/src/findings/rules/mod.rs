@@ -19,7 +19,7 @@ use crate::{
         stats::ProcessKey,
     },
     findings::{Evidence, Finding, Kind, Severity},
-    model::{COUNTERS, Verdict},
+    model::{COUNTERS, Comm, Pids, Verdict},
     words,
 };
 
@@ -35,16 +35,18 @@ const CLOSE_WAIT_AGE_S: f64 = 30.0;
 /// This many connections leaked in CLOSE_WAIT is critical (file descriptors
 /// and memory run out).
 const CLOSE_WAIT_CRITICAL: u64 = 1000;
-/// Resets worth a warning: at least this many, and this share of the
-/// process's connections.
+/// Resets worth a word: at least this many, and this share of the
+/// service's connections; a warning from this many a second (below it,
+/// the pace of health checks: info).
 const ABORTS_MIN: u64 = 20;
 const ABORTS_SHARE: f64 = 0.1;
+const ABORTS_RATE: f64 = 1.0;
 /// Connects refused or failing toward a destination worth a warning.
 const FAILED_CONNECTS_MIN: u64 = 5;
 const FAILED_CONNECTS_SHARE: f64 = 0.2;
 
 /// The thresholds, for the documentation: (what, value).
-pub const THRESHOLDS: [(&str, &str); 9] = [
+pub const THRESHOLDS: [(&str, &str); 10] = [
     ("port usage toward a destination (warning)", "50 %"),
     ("ports run out within (warning)", "600 s"),
     ("connects failing for lack of a port (critical)", "any"),
@@ -54,8 +56,12 @@ pub const THRESHOLDS: [(&str, &str); 9] = [
         "30 s",
     ),
     (
-        "resets sent or received by a process (warning)",
+        "resets sent or received by a service (all its processes) (warning)",
         "20 and 10 % of its connections",
+    ),
+    (
+        "resets slower than this are said as the pace of health checks (info)",
+        "1 a second",
     ),
     (
         "connects refused or failing toward a destination (warning)",
@@ -93,8 +99,29 @@ fn process(key: &ProcessKey) -> String {
     words::process(key, "an unknown process")
 }
 
+/// A service as a finding names it: "nginx (4 processes: ...)", or the pid
+/// where one process is the culprit.
+fn service(comm: Option<&Comm>, pids: &Pids) -> String {
+    comm.map_or_else(
+        || "an unknown process".into(),
+        |comm| words::service(comm, pids),
+    )
+}
+
+/// A service's numbers: `pid` only where it is one process (the field
+/// predates services), and its processes.
+fn service_numbers(netns: Option<u32>, comm: Option<&Comm>, pids: &Pids) -> Vec<(&'static str, Value)> {
+    vec![
+        ("netns", json!(netns)),
+        ("pid", json!(pids.single())),
+        ("comm", json!(comm.map(|c| c.as_str().into_owned()))),
+        ("processes", json!(pids.count())),
+        ("pids", json!(pids.examples())),
+    ]
+}
+
 fn owners(r: &DestReport) -> String {
-    words::owners(&r.owners, ", ", "an unknown process")
+    words::owners(&r.owners, false, ", ", "an unknown process")
 }
 
 fn namespace(ev: &Evidence<'_>, netns: u32) -> String {

@@ -99,10 +99,10 @@ pub(super) fn port_exhaustion(ev: &Evidence<'_>, r: &DestReport) -> Option<Findi
          TIME_WAIT cure (it resets connections and can lose data)."
             .into(),
     );
-    let (pid, comm) = r
-        .owners
-        .first()
-        .map_or((None, None), |(p, c)| (Some(*p), Some(c.clone())));
+    // The first service's: its one process, where it is one.
+    let (pid, comm) = r.owners.first().map_or((None, None), |(c, pids)| {
+        (pids.single(), Some(c.as_str().into_owned()))
+    });
     Some(Finding {
         kind: Kind::PortExhaustion,
         severity,

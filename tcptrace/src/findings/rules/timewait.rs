@@ -6,25 +6,25 @@ use super::*;
 pub(super) fn server_timewait(ev: &Evidence<'_>) -> Vec<Finding> {
     ev.server_timewait
         .iter()
-        .filter(|(_, _, n)| *n >= SERVER_TIMEWAIT_INFO)
-        .map(|(netns, owner, n)| Finding {
+        .filter(|r| r.count >= SERVER_TIMEWAIT_INFO)
+        .map(|r| Finding {
             kind: Kind::ServerTimewait,
             severity: Severity::Info,
             headline: format!(
-                "{n} TIME_WAIT sockets on the accepting side in {}: {} closes its connections first",
-                namespace(ev, *netns),
-                process(owner)
+                "{} TIME_WAIT sockets on the accepting side in {}: {} closes its connections first",
+                r.count,
+                namespace(ev, r.netns),
+                service(r.comm.as_ref(), &r.pids)
             ),
             explanation: "They do not use ephemeral ports: each holds the server's own port toward one client \
                           address and port. They cost ~200 bytes of kernel memory each, and only matter if \
                           tcp_max_tw_buckets overflows. Nothing is wrong."
                 .into(),
-            numbers: vec![
-                ("netns", json!(netns)),
-                ("pid", json!(owner.map(|o| o.0))),
-                ("comm", json!(owner.map(|o| o.1.as_str().into_owned()))),
-                ("timewait", json!(n)),
-            ],
+            numbers: {
+                let mut numbers = service_numbers(Some(r.netns), r.comm.as_ref(), &r.pids);
+                numbers.push(("timewait", json!(r.count)));
+                numbers
+            },
             remedy: vec![
                 "Nothing to fix. To move TIME_WAIT to the clients, let them close first (HTTP: a client \
                  keep-alive timeout shorter than the server's)."
