@@ -158,7 +158,9 @@ fn cargo_fuzz(root: &Path) -> Result<()> {
 /// Debian packages the tests need: `nft` (nftables) drops chosen packets
 /// inside the test namespaces; `prometheus` (with `promtool`) scrapes the
 /// metrics endpoint and checks the exposition and the alert rules; `dpkg-deb`
-/// builds the package. `ip` (iproute2) ships with the machine.
+/// builds the package; nginx, haproxy and redis are the real servers the
+/// findings are checked against (tests/servers.rs). `ip` (iproute2) ships
+/// with the machine.
 fn debian_packages() -> Result<()> {
     let mut missing: Vec<&str> = [
         ("nft", "nftables"),
@@ -166,6 +168,9 @@ fn debian_packages() -> Result<()> {
         ("prometheus", "prometheus"),
         ("promtool", "prometheus"),
         ("dpkg-deb", "dpkg"),
+        ("nginx", "nginx-light"),
+        ("haproxy", "haproxy"),
+        ("redis-server", "redis-server"),
     ]
     .into_iter()
     .filter(|(bin, _)| {
@@ -215,10 +220,19 @@ fn debian_packages() -> Result<()> {
     apt(&install)?;
     // Debian starts the server it installs where systemd runs: the tests
     // start their own, on their own ports.
-    if missing.contains(&"prometheus") && Path::new("/run/systemd/system").is_dir() {
-        let _ = Command::new("systemctl")
-            .args(["disable", "--now", "prometheus"])
-            .status();
+    if Path::new("/run/systemd/system").is_dir() {
+        for (package, unit) in [
+            ("prometheus", "prometheus"),
+            ("nginx-light", "nginx"),
+            ("haproxy", "haproxy"),
+            ("redis-server", "redis-server"),
+        ] {
+            if missing.contains(&package) {
+                let _ = Command::new("systemctl")
+                    .args(["disable", "--now", unit])
+                    .status();
+            }
+        }
     }
     Ok(())
 }
