@@ -151,7 +151,10 @@ mod tests {
             pids.add(pid);
         }
         assert!(service(&nginx, &pids).starts_with("nginx (256+ processes: 812,"));
-        assert_eq!(service_short(&nginx, &pids), "nginx[812,813,814,815 of 256+]");
+        assert_eq!(
+            service_short(&nginx, &pids),
+            "nginx[812,813,814,815 of 256+]"
+        );
         let mut one = Pids::default();
         one.add(7);
         assert_eq!(service_short(&nginx, &one), "nginx[7]");

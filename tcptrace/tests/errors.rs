@@ -64,7 +64,10 @@ fn every_bad_value_is_one_line_and_exit_2() {
             &["--ring-size", "4K", "--wakeup", "1G"],
             "more than each ring holds",
         ),
-        (&["--comm", &"x".repeat(100_000)], "15 bytes the kernel keeps"),
+        (
+            &["--comm", &"x".repeat(100_000)],
+            "15 bytes the kernel keeps",
+        ),
         (&["--comm", "nginx,"], "empty command name"),
         // Needs the host's namespaces: checked once attached.
         (&["--netns", "7"], "no network namespace has that inode"),
@@ -90,7 +93,10 @@ fn every_bad_value_is_one_line_and_exit_2() {
             "cannot serve metrics on 192.0.2.1:9977",
         ),
         (&["--metrics", "224.0.0.1:9977"], "multicast or broadcast"),
-        (&["--metrics", "255.255.255.255:9977"], "multicast or broadcast"),
+        (
+            &["--metrics", "255.255.255.255:9977"],
+            "multicast or broadcast",
+        ),
         (&["--metrics", "[ff02::1]:9977"], "multicast or broadcast"),
         (&["--quiet"], "--metrics"),
         (

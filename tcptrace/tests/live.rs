@@ -906,8 +906,11 @@ fn sigusr1_prints_a_summary_now_and_tracing_goes_on() {
             .count()
     };
     let usr1 = |tracer: &Tracer| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.pid() as i32), Signal::SIGUSR1)
-            .expect("signal tcptrace");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(tracer.pid() as i32),
+            Signal::SIGUSR1,
+        )
+        .expect("signal tcptrace");
     };
     // The JSON summaries, then a connection after them: still traced.
     let tracer = Tracer::start(&["--json", "--summary"]);
@@ -929,7 +932,10 @@ fn sigusr1_prints_a_summary_now_and_tracing_goes_on() {
     thread::sleep(Duration::from_millis(300));
     assert!(daemon.stdout_so_far().is_empty());
     usr1(&daemon);
-    wait_for(|| !daemon.stdout_so_far().is_empty(), "a summary from the daemon");
+    wait_for(
+        || !daemon.stdout_so_far().is_empty(),
+        "a summary from the daemon",
+    );
     let finished = daemon.stop();
     assert!(finished.status.success(), "{:?}", finished.stderr);
 }

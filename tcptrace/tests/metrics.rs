@@ -479,8 +479,10 @@ fn least_privilege_after_start_up() {
         ];
         loop {
             let (_, _, text) = get(metrics, "/metrics");
-            let missing: Vec<&String> =
-                series.iter().filter(|s| sample(&text, s).is_none()).collect();
+            let missing: Vec<&String> = series
+                .iter()
+                .filter(|s| sample(&text, s).is_none())
+                .collect();
             if missing.is_empty() {
                 assert_eq!(sample(&text, &series[0]), Some(1.0), "{comm}: {text}");
                 break;

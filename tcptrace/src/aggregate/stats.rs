@@ -12,8 +12,8 @@ use hdrhistogram::Histogram;
 use crate::{
     aggregate::distribution::{Distribution, cumulative},
     model::{
-        BindFailure, Closed, Comm, Fact, Pids, Role, Service, Sink, TcpState, TimeInState, Transition, TwEnd,
-        TwNote, Verdict, state::positions,
+        BindFailure, Closed, Comm, Fact, Pids, Role, Service, Sink, TcpState, TimeInState,
+        Transition, TwEnd, TwNote, Verdict, state::positions,
     },
 };
 
@@ -341,7 +341,9 @@ impl Sink for Stats {
 /// Table rows sorted by the side that accumulates TIME_WAIT (most `local`
 /// first), then by total.
 /// The services, most `local` first, then most in all, as `sorted_rows`.
-pub fn service_rows(table: &HashMap<ServiceKey, ServiceCounts>) -> Vec<(ServiceKey, ServiceCounts)> {
+pub fn service_rows(
+    table: &HashMap<ServiceKey, ServiceCounts>,
+) -> Vec<(ServiceKey, ServiceCounts)> {
     let mut rows: Vec<(ServiceKey, ServiceCounts)> =
         table.iter().map(|(k, v)| (*k, v.clone())).collect();
     rows.sort_by_key(|(key, c)| {

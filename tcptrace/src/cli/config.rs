@@ -79,7 +79,9 @@ const COMM_MAX: usize = 15;
 /// A command name as /proc/PID/comm shows it: a longer one could never match.
 fn check_comm(text: &str) -> Result<(), ConfigError> {
     match text.len() {
-        0 => Err(ConfigError::Comm("--comm: an empty command name matches nothing".to_owned())),
+        0 => Err(ConfigError::Comm(
+            "--comm: an empty command name matches nothing".to_owned(),
+        )),
         n if n > COMM_MAX => {
             let mut kept = String::new();
             for c in text.chars() {
@@ -342,9 +344,18 @@ mod tests {
         assert!(check_comm("nginx").is_ok());
         assert!(check_comm("abcdefghijklmno").is_ok());
         let long = check_comm("postgres-exporter").unwrap_err().to_string();
-        assert!(long.starts_with("--comm `postgres-export...` (17 bytes)"), "{long}");
+        assert!(
+            long.starts_with("--comm `postgres-export...` (17 bytes)"),
+            "{long}"
+        );
         // A hostile length is not echoed whole.
-        assert!(check_comm(&"x".repeat(100_000)).unwrap_err().to_string().len() < 200);
+        assert!(
+            check_comm(&"x".repeat(100_000))
+                .unwrap_err()
+                .to_string()
+                .len()
+                < 200
+        );
         assert!(check_comm("").is_err());
     }
 

@@ -292,7 +292,11 @@ fn verdicts(abort_sent: u64, abort_received: u64, peer: u64) -> VerdictCounts {
     c
 }
 
-fn service_row(comm: &str, processes: &[u32], verdicts: VerdictCounts) -> (ServiceKey, ServiceCounts) {
+fn service_row(
+    comm: &str,
+    processes: &[u32],
+    verdicts: VerdictCounts,
+) -> (ServiceKey, ServiceCounts) {
     let key = Some(Service {
         netns: 7,
         comm: Comm::from_name(comm),
@@ -346,7 +350,11 @@ fn aborts_are_judged_by_service_not_by_process() {
     assert!(aborts_over(8.0, &nginx).is_empty());
     // A service of several processes that does reset: named with them, no
     // single pid.
-    let storm = [service_row("nginx", &[100, 101, 102], verdicts(0, 400, 100))];
+    let storm = [service_row(
+        "nginx",
+        &[100, 101, 102],
+        verdicts(0, 400, 100),
+    )];
     let out = aborts_over(8.0, &storm);
     assert_eq!(kinds(&out), [(Kind::AbortReceived, Severity::Warning)]);
     assert!(
@@ -356,7 +364,15 @@ fn aborts_are_judged_by_service_not_by_process() {
         "{}",
         out[0].headline
     );
-    let number = |name: &str| out[0].numbers.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let number = |name: &str| {
+        out[0]
+            .numbers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+            .clone()
+    };
     assert_eq!(number("pid"), Value::Null);
     assert_eq!(number("processes"), 3);
 }
@@ -369,11 +385,18 @@ fn aborts_at_the_pace_of_health_checks_are_information() {
     let checks = [service_row("redis-server", &[5], verdicts(0, 30, 0))];
     let out = aborts_over(60.0, &checks);
     assert_eq!(kinds(&out), [(Kind::AbortReceived, Severity::Info)]);
-    assert!(out[0].headline.contains("at the pace of health checks"), "{}", out[0].headline);
+    assert!(
+        out[0].headline.contains("at the pace of health checks"),
+        "{}",
+        out[0].headline
+    );
     assert_eq!(worst(&out), Some(Severity::Info));
     // The checker's side: its own resets, likewise.
     let checker = [service_row("haproxy", &[6], verdicts(30, 0, 0))];
-    assert_eq!(kinds(&aborts_over(60.0, &checker)), [(Kind::AbortSent, Severity::Info)]);
+    assert_eq!(
+        kinds(&aborts_over(60.0, &checker)),
+        [(Kind::AbortSent, Severity::Info)]
+    );
     // At 1 a second: a warning.
     let faster = [service_row("redis-server", &[5], verdicts(0, 60, 0))];
     assert_eq!(

@@ -102,7 +102,11 @@ mod tests {
         };
         let master = Service::of(7, &task(100, "nginx"));
         assert_eq!(master, Service::of(7, &task(101, "nginx")));
-        assert_ne!(master, Service::of(8, &task(100, "nginx")), "another namespace");
+        assert_ne!(
+            master,
+            Service::of(8, &task(100, "nginx")),
+            "another namespace"
+        );
         assert_ne!(master, Service::of(7, &task(100, "haproxy")));
     }
 
@@ -117,7 +121,10 @@ mod tests {
             pids.add(pid);
         }
         assert_eq!(pids.examples(), [10, 11, 12, 13]);
-        assert_eq!((pids.count(), pids.capped(), pids.single()), (10, false, None));
+        assert_eq!(
+            (pids.count(), pids.capped(), pids.single()),
+            (10, false, None)
+        );
         // A process per connection: counted up to the bound, then "at least".
         for pid in 1000..2000 {
             pids.add(pid);

@@ -41,7 +41,11 @@ impl Filter {
     /// The `--netns` inodes that none of the namespaces `present` has: a
     /// namespace's inode is only known once it exists, so these are typos.
     pub fn unknown_netns(&self, present: impl Fn(u32) -> bool) -> Vec<u32> {
-        self.netns.iter().copied().filter(|&n| !present(n)).collect()
+        self.netns
+            .iter()
+            .copied()
+            .filter(|&n| !present(n))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

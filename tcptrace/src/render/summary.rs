@@ -118,7 +118,10 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
         "{}",
         counts_line("all connections", &r.counts.verdicts)
     )?;
-    writeln!(out, "by service (a program in a namespace: all its processes)")?;
+    writeln!(
+        out,
+        "by service (a program in a namespace: all its processes)"
+    )?;
     for (key, counts) in r.counts.by_service.iter().take(TABLE_ROWS) {
         let label = key.map_or_else(
             || "-".to_owned(),

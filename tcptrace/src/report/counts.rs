@@ -8,8 +8,8 @@ use crate::{
     aggregate::{
         distribution::Distribution,
         stats::{
-            Buckets, HISTOGRAM_STATES, ProcessKey, ServiceCounts, ServiceKey, Stats,
-            VerdictCounts, service_rows, sorted_rows,
+            Buckets, HISTOGRAM_STATES, ProcessKey, ServiceCounts, ServiceKey, Stats, VerdictCounts,
+            service_rows, sorted_rows,
         },
     },
     model::{Role, TcpState},

@@ -92,8 +92,7 @@ pub(super) fn aborts(ev: &Evidence<'_>) -> Vec<Finding> {
                 .filter(|r| !r.dest.is_other() && r.verdicts[verdict.index()] > 0)
                 .filter(|r| {
                     key.is_some_and(|s| {
-                        r.dest.netns == s.netns
-                            && r.owners.iter().any(|(c, _)| *c == s.comm)
+                        r.dest.netns == s.netns && r.owners.iter().any(|(c, _)| *c == s.comm)
                     })
                 })
                 .take(3)

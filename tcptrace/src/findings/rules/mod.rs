@@ -110,7 +110,11 @@ fn service(comm: Option<&Comm>, pids: &Pids) -> String {
 
 /// A service's numbers: `pid` only where it is one process (the field
 /// predates services), and its processes.
-fn service_numbers(netns: Option<u32>, comm: Option<&Comm>, pids: &Pids) -> Vec<(&'static str, Value)> {
+fn service_numbers(
+    netns: Option<u32>,
+    comm: Option<&Comm>,
+    pids: &Pids,
+) -> Vec<(&'static str, Value)> {
     vec![
         ("netns", json!(netns)),
         ("pid", json!(pids.single())),
