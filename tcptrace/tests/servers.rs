@@ -27,9 +27,12 @@ use serde_json::Value;
 // ---------------------------------------------------------------- peers --
 
 /// The load: `http N` makes N HTTP requests, a connection each;
-/// `redis N/keepalive` N PINGs on one connection, `redis N/linger0` a
-/// connection each, closed with a RST. Says `done OK` with the answers
-/// that were right, then waits to be told to exit.
+/// `redis N/keepalive` N PINGs on one connection, `redis N/close` and
+/// `redis N/linger0` a connection each, closed with a FIN or a RST;
+/// `connect N/hold` and `connect N/close` N connects (300 ms each at
+/// most) to a server that accepts nothing, kept open or closed after 1 s.
+/// Says `done OK` with the answers that were right (connects made), then
+/// waits to be told to exit.
 fn peer(args: &[String]) -> ! {
     let (role, mode, addr) = common::net::become_peer(args);
     let (n, how) = mode.split_once('/').unwrap_or((mode, ""));
@@ -44,7 +47,9 @@ fn peer(args: &[String]) -> ! {
                 let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
                 let mut answer = String::new();
                 let _ = conn.read_to_string(&mut answer);
-                ok += usize::from(answer.starts_with("HTTP/1.1 200"));
+                // "HTTP/1.1 200" (nginx), "HTTP/1.0 200" (Python).
+                ok +=
+                    usize::from(answer.starts_with("HTTP/1.") && answer.get(8..12) == Some(" 200"));
             }
         }
         "redis" if how == "keepalive" => {
@@ -64,6 +69,23 @@ fn peer(args: &[String]) -> ! {
                     linger_zero(&conn);
                 }
             }
+        }
+        "connect" => {
+            let mut kept = Vec::new();
+            for _ in 0..n {
+                if let Ok(conn) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                    kept.push(conn);
+                }
+            }
+            ok = kept.len();
+            if how == "close" {
+                thread::sleep(Duration::from_secs(1));
+                kept.clear();
+            }
+            say(&format!("done {ok}"));
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            std::process::exit(0)
         }
         other => panic!("role {other}"),
     }
@@ -93,11 +115,24 @@ impl Server {
     /// `program ARGS` in namespace `ns`, `{dir}` in ARGS and the config
     /// replaced by that directory; waits until `ready` accepts.
     fn start(ns: &str, tag: &str, file: &str, config: &str, args: &[&str], ready: &str) -> Self {
+        let dir = Self::dir(tag);
+        let d = dir.to_str().unwrap();
+        std::fs::write(dir.join(file), config.replace("{dir}", d)).unwrap();
+        Self::run(ns, dir, args, ready)
+    }
+
+    /// A new, empty directory for server `tag`'s files.
+    fn dir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tt-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Runs `program ARGS` in namespace `ns`, `{dir}` in ARGS replaced by
+    /// `dir`; waits until `ready` accepts.
+    fn run(ns: &str, dir: PathBuf, args: &[&str], ready: &str) -> Self {
         let d = dir.to_str().unwrap();
-        std::fs::write(dir.join(file), config.replace("{dir}", d)).unwrap();
         let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", d)).collect();
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -130,6 +165,13 @@ impl Server {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends the whole process group `signal` (SIGSTOP: it accepts nothing
+    /// more).
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        nix::sys::signal::kill(group, signal).unwrap();
     }
 
     /// Stops it, workers and all.
@@ -212,7 +254,14 @@ impl Diagnosis {
 /// Runs `diagnose --for SECS` over `net`'s namespaces while `load` runs.
 fn diagnose(net: &Net, secs: u64, load: impl FnOnce()) -> Diagnosis {
     let netns = format!("{},{}", net.client_ino, net.server_ino);
-    let tracer = Tracer::start(&["diagnose", "--for", &secs.to_string(), "--json", "--netns", &netns]);
+    let tracer = Tracer::start(&[
+        "diagnose",
+        "--for",
+        &secs.to_string(),
+        "--json",
+        "--netns",
+        &netns,
+    ]);
     load();
     let finished = tracer.wait();
     let summary = finished.records("summary").pop().expect("the report");
@@ -245,37 +294,99 @@ const HEALTHY_RUNS: usize = 3;
 fn nginx_proxy_in_front_of_nginx() {
     let net = Net::new("ngx");
     let upstream_addr = format!("{SERVER_IP}:8081");
-    let _upstream = nginx(&net.server, "ngx-up", &upstream_addr, "return 200 \"ok\\n\";", "server 127.0.0.1:1;");
+    let _upstream = nginx(
+        &net.server,
+        "ngx-up",
+        &upstream_addr,
+        "return 200 \"ok\\n\";",
+        "server 127.0.0.1:1;",
+    );
     let front = "127.0.0.1:8080";
     for (variant, upstream, location) in [
-        ("no keep-alive", format!("server {upstream_addr};"), "proxy_pass http://backend;".to_owned()),
+        (
+            "no keep-alive",
+            format!("server {upstream_addr};"),
+            "proxy_pass http://backend;".to_owned(),
+        ),
         (
             "keep-alive",
             format!("server {upstream_addr}; keepalive 8;"),
-            "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";".to_owned(),
+            "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+                .to_owned(),
         ),
     ] {
         let _proxy = nginx(&net.client, "ngx-proxy", front, &location, &upstream);
         for run in 0..HEALTHY_RUNS {
             let mut ok = 0;
-            let d = diagnose(&net, 6, || ok = load(&net.client, "tt-load", "http", "400", front));
+            let d = diagnose(&net, 6, || {
+                ok = load(&net.client, "tt-load", "http", "400", front)
+            });
             assert_eq!(ok, 400, "{variant}: every request answered");
-            assert!(d.warnings().is_empty(), "{variant}, run {run}: {:#?}", d.warnings());
+            assert!(
+                d.warnings().is_empty(),
+                "{variant}, run {run}: {:#?}",
+                d.warnings()
+            );
             assert_eq!(d.code, 0, "{variant}, run {run}");
         }
     }
     // The upstream goes away: 502s, and the proxy's connects refused.
     drop(_upstream);
     let upstream = format!("server {upstream_addr};");
-    let _proxy = nginx(&net.client, "ngx-proxy", front, "proxy_pass http://backend;", &upstream);
+    let _proxy = nginx(
+        &net.client,
+        "ngx-proxy",
+        front,
+        "proxy_pass http://backend;",
+        &upstream,
+    );
     let d = diagnose(&net, 5, || {
         load(&net.client, "tt-load", "http", "50", front);
     });
     assert_eq!(d.code, 3, "{:#?}", d.findings);
     let refused = d.finding("upstream-refuses");
     let headline = refused["headline"].as_str().unwrap();
-    assert!(headline.starts_with(&format!("{upstream_addr} refuses connections")), "{headline}");
-    assert!(headline.contains("from nginx (3 processes") || headline.contains("from nginx (2 processes"), "{headline}");
+    assert!(
+        headline.starts_with(&format!("{upstream_addr} refuses connections")),
+        "{headline}"
+    );
+    assert!(
+        headline.contains("from nginx (3 processes")
+            || headline.contains("from nginx (2 processes"),
+        "{headline}"
+    );
+    drop(_proxy);
+
+    // An upstream whose packets are dropped: the proxy's connects time out.
+    let _upstream = nginx(
+        &net.server,
+        "ngx-up",
+        &upstream_addr,
+        "return 200 \"ok\\n\";",
+        "server 127.0.0.1:1;",
+    );
+    net.nft(
+        &net.server,
+        "table inet tt {\n chain in {\n type filter hook input priority 0;\n tcp dport 8081 drop\n }\n}\n",
+    );
+    let _proxy = nginx(
+        &net.client,
+        "ngx-proxy",
+        front,
+        "proxy_pass http://backend; proxy_connect_timeout 1s;",
+        &upstream,
+    );
+    let d = diagnose(&net, 14, || {
+        load(&net.client, "tt-load", "http", "10", front);
+    });
+    assert_eq!(d.code, 3, "{:#?}", d.findings);
+    let unreachable = d.finding("upstream-unreachable");
+    let headline = unreachable["headline"].as_str().unwrap();
+    assert!(
+        headline.starts_with(&format!("{upstream_addr} ")),
+        "{headline}"
+    );
+    assert!(headline.contains("from nginx"), "{headline}");
 }
 
 /// haproxy (master-worker) in front of redis, checking it every 1.2 s (its
@@ -291,7 +402,9 @@ fn haproxy_in_front_of_redis() {
         &net.server,
         "hap-redis",
         "redis.conf",
-        &format!("bind {SERVER_IP}\nport 6379\nprotected-mode no\nsave \"\"\nappendonly no\ndir {{dir}}\n"),
+        &format!(
+            "bind {SERVER_IP}\nport 6379\nprotected-mode no\nsave \"\"\nappendonly no\ndir {{dir}}\n"
+        ),
         &["redis-server", "{dir}/redis.conf"],
         &redis_addr,
     );
@@ -312,7 +425,9 @@ fn haproxy_in_front_of_redis() {
     for run in 0..HEALTHY_RUNS {
         let mut ok = 0;
         // 25 s: at least 20 checks, the fewest resets the rules count.
-        let d = diagnose(&net, 25, || ok = load(&net.client, "tt-load", "redis", "200/keepalive", front));
+        let d = diagnose(&net, 25, || {
+            ok = load(&net.client, "tt-load", "redis", "200/keepalive", front)
+        });
         assert_eq!(ok, 200, "every PING answered");
         assert!(d.warnings().is_empty(), "run {run}: {:#?}", d.warnings());
         assert_eq!(d.code, 0, "run {run}");
@@ -321,11 +436,25 @@ fn haproxy_in_front_of_redis() {
             let checks: Vec<&Value> = d
                 .findings
                 .iter()
-                .filter(|f| f["headline"].as_str().unwrap().contains("at the pace of health checks"))
+                .filter(|f| {
+                    f["headline"]
+                        .as_str()
+                        .unwrap()
+                        .contains("at the pace of health checks")
+                })
                 .collect();
             assert!(!checks.is_empty(), "{:#?}", d.findings);
         }
     }
+    // Clients without keep-alive: a connection per PING, healthy too.
+    let mut ok = 0;
+    let d = diagnose(&net, 5, || {
+        ok = load(&net.client, "tt-load", "redis", "300/close", front)
+    });
+    assert_eq!(ok, 300);
+    assert!(d.warnings().is_empty(), "{:#?}", d.warnings());
+    assert_eq!(d.code, 0);
+
     // Clients that reset: 300 connections closed with SO_LINGER 0.
     let d = diagnose(&net, 5, || {
         load(&net.client, "tt-resetter", "redis", "300/linger0", front);
@@ -338,22 +467,199 @@ fn haproxy_in_front_of_redis() {
         .unwrap_or_else(|| panic!("haproxy's connections reset: {:#?}", d.findings));
     assert_eq!(reset["severity"], "warning", "{reset}");
     // The clients' own resets, and haproxy passing them on to redis.
-    for (comm, toward) in [("tt-resetter", front.to_owned()), ("haproxy", redis_addr)] {
+    for (comm, toward) in [
+        ("tt-resetter", front.to_owned()),
+        ("haproxy", redis_addr.clone()),
+    ] {
         let sent = d
             .findings
             .iter()
             .find(|f| f["kind"] == "abort-sent" && f["comm"] == comm)
             .unwrap_or_else(|| panic!("{comm} resets: {:#?}", d.findings));
-        assert!(sent["headline"].as_str().unwrap().contains(&format!("toward {toward}")), "{sent}");
+        assert!(
+            sent["headline"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("toward {toward}")),
+            "{sent}"
+        );
     }
+
+    // Ports exhausted toward redis: haproxy closes its side first (its
+    // clients did), and holds TIME_WAIT; 100 ports are gone in a second.
+    net.sysctl(&net.client, "net.ipv4.ip_local_port_range", "40000 40099");
+    let d = diagnose(&net, 5, || {
+        load(&net.client, "tt-load", "redis", "300/close", front);
+    });
+    assert_eq!(d.code, 4, "{:#?}", d.findings);
+    let exhausted = d.finding("port-exhaustion");
+    assert_eq!(exhausted["severity"], "critical", "{exhausted}");
+    let headline = exhausted["headline"].as_str().unwrap();
+    assert!(
+        headline.starts_with("haproxy")
+            && headline.contains(&format!("cannot connect to {redis_addr}")),
+        "{headline}"
+    );
+}
+
+/// PostgreSQL, a process per connection, under pgbench -C (a new
+/// connection per transaction, 100 a second). Healthy: nothing above info,
+/// every run, though every connection is another process. Fault: the
+/// postmaster stops accepting (SIGSTOP) and clients keep connecting: the
+/// listen queue overflows, and the finding names postgres's listener.
+fn postgres_under_pgbench() {
+    let net = Net::new("pg");
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL (run ./x setup)")
+        .filter_map(Result::ok)
+        .map(|v| v.path().join("bin"))
+        .find(|b| b.join("initdb").exists())
+        .expect("initdb");
+    let dir = Server::dir("pg");
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    nix::unistd::chown(&dir, Some(postgres.uid), Some(postgres.gid)).unwrap();
+    let as_postgres = ["--reuid=postgres", "--regid=postgres", "--init-groups"];
+    let data = dir.join("data");
+    let out = Command::new("setpriv")
+        .args(as_postgres)
+        .arg(bin.join("initdb"))
+        .args(["--auth=trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The client's namespace may connect, without a password.
+    let hba = data.join("pg_hba.conf");
+    let mut rules = std::fs::read_to_string(&hba).unwrap();
+    rules.push_str("host all all 10.77.0.0/24 trust\n");
+    std::fs::write(&hba, rules).unwrap();
+    let addr = format!("{SERVER_IP}:5432");
+    let postgres_bin = bin.join("postgres");
+    let server = Server::run(
+        &net.server,
+        dir,
+        &[
+            "setpriv",
+            as_postgres[0],
+            as_postgres[1],
+            as_postgres[2],
+            postgres_bin.to_str().unwrap(),
+            "-D",
+            "{dir}/data",
+            "-k",
+            "{dir}",
+            "-c",
+            &format!("listen_addresses={SERVER_IP}"),
+            "-c",
+            "max_connections=20",
+            "-c",
+            "fsync=off",
+        ],
+        &addr,
+    );
+    let pgbench = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.client])
+            .arg(bin.join("pgbench"))
+            .args(["-h", SERVER_IP, "-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pgbench {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    pgbench(&["-i", "-q"]);
+    for run in 0..HEALTHY_RUNS {
+        let mut said = String::new();
+        let d = diagnose(&net, 8, || {
+            said = pgbench(&["-C", "-S", "-c", "4", "-j", "2", "-R", "100", "-T", "6"])
+        });
+        assert!(said.contains("number of failed transactions: 0"), "{said}");
+        assert!(d.warnings().is_empty(), "run {run}: {:#?}", d.warnings());
+        assert_eq!(d.code, 0, "run {run}");
+    }
+    // The postmaster stops accepting; 200 connects queue up and overflow.
+    server.signal(nix::sys::signal::Signal::SIGSTOP);
+    let d = diagnose(&net, 6, || {
+        load(&net.client, "tt-load", "connect", "200/hold", &addr);
+    });
+    assert_eq!(d.code, 3, "{:#?}", d.findings);
+    let overflow = d.finding("listen-overflow");
+    let headline = overflow["headline"].as_str().unwrap();
+    assert!(
+        headline.contains(&addr) && headline.contains("postgres"),
+        "{headline}"
+    );
+}
+
+/// Python's http.server (a thread per connection, closing first). Healthy:
+/// its TIME_WAIT is information at most. Fault: it stops (SIGSTOP) while
+/// clients connect and then give up: the connections waiting in its
+/// accept queue stay in CLOSE_WAIT, and after 30 s that is a leak named
+/// python3; its listen queue overflowed too.
+fn python_http_server() {
+    let net = Net::new("py");
+    let addr = format!("{SERVER_IP}:8000");
+    let server = Server::run(
+        &net.server,
+        Server::dir("py"),
+        &[
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "--bind",
+            SERVER_IP,
+            "--directory",
+            "{dir}",
+            "8000",
+        ],
+        &addr,
+    );
+    for run in 0..HEALTHY_RUNS {
+        let mut ok = 0;
+        let d = diagnose(&net, 5, || {
+            ok = load(&net.client, "tt-load", "http", "300", &addr)
+        });
+        assert_eq!(ok, 300, "every request answered");
+        assert!(d.warnings().is_empty(), "run {run}: {:#?}", d.warnings());
+        assert_eq!(d.code, 0, "run {run}");
+    }
+    server.signal(nix::sys::signal::Signal::SIGSTOP);
+    let d = diagnose(&net, 45, || {
+        load(&net.client, "tt-load", "connect", "20/close", &addr);
+    });
+    assert_eq!(d.code, 3, "{:#?}", d.findings);
+    let leak = d.finding("close-wait-leak");
+    let headline = leak["headline"].as_str().unwrap();
+    assert!(headline.starts_with("python3"), "{headline}");
+    assert!(
+        d.finding("listen-overflow")["headline"]
+            .as_str()
+            .unwrap()
+            .contains(&addr)
+    );
 }
 
 fn main() {
     common::scenario_main(
         peer,
         &[
-            ("nginx_proxy_in_front_of_nginx", nginx_proxy_in_front_of_nginx),
+            (
+                "nginx_proxy_in_front_of_nginx",
+                nginx_proxy_in_front_of_nginx,
+            ),
             ("haproxy_in_front_of_redis", haproxy_in_front_of_redis),
+            ("postgres_under_pgbench", postgres_under_pgbench),
+            ("python_http_server", python_http_server),
         ],
     )
 }

@@ -158,9 +158,10 @@ fn cargo_fuzz(root: &Path) -> Result<()> {
 /// Debian packages the tests need: `nft` (nftables) drops chosen packets
 /// inside the test namespaces; `prometheus` (with `promtool`) scrapes the
 /// metrics endpoint and checks the exposition and the alert rules; `dpkg-deb`
-/// builds the package; nginx, haproxy and redis are the real servers the
-/// findings are checked against (tests/servers.rs). `ip` (iproute2) ships
-/// with the machine.
+/// builds the package; nginx, haproxy, redis, PostgreSQL (with pgbench) and
+/// Debian's python3 are the real servers and clients the findings are
+/// checked against (tests/servers.rs). `ip` (iproute2) ships with the
+/// machine.
 fn debian_packages() -> Result<()> {
     let mut missing: Vec<&str> = [
         ("nft", "nftables"),
@@ -171,12 +172,23 @@ fn debian_packages() -> Result<()> {
         ("nginx", "nginx-light"),
         ("haproxy", "haproxy"),
         ("redis-server", "redis-server"),
+        ("pgbench", "postgresql"),
+        ("initdb", "postgresql"),
+        ("python3", "python3"),
     ]
     .into_iter()
     .filter(|(bin, _)| {
+        // PostgreSQL's server programs are in a directory of its version.
+        let versions = fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|v| v.path().join("bin"));
         !["/usr/sbin", "/sbin", "/usr/bin"]
             .iter()
-            .any(|d| Path::new(d).join(bin).exists())
+            .map(PathBuf::from)
+            .chain(versions)
+            .any(|d| d.join(bin).exists())
     })
     .map(|(_, package)| package)
     .collect();
@@ -226,6 +238,7 @@ fn debian_packages() -> Result<()> {
             ("nginx-light", "nginx"),
             ("haproxy", "haproxy"),
             ("redis-server", "redis-server"),
+            ("postgresql", "postgresql"),
         ] {
             if missing.contains(&package) {
                 let _ = Command::new("systemctl")

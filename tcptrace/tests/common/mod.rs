@@ -119,14 +119,17 @@ impl Tracer {
         self.finish()
     }
 
-    /// Waits for it to end by itself (`diagnose --for`).
+    /// Waits for it to end by itself (`diagnose --for`, up to 2 minutes).
     pub(crate) fn wait(self) -> Finished {
-        self.finish()
+        self.finish_within(Duration::from_secs(120))
     }
 
-    fn finish(mut self) -> Finished {
-        let status =
-            wait_timeout(&mut self.child, Duration::from_secs(30)).expect("tcptrace exits");
+    fn finish(self) -> Finished {
+        self.finish_within(Duration::from_secs(30))
+    }
+
+    fn finish_within(mut self, patience: Duration) -> Finished {
+        let status = wait_timeout(&mut self.child, patience).expect("tcptrace exits");
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
         }
