@@ -49,9 +49,12 @@ pub const IPPROTO_TCP: u16 = 6;
 pub const FLAG_PROCESS_CTX: u16 = 1 << 0;
 /// `TransitionEvent::kind`: a `sock:inet_sock_set_state` transition.
 pub const KIND_TRANSITION: u8 = 1;
-/// `TransitionEvent::kind`: `tcp:tcp_send_reset` for a full socket: this host
-/// sent a RST on it. `oldstate` is the socket's state then, `newstate` 0, and
-/// only `ts_ns`, `skaddr`, `netns` and the task fields are filled in.
+/// `TransitionEvent::kind`: `tcp:tcp_send_reset`: this host sent a RST, on
+/// a full socket, or for no socket at all (`skaddr` 0: a segment to a port
+/// nobody listens on, or to a connection the host forgot; `netns` 0). For a
+/// socket, `oldstate` is its state then; with `FLAG_RESET_REASON`,
+/// `newstate` is the kernel's `enum sk_rst_reason`. Only `ts_ns`, `skaddr`,
+/// `netns`, the ports and the task fields are filled in.
 pub const KIND_RESET_SENT: u8 = 2;
 /// `TransitionEvent::kind`: `tcp:tcp_receive_reset`: the peer reset the socket.
 /// Filled in like `KIND_RESET_SENT`.
@@ -92,6 +95,11 @@ pub const EADDRINUSE: i64 = 98;
 /// `TransitionEvent::flags` of `KIND_TW_CANCEL`: the socket's network
 /// namespace was being dismantled (its reference count was 0).
 pub const FLAG_NET_DYING: u16 = 1 << 3;
+
+/// `TransitionEvent::flags` of `KIND_RESET_SENT`: `newstate` holds the
+/// kernel's reason for the RST (`enum sk_rst_reason`, named in the
+/// tracepoint's format).
+pub const FLAG_RESET_REASON: u16 = 1 << 4;
 
 /// One event of a TCP socket, as sent through the `EVENTS` ring buffer: a
 /// state transition, or a reset sent or received (see `KIND_*`). `Pod` (for
@@ -317,6 +325,9 @@ pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 4] = [
     ("saddr", 32, 28),
     ("daddr", 60, 28),
 ];
+/// The field of `tcp:tcp_send_reset` that carries the kernel's reason for a
+/// RST (Linux 6.10 and later), read where the format has it there.
+pub const TCP_SEND_RESET_REASON: (&str, usize, usize) = ("reason", 28, 4);
 /// The fields of `syscalls:sys_enter_bind` that the eBPF program reads.
 pub const SYS_ENTER_BIND_FIELDS: [(&str, usize, usize); 1] = [("umyaddr", 24, 8)];
 /// The fields of `syscalls:sys_exit_bind` that the eBPF program reads.

@@ -62,6 +62,11 @@ pub static FILTER: Global<KernelFilter> = Global::new(KernelFilter {
     rports: [0; tcptrace_common::MAX_PORT_FILTER],
 });
 
+/// Whether `tcp:tcp_send_reset` has its `reason` field where
+/// `TCP_SEND_RESET_REASON` says (the agent checks the format): 1 to read it.
+#[unsafe(no_mangle)]
+pub static RESET_REASONS: Global<u8> = Global::new(0);
+
 /// Structure offsets from the running kernel's BTF (0: unavailable).
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {

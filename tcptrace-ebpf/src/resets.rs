@@ -6,6 +6,7 @@
 //! ```text
 //! tcp_send_reset:    field:const void * skaddr; offset:16; size:8;   (NULL: no socket)
 //!                    field:int state;           offset:24; size:4;
+//!                    field:enum sk_rst_reason reason; offset:28; size:4; (6.10+)
 //!                    field:__u8 saddr[28];      offset:32; size:28;  (sockaddr_in6)
 //!                    field:__u8 daddr[28];      offset:60; size:28;
 //! tcp_receive_reset: field:const void * skaddr; offset:8;  size:8;
@@ -19,15 +20,18 @@
 //! and loses is its own), with the socket's ports, so that the agent can
 //! tell a reset of the socket it follows at that address from one of a
 //! socket that took the address over unseen; the agent keeps those of
-//! sockets it follows.
+//! sockets it follows. Resets sent for no socket (a SYN to a closed port)
+//! are sent too, with the ports of the segment they answer (reversed by
+//! the tracepoint: `saddr` is this host's side). With `RESET_REASONS`, the
+//! kernel's reason for each reset sent goes with it.
 
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
 };
-use tcptrace_common::{KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent};
+use tcptrace_common::{FLAG_RESET_REASON, KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent};
 
 use crate::{
-    maps::{FILTER, netns_of, send},
+    maps::{FILTER, RESET_REASONS, netns_of, send},
     softirq::task,
 };
 
@@ -41,19 +45,22 @@ fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = load(&ctx, 16);
-    if sk == 0 {
-        return 0;
-    }
-    // A full socket's own addresses: local in `saddr`, remote in `daddr`.
+    // Local in `saddr`, remote in `daddr`: a full socket's own addresses,
+    // or the segment's, reversed.
     let family: u16 = load(&ctx, 32);
     let lport = u16::from_be(load(&ctx, 34));
     let rport = u16::from_be(load(&ctx, 62));
     if FILTER.load().accepts(family, lport, rport) {
+        let reason = match RESET_REASONS.load() {
+            0 => None,
+            _ => Some(load::<u32>(&ctx, 28) as u8),
+        };
         try_reset(
             sk,
             load::<i32>(&ctx, 24) as u8,
             KIND_RESET_SENT,
             (lport, rport),
+            reason,
         );
     }
     0
@@ -67,15 +74,19 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     }
     let (sport, dport, family) = (load(&ctx, 16), load(&ctx, 18), load(&ctx, 20));
     if FILTER.load().accepts(family, sport, dport) {
-        try_reset(sk, 0, KIND_RESET_RECEIVED, (sport, dport));
+        try_reset(sk, 0, KIND_RESET_RECEIVED, (sport, dport), None);
     }
     0
 }
 
-/// `ports`: the socket's local and remote port, in host order.
+/// `ports`: the socket's local and remote port, in host order; `sk` 0: no
+/// socket (its namespace unknown).
 #[inline(always)]
-fn try_reset(sk: u64, state: u8, kind: u8, (sport, dport): (u16, u16)) {
-    let (pid, tid, comm, flags) = task();
+fn try_reset(sk: u64, state: u8, kind: u8, (sport, dport): (u16, u16), reason: Option<u8>) {
+    let (pid, tid, comm, mut flags) = task();
+    if reason.is_some() {
+        flags |= FLAG_RESET_REASON;
+    }
     send(TransitionEvent {
         // SAFETY: a helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -84,11 +95,15 @@ fn try_reset(sk: u64, state: u8, kind: u8, (sport, dport): (u16, u16)) {
         tid,
         comm,
         oldstate: state,
+        newstate: reason.unwrap_or(0),
         sport,
         dport,
         flags,
         kind,
-        netns: netns_of(sk),
+        netns: match sk {
+            0 => 0,
+            sk => netns_of(sk),
+        },
         ..TransitionEvent::default()
     });
 }

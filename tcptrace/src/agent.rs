@@ -8,7 +8,7 @@ use std::{io, time::Duration};
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     time::{MissedTickBehavior, interval},
 };
 
@@ -43,6 +43,34 @@ pub enum Ending {
     BrokenPipe,
 }
 
+/// The signals tcptrace answers, installed as early as the runtime allows:
+/// one that arrives while the programs attach (big rings take seconds) is
+/// answered when the loop starts, rather than killing tcptrace.
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+    /// A closed terminal or ssh session: end cleanly too, with the summary.
+    hup: Signal,
+    /// Ctrl-\ in a terminal: the user wants out, the summary is not lost.
+    quit: Signal,
+    /// A summary now, in any mode (the daemon's too), and tracing goes on.
+    usr1: Signal,
+}
+
+impl Signals {
+    /// Must be called inside a tokio runtime with I/O enabled.
+    pub fn install() -> Result<Self, AgentError> {
+        let on = |kind| signal(kind).map_err(AgentError::Signals);
+        Ok(Self {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+            quit: on(SignalKind::quit())?,
+            usr1: on(SignalKind::user_defined1())?,
+        })
+    }
+}
+
 /// How often the loop does what.
 pub struct Timing {
     /// Periodic drain of the rings.
@@ -63,6 +91,7 @@ pub async fn run<W: io::Write>(
     session: &mut Session<W>,
     timing: &Timing,
     mut endpoint: Option<Served>,
+    signals: Signals,
 ) -> Result<Ending, AgentError> {
     let mut rings = Rings::new(rings).map_err(AgentError::Poll)?;
     let mut logger = match timing.verbose {
@@ -74,14 +103,13 @@ pub async fn run<W: io::Write>(
         }),
         false => None,
     };
-    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-    // A closed terminal or ssh session: end cleanly too, with the summary.
-    let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
-    // Ctrl-\ in a terminal: the user wants out, the summary is not lost.
-    let mut sigquit = signal(SignalKind::quit()).map_err(AgentError::Signals)?;
-    // A summary now, in any mode (the daemon's too), and tracing goes on.
-    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(AgentError::Signals)?;
+    let Signals {
+        int: mut sigint,
+        term: mut sigterm,
+        hup: mut sighup,
+        quit: mut sigquit,
+        usr1: mut sigusr1,
+    } = signals;
     let mut drain_tick = interval(timing.drain_interval);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut counters_tick = interval(Duration::from_secs(1));

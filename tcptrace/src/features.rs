@@ -3,7 +3,7 @@
 //! each optional feature, taken here once. A feature that is off is said in
 //! one line, with why.
 
-use std::{io, path::Path};
+use std::{fs, io, path::Path};
 
 use tcptrace_common::{KernelOffsets, TimewaitConfig};
 
@@ -14,6 +14,7 @@ use crate::{
         preflight::{self, Mounted, PreflightError},
     },
     kernel::loader::TIMEWAIT_PROGRAMS,
+    model::ResetNames,
 };
 
 /// What runs on this kernel.
@@ -27,6 +28,9 @@ pub struct Features {
     pub hz: Option<u32>,
     /// Failed binds (EADDRINUSE) are seen through the syscall tracepoints.
     pub binds: bool,
+    /// The kernel's reasons for the resets it sends, named as it names
+    /// them; empty: reasons are off.
+    pub reset_names: ResetNames,
 }
 
 /// Why TIME_WAIT cannot be tracked on this kernel.
@@ -45,7 +49,7 @@ pub enum TimewaitError {
 /// What the kernel is pretended to lack (`--pretend-missing`, for the tests
 /// of how tcptrace degrades): kernel symbols (`tw_timer_handler`,
 /// `reqsk_timer_handler`), tracepoints (`timer_start`, `sys_exit_bind`...),
-/// BTF members (`net.ns.inum`).
+/// BTF members (`net.ns.inum`), tracepoint fields (`reason`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Missing<'a>(pub &'a [String]);
 
@@ -139,11 +143,25 @@ pub fn probe(
             false
         }
     };
+    let reset_names = fs::read_to_string(tracefs.path.join("events/tcp/tcp_send_reset/format"))
+        .map_err(|err| err.to_string())
+        .and_then(|format| preflight::reset_reasons(&format))
+        .and_then(|names| match missing.has("reason") {
+            true => Err("field reason is missing (pretended)".into()),
+            false => Ok(names),
+        })
+        .unwrap_or_else(|err| {
+            notice(&format!(
+                "warning: the kernel's reasons for resets are off ({err}); verdicts as usual"
+            ));
+            ResetNames::default()
+        });
     Ok(Features {
         offsets,
         timewait,
         hz: kconfig::kernel_hz(),
         binds,
+        reset_names,
     })
 }
 

@@ -153,9 +153,10 @@ fn run(
     let output = config.output;
     let zone = if output.utc { Zone::Utc } else { Zone::Local };
     let clock = WallClock::new(zone).context("reading the clocks")?;
+    let names = features.reset_names.clone();
     let printer = match output.json {
-        true => Printer::Json(JsonPrinter::new(clock)),
-        false => Printer::Text(TextPrinter::new(clock, output.addr_width)),
+        true => Printer::Json(JsonPrinter::new(clock).with_reset_names(names)),
+        false => Printer::Text(TextPrinter::new(clock, output.addr_width).with_reset_names(names)),
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -164,6 +165,7 @@ fn run(
         .build()
         .context("starting the runtime")?;
     let _guard = runtime.enter();
+    let signals = agent::Signals::install()?;
     // Big rings asked for: what they cost, before it is paid.
     if rings.total_bytes > 256 << 20 {
         say!(
@@ -185,6 +187,7 @@ fn run(
         offsets: features.offsets,
         timewait: features.timewait,
         binds: features.binds,
+        reset_reasons: !features.reset_names.is_empty(),
         floor: config.bench_floor,
     })?;
 
@@ -196,13 +199,14 @@ fn run(
         records: config.live,
     });
     // The writer thread writes to what it is given, and needs no privilege.
-    let out = Output::spawn(Sizes::for_stdout(), || match privileges::keep_only(&[]) {
-        Ok(()) => Stdout::open(),
-        Err(err) => Stdout::failed(io::Error::other(err)),
+    let out = Output::spawn(Sizes::for_stdout(), || {
+        privileges::keep_only(&[]).map_err(io::Error::other)?;
+        Ok(Stdout::open())
     })
     .context("starting the output thread")?;
     let mut session = Session::new(pipeline, printer, out, timewait);
     session.limit_metrics(config.metrics_limits);
+    session.name_resets(features.reset_names.clone());
     if config.quiet {
         session.quiet();
     }
@@ -223,7 +227,8 @@ fn run(
     let unknown = config.filter.unknown_netns(|n| {
         existing.namespaces.iter().any(|&(ns, _)| ns == n) || ip_names.contains_key(&n)
     });
-    if let Some(first) = unknown.first() {
+    // (Unless /proc could not be walked at all: then nothing is known.)
+    if let (Some(first), false) = (unknown.first(), existing.namespaces.is_empty()) {
         say!(
             "--netns {first}: no network namespace has that inode (lsns -t net lists them, \
              ls -L -i /run/netns/NAME gives one's)"
@@ -290,6 +295,7 @@ fn run(
         &mut session,
         &timing,
         served,
+        signals,
     ))?;
     // What the output thread still holds is written before the exit line.
     let ending = match session.out_mut().finish() {

@@ -9,7 +9,7 @@
 mod common;
 
 use std::{
-    io::Write as _,
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     panic, thread,
     time::Duration,
@@ -25,7 +25,8 @@ use serde_json::Value;
 // ---------------------------------------------------------------- peers --
 
 /// Servers: `eof-then-close` (the client closes first), `close-first`,
-/// `never-close` (keeps every connection after its peer's FIN).
+/// `close-unread` (closes before reading the request), `never-close`
+/// (keeps every connection after its peer's FIN).
 fn server(mode: &str, addr: SocketAddr) -> ! {
     // `never-accept:BACKLOG`: listens with that backlog and accepts nothing.
     if let Some(backlog) = mode.strip_prefix("never-accept:") {
@@ -46,6 +47,8 @@ fn server(mode: &str, addr: SocketAddr) -> ! {
             "close-first" => {
                 let _ = conn.write_all(b"bye");
             }
+            // Closes with the client's request unread: a RST.
+            "close-unread" => thread::sleep(Duration::from_millis(20)),
             "never-close" => {
                 read_to_eof(&mut conn);
                 kept.push(conn);
@@ -59,10 +62,33 @@ fn server(mode: &str, addr: SocketAddr) -> ! {
 }
 
 /// Clients, `MODE:N` for N connections: `linger0` (reset by this side),
-/// `wait-eof` (the server closes first), `close-first`, `refused`.
+/// `wait-eof` (the server closes first), `close-first`, `refused`,
+/// `request` (sends a request, reads to the end or the reset),
+/// `keepalive` (N connections kept open with 1 s keepalives, until told).
 fn client(mode: &str, addr: SocketAddr) -> ! {
     let (mode, n) = mode.split_once(':').unwrap();
     let n: u32 = n.parse().unwrap();
+    if mode == "keepalive" {
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(1))
+            .with_interval(Duration::from_secs(1))
+            .with_retries(2);
+        let kept: Vec<TcpStream> = (0..n)
+            .map(|_| {
+                let conn = TcpStream::connect(addr).unwrap();
+                socket2::SockRef::from(&conn)
+                    .set_tcp_keepalive(&probes)
+                    .unwrap();
+                conn
+            })
+            .collect();
+        say("connected");
+        // Until the probes have given up (told when to look).
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        drop(kept);
+        std::process::exit(0)
+    }
     // `flood:N`: N connects at once, left pending.
     if mode == "flood" {
         let kept: Vec<socket2::Socket> = (0..n)
@@ -98,6 +124,11 @@ fn client(mode: &str, addr: SocketAddr) -> ! {
                     // would be answered with a RST, not TIME_WAIT.
                     "wait-eof" => read_to_eof(&mut conn),
                     "close-first" => conn.write_all(b"hi").unwrap(),
+                    "request" => {
+                        conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                        let mut buf = [0u8; 64];
+                        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+                    }
                     other => panic!("client mode {other}"),
                 }
             }
@@ -225,6 +256,17 @@ fn abort_storm() {
         (Some(run.client_pid as u64), Some("tt-client"))
     );
     assert_eq!(sent["count"], 30);
+    // The kernel's own reason: close() with SO_LINGER 0 resets from
+    // tcp_disconnect, TCP_STATE (TCP_ABORT_ON_LINGER is a negative
+    // TCP_LINGER2's).
+    assert_eq!(sent["reasons"]["TCP_STATE"], 30, "{sent}");
+    assert!(
+        sent["headline"]
+            .as_str()
+            .unwrap()
+            .ends_with(": an abortive close, SO_LINGER 0 (TCP_STATE, 100 %)"),
+        "{sent}"
+    );
     assert!(
         sent["myths"][0]
             .as_str()
@@ -245,9 +287,86 @@ fn abort_storm() {
     );
 }
 
-/// Six connects to a port nobody listens on: the upstream refuses.
+/// A server that closes before reading the requests, 25 times: the kernel
+/// resets each, TCP_ABORT_ON_CLOSE, and the finding says so.
+fn close_with_unread_data() {
+    let run = traced(
+        "fcu",
+        Some("close-unread"),
+        "request:25",
+        Duration::from_millis(300),
+    );
+    let sent = run.finding("abort-sent");
+    assert_eq!(sent["comm"], "tt-server", "{sent}");
+    assert_eq!(sent["reasons"]["TCP_ABORT_ON_CLOSE"], 25, "{sent}");
+    assert!(
+        sent["headline"]
+            .as_str()
+            .unwrap()
+            .ends_with(": closed with unread data (TCP_ABORT_ON_CLOSE, 100 %)"),
+        "{sent}"
+    );
+}
+
+/// 20 connections with 1 s keepalives, then every packet from the client
+/// dropped (nftables): the probes go unanswered and the kernel resets
+/// each, TCP_KEEPALIVE_TIMEOUT, in its closed record and in the finding.
+fn keepalive_gives_up() {
+    let net = Net::new("fka");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--netns", &netns]);
+    let addr = format!("{SERVER_IP}:{PORT}");
+    let mut server = Peer::spawn(&net.server, "tt-server", "server", "eof-then-close", &addr);
+    server.expect("ready");
+    let mut client = Peer::spawn(&net.client, "tt-client", "client", "keepalive:20", &addr);
+    client.expect("connected");
+    net.nft(
+        &net.server,
+        "table inet tt {\n chain in {\n type filter hook input priority 0;\n tcp dport 8080 drop\n }\n}\n",
+    );
+    // Idle 1 s, two probes 1 s apart, then the reset: 3 s; 6 to be sure.
+    thread::sleep(Duration::from_secs(6));
+    client.tell("exit");
+    let finished = tracer.stop_lossless();
+    let closed: Vec<Value> = finished
+        .records("closed")
+        .into_iter()
+        .filter(|c| c["comm"] == "tt-client")
+        .collect();
+    assert_eq!(closed.len(), 20, "{closed:#?}");
+    for c in &closed {
+        assert_eq!(c["reset_reason"], "TCP_KEEPALIVE_TIMEOUT", "{c}");
+    }
+    let summary = finished.records("summary").pop().unwrap();
+    let sent = summary["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "abort-sent")
+        .unwrap_or_else(|| panic!("{:#?}", summary["findings"]));
+    assert!(
+        sent["headline"]
+            .as_str()
+            .unwrap()
+            .contains("keepalive timeouts (TCP_KEEPALIVE_TIMEOUT, 100 %)"),
+        "{sent}"
+    );
+    drop(server);
+}
+
+/// Six connects to a port nobody listens on: the upstream refuses, and
+/// its host's RSTs for no socket are counted on that port.
 fn refused_upstream() {
     let run = traced("frf", None, "refused:6", Duration::from_millis(300));
+    // Host-wide (a segment with no socket has no namespace known): at
+    // least ours.
+    let on_port = run.summary["resets_no_socket"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["lport"] == PORT)
+        .map_or(0, |r| r["count"].as_u64().unwrap());
+    assert!(on_port >= 6, "{}", run.summary["resets_no_socket"]);
     let f = run.finding("upstream-refuses");
     assert_eq!(f["severity"], "warning");
     assert_eq!(
@@ -373,6 +492,8 @@ fn main() {
             ("close_wait_leak", close_wait_leak),
             ("abort_storm", abort_storm),
             ("refused_upstream", refused_upstream),
+            ("close_with_unread_data", close_with_unread_data),
+            ("keepalive_gives_up", keepalive_gives_up),
             ("healthy_server_closes_first", healthy_server_closes_first),
             ("listen_overflow", listen_overflow),
             ("syn_queue", syn_queue),

@@ -985,6 +985,10 @@ fn a_missing_kernel_feature_is_one_line_and_the_rest_works() {
             "net.ns.inum",
             "tcptrace: warning: network namespaces unavailable (BTF struct net.ns has no member inum); netns is shown as 0",
         ),
+        (
+            "reason",
+            "tcptrace: warning: the kernel's reasons for resets are off (field reason is missing (pretended)); verdicts as usual",
+        ),
     ];
     for (name, says) in cases {
         let tracer = Tracer::start(&["--json", "--pretend-missing", name]);

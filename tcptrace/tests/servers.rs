@@ -424,8 +424,8 @@ fn haproxy_in_front_of_redis() {
     );
     for run in 0..HEALTHY_RUNS {
         let mut ok = 0;
-        // 25 s: at least 20 checks, the fewest resets the rules count.
-        let d = diagnose(&net, 25, || {
+        // 30 s: 25 checks, above the 20 resets the rules count.
+        let d = diagnose(&net, 30, || {
             ok = load(&net.client, "tt-load", "redis", "200/keepalive", front)
         });
         assert_eq!(ok, 200, "every PING answered");

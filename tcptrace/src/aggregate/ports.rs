@@ -24,7 +24,6 @@ pub const MAX_DESTINATIONS: usize = 4096;
 /// The recent window rates are measured over, in seconds.
 pub const WINDOW_S: u64 = 10;
 
-/// Owners remembered per destination.
 /// Services kept per destination as its owners.
 const MAX_OWNERS: usize = 4;
 

@@ -12,8 +12,8 @@ use hdrhistogram::Histogram;
 use crate::{
     aggregate::distribution::{Distribution, cumulative},
     model::{
-        BindFailure, Closed, Comm, Fact, Pids, Role, Service, Sink, TcpState, TimeInState,
-        Transition, TwEnd, TwNote, Verdict, state::positions,
+        BindFailure, Closed, Comm, Fact, Pids, ReasonCounts, Role, Service, Sink, TcpState,
+        TimeInState, Transition, TwEnd, TwNote, Verdict, state::positions,
     },
 };
 
@@ -62,6 +62,45 @@ pub type ServiceKey = Option<Service>;
 pub struct ServiceCounts {
     pub verdicts: VerdictCounts,
     pub pids: Pids,
+    /// The kernel's reasons for the resets it sent.
+    pub reasons: ReasonCounts,
+    /// The most resets sent and received in one minute.
+    pub resets: ResetPeaks,
+}
+
+/// The most resets of each direction (abort-sent, abort-received) a
+/// service had in one minute: a burst in a long run is not averaged away.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResetPeaks {
+    /// Per direction: (the current minute, its count, the most in one).
+    minutes: [(u64, u64, u64); 2],
+}
+
+impl ResetPeaks {
+    fn note(&mut self, verdict: Verdict, ts_ns: u64) {
+        let i = match verdict {
+            Verdict::AbortSent => 0,
+            Verdict::AbortReceived => 1,
+            _ => return,
+        };
+        let minute = ts_ns / 60_000_000_000;
+        let (current, count, most) = &mut self.minutes[i];
+        if *current != minute {
+            (*current, *count) = (minute, 0);
+        }
+        *count += 1;
+        *most = (*most).max(*count);
+    }
+
+    /// The most resets of `verdict` (abort-sent or abort-received) in one
+    /// minute.
+    pub fn most_in_a_minute(&self, verdict: Verdict) -> u64 {
+        match verdict {
+            Verdict::AbortSent => self.minutes[0].2,
+            Verdict::AbortReceived => self.minutes[1].2,
+            _ => 0,
+        }
+    }
 }
 
 pub struct Stats {
@@ -101,6 +140,9 @@ pub struct Stats {
     pub bind_failures: HashMap<BindKey, u64>,
     /// Connections closed that missed records (lost by the kernel side).
     pub missed: u64,
+    /// Resets this host sent on the connections that closed, by the
+    /// kernel's reason.
+    pub resets_sent: ReasonCounts,
 }
 
 /// A histogram in the Prometheus form: cumulative counts at given bounds,
@@ -138,12 +180,20 @@ fn count<K: std::hash::Hash + Eq>(
     key: Option<K>,
     v: Verdict,
 ) {
+    pooled(table, key)[v.index()] += 1;
+}
+
+/// `key`'s entry, or the pool's (`None`) once `MAX_KEYS` are kept.
+fn pooled<K: std::hash::Hash + Eq, V: Default>(
+    table: &mut HashMap<Option<K>, V>,
+    key: Option<K>,
+) -> &mut V {
     let key = if table.len() >= MAX_KEYS && !table.contains_key(&key) {
         None
     } else {
         key
     };
-    table.entry(key).or_default()[v.index()] += 1;
+    table.entry(key).or_default()
 }
 
 fn histogram() -> Histogram<u64> {
@@ -180,6 +230,7 @@ impl Stats {
             tw_timer_ns: None,
             bind_failures: HashMap::default(),
             missed: 0,
+            resets_sent: ReasonCounts::default(),
         }
     }
 
@@ -253,14 +304,18 @@ impl Stats {
             c.owner.map(|o| (o.pid, o.comm)),
             c.verdict,
         );
-        let mut key = c.owner.map(|o| Service::of(c.netns, &o));
-        if self.by_service.len() >= MAX_KEYS && !self.by_service.contains_key(&key) {
-            key = None;
-        }
-        let service = self.by_service.entry(key).or_default();
+        let service = pooled(
+            &mut self.by_service,
+            c.owner.map(|o| Service::of(c.netns, &o)),
+        );
         service.verdicts[c.verdict.index()] += 1;
+        service.resets.note(c.verdict, c.ts_ns);
         if let Some(owner) = c.owner {
             service.pids.add(owner.pid);
+        }
+        if let Some(reason) = c.reset_reason {
+            service.reasons.add(reason);
+            self.resets_sent.add(reason);
         }
         match c.role {
             Role::Active => count(&mut self.by_remote, Some(c.remote), c.verdict),
@@ -338,8 +393,6 @@ impl Sink for Stats {
     }
 }
 
-/// Table rows sorted by the side that accumulates TIME_WAIT (most `local`
-/// first), then by total.
 /// The services, most `local` first, then most in all, as `sorted_rows`.
 pub fn service_rows(
     table: &HashMap<ServiceKey, ServiceCounts>,
@@ -356,6 +409,8 @@ pub fn service_rows(
     rows
 }
 
+/// Table rows sorted by the side that accumulates TIME_WAIT (most `local`
+/// first), then by total.
 pub fn sorted_rows<K: Clone>(
     table: &HashMap<K, VerdictCounts>,
     limit: usize,
@@ -429,6 +484,7 @@ mod tests {
             lifetime_ns: Some(5),
             in_state: Default::default(),
             missed: false,
+            reset_reason: None,
             timewait: None,
         }
     }

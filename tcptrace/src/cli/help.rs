@@ -57,7 +57,7 @@ orphan whose peer never sends its FIN shows as FIN_WAIT2 in a timewait socket
 (net.ipv4.tcp_fin_timeout), not as TIME_WAIT. A connection that had a timewait
 socket gets its 'closed' line when that ends, TIME_WAIT included.
 On exit, and every --interval, a summary: time-in-state histograms (log2 and
-p50/p90/p99/max), who closes first by process, remote endpoint and listening
+p50/p90/p99/max), who closes first by service, remote endpoint and listening
 port (most TIME_WAIT-prone first), and open connections by state with the
 oldest one (a CLOSE_WAIT that never closes shows its age here), and TIME_WAIT:
 how long it lasted next to its timer's length, why it ended, how many timewait

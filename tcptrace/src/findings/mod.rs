@@ -17,7 +17,7 @@ use crate::{
         ports::DestReport,
         stats::{BindRow, ProcessKey, ServiceCounts, ServiceKey},
     },
-    model::{Comm, Pids},
+    model::{Comm, Pids, ResetNames},
 };
 
 pub use rules::THRESHOLDS;
@@ -127,6 +127,8 @@ pub struct Evidence<'a> {
     pub server_timewait: &'a [ServerTimewait],
     /// Listening sockets by (netns, local address).
     pub listeners: &'a [Listener],
+    /// The kernel's names of the reasons for resets.
+    pub reset_names: &'a ResetNames,
 }
 
 /// The timewait sockets of the connections one service accepted.

@@ -6,9 +6,9 @@ use crate::{
     aggregate::{
         listeners::Queue,
         ports::{Dest, Held, TimewaitHold},
-        stats::VerdictCounts,
+        stats::{ResetPeaks, VerdictCounts},
     },
-    model::{COUNTERS, Comm, NetnsName, Pids, Service, Sysctls, Verdict},
+    model::{COUNTERS, Comm, NetnsName, Pids, ResetNames, ResetReason, Service, Sysctls, Verdict},
 };
 
 fn pids(list: &[u32]) -> Pids {
@@ -89,6 +89,7 @@ fn run(ports: &[DestReport], namespaces: &[NetnsReport]) -> Vec<Finding> {
         close_waits: &[],
         server_timewait: &[],
         listeners: &[],
+        reset_names: &ResetNames::default(),
     })
 }
 
@@ -232,6 +233,7 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
         close_waits: &[],
         server_timewait: &[],
         listeners: &listeners,
+        reset_names: &ResetNames::default(),
     });
     assert!(
         out[0]
@@ -267,6 +269,7 @@ fn close_wait_leaks_need_age() {
             close_waits: piles,
             server_timewait: &[],
             listeners: &[],
+            reset_names: &ResetNames::default(),
         })
     };
     assert!(
@@ -302,7 +305,28 @@ fn service_row(
         comm: Comm::from_name(comm),
     });
     let pids = pids(processes);
-    (key, ServiceCounts { verdicts, pids })
+    (
+        key,
+        ServiceCounts {
+            verdicts,
+            pids,
+            ..ServiceCounts::default()
+        },
+    )
+}
+
+/// Resets of `verdict` counted (minute, resets) minute by minute.
+fn peaks(verdict: Verdict, minutes: &[(u64, u64)]) -> ResetPeaks {
+    let mut stats = crate::aggregate::stats::Stats::new();
+    let mut closed =
+        crate::model::fixtures::closed(crate::model::fixtures::task(5, "redis-server"), verdict);
+    for &(minute, n) in minutes {
+        for k in 0..n {
+            closed.ts_ns = minute * 60_000_000_000 + k;
+            stats.record_closed(&closed);
+        }
+    }
+    stats.by_service.into_values().next().unwrap().resets
 }
 
 fn aborts_over(elapsed_s: f64, rows: &[(ServiceKey, ServiceCounts)]) -> Vec<Finding> {
@@ -315,6 +339,7 @@ fn aborts_over(elapsed_s: f64, rows: &[(ServiceKey, ServiceCounts)]) -> Vec<Find
         close_waits: &[],
         server_timewait: &[],
         listeners: &[],
+        reset_names: &ResetNames::default(),
     })
 }
 
@@ -335,6 +360,53 @@ fn aborts_need_numbers_and_a_share() {
         out[0].headline
     );
     assert!(out[0].myths[0].contains("SO_LINGER 0 is not a TIME_WAIT cure"));
+}
+
+/// The kernel's reason names the cause: SO_LINGER 0, or a close with
+/// unread data, in its own words.
+#[test]
+fn aborts_say_the_kernels_reason() {
+    let names = ResetNames::new(vec![
+        (11, "TCP_ABORT_ON_CLOSE".into()),
+        (14, "TCP_STATE".into()),
+    ]);
+    let mut app = service_row("app", &[9], verdicts(100, 0, 100));
+    for _ in 0..63 {
+        app.1.reasons.add(ResetReason(11));
+    }
+    for _ in 0..37 {
+        app.1.reasons.add(ResetReason(14));
+    }
+    let out = diagnose(&Evidence {
+        elapsed_s: 10.0,
+        ports: &[],
+        namespaces: &[],
+        binds: &[],
+        by_service: &[app],
+        close_waits: &[],
+        server_timewait: &[],
+        listeners: &[],
+        reset_names: &names,
+    });
+    assert!(
+        out[0].headline.ends_with(
+            "(10.0/s, 50 % of them): closed with unread data (TCP_ABORT_ON_CLOSE, 63 %)"
+        ),
+        "{}",
+        out[0].headline
+    );
+    assert!(
+        out[0]
+            .explanation
+            .contains("before reading what the peer sent")
+    );
+    let reasons = &out[0]
+        .numbers
+        .iter()
+        .find(|(n, _)| *n == "reasons")
+        .unwrap()
+        .1;
+    assert_eq!(reasons["TCP_STATE"], 37);
 }
 
 /// The false alarm of a real nginx: its master's connections were all
@@ -403,6 +475,24 @@ fn aborts_at_the_pace_of_health_checks_are_information() {
         kinds(&aborts_over(60.0, &faster)),
         [(Kind::AbortReceived, Severity::Warning)]
     );
+    // A burst in an hour's run: 100 resets within a minute is not the pace
+    // of health checks, though it is 0.03 a second over the hour.
+    let mut burst = service_row("redis-server", &[5], verdicts(0, 100, 0));
+    burst.1.resets = peaks(Verdict::AbortReceived, &[(0, 100)]);
+    assert_eq!(
+        kinds(&aborts_over(3600.0, &[burst])),
+        [(Kind::AbortReceived, Severity::Warning)]
+    );
+    // Health checks over the hour: 50 a minute at most, info.
+    let mut steady = service_row("redis-server", &[5], verdicts(0, 3000, 0));
+    steady.1.resets = peaks(
+        Verdict::AbortReceived,
+        &(0..60).map(|m| (m, 50)).collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        kinds(&aborts_over(3600.0, &[steady])),
+        [(Kind::AbortReceived, Severity::Info)]
+    );
 }
 
 #[test]
@@ -447,6 +537,7 @@ fn timewait_on_the_accepting_side_is_information() {
                 count,
             }],
             listeners: &[],
+            reset_names: &ResetNames::default(),
         })
     };
     assert!(with(99).is_empty());
@@ -478,6 +569,7 @@ fn failed_binds_and_the_ranking() {
         close_waits: &[],
         server_timewait: &[],
         listeners: &[],
+        reset_names: &ResetNames::default(),
     });
     assert_eq!(
         kinds(&out),

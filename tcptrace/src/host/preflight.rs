@@ -11,8 +11,10 @@ use std::{
 
 use tcptrace_common::{
     INET_SOCK_SET_STATE_FIELDS, SYS_ENTER_BIND_FIELDS, SYS_EXIT_BIND_FIELDS,
-    TCP_RECEIVE_RESET_FIELDS, TCP_SEND_RESET_FIELDS,
+    TCP_RECEIVE_RESET_FIELDS, TCP_SEND_RESET_FIELDS, TCP_SEND_RESET_REASON,
 };
+
+use crate::model::ResetNames;
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -162,9 +164,11 @@ pub fn ensure_tracefs() -> Result<Tracefs, PreflightError> {
     })?;
     Ok(Tracefs {
         path,
+        // Over what was there only if it was there (the legacy path, under
+        // a debugfs of mode 0700, may be the unreadable one).
         mounted: match unreadable {
-            Some(_) => Mounted::OverUnreadable,
-            None => Mounted::WasMissing,
+            Some((over, _)) if over == Path::new(TRACEFS) => Mounted::OverUnreadable,
+            _ => Mounted::WasMissing,
         },
     })
 }
@@ -243,6 +247,43 @@ pub fn check_layout(
     Ok(())
 }
 
+/// The kernel's reasons for resets, from `tcp:tcp_send_reset`'s format:
+/// the `reason` field where the program reads it, and the names its print
+/// format gives the values (`__print_symbolic(REC->reason, { 0,
+/// "NOT_SPECIFIED" }, ...)`). The error says why there are none.
+pub fn reset_reasons(format: &str) -> Result<ResetNames, String> {
+    let (name, offset, size) = TCP_SEND_RESET_REASON;
+    check_layout("tcp:tcp_send_reset", format, &[(name, offset, size)])
+        .map_err(|err| err.to_string())?;
+    let marker = "__print_symbolic(REC->reason,";
+    let start = format.find(marker).ok_or("the format names no reasons")? + marker.len();
+    let mut names = Vec::new();
+    let mut rest = &format[start..];
+    // `{ VALUE, "NAME" }` pairs, up to the closing parenthesis.
+    while let Some(open) = rest.find(['{', ')']) {
+        if rest.as_bytes()[open] == b')' {
+            break;
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or("an unclosed { in the format")?
+            + open;
+        let (value, label) = rest[open + 1..close]
+            .split_once(',')
+            .ok_or("a reason without a name")?;
+        let value: u32 = value
+            .trim()
+            .parse()
+            .map_err(|_| "a reason that is not a number")?;
+        names.push((value, label.trim().trim_matches('"').into()));
+        rest = &rest[close + 1..];
+    }
+    match names.is_empty() {
+        true => Err("the format names no reasons".into()),
+        false => Ok(ResetNames::new(names)),
+    }
+}
+
 /// Reads and checks the format files of every tracepoint in `TRACEPOINTS`.
 pub fn check_tracepoints(tracefs: &Path) -> Result<(), PreflightError> {
     check_formats(tracefs, &TRACEPOINTS)
@@ -271,6 +312,7 @@ pub fn check_formats(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ResetReason;
 
     /// Copied from this kernel's tracefs (Linux 6.18).
     const FORMAT_6_18: &str = include_str!("fixtures/inet_sock_set_state.format");
@@ -312,6 +354,28 @@ mod tests {
             );
             check_layout(&format!("{category}:{name}"), format, fields).unwrap();
         }
+    }
+
+    #[test]
+    fn reset_reasons_are_named_by_the_kernel() {
+        let names = reset_reasons(SEND_RESET_6_18).unwrap();
+        assert_eq!(names.name(ResetReason(0)), "NOT_SPECIFIED");
+        assert_eq!(names.name(ResetReason(1)), "NO_SOCKET");
+        assert_eq!(names.name(ResetReason(12)), "TCP_ABORT_ON_LINGER");
+        assert_eq!(names.name(ResetReason(15)), "TCP_KEEPALIVE_TIMEOUT");
+        assert_eq!(names.name(ResetReason(25)), "MAX");
+        // A kernel without the field (before 6.10), or that names none.
+        let older = SEND_RESET_6_18.replace("reason;\toffset:28", "why;\toffset:28");
+        assert!(
+            reset_reasons(&older)
+                .unwrap_err()
+                .contains("field reason is missing")
+        );
+        let unnamed = SEND_RESET_6_18.replace("__print_symbolic(REC->reason", "REC->reason, (");
+        assert_eq!(
+            reset_reasons(&unnamed).unwrap_err(),
+            "the format names no reasons"
+        );
     }
 
     #[test]

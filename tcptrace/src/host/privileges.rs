@@ -38,7 +38,8 @@ pub fn no_new_privs() -> Result<(), PrivilegeError> {
 /// Drops every capability of the calling thread but `keep` (those of them
 /// it has), from its effective, permitted and bounding sets, and empties
 /// its inheritable and ambient sets. The bounding set is left as it is
-/// without CAP_SETPCAP (no_new_privs already keeps exec from using it).
+/// without CAP_SETPCAP (no_new_privs already keeps exec from using it; the
+/// systemd unit grants CAP_SETPCAP for this).
 pub fn keep_only(keep: &[Capability]) -> Result<(), PrivilegeError> {
     let permitted = caps::read(None, CapSet::Permitted)?;
     let kept: CapsHashSet = keep
@@ -49,7 +50,8 @@ pub fn keep_only(keep: &[Capability]) -> Result<(), PrivilegeError> {
     caps::clear(None, CapSet::Ambient)?;
     caps::clear(None, CapSet::Inheritable)?;
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)? {
-        for cap in caps::all().difference(&kept) {
+        // Those this kernel knows (an older one refuses the newer ones).
+        for cap in caps::runtime::thread_all_supported().difference(&kept) {
             if caps::has_cap(None, CapSet::Bounding, *cap)? {
                 caps::drop(None, CapSet::Bounding, *cap)?;
             }

@@ -8,14 +8,14 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, KIND_BIND_FAILED, KIND_RESET_RECEIVED,
-    KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED,
-    KIND_TW_REQUEST, TransitionEvent,
+    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, FLAG_RESET_REASON, KIND_BIND_FAILED,
+    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL,
+    KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent,
 };
 
 use crate::model::{
-    BindFailure, Comm, DecodeError, Event, Reset, ResetDirection, StateChange, Task, TcpState,
-    TwAction, TwEvent,
+    BindFailure, Comm, DecodeError, Event, Reset, ResetDirection, ResetReason, StateChange, Task,
+    TcpState, TwAction, TwEvent,
 };
 
 fn state(value: u8) -> Result<TcpState, DecodeError> {
@@ -90,6 +90,7 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
         direction,
         task: task(raw),
         ports: (raw.sport, raw.dport),
+        reason: (raw.flags & FLAG_RESET_REASON != 0).then_some(ResetReason(raw.newstate)),
     }))
 }
 
@@ -255,5 +256,12 @@ mod tests {
         assert_eq!(r.direction, ResetDirection::Sent);
         assert_eq!(r.task.unwrap().pid, 4242);
         assert_eq!(r.ports, (raw.sport, raw.dport));
+        assert_eq!(r.reason, None, "no reason without its flag");
+        raw.flags |= FLAG_RESET_REASON;
+        raw.newstate = 12;
+        let Event::Reset(r) = from_raw(&raw).unwrap() else {
+            panic!("not a reset")
+        };
+        assert_eq!(r.reason, Some(ResetReason(12)));
     }
 }

@@ -105,6 +105,8 @@ pub struct Config {
     pub timewait: Option<TimewaitConfig>,
     /// Attach the programs that see failed binds.
     pub binds: bool,
+    /// Read the kernel's reason of each reset sent.
+    pub reset_reasons: bool,
     /// Attach the empty "floor" programs instead (benchmark only).
     pub floor: bool,
 }
@@ -127,6 +129,7 @@ impl Tracer {
             .override_global("FILTER", &config.filter, true)
             .override_global("OFFSETS", &config.offsets, true)
             .override_global("TIMEWAIT", &config.timewait.unwrap_or_default(), true)
+            .override_global("RESET_REASONS", &u8::from(config.reset_reasons), true)
             .override_global(aya_log::LEVEL, &config.log_level, false)
             .load(OBJECT)?;
         // Every CPU's ring is in place before any program can run.

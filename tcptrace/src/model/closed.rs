@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Task, TcpState, TwEnd, state::positions};
+use crate::model::{ResetReason, Task, TcpState, TwEnd, state::positions};
 
 /// Time spent in each state, without allocating: a slot per state, listed in
 /// the order a connection passes through them (its states never repeat).
@@ -172,6 +172,9 @@ pub struct Closed {
     /// the states whose start or end went missing, and the verdict is
     /// `Unknown` where the lost records would have told.
     pub missed: bool,
+    /// The kernel's reason for the RST this host sent on it, if it sent one
+    /// and the kernel gives reasons.
+    pub reset_reason: Option<ResetReason>,
     /// How its timewait socket ended, if it had one (the record then comes
     /// at that end, and `ts_ns`, `lifetime_ns` and `in_state` include it).
     pub timewait: Option<ClosedTw>,

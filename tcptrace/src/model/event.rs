@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{RecordKind, Task, TcpState, TimeInState};
+use crate::model::{RecordKind, ResetReason, Task, TcpState, TimeInState};
 
 /// Why a ring buffer record could not be decoded (`kernel::decode`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub struct Reset {
     pub task: Option<Task>,
     /// The socket's local and remote port (0: not given).
     pub ports: (u16, u16),
+    /// A reset sent: the kernel's reason, where it gives one.
+    pub reason: Option<ResetReason>,
 }
 
 /// What happened to a timewait socket (see `tcptrace_common::KIND_TW_*`).

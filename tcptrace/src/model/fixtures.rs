@@ -1,7 +1,26 @@
 //! Test fixtures every stage's unit tests share: tasks, and state changes
 //! as the decoder hands them over.
 
-use crate::model::{Comm, StateChange, Task, TcpState, Transition};
+use crate::model::{Closed, Comm, Role, StateChange, Task, TcpState, Transition, Verdict};
+
+/// A connection `owner` opened toward 10.0.0.2:80, closed at 1 ns.
+pub(crate) fn closed(owner: Task, verdict: Verdict) -> Closed {
+    Closed {
+        ts_ns: 1,
+        sock: 1,
+        netns: 1,
+        local: "10.0.0.1:40000".parse().unwrap(),
+        remote: "10.0.0.2:80".parse().unwrap(),
+        role: Role::Active,
+        owner: Some(owner),
+        verdict,
+        lifetime_ns: Some(1),
+        in_state: Default::default(),
+        missed: false,
+        reset_reason: None,
+        timewait: None,
+    }
+}
 
 pub(crate) fn task(pid: u32, name: &str) -> Task {
     Task {

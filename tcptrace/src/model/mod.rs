@@ -8,6 +8,7 @@ mod event;
 mod fact;
 mod namespace;
 mod records;
+mod reset;
 mod service;
 mod socket;
 pub(crate) mod state;
@@ -24,6 +25,7 @@ pub use event::{
 pub use fact::{Fact, Sink};
 pub use namespace::{COUNTERS, ListenerSample, NetnsName, Sysctls, Values};
 pub use records::{Losses, PerKind, RecordKind};
+pub use reset::{ReasonCounts, ResetNames, ResetReason};
 pub use service::{Pids, Service};
 pub use socket::{Existing, Listed, Open, TwCount, TwSeed, TwSocket};
 pub use state::{TcpState, TimeInState};

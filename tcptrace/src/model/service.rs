@@ -37,11 +37,13 @@ pub struct Pids {
 impl Pids {
     /// Examples kept.
     pub const EXAMPLES: usize = 4;
-    /// Distinct pids counted before the count says "at least".
-    pub const COUNTED: usize = 256;
+    /// Distinct pids counted before the count says "at least" (a set of
+    /// them costs about 600 bytes).
+    pub const COUNTED: usize = 64;
 
     pub fn add(&mut self, pid: u32) {
-        if self.capped || self.seen.contains(&pid) {
+        // The examples first: most services are a few processes.
+        if self.capped || self.examples.contains(&pid) || self.seen.contains(&pid) {
             return;
         }
         if self.seen.len() == Self::COUNTED {

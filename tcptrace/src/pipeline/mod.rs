@@ -10,6 +10,7 @@ pub mod filter;
 
 use std::io;
 
+use rustc_hash::FxHashMap as HashMap;
 use tcptrace_common::KernelFilter;
 
 use crate::{
@@ -58,6 +59,33 @@ pub struct Pipeline {
     losses: Losses,
     /// Records that could not be decoded.
     pub undecodable: u64,
+    /// Resets this host sent for no socket, by local port (a segment to a
+    /// port nobody listens on, or to a connection it forgot).
+    pub no_socket_resets: NoSocketResets,
+}
+
+/// Resets sent for no socket, by local port: at most `MAX_PORTS` ports,
+/// the rest counted as port 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NoSocketResets(HashMap<u16, u64>);
+
+impl NoSocketResets {
+    const MAX_PORTS: usize = 1024;
+
+    pub fn add(&mut self, port: u16) {
+        let port = match self.0.len() >= Self::MAX_PORTS && !self.0.contains_key(&port) {
+            true => 0,
+            false => port,
+        };
+        *self.0.entry(port).or_default() += 1;
+    }
+
+    /// (port, resets), most first; port 0: the others.
+    pub fn rows(&self) -> Vec<(u16, u64)> {
+        let mut rows: Vec<(u16, u64)> = self.0.iter().map(|(&p, &n)| (p, n)).collect();
+        rows.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), p));
+        rows
+    }
 }
 
 impl Pipeline {
@@ -81,6 +109,7 @@ impl Pipeline {
             received: PerKind::default(),
             losses: Losses::default(),
             undecodable: 0,
+            no_socket_resets: NoSocketResets::default(),
         }
     }
 
@@ -143,6 +172,10 @@ impl Pipeline {
                     self.namespaces.note(b.netns, task.pid);
                 }
                 self.emit(sink, Fact::BindFailed(&b))
+            }
+            Ok(Event::Reset(r)) if r.sock == 0 => {
+                self.no_socket_resets.add(r.ports.0);
+                Ok(())
             }
             Ok(Event::Reset(r)) => match self.conns.on_reset(&r) {
                 Some(c) => self.closed(sink, &c),

@@ -211,6 +211,7 @@ fn an_abortive_close_waits_for_its_rst() {
         direction: ResetDirection::Sent,
         task: c,
         ports: (0, 0),
+        reason: None,
     };
     run.pipeline
         .record(Ok(Event::Reset(rst)), &mut run.sink)

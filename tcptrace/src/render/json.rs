@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     aggregate::ports::{DestReport, Level},
-    model::{BindFailure, Closed, Task, Transition, TwNote},
+    model::{BindFailure, Closed, ResetNames, Task, Transition, TwNote},
     render::{clock::WallClock, ports, summary},
     report::Report,
     words::push_ip,
@@ -23,6 +23,8 @@ pub struct JsonPrinter {
     time: String,
     /// The record being written, reused.
     buf: Vec<u8>,
+    /// The kernel's names of the reasons for resets.
+    reset_names: ResetNames,
 }
 
 /// An address as text on the stack: the longest is a v4-mapped IPv6
@@ -76,7 +78,14 @@ impl JsonPrinter {
             clock,
             time: String::with_capacity(40),
             buf: Vec::with_capacity(512),
+            reset_names: ResetNames::default(),
         }
+    }
+
+    /// Names the reasons of the resets sent as the running kernel does.
+    pub fn with_reset_names(mut self, names: ResetNames) -> Self {
+        self.reset_names = names;
+        self
     }
 
     /// Starts a per-event record in the reused buffer with the keys both
@@ -214,6 +223,7 @@ impl JsonPrinter {
     /// byte by byte), with the timewait notes' maps, took a quarter of the
     /// loop's time in `--json`.
     pub fn closed<W: io::Write>(&mut self, out: &mut W, c: &Closed) -> io::Result<()> {
+        let reason = c.reset_reason.map(|r| self.reset_names.name(r));
         let b = self.begin("closed", c.ts_ns, c.sock, c.netns);
         let mut n = itoa::Buffer::new();
         b.extend_from_slice(b",\"pid\":");
@@ -225,7 +235,16 @@ impl JsonPrinter {
         b.extend_from_slice(c.role.name().as_bytes());
         b.extend_from_slice(b"\",\"verdict\":\"");
         b.extend_from_slice(c.verdict.name().as_bytes());
-        b.extend_from_slice(b"\",\"lifetime_ns\":");
+        b.extend_from_slice(b"\",\"reset_reason\":");
+        match reason {
+            Some(name) => {
+                b.push(b'"');
+                b.extend_from_slice(name.as_bytes());
+                b.push(b'"');
+            }
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"lifetime_ns\":");
         push_opt(b, &mut n, c.lifetime_ns);
         b.extend_from_slice(b",\"states\":[");
         for (i, (state, ns)) in c.in_state.iter().enumerate() {
@@ -327,7 +346,8 @@ mod tests {
     use super::*;
     use crate::{
         model::{
-            ClosedTw, Comm, Role, StateTimes, Task, TcpState, TimeInState, TwEnd, TwNote, Verdict,
+            ClosedTw, Comm, ResetReason, Role, StateTimes, Task, TcpState, TimeInState, TwEnd,
+            TwNote, Verdict,
         },
         render::clock::Zone,
     };
@@ -431,7 +451,9 @@ mod tests {
     /// fields are added.
     #[test]
     fn closed_records_snapshot() {
-        let mut p = JsonPrinter::new(WallClock::with_offset(OFFSET, Zone::Utc));
+        let names = ResetNames::new(vec![(12, "TCP_ABORT_ON_LINGER".into())]);
+        let mut p =
+            JsonPrinter::new(WallClock::with_offset(OFFSET, Zone::Utc)).with_reset_names(names);
         let mut in_state = StateTimes::default();
         in_state.add(TcpState::SynSent, 75_000);
         in_state.add(TcpState::Established, 200_627_000);
@@ -454,6 +476,7 @@ mod tests {
             lifetime_ns: Some(61_403_772_000),
             in_state,
             missed: false,
+            reset_reason: None,
             timewait: Some(ClosedTw {
                 reason: Some(TwEnd::Expired),
                 rearms: 1,
@@ -477,8 +500,14 @@ mod tests {
             reason: None,
             rearms: 0,
         });
+        // SO_LINGER 0, and a reason this kernel does not name.
+        let mut aborted = passive.clone();
+        aborted.verdict = Verdict::AbortSent;
+        aborted.reset_reason = Some(ResetReason(12));
+        let mut unnamed = aborted.clone();
+        unnamed.reset_reason = Some(ResetReason(40));
         let mut out = Vec::new();
-        for c in [&active, &passive, &midlife] {
+        for c in [&active, &passive, &midlife, &aborted, &unnamed] {
             p.closed(&mut out, c).unwrap();
         }
         insta::assert_snapshot!(String::from_utf8(out).unwrap());

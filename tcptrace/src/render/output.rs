@@ -69,12 +69,6 @@ impl Stdout {
         Self(io::stdout().as_fd().try_clone_to_owned().map(File::from))
     }
 
-    /// One whose every write fails with `err`: what the writer thread
-    /// could not prepare is said at the first write, not lost.
-    pub fn failed(err: io::Error) -> Self {
-        Self(Err(err))
-    }
-
     fn file(&mut self) -> io::Result<&mut File> {
         self.0
             .as_mut()
@@ -112,18 +106,29 @@ pub struct Output {
 
 impl Output {
     /// Starts the writer thread, which writes to what `open` gives it
-    /// (called on that thread: stdout's lock is not `Send`).
+    /// (called on that thread: stdout's lock is not `Send`, and what the
+    /// thread must give up is its own); an error of `open` is `spawn`'s.
     pub fn spawn<W: Write>(
         sizes: Sizes,
-        open: impl FnOnce() -> W + Send + 'static,
+        open: impl FnOnce() -> io::Result<W> + Send + 'static,
     ) -> io::Result<Self> {
         let (to_writer, chunks) = mpsc::sync_channel::<Vec<u8>>(sizes.queue);
         let (give_back, spare) = mpsc::sync_channel(SPARE);
         let (fail, failed) = mpsc::sync_channel(1);
+        let (opened, ready) = mpsc::sync_channel(1);
         let writer = std::thread::Builder::new()
             .name("tcptrace-output".into())
             .spawn(move || {
-                let mut out = open();
+                let mut out = match open() {
+                    Ok(out) => {
+                        let _ = opened.send(Ok(()));
+                        out
+                    }
+                    Err(err) => {
+                        let _ = opened.send(Err(err));
+                        return;
+                    }
+                };
                 for mut chunk in chunks.iter() {
                     // Flushed at once: a reader of the live log sees each
                     // drain's lines as they come.
@@ -138,6 +143,9 @@ impl Output {
                     let _ = give_back.try_send(chunk);
                 }
             })?;
+        ready
+            .recv()
+            .map_err(|_| io::Error::other("the output thread ended at once"))??;
         Ok(Self {
             sizes,
             buf: Vec::with_capacity(sizes.chunk),
@@ -263,11 +271,21 @@ mod tests {
     }
 
     #[test]
+    fn what_the_writer_cannot_prepare_is_the_spawns_error() {
+        let err = Output::spawn(Sizes::STREAM, || {
+            Err::<Vec<u8>, _>(io::Error::other("cannot drop capabilities"))
+        })
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(err.to_string(), "cannot drop capabilities");
+    }
+
+    #[test]
     fn writes_everything_in_order() {
         let sink = shared(usize::MAX, io::ErrorKind::Other);
         let mut out = Output::spawn(Sizes::STREAM, {
             let sink = sink.clone();
-            move || sink
+            move || Ok(sink)
         })
         .unwrap();
         let mut expected = Vec::new();
@@ -288,7 +306,7 @@ mod tests {
         let sink = shared(usize::MAX, io::ErrorKind::Other);
         let mut out = Output::spawn(Sizes::FILE, {
             let sink = sink.clone();
-            move || sink
+            move || Ok(sink)
         })
         .unwrap();
         let chunk = Sizes::FILE.chunk;
@@ -301,7 +319,7 @@ mod tests {
     #[test]
     fn the_writers_error_comes_back_with_its_kind() {
         let sink = shared(3 * Sizes::FILE.chunk, io::ErrorKind::StorageFull);
-        let mut out = Output::spawn(Sizes::FILE, move || sink).unwrap();
+        let mut out = Output::spawn(Sizes::FILE, move || Ok(sink)).unwrap();
         let line = [b'y'; 1000];
         let err = (0..100_000)
             .find_map(|_| out.write_all(&line).and_then(|()| out.flush()).err())
@@ -329,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_loop_waiting_on_a_full_queue_learns_the_writer_failed() {
-        let mut out = Output::spawn(Sizes::STREAM, || Stuck).unwrap();
+        let mut out = Output::spawn(Sizes::STREAM, || Ok(Stuck)).unwrap();
         let chunk = vec![b'z'; Sizes::STREAM.chunk];
         let started = std::time::Instant::now();
         let err = (0..100)
@@ -343,7 +361,7 @@ mod tests {
     #[test]
     fn an_error_at_the_last_write_is_not_lost() {
         let sink = shared(10, io::ErrorKind::BrokenPipe);
-        let mut out = Output::spawn(Sizes::STREAM, move || sink).unwrap();
+        let mut out = Output::spawn(Sizes::STREAM, move || Ok(sink)).unwrap();
         out.write_all(b"more than ten bytes\n").unwrap();
         out.flush().unwrap_or(());
         assert_eq!(out.finish().unwrap_err().kind(), io::ErrorKind::BrokenPipe);

@@ -10,7 +10,7 @@ use crate::{
         distribution::Distribution,
         stats::{BindRow, VerdictCounts},
     },
-    model::{Comm, PerKind, TwEnd, Verdict},
+    model::{Comm, PerKind, ReasonCounts, ResetNames, TwEnd, Verdict},
     render::{findings, ports, text::push_ms},
     report::{Report, TimewaitReport},
     words,
@@ -29,6 +29,15 @@ fn ms(ns: u64) -> String {
     s
 }
 
+/// Resets by the kernel's reason, as `{NAME: count}`.
+fn reason_map(names: &ResetNames, reasons: &ReasonCounts) -> Map<String, Value> {
+    reasons
+        .most_first()
+        .into_iter()
+        .map(|(reason, n)| (names.name(reason), n.into()))
+        .collect()
+}
+
 /// Every record kind with its count.
 fn per_kind(counts: &PerKind) -> Map<String, Value> {
     counts
@@ -43,6 +52,48 @@ fn counts_line(label: &str, counts: &VerdictCounts) -> String {
         line.push_str(&format!(" {n:>width$}", width = v.name().len()));
     }
     line
+}
+
+/// The resets this host sent, by the kernel's reason (and by service), and
+/// those sent for no socket, by local port; nothing when there were none.
+fn write_resets<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
+    let names = &r.resets.names;
+    if !r.resets.sent.is_empty() {
+        writeln!(
+            out,
+            "
+RESETS SENT (the kernel's reason)"
+        )?;
+        for &(reason, n) in r.resets.sent.iter().take(TABLE_ROWS) {
+            writeln!(out, "  {:<28} {n:>8}", names.name(reason))?;
+        }
+        for (key, c) in r.counts.by_service.iter().take(TABLE_ROWS) {
+            let reasons = c.reasons.most_first();
+            if let (Some(s), false) = (key, reasons.is_empty()) {
+                let list: Vec<String> = reasons
+                    .iter()
+                    .map(|&(reason, n)| format!("{} {n}", names.name(reason)))
+                    .collect();
+                let who = words::service_short(&s.comm, &c.pids);
+                writeln!(out, "  {who:<28} {}", list.join(", "))?;
+            }
+        }
+    }
+    if !r.resets.no_socket.is_empty() {
+        writeln!(
+            out,
+            "
+RESETS FOR NO SOCKET (segments to ports nobody listens on, by local port)"
+        )?;
+        for &(port, n) in r.resets.no_socket.iter().take(TABLE_ROWS) {
+            let label = match port {
+                0 => "(others)".to_owned(),
+                port => format!(":{port}"),
+            };
+            writeln!(out, "  {label:<28} {n:>8}")?;
+        }
+    }
+    Ok(())
 }
 
 pub fn write_text<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
@@ -144,6 +195,7 @@ pub fn write_text<W: io::Write>(out: &mut W, r: &Report) -> io::Result<()> {
         let label = key.map_or_else(|| "(others)".into(), |p| format!(":{p}"));
         writeln!(out, "{}", counts_line(&label, counts))?;
     }
+    write_resets(out, r)?;
 
     writeln!(out, "\nOPEN CONNECTIONS (by current state)")?;
     if r.open.is_empty() {
@@ -322,6 +374,7 @@ pub fn to_json(r: &Report, time: &str) -> Value {
                 "netns": k.map(|k| k.netns), "comm": k.map(|k| k.comm.as_str().into_owned()),
                 "processes": c.pids.count(), "processes_capped": c.pids.capped(),
                 "pids": c.pids.examples(), "verdicts": verdict_map(&c.verdicts),
+                "reset_reasons": reason_map(&r.resets.names, &c.reasons),
             })
         })
         .collect();
@@ -364,6 +417,12 @@ pub fn to_json(r: &Report, time: &str) -> Value {
         "verdicts": verdict_map(&r.counts.verdicts),
         "by_process": by_process,
         "by_service": by_service,
+        "resets_sent": r.resets.sent.iter().map(|&(reason, n)| {
+            json!({"reason": r.resets.names.name(reason), "count": n})
+        }).collect::<Vec<_>>(),
+        "resets_no_socket": r.resets.no_socket.iter().map(|&(port, n)| {
+            json!({"lport": (port != 0).then_some(port), "count": n})
+        }).collect::<Vec<_>>(),
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,
         "open": open,

@@ -3,7 +3,9 @@
 use std::{io, net::SocketAddr};
 
 use crate::{
-    model::{BindFailure, Closed, Task, TcpState, TimeInState, Transition, TwEnd, TwNote},
+    model::{
+        BindFailure, Closed, ResetNames, Task, TcpState, TimeInState, Transition, TwEnd, TwNote,
+    },
     render::clock::{WallClock, push_padded},
     words::push_endpoint,
 };
@@ -19,6 +21,8 @@ pub struct TextPrinter {
     addr_width: usize,
     line: String,
     scratch: String,
+    /// The kernel's names of the reasons for resets.
+    reset_names: ResetNames,
 }
 
 impl TextPrinter {
@@ -28,7 +32,14 @@ impl TextPrinter {
             addr_width,
             line: String::with_capacity(256),
             scratch: String::with_capacity(64),
+            reset_names: ResetNames::default(),
         }
+    }
+
+    /// Names the reasons of the resets sent as the running kernel does.
+    pub fn with_reset_names(mut self, names: ResetNames) -> Self {
+        self.reset_names = names;
+        self
     }
 
     pub fn header<W: io::Write>(&mut self, out: &mut W) -> io::Result<()> {
@@ -86,6 +97,10 @@ impl TextPrinter {
         }
         if c.missed {
             line.push_str(" records-lost");
+        }
+        if let Some(reason) = c.reset_reason {
+            line.push_str(" reset=");
+            line.push_str(&self.reset_names.name(reason));
         }
         if let Some(tw) = c.timewait {
             line.push_str(" timewait=");
@@ -320,6 +335,7 @@ TIME            PID     COMM             LOCAL                 REMOTE           
                 times
             },
             missed: false,
+            reset_reason: None,
             timewait: None,
         };
         let mut out = Vec::new();

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Counts, Report, TimewaitReport, Totals};
+use super::{Counts, Report, Resets, TimewaitReport, Totals};
 use crate::{
     aggregate::{
         listeners::Listeners,
@@ -17,7 +17,7 @@ use crate::{
         stats::Stats,
     },
     findings::{self, Evidence, Listener, ServerTimewait},
-    model::{Comm, Pids, Role, TcpState},
+    model::{Comm, Pids, ResetNames, Role, TcpState},
     pipeline::Pipeline,
 };
 
@@ -41,6 +41,8 @@ pub struct Sources<'a> {
     pub start_time_s: f64,
     /// Runs of the programs the kernel skipped (BPF recursion).
     pub recursion_misses: u64,
+    /// The kernel's names of the reasons for resets.
+    pub reset_names: &'a ResetNames,
 }
 
 /// What a report is for.
@@ -66,6 +68,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         elapsed,
         start_time_s,
         recursion_misses,
+        reset_names,
     } = src;
     // Only where binds failed: the timewait sockets by local port.
     let scan = Scan::of(
@@ -103,6 +106,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         close_waits: &close_waits,
         server_timewait: &scan.server,
         listeners: &listeners,
+        reset_names,
     });
     Report {
         at_ns: now_ns,
@@ -126,6 +130,11 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         binds,
         namespaces: netns_rows,
         listeners,
+        resets: Resets {
+            names: reset_names.clone(),
+            sent: stats.resets_sent.most_first(),
+            no_socket: pipeline.no_socket_resets.rows(),
+        },
     }
 }
 

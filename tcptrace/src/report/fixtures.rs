@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Counts, Report, TimewaitReport, Totals};
+use super::{Counts, Report, Resets, TimewaitReport, Totals};
 use crate::{
     aggregate::{
         netns::NetnsReport,
@@ -11,8 +11,9 @@ use crate::{
         stats::{BindRow, Stats, VerdictCounts},
     },
     model::{
-        Closed, Comm, Open, PerKind, Role, TcpState, TimeInState, TwCount, TwEnd, TwNote, Verdict,
-        fixtures::{Script, task},
+        Comm, Open, PerKind, ResetNames, ResetReason, Role, TcpState, TimeInState, TwCount, TwEnd,
+        TwNote, Verdict,
+        fixtures::{Script, closed, task},
     },
 };
 
@@ -62,20 +63,7 @@ pub(crate) fn report_stats() -> Stats {
         fin_unseen: false,
     });
     stats.record_timewait(&tw);
-    stats.record_closed(&Closed {
-        ts_ns: 1,
-        sock: 1,
-        netns: 1,
-        local: "10.0.0.1:40000".parse().unwrap(),
-        remote: "10.0.0.2:80".parse().unwrap(),
-        role: Role::Active,
-        owner: Some(task(42, "curl")),
-        verdict: Verdict::Local,
-        lifetime_ns: Some(1),
-        in_state: Default::default(),
-        missed: false,
-        timewait: None,
-    });
+    stats.record_closed(&closed(task(42, "curl"), Verdict::Local));
     stats
 }
 
@@ -198,5 +186,10 @@ pub(crate) fn full_report(
         binds: binds.to_vec(),
         namespaces: namespaces.to_vec(),
         listeners: Vec::new(),
+        resets: Resets {
+            names: ResetNames::new(vec![(12, "TCP_ABORT_ON_LINGER".into())]),
+            sent: vec![(ResetReason(12), 3)],
+            no_socket: vec![(8080, 5)],
+        },
     }
 }

@@ -24,7 +24,7 @@ use crate::{
         stats::{BindRow, Buckets, Stats},
     },
     findings::{Finding, Listener},
-    model::{NetnsName, PerKind, TwCount, TwEnd},
+    model::{NetnsName, PerKind, ResetNames, ResetReason, TwCount, TwEnd},
 };
 
 /// Everything the aggregates know at one instant.
@@ -61,6 +61,21 @@ pub struct Report {
     pub namespaces: Vec<NetnsReport>,
     /// The listeners of the namespaces shown, with their accept queues.
     pub listeners: Vec<Listener>,
+    /// The resets this host sent, by the kernel's reason.
+    pub resets: Resets,
+}
+
+/// The resets this host sent: on the connections that closed, by the
+/// kernel's reason; and for no socket, by local port.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resets {
+    /// The kernel's names of the reasons (empty: reasons are off).
+    pub names: ResetNames,
+    /// (reason, resets), most first.
+    pub sent: Vec<(ResetReason, u64)>,
+    /// (local port, resets) sent for no socket, most first; port 0: the
+    /// ports beyond those counted one by one.
+    pub no_socket: Vec<(u16, u64)>,
 }
 
 impl Report {

@@ -25,7 +25,7 @@ use crate::{
     aggregate::{listeners::Listeners, netns::NetnsTable, ports::Ports, stats::Stats},
     findings::{self, Severity},
     host::snapshot::Snapshot,
-    model::{DecodeError, Event, NetnsName, PerKind, Sink, TwCount, TwSeed},
+    model::{DecodeError, Event, NetnsName, PerKind, ResetNames, Sink, TwCount, TwSeed},
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
@@ -86,6 +86,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     existing_since_ns: Option<u64>,
     /// Caps on the metrics' label values.
     limits: Limits,
+    /// The kernel's names of the reasons for resets.
+    reset_names: ResetNames,
     /// The last scrape's render time (s) and series count.
     previous_scrape: Option<(f64, usize)>,
     /// The last exposition rendered, and when.
@@ -142,6 +144,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             began_ns: (readers.now_ns)(),
             existing_since_ns: None,
             limits: Limits::DEFAULT,
+            reset_names: ResetNames::default(),
             previous_scrape: None,
             last_exposition: None,
             start_time_s: 0.0,
@@ -154,6 +157,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
     /// Caps the metrics' label values.
     pub fn limit_metrics(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Names the reasons of the resets sent as the running kernel does.
+    pub fn name_resets(&mut self, names: ResetNames) {
+        self.reset_names = names;
     }
 
     /// Daemon mode: nothing on stdout (no live log, no summaries); problems
@@ -265,6 +273,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
                 elapsed,
                 start_time_s: self.start_time_s,
                 recursion_misses,
+                reset_names: &self.reset_names,
             },
             now_ns,
             want,

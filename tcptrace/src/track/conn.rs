@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     model::{
-        Closed, Existing, Listed, Losses, Open, RecordKind, Reset, ResetDirection, Role,
-        StateChange, StateTimes, Task, TcpState, TimeInState, Transition, Verdict,
+        Closed, Existing, Listed, Losses, Open, RecordKind, Reset, ResetDirection, ResetReason,
+        Role, StateChange, StateTimes, Task, TcpState, TimeInState, Transition, Verdict,
     },
     track::{owners::Owners, verdict},
 };
@@ -32,6 +32,8 @@ struct Conn {
     /// Evidence of who closed first (see `verdict`).
     first_close: Option<Verdict>,
     rst_sent: bool,
+    /// The kernel's reason for the first RST it sent.
+    rst_reason: Option<ResetReason>,
     in_state: StateTimes,
     /// A record of it is known to be missing: a transition did not start
     /// from the state the last one left it in.
@@ -159,6 +161,7 @@ impl Tracker {
                 since_ns: None,
                 first_close: None,
                 rst_sent: false,
+                rst_reason: None,
                 in_state: StateTimes::default(),
                 missed: reborn,
                 listed_ns: 0,
@@ -253,7 +256,10 @@ impl Tracker {
             && same_ports(r.ports, conn)
         {
             conn.first_close.get_or_insert(verdict);
-            conn.rst_sent |= r.direction == ResetDirection::Sent;
+            if r.direction == ResetDirection::Sent {
+                conn.rst_sent = true;
+                conn.rst_reason = conn.rst_reason.or(r.reason);
+            }
             return None;
         }
         // A socket's memory is reused at once: a reset at the address of
@@ -262,7 +268,10 @@ impl Tracker {
             .pending
             .iter()
             .position(|p| p.sock == r.sock && same_ports(r.ports, &p.conn))?;
-        let pending = self.pending.swap_remove(at);
+        let mut pending = self.pending.swap_remove(at);
+        if r.direction == ResetDirection::Sent {
+            pending.conn.rst_reason = pending.conn.rst_reason.or(r.reason);
+        }
         let verdict = match pending.old {
             TcpState::SynSent => verdict::of_failed_connect(Some(verdict)),
             _ => verdict,
@@ -448,6 +457,7 @@ fn close(sock: u64, ts_ns: u64, conn: Conn, verdict: Verdict) -> Closed {
         lifetime_ns: conn.born_ns.map(|born| ts_ns.saturating_sub(born)),
         in_state: conn.in_state,
         missed: conn.missed,
+        reset_reason: conn.rst_reason,
         timewait: None,
     }
 }

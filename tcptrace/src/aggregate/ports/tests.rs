@@ -38,6 +38,7 @@ fn closed(ports: &mut Ports, at_ns: u64, local: &str, verdict: Verdict, lifetime
         lifetime_ns: Some(lifetime_ns),
         in_state: StateTimes::default(),
         missed: false,
+        reset_reason: None,
         timewait: None,
     };
     ports.fact(Fact::Closed(&c)).unwrap();
@@ -190,6 +191,7 @@ fn passive_connections_and_servers_timewait_are_not_destinations() {
         lifetime_ns: Some(5),
         in_state: StateTimes::default(),
         missed: false,
+        reset_reason: None,
         timewait: None,
     };
     ports.fact(Fact::Closed(&c)).unwrap();

@@ -37,7 +37,8 @@ const CLOSE_WAIT_AGE_S: f64 = 30.0;
 const CLOSE_WAIT_CRITICAL: u64 = 1000;
 /// Resets worth a word: at least this many, and this share of the
 /// service's connections; a warning from this many a second (below it,
-/// the pace of health checks: info).
+/// the pace of health checks: info). The pace is the faster of the run's
+/// and its worst minute's.
 const ABORTS_MIN: u64 = 20;
 const ABORTS_SHARE: f64 = 0.1;
 const ABORTS_RATE: f64 = 1.0;
@@ -120,6 +121,7 @@ fn service_numbers(
         ("pid", json!(pids.single())),
         ("comm", json!(comm.map(|c| c.as_str().into_owned()))),
         ("processes", json!(pids.count())),
+        ("processes_capped", json!(pids.capped())),
         ("pids", json!(pids.examples())),
     ]
 }

@@ -24,7 +24,7 @@ use self::{
     destinations::destinations,
     itself::{findings, itself},
     namespaces::{binds, listeners, netns_counters},
-    states::{sockets, timewait, transitions},
+    states::{resets, sockets, timewait, transitions},
 };
 
 use crate::{
@@ -128,6 +128,7 @@ pub fn render(s: &Scrape<'_>) -> (String, usize) {
     e.sample(&[], s.report.start_time_s);
 
     transitions(&mut e, s);
+    resets(&mut e, s);
     timewait(&mut e, s);
     sockets(&mut e, s, &ns_label);
     let folded_dest = destinations(

@@ -47,6 +47,38 @@ pub(super) fn transitions(e: &mut Exposition, s: &Scrape<'_>) {
     }
 }
 
+/// The resets this host sent on connections, by the kernel's reason; and
+/// for no socket, by local port (as many as listeners are labelled, the
+/// rest summed as "other").
+pub(super) fn resets(e: &mut Exposition, s: &Scrape<'_>) {
+    let resets = &s.report.resets;
+    e.family(
+        "tcptrace_resets_sent_total",
+        Type::Counter,
+        "RSTs this host sent on the connections that closed, by the kernel's reason (enum sk_rst_reason, as its tcp_send_reset tracepoint names it).",
+    );
+    for &(reason, n) in &resets.sent {
+        e.sample(&[("reason", &resets.names.name(reason))], n);
+    }
+    e.family(
+        "tcptrace_resets_no_socket_total",
+        Type::Counter,
+        "RSTs this host sent for no socket (a SYN or segment to a port nobody listens on, or to a connection it forgot), by local port.",
+    );
+    let (mut other, mut shown) = (0, 0);
+    for &(port, n) in &resets.no_socket {
+        if port == 0 || shown == s.limits.listeners {
+            other += n;
+        } else {
+            shown += 1;
+            e.sample(&[("port", &port.to_string())], n);
+        }
+    }
+    if other > 0 {
+        e.sample(&[("port", "other")], other);
+    }
+}
+
 pub(super) fn histogram(e: &mut Exposition, labels: &[(&str, &str)], bounds: &[f64], b: &Buckets) {
     e.histogram(labels, bounds, &b.cumulative, b.count, secs(b.sum_ns));
 }

@@ -55,6 +55,16 @@ impl Pair {
     }
 
     fn reset(&mut self, sock: u64, direction: ResetDirection, task: Option<Task>) {
+        self.reset_for(sock, direction, task, None);
+    }
+
+    fn reset_for(
+        &mut self,
+        sock: u64,
+        direction: ResetDirection,
+        task: Option<Task>,
+        reason: Option<ResetReason>,
+    ) {
         self.s.ts += 1_000;
         let r = Reset {
             ts_ns: self.s.ts,
@@ -63,6 +73,7 @@ impl Pair {
             direction,
             task,
             ports: (0, 0),
+            reason,
         };
         self.closed.extend(self.tracker.on_reset(&r));
     }
@@ -175,6 +186,35 @@ fn linger_zero_abort_waits_for_the_rst_that_follows_close() {
             (2, Verdict::AbortSent, Some(100)),
             (3, Verdict::AbortReceived, Some(200))
         ]
+    );
+}
+
+/// The kernel's reason for the RST reaches the connection's record: that
+/// of the first RST sent, whether it came before CLOSE (a reset of an open
+/// socket) or after it (SO_LINGER 0); resets received carry none.
+#[test]
+fn the_reason_of_the_first_rst_sent_is_the_connections() {
+    let (linger, state) = (ResetReason(12), ResetReason(14));
+    let mut p = Pair::established();
+    let c = Some(p.client);
+    p.go(2, CLI, SRV, Established, Close, c);
+    p.reset_for(2, ResetDirection::Sent, c, Some(linger));
+    p.reset_for(2, ResetDirection::Sent, c, Some(state));
+    p.reset_for(3, ResetDirection::Received, None, None);
+    p.go(3, SRV, CLI, Established, Close, None);
+    p.verdicts();
+    let reasons: Vec<(u64, Option<ResetReason>)> =
+        p.closed.iter().map(|c| (c.sock, c.reset_reason)).collect();
+    assert!(reasons.contains(&(2, Some(linger))), "{reasons:?}");
+    assert!(reasons.contains(&(3, None)), "{reasons:?}");
+    // Before CLOSE: kept on the open connection.
+    let mut p = Pair::established();
+    p.reset_for(3, ResetDirection::Sent, Some(p.server), Some(state));
+    p.go(3, SRV, CLI, Established, Close, None);
+    p.verdicts();
+    assert_eq!(
+        p.closed.iter().find(|c| c.sock == 3).unwrap().reset_reason,
+        Some(state)
     );
 }
 
@@ -670,6 +710,7 @@ fn a_reset_of_the_next_socket_at_an_address_is_not_this_ones() {
         direction: ResetDirection::Sent,
         task: Some(p.server),
         ports: (80, other_client),
+        reason: None,
     };
     assert!(p.tracker.on_reset(&r).is_none(), "taken for this one's");
     let lost = Losses::NONE;

@@ -64,6 +64,7 @@ fn record() -> Closed {
         lifetime_ns: Some(5 * SEC),
         in_state,
         missed: false,
+        reset_reason: None,
         timewait: None,
     }
 }
