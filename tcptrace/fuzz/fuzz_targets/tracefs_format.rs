@@ -1,8 +1,9 @@
-//! A tracepoint's `format` file in tracefs, and the layout check made on it.
+//! A tracepoint's `format` file in tracefs, the layout check made on it,
+//! and the reset reasons read from its print format.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcptrace::host::preflight::{check_layout, parse_format};
+use tcptrace::host::preflight::{check_layout, parse_format, reset_reasons};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_format(data);
@@ -12,4 +13,5 @@ fuzz_target!(|data: &[u8]| {
         &text,
         &[("skaddr", 8, 8), ("family", 22, 2)],
     );
+    let _ = reset_reasons(&text);
 });
