@@ -153,15 +153,21 @@ fn bad_usage_with_stderr_full_is_still_exit_2() {
 /// CAP_DAC_READ_SEARCH, and no CAP_SYS_ADMIN to mount it again: the error
 /// says both, not that tracefs is not mounted. (In a mount namespace of
 /// its own, over a tmpfs owned by nobody.)
-#[test]
-fn an_unreadable_tracefs_is_named_as_such() {
-    let drop = "-dac_read_search,-dac_override,-sys_admin";
+/// Runs tcptrace ARGS without the capabilities `drop`, in a mount
+/// namespace of its own where tracefs is a tmpfs of mode 0700 owned by
+/// nobody: (exit status, stderr).
+fn with_unreadable_tracefs(drop: &str, args: &str) -> (i32, String) {
     let script = format!(
         "mount -t tmpfs -o mode=0700,uid=65534 none /sys/kernel/tracing && \
          touch /sys/kernel/tracing/events && \
-         exec setpriv --inh-caps={drop} --bounding-set={drop} {BIN}"
+         exec setpriv --inh-caps={drop} --bounding-set={drop} {BIN} {args}"
     );
-    let (code, stderr) = run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    run(Command::new("unshare").args(["-m", "sh", "-c", &script]))
+}
+
+#[test]
+fn an_unreadable_tracefs_is_named_as_such() {
+    let (code, stderr) = with_unreadable_tracefs("-dac_read_search,-dac_override,-sys_admin", "");
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.starts_with(
@@ -180,13 +186,8 @@ fn an_unreadable_tracefs_is_named_as_such() {
 /// and said so as such (it was mounted, not missing).
 #[test]
 fn tracefs_mounted_again_over_an_unreadable_one_is_said_as_such() {
-    let drop = "-dac_read_search,-dac_override";
-    let script = format!(
-        "mount -t tmpfs -o mode=0700,uid=65534 none /sys/kernel/tracing && \
-         touch /sys/kernel/tracing/events && \
-         exec setpriv --inh-caps={drop} --bounding-set={drop} {BIN} diagnose --for 1"
-    );
-    let (code, stderr) = run(Command::new("unshare").args(["-m", "sh", "-c", &script]));
+    let (code, stderr) =
+        with_unreadable_tracefs("-dac_read_search,-dac_override", "diagnose --for 1");
     assert!(matches!(code, 0 | 3 | 4), "{stderr}");
     assert!(
         stderr.contains(

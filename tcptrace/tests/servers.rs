@@ -283,6 +283,24 @@ fn load(ns: &str, name: &str, role: &str, mode: &str, addr: &str) -> usize {
 /// Healthy runs of each case: they must give no warning every time.
 const HEALTHY_RUNS: usize = 3;
 
+/// `HEALTHY_RUNS` runs of `diagnose --for SECS` over `net` while `load`
+/// runs: no warning and exit 0 every time (`what` says which case). The
+/// first run's diagnosis.
+fn healthy(net: &Net, secs: u64, what: &str, mut load: impl FnMut()) -> Diagnosis {
+    let mut first = None;
+    for run in 0..HEALTHY_RUNS {
+        let d = diagnose(net, secs, &mut load);
+        assert!(
+            d.warnings().is_empty(),
+            "{what}, run {run}: {:#?}",
+            d.warnings()
+        );
+        assert_eq!(d.code, 0, "{what}, run {run}");
+        first.get_or_insert(d);
+    }
+    first.unwrap()
+}
+
 // ------------------------------------------------------------ scenarios --
 
 /// nginx as a reverse proxy (master and workers, in the client's
@@ -316,46 +334,31 @@ fn nginx_proxy_in_front_of_nginx() {
         ),
     ] {
         let _proxy = nginx(&net.client, "ngx-proxy", front, &location, &upstream);
-        for run in 0..HEALTHY_RUNS {
-            let mut ok = 0;
-            let d = diagnose(&net, 6, || {
-                ok = load(&net.client, "tt-load", "http", "400", front)
-            });
+        healthy(&net, 6, variant, || {
+            let ok = load(&net.client, "tt-load", "http", "400", front);
             assert_eq!(ok, 400, "{variant}: every request answered");
-            assert!(
-                d.warnings().is_empty(),
-                "{variant}, run {run}: {:#?}",
-                d.warnings()
-            );
-            assert_eq!(d.code, 0, "{variant}, run {run}");
-        }
+        });
     }
     // The upstream goes away: 502s, and the proxy's connects refused.
     drop(_upstream);
     let upstream = format!("server {upstream_addr};");
-    let _proxy = nginx(
-        &net.client,
-        "ngx-proxy",
-        front,
-        "proxy_pass http://backend;",
-        &upstream,
-    );
-    let d = diagnose(&net, 5, || {
-        load(&net.client, "tt-load", "http", "50", front);
-    });
-    assert_eq!(d.code, 3, "{:#?}", d.findings);
-    let refused = d.finding("upstream-refuses");
-    let headline = refused["headline"].as_str().unwrap();
-    assert!(
-        headline.starts_with(&format!("{upstream_addr} refuses connections")),
-        "{headline}"
-    );
-    assert!(
-        headline.contains("from nginx (3 processes")
-            || headline.contains("from nginx (2 processes"),
-        "{headline}"
-    );
-    drop(_proxy);
+    let through_proxy = |location: &str, secs, requests, kind| {
+        let _proxy = nginx(&net.client, "ngx-proxy", front, location, &upstream);
+        let d = diagnose(&net, secs, || {
+            load(&net.client, "tt-load", "http", requests, front);
+        });
+        assert_eq!(d.code, 3, "{:#?}", d.findings);
+        let headline = d.finding(kind)["headline"].as_str().unwrap().to_owned();
+        assert!(
+            headline.starts_with(&format!("{upstream_addr} ")),
+            "{headline}"
+        );
+        // The workers' connects, named as the service.
+        assert!(headline.contains("from nginx ("), "{headline}");
+        headline
+    };
+    let headline = through_proxy("proxy_pass http://backend;", 5, "50", "upstream-refuses");
+    assert!(headline.contains("refuses connections"), "{headline}");
 
     // An upstream whose packets are dropped: the proxy's connects time out.
     let _upstream = nginx(
@@ -369,24 +372,12 @@ fn nginx_proxy_in_front_of_nginx() {
         &net.server,
         "table inet tt {\n chain in {\n type filter hook input priority 0;\n tcp dport 8081 drop\n }\n}\n",
     );
-    let _proxy = nginx(
-        &net.client,
-        "ngx-proxy",
-        front,
+    through_proxy(
         "proxy_pass http://backend; proxy_connect_timeout 1s;",
-        &upstream,
+        14,
+        "10",
+        "upstream-unreachable",
     );
-    let d = diagnose(&net, 14, || {
-        load(&net.client, "tt-load", "http", "10", front);
-    });
-    assert_eq!(d.code, 3, "{:#?}", d.findings);
-    let unreachable = d.finding("upstream-unreachable");
-    let headline = unreachable["headline"].as_str().unwrap();
-    assert!(
-        headline.starts_with(&format!("{upstream_addr} ")),
-        "{headline}"
-    );
-    assert!(headline.contains("from nginx"), "{headline}");
 }
 
 /// haproxy (master-worker) in front of redis, checking it every 1.2 s (its
@@ -422,30 +413,20 @@ fn haproxy_in_front_of_redis() {
         &["haproxy", "-W", "-db", "-f", "{dir}/haproxy.cfg"],
         front,
     );
-    for run in 0..HEALTHY_RUNS {
-        let mut ok = 0;
-        // 30 s: 25 checks, above the 20 resets the rules count.
-        let d = diagnose(&net, 30, || {
-            ok = load(&net.client, "tt-load", "redis", "200/keepalive", front)
-        });
+    // 30 s: 25 checks, above the 20 resets the rules count.
+    let d = healthy(&net, 30, "haproxy", || {
+        let ok = load(&net.client, "tt-load", "redis", "200/keepalive", front);
         assert_eq!(ok, 200, "every PING answered");
-        assert!(d.warnings().is_empty(), "run {run}: {:#?}", d.warnings());
-        assert_eq!(d.code, 0, "run {run}");
-        if run == 0 {
-            // The checks are seen, and said for what they are.
-            let checks: Vec<&Value> = d
-                .findings
-                .iter()
-                .filter(|f| {
-                    f["headline"]
-                        .as_str()
-                        .unwrap()
-                        .contains("at the pace of health checks")
-                })
-                .collect();
-            assert!(!checks.is_empty(), "{:#?}", d.findings);
-        }
-    }
+    });
+    // The checks are seen, and said for what they are.
+    assert!(
+        d.findings.iter().any(|f| f["headline"]
+            .as_str()
+            .unwrap()
+            .contains("at the pace of health checks")),
+        "{:#?}",
+        d.findings
+    );
     // Clients without keep-alive: a connection per PING, healthy too.
     let mut ok = 0;
     let d = diagnose(&net, 5, || {
@@ -578,15 +559,10 @@ fn postgres_under_pgbench() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     pgbench(&["-i", "-q"]);
-    for run in 0..HEALTHY_RUNS {
-        let mut said = String::new();
-        let d = diagnose(&net, 8, || {
-            said = pgbench(&["-C", "-S", "-c", "4", "-j", "2", "-R", "100", "-T", "6"])
-        });
+    healthy(&net, 8, "pgbench -C", || {
+        let said = pgbench(&["-C", "-S", "-c", "4", "-j", "2", "-R", "100", "-T", "6"]);
         assert!(said.contains("number of failed transactions: 0"), "{said}");
-        assert!(d.warnings().is_empty(), "run {run}: {:#?}", d.warnings());
-        assert_eq!(d.code, 0, "run {run}");
-    }
+    });
     // The postmaster stops accepting; 200 connects queue up and overflow.
     server.signal(nix::sys::signal::Signal::SIGSTOP);
     let d = diagnose(&net, 6, || {
@@ -624,15 +600,10 @@ fn python_http_server() {
         ],
         &addr,
     );
-    for run in 0..HEALTHY_RUNS {
-        let mut ok = 0;
-        let d = diagnose(&net, 5, || {
-            ok = load(&net.client, "tt-load", "http", "300", &addr)
-        });
+    healthy(&net, 5, "http.server", || {
+        let ok = load(&net.client, "tt-load", "http", "300", &addr);
         assert_eq!(ok, 300, "every request answered");
-        assert!(d.warnings().is_empty(), "run {run}: {:#?}", d.warnings());
-        assert_eq!(d.code, 0, "run {run}");
-    }
+    });
     server.signal(nix::sys::signal::Signal::SIGSTOP);
     let d = diagnose(&net, 45, || {
         load(&net.client, "tt-load", "connect", "20/close", &addr);
