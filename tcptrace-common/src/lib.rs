@@ -89,6 +89,12 @@ pub const KIND_TW_REQUEST: u8 = 7;
 /// namespace, `dur_ns` the errno; `skaddr` is 0.
 pub const KIND_BIND_FAILED: u8 = 8;
 
+/// `TransitionEvent::kind`: a connecting socket's SYN was retransmitted
+/// (`tcp:tcp_retransmit_skb` in `SYN_SENT`): the far side, or the path,
+/// dropped it. `skaddr`, `netns`, the ports and `family` are the socket's;
+/// `oldstate` is `SYN_SENT`.
+pub const KIND_SYN_RETRANSMIT: u8 = 9;
+
 /// `EADDRINUSE` on Linux.
 pub const EADDRINUSE: i64 = 98;
 
@@ -328,6 +334,15 @@ pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 4] = [
 /// The field of `tcp:tcp_send_reset` that carries the kernel's reason for a
 /// RST (Linux 6.10 and later), read where the format has it there.
 pub const TCP_SEND_RESET_REASON: (&str, usize, usize) = ("reason", 28, 4);
+/// The fields of `tcp:tcp_retransmit_skb` that the eBPF program reads
+/// (ports in host order).
+pub const TCP_RETRANSMIT_SKB_FIELDS: [(&str, usize, usize); 5] = [
+    ("skaddr", 16, 8),
+    ("state", 24, 4),
+    ("sport", 28, 2),
+    ("dport", 30, 2),
+    ("family", 32, 2),
+];
 /// The fields of `syscalls:sys_enter_bind` that the eBPF program reads.
 pub const SYS_ENTER_BIND_FIELDS: [(&str, usize, usize); 1] = [("umyaddr", 24, 8)];
 /// The fields of `syscalls:sys_exit_bind` that the eBPF program reads.

@@ -15,6 +15,7 @@ mod floor;
 mod inet_sock_set_state;
 mod maps;
 mod resets;
+mod retransmits;
 mod softirq;
 mod timewait;
 

@@ -31,6 +31,8 @@ pub struct Features {
     /// The kernel's reasons for the resets it sends, named as it names
     /// them; empty: reasons are off.
     pub reset_names: ResetNames,
+    /// Connecting sockets' SYNs retransmitted are seen.
+    pub retransmits: bool,
 }
 
 /// Why TIME_WAIT cannot be tracked on this kernel.
@@ -122,24 +124,19 @@ pub fn probe(
             }
         },
     };
-    let bind_tracepoints = preflight::check_formats(&tracefs.path, &preflight::BIND_TRACEPOINTS)
-        .and_then(|()| {
-            match preflight::BIND_TRACEPOINTS
-                .iter()
-                .find(|(_, name, _)| missing.has(name))
-            {
-                Some((category, name, _)) => Err(PreflightError::TracepointMissing(format!(
-                    "{category}:{name}"
-                ))),
-                None => Ok(()),
-            }
-        });
-    let binds = match bind_tracepoints {
+    let binds = match optional(&tracefs.path, &preflight::BIND_TRACEPOINTS, missing) {
         Ok(()) => true,
         Err(err) => {
             notice(&format!(
                 "warning: failed binds (EADDRINUSE) not counted: {err}"
             ));
+            false
+        }
+    };
+    let retransmits = match optional(&tracefs.path, &preflight::RETRANSMIT_TRACEPOINTS, missing) {
+        Ok(()) => true,
+        Err(err) => {
+            notice(&format!("warning: SYN retransmits not counted: {err}"));
             false
         }
     };
@@ -162,7 +159,24 @@ pub fn probe(
         hz: kconfig::kernel_hz(),
         binds,
         reset_names,
+        retransmits,
     })
+}
+
+/// Checks the formats of optional tracepoints, and that none is pretended
+/// missing.
+fn optional(
+    tracefs: &Path,
+    tracepoints: &[(&str, &str, &preflight::Fields)],
+    missing: Missing<'_>,
+) -> Result<(), PreflightError> {
+    preflight::check_formats(tracefs, tracepoints)?;
+    match tracepoints.iter().find(|(_, name, _)| missing.has(name)) {
+        Some((category, name, _)) => Err(PreflightError::TracepointMissing(format!(
+            "{category}:{name}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What the timewait programs need on this kernel: the timer callbacks'

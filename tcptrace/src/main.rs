@@ -188,6 +188,7 @@ fn run(
         timewait: features.timewait,
         binds: features.binds,
         reset_reasons: !features.reset_names.is_empty(),
+        retransmits: features.retransmits,
         floor: config.bench_floor,
     })?;
 

@@ -354,6 +354,46 @@ fn keepalive_gives_up() {
     drop(server);
 }
 
+/// Half the SYNs toward the server dropped (nftables, at random): the
+/// connects whose SYN was retransmitted take a second or more, and the
+/// finding names the destination.
+fn syns_dropped() {
+    let drop_half = "table inet tt {\n chain in {\n type filter hook input priority 0;\n \
+                     tcp dport 8080 tcp flags & (syn | ack) == syn numgen random mod 2 == 0 drop\n }\n}\n";
+    let run = traced_with(
+        "fsd",
+        &[],
+        Some(drop_half),
+        Some("eof-then-close"),
+        "close-first:12",
+        Duration::from_millis(300),
+    );
+    let stalled = run.finding("syn-retransmits");
+    assert_eq!(stalled["severity"], "warning", "{stalled}");
+    assert_eq!(stalled["connects"], 12, "{stalled}");
+    let retried = stalled["syn_retried"].as_u64().unwrap();
+    // Half dropped at random: at least 2 of 12 (the odds against: 1 in 300).
+    assert!((2..=12).contains(&retried), "{stalled}");
+    assert!(stalled["syn_retransmits"].as_u64().unwrap() >= retried);
+    let headline = stalled["headline"].as_str().unwrap();
+    assert!(
+        headline.starts_with("connects from tt-client[")
+            && headline.contains(&format!("to {SERVER_IP}:{PORT} stall")),
+        "{headline}"
+    );
+    // The connect latency shows the seconds.
+    let syn_sent = run.summary["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["state"] == "SYN_SENT")
+        .unwrap();
+    assert!(
+        syn_sent["max_ns"].as_u64().unwrap() >= 1_000_000_000,
+        "{syn_sent}"
+    );
+}
+
 /// Six connects to a port nobody listens on: the upstream refuses, and
 /// its host's RSTs for no socket are counted on that port.
 fn refused_upstream() {
@@ -494,6 +534,7 @@ fn main() {
             ("refused_upstream", refused_upstream),
             ("close_with_unread_data", close_with_unread_data),
             ("keepalive_gives_up", keepalive_gives_up),
+            ("syns_dropped", syns_dropped),
             ("healthy_server_closes_first", healthy_server_closes_first),
             ("listen_overflow", listen_overflow),
             ("syn_queue", syn_queue),

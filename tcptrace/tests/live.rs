@@ -986,6 +986,10 @@ fn a_missing_kernel_feature_is_one_line_and_the_rest_works() {
             "tcptrace: warning: network namespaces unavailable (BTF struct net.ns has no member inum); netns is shown as 0",
         ),
         (
+            "tcp_retransmit_skb",
+            "tcptrace: warning: SYN retransmits not counted: tracepoint tcp:tcp_retransmit_skb not found in tracefs (needs Linux 5.5 or newer)",
+        ),
+        (
             "reason",
             "tcptrace: warning: the kernel's reasons for resets are off (field reason is missing (pretended)); verdicts as usual",
         ),

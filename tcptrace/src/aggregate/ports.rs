@@ -120,11 +120,16 @@ struct Counts {
     owners: Vec<(Comm, Pids)>,
     /// Ports held at the last samples, (second, held), oldest first.
     held: Vec<(u64, u64)>,
+    /// Connects whose SYN was retransmitted, and the retransmits.
+    syn_retried: u64,
+    syn_retransmits: u64,
 }
 
 impl Counts {
     fn merge(&mut self, other: &Counts) {
         self.connects += other.connects;
+        self.syn_retried += other.syn_retried;
+        self.syn_retransmits += other.syn_retransmits;
         for (v, n) in self.verdicts.iter_mut().zip(other.verdicts) {
             *v += n;
         }
@@ -215,6 +220,10 @@ pub struct DestReport {
     pub failed: u64,
     pub failing: bool,
     pub verdicts: VerdictCounts,
+    /// Connects whose SYN was retransmitted (each stalled a second or
+    /// more), and the SYN retransmits in all.
+    pub syn_retried: u64,
+    pub syn_retransmits: u64,
 }
 
 /// How close a destination is to running out, for the live warnings.
@@ -330,6 +339,10 @@ impl Ports {
         }
         if let Some(ns) = c.lifetime_ns {
             counts.lifetime.add(ns);
+        }
+        if c.syn_retransmits > 0 {
+            counts.syn_retried += 1;
+            counts.syn_retransmits += u64::from(c.syn_retransmits);
         }
         if let Some(owner) = c.owner {
             let known = counts.owners.iter().position(|(c, _)| *c == owner.comm);

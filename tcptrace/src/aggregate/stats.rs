@@ -485,6 +485,7 @@ mod tests {
             in_state: Default::default(),
             missed: false,
             reset_reason: None,
+            syn_retransmits: 0,
             timewait: None,
         }
     }

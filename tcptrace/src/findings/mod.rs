@@ -56,11 +56,13 @@ pub enum Kind {
     SynQueue,
     UpstreamRefuses,
     UpstreamUnreachable,
+    /// Connects whose SYN was retransmitted: they stall a second or more.
+    SynRetransmits,
     BindInUse,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Self::PortExhaustion,
         Self::ServerTimewait,
         Self::TimewaitOverflow,
@@ -71,6 +73,7 @@ impl Kind {
         Self::SynQueue,
         Self::UpstreamRefuses,
         Self::UpstreamUnreachable,
+        Self::SynRetransmits,
         Self::BindInUse,
     ];
 
@@ -87,6 +90,7 @@ impl Kind {
             Self::SynQueue => "syn-queue",
             Self::UpstreamRefuses => "upstream-refuses",
             Self::UpstreamUnreachable => "upstream-unreachable",
+            Self::SynRetransmits => "syn-retransmits",
             Self::BindInUse => "bind-in-use",
         }
     }

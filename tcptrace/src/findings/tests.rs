@@ -48,6 +48,8 @@ fn dest(usage: f64, failed: u64, failing: bool, time_left_s: Option<f64>) -> Des
         failed,
         failing,
         verdicts,
+        syn_retried: 0,
+        syn_retransmits: 0,
     }
 }
 
@@ -493,6 +495,32 @@ fn aborts_at_the_pace_of_health_checks_are_information() {
         kinds(&aborts_over(3600.0, &[steady])),
         [(Kind::AbortReceived, Severity::Info)]
     );
+}
+
+/// Connects that stalled on a retransmitted SYN: 5 and 10 % of the
+/// connects, at the boundary.
+#[test]
+fn stalled_connects_need_numbers_and_a_share() {
+    let ns = [netns(60, &[])];
+    let stalled = |retried, connects| {
+        let mut r = dest(0.0, 0, false, None);
+        r.connects = connects;
+        r.syn_retried = retried;
+        r.syn_retransmits = retried * 2;
+        run(&[r], &ns)
+    };
+    assert!(stalled(4, 10).is_empty(), "fewer than 5");
+    assert!(stalled(5, 51).is_empty(), "under 10 %");
+    let out = stalled(5, 50);
+    assert_eq!(kinds(&out), [(Kind::SynRetransmits, Severity::Warning)]);
+    assert!(
+        out[0].headline.starts_with(
+            "connects from nginx[42] in netns 7 (proxy) to 10.0.0.1:80 stall: 5 of 50 (10 %) retransmitted their SYN (2.0 times each"
+        ),
+        "{}",
+        out[0].headline
+    );
+    assert!(out[0].remedy[1].contains("conntrack"));
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::{
 
 use tcptrace_common::{
     AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, FLAG_RESET_REASON, KIND_BIND_FAILED,
-    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL,
-    KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent,
+    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT, KIND_TRANSITION, KIND_TW_ARMED,
+    KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent,
 };
 
 use crate::model::{
@@ -79,6 +79,12 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
     }
     let direction = match raw.kind {
         KIND_TRANSITION => return change(raw).map(Event::Change),
+        KIND_SYN_RETRANSMIT => {
+            return Ok(Event::SynRetransmit {
+                ts_ns: raw.ts_ns,
+                sock: raw.skaddr,
+            });
+        }
         KIND_RESET_SENT => ResetDirection::Sent,
         KIND_RESET_RECEIVED => ResetDirection::Received,
         other => return Err(DecodeError::Kind(other)),

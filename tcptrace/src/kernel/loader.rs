@@ -51,6 +51,8 @@ const BIND_HOOKS: [Hook; 2] = [
     Hook::Classic("syscalls", "sys_enter_bind"),
     Hook::Classic("syscalls", "sys_exit_bind"),
 ];
+/// The program that sees connecting sockets' SYNs retransmitted.
+const RETRANSMIT_HOOKS: [Hook; 1] = [Hook::Classic("tcp", "tcp_retransmit_skb")];
 /// Classic tracepoint programs; the state transitions last, once everything
 /// they rely on is in place.
 const TRACEPOINT_HOOKS: [Hook; 3] = [
@@ -107,6 +109,8 @@ pub struct Config {
     pub binds: bool,
     /// Read the kernel's reason of each reset sent.
     pub reset_reasons: bool,
+    /// Attach the program that sees SYNs retransmitted.
+    pub retransmits: bool,
     /// Attach the empty "floor" programs instead (benchmark only).
     pub floor: bool,
 }
@@ -144,10 +148,15 @@ impl Tracer {
             true => &BIND_HOOKS[..],
             false => &[],
         };
+        let retransmits = match config.retransmits {
+            true => &RETRANSMIT_HOOKS[..],
+            false => &[],
+        };
         let hooks = SOFTIRQ_HOOKS
             .into_iter()
             .chain(timewait.iter().map(|name| Hook::Raw(name)))
             .chain(binds.iter().copied())
+            .chain(retransmits.iter().copied())
             .chain(TRACEPOINT_HOOKS);
         for hook in hooks {
             attach(&mut ebpf, hook, config.floor)?;

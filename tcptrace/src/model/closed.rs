@@ -175,6 +175,9 @@ pub struct Closed {
     /// The kernel's reason for the RST this host sent on it, if it sent one
     /// and the kernel gives reasons.
     pub reset_reason: Option<ResetReason>,
+    /// Its SYN's retransmits, if this host connected: each a second or more
+    /// the connect stalled.
+    pub syn_retransmits: u32,
     /// How its timewait socket ended, if it had one (the record then comes
     /// at that end, and `ts_ns`, `lifetime_ns` and `in_state` include it).
     pub timewait: Option<ClosedTw>,

@@ -90,6 +90,11 @@ pub enum Event {
     Reset(Reset),
     Timewait(TwEvent),
     BindFailed(BindFailure),
+    /// A connecting socket's SYN retransmitted: (when, the socket).
+    SynRetransmit {
+        ts_ns: u64,
+        sock: u64,
+    },
 }
 
 impl Event {
@@ -108,6 +113,7 @@ impl Event {
                 TwAction::Request => RecordKind::TimewaitRequest,
             },
             Self::BindFailed(_) => RecordKind::BindFailed,
+            Self::SynRetransmit { .. } => RecordKind::SynRetransmit,
         }
     }
 }

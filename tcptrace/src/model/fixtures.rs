@@ -18,6 +18,7 @@ pub(crate) fn closed(owner: Task, verdict: Verdict) -> Closed {
         in_state: Default::default(),
         missed: false,
         reset_reason: None,
+        syn_retransmits: 0,
         timewait: None,
     }
 }

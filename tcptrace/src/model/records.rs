@@ -5,8 +5,8 @@
 //! never wrong.
 
 use tcptrace_common::{
-    KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_TRANSITION, KIND_TW_ARMED,
-    KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST, LOST_KINDS, LostRecords,
+    KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT, KIND_TRANSITION,
+    KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST, LOST_KINDS, LostRecords,
 };
 
 /// What a record from the kernel side is.
@@ -21,10 +21,12 @@ pub enum RecordKind {
     /// A SYN that reopened a timewait socket.
     TimewaitRequest,
     BindFailed,
+    /// A connecting socket's SYN retransmitted.
+    SynRetransmit,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Transition,
         Self::ResetSent,
         Self::ResetReceived,
@@ -33,6 +35,7 @@ impl RecordKind {
         Self::TimewaitExpired,
         Self::TimewaitRequest,
         Self::BindFailed,
+        Self::SynRetransmit,
     ];
 
     /// Its `KIND_*` number on the wire.
@@ -46,6 +49,7 @@ impl RecordKind {
             Self::TimewaitExpired => KIND_TW_EXPIRED,
             Self::TimewaitRequest => KIND_TW_REQUEST,
             Self::BindFailed => KIND_BIND_FAILED,
+            Self::SynRetransmit => KIND_SYN_RETRANSMIT,
         }
     }
 
@@ -59,6 +63,7 @@ impl RecordKind {
             Self::TimewaitExpired => "timewait_expired",
             Self::TimewaitRequest => "timewait_request",
             Self::BindFailed => "bind_failed",
+            Self::SynRetransmit => "syn_retransmit",
         }
     }
 }

@@ -173,6 +173,10 @@ impl Pipeline {
                 }
                 self.emit(sink, Fact::BindFailed(&b))
             }
+            Ok(Event::SynRetransmit { sock, .. }) => {
+                self.conns.on_syn_retransmit(sock);
+                Ok(())
+            }
             Ok(Event::Reset(r)) if r.sock == 0 => {
                 self.no_socket_resets.add(r.ports.0);
                 Ok(())

@@ -244,6 +244,8 @@ impl JsonPrinter {
             }
             None => b.extend_from_slice(b"null"),
         }
+        b.extend_from_slice(b",\"syn_retransmits\":");
+        b.extend_from_slice(n.format(c.syn_retransmits).as_bytes());
         b.extend_from_slice(b",\"lifetime_ns\":");
         push_opt(b, &mut n, c.lifetime_ns);
         b.extend_from_slice(b",\"states\":[");
@@ -477,6 +479,7 @@ mod tests {
             in_state,
             missed: false,
             reset_reason: None,
+            syn_retransmits: 0,
             timewait: Some(ClosedTw {
                 reason: Some(TwEnd::Expired),
                 rearms: 1,

@@ -285,6 +285,8 @@ pub fn dest_json(r: &DestReport, netns_name: Option<&str>) -> Value {
         "time_left_ns": ns(r.time_left_s),
         "failed_connects": r.failed,
         "failing": r.failing,
+        "syn_retried": r.syn_retried,
+        "syn_retransmits": r.syn_retransmits,
         "verdicts": verdicts(&r.verdicts),
     })
 }

@@ -336,6 +336,7 @@ TIME            PID     COMM             LOCAL                 REMOTE           
             },
             missed: false,
             reset_reason: None,
+            syn_retransmits: 0,
             timewait: None,
         };
         let mut out = Vec::new();

@@ -104,6 +104,8 @@ pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
         failed: 3,
         failing: true,
         verdicts,
+        syn_retried: 4,
+        syn_retransmits: 5,
     };
     let mut since_start = [0; COUNTERS.len()];
     since_start[0] = 993;

@@ -34,6 +34,8 @@ struct Conn {
     rst_sent: bool,
     /// The kernel's reason for the first RST it sent.
     rst_reason: Option<ResetReason>,
+    /// Its SYN's retransmits (a connect that stalled).
+    syn_retransmits: u32,
     in_state: StateTimes,
     /// A record of it is known to be missing: a transition did not start
     /// from the state the last one left it in.
@@ -162,6 +164,7 @@ impl Tracker {
                 first_close: None,
                 rst_sent: false,
                 rst_reason: None,
+                syn_retransmits: 0,
                 in_state: StateTimes::default(),
                 missed: reborn,
                 listed_ns: 0,
@@ -245,6 +248,16 @@ impl Tracker {
     /// The connection whose end the last transition found unseen, if any.
     pub fn take_ended_unseen(&mut self) -> Option<Closed> {
         self.ended_unseen.take()
+    }
+
+    /// Counts a retransmit of a connecting socket's SYN (one not followed,
+    /// or no longer connecting, is not counted).
+    pub fn on_syn_retransmit(&mut self, sock: u64) {
+        if let Some(conn) = self.conns.get_mut(&sock)
+            && conn.state == TcpState::SynSent
+        {
+            conn.syn_retransmits += 1;
+        }
     }
 
     /// Follows a reset. Returns a connection whose verdict it completed.
@@ -458,6 +471,7 @@ fn close(sock: u64, ts_ns: u64, conn: Conn, verdict: Verdict) -> Closed {
         in_state: conn.in_state,
         missed: conn.missed,
         reset_reason: conn.rst_reason,
+        syn_retransmits: conn.syn_retransmits,
         timewait: None,
     }
 }

@@ -222,5 +222,7 @@ fn row(dest: &Dest, counts: &Counts, held: Held, sysctls: Option<&Sysctls>, at: 
             .no_port_recent
             .any_since(now.saturating_sub(WINDOW_S)),
         verdicts: counts.verdicts,
+        syn_retried: counts.syn_retried,
+        syn_retransmits: counts.syn_retransmits,
     }
 }

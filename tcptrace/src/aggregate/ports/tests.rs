@@ -39,6 +39,7 @@ fn closed(ports: &mut Ports, at_ns: u64, local: &str, verdict: Verdict, lifetime
         in_state: StateTimes::default(),
         missed: false,
         reset_reason: None,
+        syn_retransmits: 0,
         timewait: None,
     };
     ports.fact(Fact::Closed(&c)).unwrap();
@@ -192,6 +193,7 @@ fn passive_connections_and_servers_timewait_are_not_destinations() {
         in_state: StateTimes::default(),
         missed: false,
         reset_reason: None,
+        syn_retransmits: 0,
         timewait: None,
     };
     ports.fact(Fact::Closed(&c)).unwrap();

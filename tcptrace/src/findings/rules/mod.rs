@@ -45,9 +45,13 @@ const ABORTS_RATE: f64 = 1.0;
 /// Connects refused or failing toward a destination worth a warning.
 const FAILED_CONNECTS_MIN: u64 = 5;
 const FAILED_CONNECTS_SHARE: f64 = 0.2;
+/// Connects that stalled on a retransmitted SYN worth a warning: at least
+/// this many, and this share of the connects toward a destination.
+const SYN_RETRIED_MIN: u64 = 5;
+const SYN_RETRIED_SHARE: f64 = 0.1;
 
 /// The thresholds, for the documentation: (what, value).
-pub const THRESHOLDS: [(&str, &str); 10] = [
+pub const THRESHOLDS: [(&str, &str); 11] = [
     ("port usage toward a destination (warning)", "50 %"),
     ("ports run out within (warning)", "600 s"),
     ("connects failing for lack of a port (critical)", "any"),
@@ -69,6 +73,10 @@ pub const THRESHOLDS: [(&str, &str); 10] = [
         "5 and 20 % of its connects",
     ),
     (
+        "connects whose SYN was retransmitted toward a destination (warning)",
+        "5 and 10 % of its connects",
+    ),
+    (
         "TcpExtTCPTimeWaitOverflow, ListenOverflows, SYN cookies or SYN drops (warning)",
         "any since start",
     ),
@@ -79,13 +87,14 @@ pub(super) fn all(ev: &Evidence<'_>) -> Vec<Finding> {
     use self::{
         binds::binds_in_use,
         closing::{aborts, close_wait_leaks},
-        ports::{port_exhaustion, upstream_failures},
+        ports::{port_exhaustion, syn_retransmits, upstream_failures},
         queues::{listen_overflow, syn_queue},
         timewait::{server_timewait, timewait_overflow},
     };
     let mut found = Vec::new();
     found.extend(ev.ports.iter().filter_map(|r| port_exhaustion(ev, r)));
     found.extend(ev.ports.iter().filter_map(|r| upstream_failures(ev, r)));
+    found.extend(ev.ports.iter().filter_map(|r| syn_retransmits(ev, r)));
     found.extend(server_timewait(ev));
     found.extend(ev.namespaces.iter().filter_map(timewait_overflow));
     found.extend(close_wait_leaks(ev));

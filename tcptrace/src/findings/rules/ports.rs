@@ -197,3 +197,56 @@ pub(super) fn upstream_failures(ev: &Evidence<'_>, r: &DestReport) -> Option<Fin
         bites_in_s: None,
     })
 }
+
+/// Connects that stall: their SYN was retransmitted (1 s, then 2 s more,
+/// and so on), so connect() takes 1 s, 3 s, 7 s... The far side's listen
+/// queue is full, or a firewall or a full conntrack table drops SYNs.
+pub(super) fn syn_retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
+    if r.dest.is_other()
+        || r.syn_retried < SYN_RETRIED_MIN
+        || (r.syn_retried as f64) < SYN_RETRIED_SHARE * r.connects as f64
+    {
+        return None;
+    }
+    let remote = words::endpoint(&r.dest.remote);
+    let share = r.syn_retried as f64 / r.connects.max(1) as f64 * 100.0;
+    let per = r.syn_retransmits as f64 / r.syn_retried as f64;
+    Some(Finding {
+        kind: Kind::SynRetransmits,
+        severity: Severity::Warning,
+        headline: format!(
+            "connects from {} in {} to {remote} stall: {} of {} ({share:.0} %) retransmitted their SYN \
+             ({per:.1} times each, 1 s the first)",
+            owners(r),
+            namespace(ev, r.dest.netns),
+            r.syn_retried,
+            r.connects,
+        ),
+        explanation: "A SYN went unanswered and the kernel sent it again after 1 s (then 2 s, 4 s...): \
+                      each such connect took a second or more. The far side drops SYNs: its listen queue \
+                      is full, or a firewall or a full conntrack table drops them on the way."
+            .into(),
+        numbers: vec![
+            ("netns", json!(r.dest.netns)),
+            ("raddr", json!(r.dest.remote.ip().to_string())),
+            ("rport", json!(r.dest.remote.port())),
+            ("connects", json!(r.connects)),
+            ("syn_retried", json!(r.syn_retried)),
+            ("syn_retransmits", json!(r.syn_retransmits)),
+        ],
+        remedy: vec![
+            format!(
+                "On {}: look for ListenOverflows and ListenDrops (nstat -az) and the listener's queue \
+                 (ss -ltn: Recv-Q against Send-Q); raise its backlog and net.core.somaxconn, or accept faster.",
+                r.dest.remote.ip()
+            ),
+            "On the way: a firewall dropping SYNs, or a full conntrack table (nf_conntrack_count against \
+             nf_conntrack_max; \"table full, dropping packet\" in the kernel log)."
+                .into(),
+        ],
+        myths: vec![
+            "Raising the client's connect timeout hides the stall; it does not remove it.".into(),
+        ],
+        bites_in_s: None,
+    })
+}

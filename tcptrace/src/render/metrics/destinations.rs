@@ -14,6 +14,8 @@ pub(super) struct DestLine {
     time_left_s: Option<f64>,
     connects: u64,
     failed: u64,
+    syn_retried: u64,
+    syn_retransmits: u64,
     verdicts: crate::aggregate::stats::VerdictCounts,
 }
 
@@ -46,6 +48,8 @@ pub(super) fn destinations(
                 time_left_s: r.time_left_s,
                 connects: r.connects,
                 failed: r.failed,
+                syn_retried: r.syn_retried,
+                syn_retransmits: r.syn_retransmits,
                 verdicts: r.verdicts,
             });
             continue;
@@ -60,6 +64,8 @@ pub(super) fn destinations(
             time_left_s: None,
             connects: 0,
             failed: 0,
+            syn_retried: 0,
+            syn_retransmits: 0,
             verdicts: Default::default(),
         });
         o.held += r.held.total();
@@ -122,7 +128,7 @@ pub(super) fn destinations(
         }
     }
     type Count = fn(&DestLine) -> u64;
-    let counters: [(&str, &'static str, Count); 2] = [
+    let counters: [(&str, &'static str, Count); 4] = [
         (
             "tcptrace_destination_connects_total",
             "connect()s toward a destination.",
@@ -132,6 +138,16 @@ pub(super) fn destinations(
             "tcptrace_destination_connects_failed_no_port_total",
             "connect()s toward a destination that failed for lack of a local port (EADDRNOTAVAIL).",
             |d| d.failed,
+        ),
+        (
+            "tcptrace_destination_connects_syn_retransmitted_total",
+            "connect()s toward a destination whose SYN was retransmitted (each stalled a second or more).",
+            |d| d.syn_retried,
+        ),
+        (
+            "tcptrace_destination_syn_retransmits_total",
+            "SYN retransmits of the connect()s toward a destination.",
+            |d| d.syn_retransmits,
         ),
     ];
     // Counters only for destinations of their own: a sum over "other"

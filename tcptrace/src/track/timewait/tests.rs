@@ -65,6 +65,7 @@ fn record() -> Closed {
         in_state,
         missed: false,
         reset_reason: None,
+        syn_retransmits: 0,
         timewait: None,
     }
 }

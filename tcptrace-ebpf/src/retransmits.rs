@@ -1,0 +1,64 @@
+//! `tcp:tcp_retransmit_skb`, for the SYNs of connecting sockets only: a
+//! connect whose SYN is retransmitted stalls a second or more (the far
+//! side's listen queue is full, a firewall or a full conntrack table drops
+//! it), which no state transition shows.
+//!
+//! Format on Linux 6.18 (only these fields are read; the agent checks them):
+//!
+//! ```text
+//! field:const void * skaddr; offset:16; size:8;
+//! field:int state;           offset:24; size:4;
+//! field:__u16 sport;         offset:28; size:2;   (host order)
+//! field:__u16 dport;         offset:30; size:2;
+//! field:__u16 family;        offset:32; size:2;
+//! ```
+//!
+//! Retransmits in any other state (data) are not sent: the agent knows the
+//! socket's endpoints from its transitions, and a lossy path would flood
+//! the rings with them.
+
+use aya_ebpf::{
+    EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
+};
+use tcptrace_common::{KIND_SYN_RETRANSMIT, TransitionEvent, tcp_state};
+
+use crate::{
+    maps::{FILTER, netns_of, send},
+    softirq::task,
+};
+
+/// Reads a field at a constant offset (see `inet_sock_set_state::field!`).
+#[inline(always)]
+fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: offsets are the checked ones listed above, inside the record.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    if load::<i32>(&ctx, 24) != i32::from(tcp_state::SYN_SENT) {
+        return 0;
+    }
+    let sk: u64 = load(&ctx, 16);
+    let (sport, dport, family): (u16, u16, u16) = (load(&ctx, 28), load(&ctx, 30), load(&ctx, 32));
+    if sk != 0 && FILTER.load().accepts(family, sport, dport) {
+        let (pid, tid, comm, flags) = task();
+        send(TransitionEvent {
+            // SAFETY: a helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            skaddr: sk,
+            pid,
+            tid,
+            comm,
+            sport,
+            dport,
+            family,
+            oldstate: tcp_state::SYN_SENT,
+            flags,
+            kind: KIND_SYN_RETRANSMIT,
+            netns: netns_of(sk),
+            ..TransitionEvent::default()
+        });
+    }
+    0
+}
