@@ -95,6 +95,12 @@ pub const KIND_BIND_FAILED: u8 = 8;
 /// `oldstate` is `SYN_SENT`.
 pub const KIND_SYN_RETRANSMIT: u8 = 9;
 
+/// `TransitionEvent::kind`: a listener retransmitted a SYN-ACK
+/// (`tcp:tcp_retransmit_synack`): the client did not complete the
+/// handshake. `skaddr` is the listener, `netns` its namespace, `sport` its
+/// port, `dport` the client's, `family` theirs.
+pub const KIND_SYNACK_RETRANSMIT: u8 = 10;
+
 /// `EADDRINUSE` on Linux.
 pub const EADDRINUSE: i64 = 98;
 
@@ -342,6 +348,14 @@ pub const TCP_RETRANSMIT_SKB_FIELDS: [(&str, usize, usize); 5] = [
     ("sport", 28, 2),
     ("dport", 30, 2),
     ("family", 32, 2),
+];
+/// The fields of `tcp:tcp_retransmit_synack` that the eBPF program reads
+/// (ports in host order).
+pub const TCP_RETRANSMIT_SYNACK_FIELDS: [(&str, usize, usize); 4] = [
+    ("skaddr", 8, 8),
+    ("sport", 24, 2),
+    ("dport", 26, 2),
+    ("family", 28, 2),
 ];
 /// The fields of `syscalls:sys_enter_bind` that the eBPF program reads.
 pub const SYS_ENTER_BIND_FIELDS: [(&str, usize, usize); 1] = [("umyaddr", 24, 8)];

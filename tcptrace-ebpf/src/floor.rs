@@ -28,6 +28,11 @@ pub fn floor_tcp_retransmit_skb(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
+pub fn floor_tcp_retransmit_synack(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn floor_sys_enter_bind(_ctx: TracePointContext) -> u32 {
     0

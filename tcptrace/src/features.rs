@@ -136,7 +136,9 @@ pub fn probe(
     let retransmits = match optional(&tracefs.path, &preflight::RETRANSMIT_TRACEPOINTS, missing) {
         Ok(()) => true,
         Err(err) => {
-            notice(&format!("warning: SYN retransmits not counted: {err}"));
+            notice(&format!(
+                "warning: SYN and SYN-ACK retransmits not counted: {err}"
+            ));
             false
         }
     };

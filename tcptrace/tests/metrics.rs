@@ -246,7 +246,7 @@ fn endpoint_under_abuse() {
         .collect();
     assert_eq!(
         ring_full.len(),
-        8,
+        tcptrace::model::RecordKind::ALL.len(),
         "one series per record kind: {ring_full:?}"
     );
     assert!(ring_full.iter().all(|l| l.ends_with(" 0")), "{ring_full:?}");

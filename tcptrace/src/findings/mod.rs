@@ -58,11 +58,14 @@ pub enum Kind {
     UpstreamUnreachable,
     /// Connects whose SYN was retransmitted: they stall a second or more.
     SynRetransmits,
+    /// A listener's SYN-ACKs retransmitted: clients do not complete the
+    /// handshake.
+    SynAckRetransmits,
     BindInUse,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Self::PortExhaustion,
         Self::ServerTimewait,
         Self::TimewaitOverflow,
@@ -74,6 +77,7 @@ impl Kind {
         Self::UpstreamRefuses,
         Self::UpstreamUnreachable,
         Self::SynRetransmits,
+        Self::SynAckRetransmits,
         Self::BindInUse,
     ];
 
@@ -91,6 +95,7 @@ impl Kind {
             Self::UpstreamRefuses => "upstream-refuses",
             Self::UpstreamUnreachable => "upstream-unreachable",
             Self::SynRetransmits => "syn-retransmits",
+            Self::SynAckRetransmits => "synack-retransmits",
             Self::BindInUse => "bind-in-use",
         }
     }
@@ -133,6 +138,8 @@ pub struct Evidence<'a> {
     pub listeners: &'a [Listener],
     /// The kernel's names of the reasons for resets.
     pub reset_names: &'a ResetNames,
+    /// SYN-ACKs retransmitted, by listener ((namespace, port), count).
+    pub synack_retransmits: &'a [((u32, u16), u64)],
 }
 
 /// The timewait sockets of the connections one service accepted.

@@ -92,6 +92,7 @@ fn run(ports: &[DestReport], namespaces: &[NetnsReport]) -> Vec<Finding> {
         server_timewait: &[],
         listeners: &[],
         reset_names: &ResetNames::default(),
+        synack_retransmits: &[],
     })
 }
 
@@ -236,6 +237,7 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
         server_timewait: &[],
         listeners: &listeners,
         reset_names: &ResetNames::default(),
+        synack_retransmits: &[],
     });
     assert!(
         out[0]
@@ -272,6 +274,7 @@ fn close_wait_leaks_need_age() {
             server_timewait: &[],
             listeners: &[],
             reset_names: &ResetNames::default(),
+            synack_retransmits: &[],
         })
     };
     assert!(
@@ -342,6 +345,7 @@ fn aborts_over(elapsed_s: f64, rows: &[(ServiceKey, ServiceCounts)]) -> Vec<Find
         server_timewait: &[],
         listeners: &[],
         reset_names: &ResetNames::default(),
+        synack_retransmits: &[],
     })
 }
 
@@ -389,6 +393,7 @@ fn aborts_say_the_kernels_reason() {
         server_timewait: &[],
         listeners: &[],
         reset_names: &names,
+        synack_retransmits: &[],
     });
     assert!(
         out[0].headline.ends_with(
@@ -523,6 +528,40 @@ fn stalled_connects_need_numbers_and_a_share() {
     assert!(out[0].remedy[1].contains("conntrack"));
 }
 
+/// A listener's SYN-ACKs retransmitted: 10 is a warning, the pool of
+/// listeners beyond those counted says nothing.
+#[test]
+fn synack_retransmits_need_ten() {
+    let with = |rows: &[((u32, u16), u64)]| {
+        diagnose(&Evidence {
+            elapsed_s: 10.0,
+            ports: &[],
+            namespaces: &[],
+            binds: &[],
+            by_service: &[],
+            close_waits: &[],
+            server_timewait: &[],
+            listeners: &[],
+            reset_names: &ResetNames::default(),
+            synack_retransmits: rows,
+        })
+    };
+    assert!(with(&[((7, 443), 9)]).is_empty());
+    assert!(
+        with(&[((0, 0), 500)]).is_empty(),
+        "the pool names no listener"
+    );
+    let out = with(&[((7, 443), 10)]);
+    assert_eq!(kinds(&out), [(Kind::SynAckRetransmits, Severity::Warning)]);
+    assert!(
+        out[0]
+            .headline
+            .starts_with("SYN-ACKs of :443 in netns 7 retransmitted 10 times (1.0/s)"),
+        "{}",
+        out[0].headline
+    );
+}
+
 #[test]
 fn refused_and_unreachable_upstreams() {
     let ns = [netns(60, &[])];
@@ -566,6 +605,7 @@ fn timewait_on_the_accepting_side_is_information() {
             }],
             listeners: &[],
             reset_names: &ResetNames::default(),
+            synack_retransmits: &[],
         })
     };
     assert!(with(99).is_empty());
@@ -598,6 +638,7 @@ fn failed_binds_and_the_ranking() {
         server_timewait: &[],
         listeners: &[],
         reset_names: &ResetNames::default(),
+        synack_retransmits: &[],
     });
     assert_eq!(
         kinds(&out),

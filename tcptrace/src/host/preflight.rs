@@ -11,8 +11,8 @@ use std::{
 
 use tcptrace_common::{
     INET_SOCK_SET_STATE_FIELDS, SYS_ENTER_BIND_FIELDS, SYS_EXIT_BIND_FIELDS,
-    TCP_RECEIVE_RESET_FIELDS, TCP_RETRANSMIT_SKB_FIELDS, TCP_SEND_RESET_FIELDS,
-    TCP_SEND_RESET_REASON,
+    TCP_RECEIVE_RESET_FIELDS, TCP_RETRANSMIT_SKB_FIELDS, TCP_RETRANSMIT_SYNACK_FIELDS,
+    TCP_SEND_RESET_FIELDS, TCP_SEND_RESET_REASON,
 };
 
 use crate::model::ResetNames;
@@ -214,10 +214,16 @@ pub const TRACEPOINTS: [(&str, &str, &Fields); 3] = [
     ("tcp", "tcp_receive_reset", &TCP_RECEIVE_RESET_FIELDS),
 ];
 
-/// The tracepoint that sees SYNs retransmitted, and the fields read
-/// (optional: without it they are not counted).
-pub const RETRANSMIT_TRACEPOINTS: [(&str, &str, &Fields); 1] =
-    [("tcp", "tcp_retransmit_skb", &TCP_RETRANSMIT_SKB_FIELDS)];
+/// The tracepoints that see SYNs and SYN-ACKs retransmitted, and the
+/// fields read (optional: without them they are not counted).
+pub const RETRANSMIT_TRACEPOINTS: [(&str, &str, &Fields); 2] = [
+    ("tcp", "tcp_retransmit_skb", &TCP_RETRANSMIT_SKB_FIELDS),
+    (
+        "tcp",
+        "tcp_retransmit_synack",
+        &TCP_RETRANSMIT_SYNACK_FIELDS,
+    ),
+];
 
 /// The syscall tracepoints that see failed binds, and the fields read
 /// (optional: without them failed binds are not counted).

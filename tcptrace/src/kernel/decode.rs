@@ -9,8 +9,9 @@ use std::{
 
 use tcptrace_common::{
     AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, FLAG_RESET_REASON, KIND_BIND_FAILED,
-    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT, KIND_TRANSITION, KIND_TW_ARMED,
-    KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent,
+    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT, KIND_SYNACK_RETRANSMIT,
+    KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST,
+    TransitionEvent,
 };
 
 use crate::model::{
@@ -83,6 +84,12 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
             return Ok(Event::SynRetransmit {
                 ts_ns: raw.ts_ns,
                 sock: raw.skaddr,
+            });
+        }
+        KIND_SYNACK_RETRANSMIT => {
+            return Ok(Event::SynAckRetransmit {
+                netns: raw.netns,
+                port: raw.sport,
             });
         }
         KIND_RESET_SENT => ResetDirection::Sent,

@@ -51,8 +51,11 @@ const BIND_HOOKS: [Hook; 2] = [
     Hook::Classic("syscalls", "sys_enter_bind"),
     Hook::Classic("syscalls", "sys_exit_bind"),
 ];
-/// The program that sees connecting sockets' SYNs retransmitted.
-const RETRANSMIT_HOOKS: [Hook; 1] = [Hook::Classic("tcp", "tcp_retransmit_skb")];
+/// The programs that see SYNs and SYN-ACKs retransmitted.
+const RETRANSMIT_HOOKS: [Hook; 2] = [
+    Hook::Classic("tcp", "tcp_retransmit_skb"),
+    Hook::Classic("tcp", "tcp_retransmit_synack"),
+];
 /// Classic tracepoint programs; the state transitions last, once everything
 /// they rely on is in place.
 const TRACEPOINT_HOOKS: [Hook; 3] = [

@@ -95,6 +95,11 @@ pub enum Event {
         ts_ns: u64,
         sock: u64,
     },
+    /// A listener's SYN-ACK retransmitted: its namespace and port.
+    SynAckRetransmit {
+        netns: u32,
+        port: u16,
+    },
 }
 
 impl Event {
@@ -114,6 +119,7 @@ impl Event {
             },
             Self::BindFailed(_) => RecordKind::BindFailed,
             Self::SynRetransmit { .. } => RecordKind::SynRetransmit,
+            Self::SynAckRetransmit { .. } => RecordKind::SynAckRetransmit,
         }
     }
 }

@@ -5,8 +5,9 @@
 //! never wrong.
 
 use tcptrace_common::{
-    KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT, KIND_TRANSITION,
-    KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST, LOST_KINDS, LostRecords,
+    KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT,
+    KIND_SYNACK_RETRANSMIT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED,
+    KIND_TW_REQUEST, LOST_KINDS, LostRecords,
 };
 
 /// What a record from the kernel side is.
@@ -23,10 +24,12 @@ pub enum RecordKind {
     BindFailed,
     /// A connecting socket's SYN retransmitted.
     SynRetransmit,
+    /// A listener's SYN-ACK retransmitted.
+    SynAckRetransmit,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Transition,
         Self::ResetSent,
         Self::ResetReceived,
@@ -36,6 +39,7 @@ impl RecordKind {
         Self::TimewaitRequest,
         Self::BindFailed,
         Self::SynRetransmit,
+        Self::SynAckRetransmit,
     ];
 
     /// Its `KIND_*` number on the wire.
@@ -50,6 +54,7 @@ impl RecordKind {
             Self::TimewaitRequest => KIND_TW_REQUEST,
             Self::BindFailed => KIND_BIND_FAILED,
             Self::SynRetransmit => KIND_SYN_RETRANSMIT,
+            Self::SynAckRetransmit => KIND_SYNACK_RETRANSMIT,
         }
     }
 
@@ -64,6 +69,7 @@ impl RecordKind {
             Self::TimewaitRequest => "timewait_request",
             Self::BindFailed => "bind_failed",
             Self::SynRetransmit => "syn_retransmit",
+            Self::SynAckRetransmit => "synack_retransmit",
         }
     }
 }

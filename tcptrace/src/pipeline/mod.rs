@@ -61,29 +61,31 @@ pub struct Pipeline {
     pub undecodable: u64,
     /// Resets this host sent for no socket, by local port (a segment to a
     /// port nobody listens on, or to a connection it forgot).
-    pub no_socket_resets: NoSocketResets,
+    pub no_socket_resets: Tally<u16>,
+    /// SYN-ACKs retransmitted, by listener (namespace, port).
+    pub synack_retransmits: Tally<(u32, u16)>,
 }
 
-/// Resets sent for no socket, by local port: at most `MAX_PORTS` ports,
-/// the rest counted as port 0.
+/// Counts by key, at most `MAX_KEYS` keys; the others under a pool key
+/// (`Default`: port 0, namespace 0), and the most first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NoSocketResets(HashMap<u16, u64>);
+pub struct Tally<K: std::hash::Hash + Eq>(HashMap<K, u64>);
 
-impl NoSocketResets {
-    const MAX_PORTS: usize = 1024;
+impl<K: std::hash::Hash + Eq + Copy + Ord + Default> Tally<K> {
+    const MAX_KEYS: usize = 1024;
 
-    pub fn add(&mut self, port: u16) {
-        let port = match self.0.len() >= Self::MAX_PORTS && !self.0.contains_key(&port) {
-            true => 0,
-            false => port,
+    pub fn add(&mut self, key: K) {
+        let key = match self.0.len() >= Self::MAX_KEYS && !self.0.contains_key(&key) {
+            true => K::default(),
+            false => key,
         };
-        *self.0.entry(port).or_default() += 1;
+        *self.0.entry(key).or_default() += 1;
     }
 
-    /// (port, resets), most first; port 0: the others.
-    pub fn rows(&self) -> Vec<(u16, u64)> {
-        let mut rows: Vec<(u16, u64)> = self.0.iter().map(|(&p, &n)| (p, n)).collect();
-        rows.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), p));
+    /// (key, count), most first.
+    pub fn rows(&self) -> Vec<(K, u64)> {
+        let mut rows: Vec<(K, u64)> = self.0.iter().map(|(&k, &n)| (k, n)).collect();
+        rows.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
         rows
     }
 }
@@ -109,7 +111,8 @@ impl Pipeline {
             received: PerKind::default(),
             losses: Losses::default(),
             undecodable: 0,
-            no_socket_resets: NoSocketResets::default(),
+            no_socket_resets: Tally::default(),
+            synack_retransmits: Tally::default(),
         }
     }
 
@@ -172,6 +175,10 @@ impl Pipeline {
                     self.namespaces.note(b.netns, task.pid);
                 }
                 self.emit(sink, Fact::BindFailed(&b))
+            }
+            Ok(Event::SynAckRetransmit { netns, port }) => {
+                self.synack_retransmits.add((netns, port));
+                Ok(())
             }
             Ok(Event::SynRetransmit { sock, .. }) => {
                 self.conns.on_syn_retransmit(sock);

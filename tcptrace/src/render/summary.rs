@@ -79,6 +79,19 @@ RESETS SENT (the kernel's reason)"
             }
         }
     }
+    if !r.synack_retransmits.is_empty() {
+        writeln!(
+            out,
+            "\nSYN-ACKS RETRANSMITTED (clients that did not complete the handshake, by listener)"
+        )?;
+        for &((netns, port), n) in r.synack_retransmits.iter().take(TABLE_ROWS) {
+            let label = match (netns, port) {
+                (0, 0) => "(others)".to_owned(),
+                (netns, port) => format!(":{port} netns {netns}"),
+            };
+            writeln!(out, "  {label:<28} {n:>8}")?;
+        }
+    }
     if !r.resets.no_socket.is_empty() {
         writeln!(
             out,
@@ -422,6 +435,9 @@ pub fn to_json(r: &Report, time: &str) -> Value {
         }).collect::<Vec<_>>(),
         "resets_no_socket": r.resets.no_socket.iter().map(|&(port, n)| {
             json!({"lport": (port != 0).then_some(port), "count": n})
+        }).collect::<Vec<_>>(),
+        "synack_retransmits": r.synack_retransmits.iter().map(|&((netns, port), n)| {
+            json!({"netns": (netns != 0).then_some(netns), "lport": (port != 0).then_some(port), "count": n})
         }).collect::<Vec<_>>(),
         "by_remote": by_remote,
         "by_listen_port": by_listen_port,

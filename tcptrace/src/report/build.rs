@@ -96,6 +96,8 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         })
         .collect();
     let counts = Counts::of(stats);
+    let mut synack_retransmits = pipeline.synack_retransmits.rows();
+    synack_retransmits.retain(|&((netns, _), _)| netns == 0 || pipeline.shows_netns(netns));
     let close_waits = close_wait_piles(pipeline.open(), now_ns, existing_since_ns);
     let found = findings::diagnose(&Evidence {
         elapsed_s: elapsed.as_secs_f64(),
@@ -107,6 +109,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         server_timewait: &scan.server,
         listeners: &listeners,
         reset_names,
+        synack_retransmits: &synack_retransmits,
     });
     Report {
         at_ns: now_ns,
@@ -135,6 +138,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
             sent: stats.resets_sent.most_first(),
             no_socket: pipeline.no_socket_resets.rows(),
         },
+        synack_retransmits,
     }
 }
 

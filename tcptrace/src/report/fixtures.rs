@@ -193,5 +193,6 @@ pub(crate) fn full_report(
             sent: vec![(ResetReason(12), 3)],
             no_socket: vec![(8080, 5)],
         },
+        synack_retransmits: vec![((7, 8080), 12)],
     }
 }

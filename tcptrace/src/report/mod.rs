@@ -63,6 +63,9 @@ pub struct Report {
     pub listeners: Vec<Listener>,
     /// The resets this host sent, by the kernel's reason.
     pub resets: Resets,
+    /// SYN-ACKs retransmitted, by listener ((namespace, port), count), most
+    /// first; (0, 0): the listeners beyond those counted one by one.
+    pub synack_retransmits: Vec<((u32, u16), u64)>,
 }
 
 /// The resets this host sent: on the connections that closed, by the

@@ -49,9 +49,11 @@ const FAILED_CONNECTS_SHARE: f64 = 0.2;
 /// this many, and this share of the connects toward a destination.
 const SYN_RETRIED_MIN: u64 = 5;
 const SYN_RETRIED_SHARE: f64 = 0.1;
+/// SYN-ACKs a listener retransmitted worth a warning.
+const SYNACK_RETRANSMITS_MIN: u64 = 10;
 
 /// The thresholds, for the documentation: (what, value).
-pub const THRESHOLDS: [(&str, &str); 11] = [
+pub const THRESHOLDS: [(&str, &str); 12] = [
     ("port usage toward a destination (warning)", "50 %"),
     ("ports run out within (warning)", "600 s"),
     ("connects failing for lack of a port (critical)", "any"),
@@ -76,6 +78,7 @@ pub const THRESHOLDS: [(&str, &str); 11] = [
         "connects whose SYN was retransmitted toward a destination (warning)",
         "5 and 10 % of its connects",
     ),
+    ("SYN-ACKs retransmitted by a listener (warning)", "10"),
     (
         "TcpExtTCPTimeWaitOverflow, ListenOverflows, SYN cookies or SYN drops (warning)",
         "any since start",
@@ -88,7 +91,7 @@ pub(super) fn all(ev: &Evidence<'_>) -> Vec<Finding> {
         binds::binds_in_use,
         closing::{aborts, close_wait_leaks},
         ports::{port_exhaustion, syn_retransmits, upstream_failures},
-        queues::{listen_overflow, syn_queue},
+        queues::{listen_overflow, syn_queue, synack_retransmits},
         timewait::{server_timewait, timewait_overflow},
     };
     let mut found = Vec::new();
@@ -101,6 +104,7 @@ pub(super) fn all(ev: &Evidence<'_>) -> Vec<Finding> {
     found.extend(aborts(ev));
     found.extend(ev.namespaces.iter().filter_map(|n| listen_overflow(ev, n)));
     found.extend(ev.namespaces.iter().filter_map(syn_queue));
+    found.extend(synack_retransmits(ev));
     found.extend(binds_in_use(ev));
     found
 }

@@ -114,3 +114,42 @@ pub(super) fn syn_queue(n: &NetnsReport) -> Option<Finding> {
         bites_in_s: None,
     })
 }
+
+/// A listener's SYN-ACKs retransmitted: clients sent a SYN and did not
+/// complete the handshake (a SYN flood from spoofed sources, or a lossy
+/// path toward the clients), each such connect a second or more late.
+pub(super) fn synack_retransmits(ev: &Evidence<'_>) -> Vec<Finding> {
+    ev.synack_retransmits
+        .iter()
+        .filter(|&&((netns, port), n)| netns != 0 && port != 0 && n >= SYNACK_RETRANSMITS_MIN)
+        .map(|&((netns, port), n)| Finding {
+            kind: Kind::SynAckRetransmits,
+            severity: Severity::Warning,
+            headline: format!(
+                "SYN-ACKs of :{port} in {} retransmitted {n} times ({:.1}/s): clients do not complete \
+                 the handshake",
+                namespace(ev, netns),
+                n as f64 / ev.elapsed_s.max(1.0)
+            ),
+            explanation: "The listener answered SYNs and got no ACK back, so it sent its SYN-ACK again \
+                          after 1 s (then 2 s, 4 s...): SYNs from addresses that do not answer (a SYN \
+                          flood, spoofed sources), or the clients' ACKs lost on the way."
+                .into(),
+            numbers: vec![
+                ("netns", json!(netns)),
+                ("lport", json!(port)),
+                ("synack_retransmits", json!(n)),
+            ],
+            remedy: vec![
+                "A flood: keep net.ipv4.tcp_syncookies on (1), and lower tcp_synack_retries so that \
+                 half-open requests leave the SYN queue sooner."
+                    .into(),
+                "A lossy path: look for drops toward the clients (nstat: TcpExtTCPSynRetrans on their \
+                 side, interface errors, a firewall dropping the ACKs)."
+                    .into(),
+            ],
+            myths: Vec::new(),
+            bites_in_s: None,
+        })
+        .collect()
+}

@@ -24,7 +24,7 @@ use self::{
     destinations::destinations,
     itself::{findings, itself},
     namespaces::{binds, listeners, netns_counters},
-    states::{resets, sockets, timewait, transitions},
+    states::{resets, sockets, synacks, timewait, transitions},
 };
 
 use crate::{
@@ -131,6 +131,7 @@ pub fn render(s: &Scrape<'_>) -> (String, usize) {
     resets(&mut e, s);
     timewait(&mut e, s);
     sockets(&mut e, s, &ns_label);
+    synacks(&mut e, s, &ns_label);
     let folded_dest = destinations(
         &mut e,
         &s.report.ports,

@@ -79,6 +79,34 @@ pub(super) fn resets(e: &mut Exposition, s: &Scrape<'_>) {
     }
 }
 
+/// SYN-ACKs retransmitted by listener port, in as many namespaces as are
+/// labelled, as many ports as listeners are (the rest left out, as the
+/// listeners' own series are).
+pub(super) fn synacks(
+    e: &mut Exposition,
+    s: &Scrape<'_>,
+    ns_label: &dyn Fn(u32) -> (String, String),
+) {
+    e.family(
+        "tcptrace_synack_retransmits_total",
+        Type::Counter,
+        "SYN-ACKs a listener retransmitted: clients that did not complete the handshake (a SYN flood, or ACKs lost on the way), by namespace and port.",
+    );
+    for &((netns, port), n) in s.report.synack_retransmits.iter().take(s.limits.listeners) {
+        if (netns, port) != (0, 0) {
+            let (ns, name) = ns_label(netns);
+            e.sample(
+                &[
+                    ("netns", &ns),
+                    ("netns_name", &name),
+                    ("port", &port.to_string()),
+                ],
+                n,
+            );
+        }
+    }
+}
+
 pub(super) fn histogram(e: &mut Exposition, labels: &[(&str, &str)], bounds: &[f64], b: &Buckets) {
     e.histogram(labels, bounds, &b.cumulative, b.count, secs(b.sum_ns));
 }
