@@ -21,7 +21,6 @@
 //! say TCP from UDP without following the file descriptor.
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::Array,
@@ -30,6 +29,7 @@ use aya_ebpf::{
 use tcptrace_common::{AF_INET, AF_INET6, EADDRINUSE, KIND_BIND_FAILED, TransitionEvent};
 
 use crate::{
+    fields::load,
     maps::{FILTER, current_netns, send},
     softirq::task,
 };
@@ -52,13 +52,6 @@ const SLOTS: u32 = 1024;
 /// bind() calls in progress, by thread id modulo `SLOTS`.
 #[map]
 static BINDS: Array<BindArgs> = Array::with_max_entries(SLOTS, 0);
-
-/// Reads a field at a constant offset (see `inet_sock_set_state::field!`).
-#[inline(always)]
-fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: offsets are the checked ones listed above, inside the record.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
-}
 
 /// Reads user memory at `addr`.
 #[inline(always)]

@@ -11,6 +11,7 @@
 )]
 
 mod binds;
+mod fields;
 mod floor;
 mod inet_sock_set_state;
 mod maps;

@@ -25,22 +25,14 @@
 //! the tracepoint: `saddr` is this host's side). With `RESET_REASONS`, the
 //! kernel's reason for each reset sent goes with it.
 
-use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use tcptrace_common::{FLAG_RESET_REASON, KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent};
 
 use crate::{
+    fields::load,
     maps::{FILTER, RESET_REASONS, netns_of, send},
     softirq::task,
 };
-
-/// Reads a field at a constant offset (see `inet_sock_set_state::field!`).
-#[inline(always)]
-fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: offsets are the checked ones listed above, inside the record.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
-}
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {

@@ -23,22 +23,14 @@
 //! socket's endpoints from its transitions, and a lossy path would flood
 //! the rings with them.
 
-use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use tcptrace_common::{KIND_SYN_RETRANSMIT, KIND_SYNACK_RETRANSMIT, TransitionEvent, tcp_state};
 
 use crate::{
+    fields::load,
     maps::{FILTER, netns_of, send},
     softirq::task,
 };
-
-/// Reads a field at a constant offset (see `inet_sock_set_state::field!`).
-#[inline(always)]
-fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: offsets are the checked ones listed above, inside the record.
-    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
-}
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {

@@ -271,6 +271,15 @@ fn diagnose(net: &Net, secs: u64, load: impl FnOnce()) -> Diagnosis {
     }
 }
 
+/// A fault: `diagnose --for SECS` over `net` while `load` runs warns (exit
+/// 3) with a finding of `kind`; the diagnosis and that finding's headline.
+fn fault(net: &Net, secs: u64, load: impl FnOnce(), kind: &str) -> (Diagnosis, String) {
+    let d = diagnose(net, secs, load);
+    assert_eq!(d.code, 3, "{:#?}", d.findings);
+    let headline = d.finding(kind)["headline"].as_str().unwrap().to_owned();
+    (d, headline)
+}
+
 /// Runs a load peer in `ns` and waits for its answers: how many were right.
 fn load(ns: &str, name: &str, role: &str, mode: &str, addr: &str) -> usize {
     let mut peer = Peer::spawn(ns, name, role, mode, addr);
@@ -312,13 +321,17 @@ fn healthy(net: &Net, secs: u64, what: &str, mut load: impl FnMut()) -> Diagnosi
 fn nginx_proxy_in_front_of_nginx() {
     let net = Net::new("ngx");
     let upstream_addr = format!("{SERVER_IP}:8081");
-    let _upstream = nginx(
-        &net.server,
-        "ngx-up",
-        &upstream_addr,
-        "return 200 \"ok\\n\";",
-        "server 127.0.0.1:1;",
-    );
+    // An nginx answering "ok" (its unused upstream block points nowhere).
+    let start_upstream = || {
+        nginx(
+            &net.server,
+            "ngx-up",
+            &upstream_addr,
+            "return 200 \"ok\\n\";",
+            "server 127.0.0.1:1;",
+        )
+    };
+    let _upstream = start_upstream();
     let front = "127.0.0.1:8080";
     for (variant, upstream, location) in [
         (
@@ -344,11 +357,10 @@ fn nginx_proxy_in_front_of_nginx() {
     let upstream = format!("server {upstream_addr};");
     let through_proxy = |location: &str, secs, requests, kind| {
         let _proxy = nginx(&net.client, "ngx-proxy", front, location, &upstream);
-        let d = diagnose(&net, secs, || {
+        let load = || {
             load(&net.client, "tt-load", "http", requests, front);
-        });
-        assert_eq!(d.code, 3, "{:#?}", d.findings);
-        let headline = d.finding(kind)["headline"].as_str().unwrap().to_owned();
+        };
+        let (_, headline) = fault(&net, secs, load, kind);
         assert!(
             headline.starts_with(&format!("{upstream_addr} ")),
             "{headline}"
@@ -361,13 +373,7 @@ fn nginx_proxy_in_front_of_nginx() {
     assert!(headline.contains("refuses connections"), "{headline}");
 
     // An upstream whose packets are dropped: the proxy's connects time out.
-    let _upstream = nginx(
-        &net.server,
-        "ngx-up",
-        &upstream_addr,
-        "return 200 \"ok\\n\";",
-        "server 127.0.0.1:1;",
-    );
+    let _upstream = start_upstream();
     net.nft(
         &net.server,
         "table inet tt {\n chain in {\n type filter hook input priority 0;\n tcp dport 8081 drop\n }\n}\n",
@@ -565,12 +571,10 @@ fn postgres_under_pgbench() {
     });
     // The postmaster stops accepting; 200 connects queue up and overflow.
     server.signal(nix::sys::signal::Signal::SIGSTOP);
-    let d = diagnose(&net, 6, || {
+    let load = || {
         load(&net.client, "tt-load", "connect", "200/hold", &addr);
-    });
-    assert_eq!(d.code, 3, "{:#?}", d.findings);
-    let overflow = d.finding("listen-overflow");
-    let headline = overflow["headline"].as_str().unwrap();
+    };
+    let (_, headline) = fault(&net, 6, load, "listen-overflow");
     assert!(
         headline.contains(&addr) && headline.contains("postgres"),
         "{headline}"
@@ -605,12 +609,10 @@ fn python_http_server() {
         assert_eq!(ok, 300, "every request answered");
     });
     server.signal(nix::sys::signal::Signal::SIGSTOP);
-    let d = diagnose(&net, 45, || {
+    let load = || {
         load(&net.client, "tt-load", "connect", "20/close", &addr);
-    });
-    assert_eq!(d.code, 3, "{:#?}", d.findings);
-    let leak = d.finding("close-wait-leak");
-    let headline = leak["headline"].as_str().unwrap();
+    };
+    let (d, headline) = fault(&net, 45, load, "close-wait-leak");
     assert!(headline.starts_with("python3"), "{headline}");
     assert!(
         d.finding("listen-overflow")["headline"]
