@@ -224,7 +224,7 @@ fn run(
     );
     // A namespace's inode is known only once it exists: one that none has
     // is a typo, and would trace nothing.
-    let ip_names = netns::ip_netns_names(&["/run/netns", "/var/run/netns"]);
+    let ip_names = netns::ip_netns_names(&netns::IP_NETNS_DIRS);
     let unknown = config.filter.unknown_netns(|n| {
         existing.namespaces.iter().any(|&(ns, _)| ns == n) || ip_names.contains_key(&n)
     });

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Comm, Open, Pids, TcpState};
+use crate::model::{Comm, Open, ServiceSockets, TcpState};
 
 /// Open connections in one state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,12 +104,8 @@ pub fn sockets_by_netns<'a>(
 /// its peers did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pile {
-    pub netns: u32,
-    /// The service's program; `None`: owners unknown.
-    pub comm: Option<Comm>,
-    /// The processes holding them.
-    pub pids: Pids,
-    pub count: u64,
+    /// Whose, and how many.
+    pub sockets: ServiceSockets,
     /// How long the oldest has been in CLOSE_WAIT; for those found in it at
     /// start-up, at least since then (0 if neither is known).
     pub oldest_age_s: f64,
@@ -131,24 +127,18 @@ pub fn close_wait_piles<'a>(
         (Pile, std::collections::HashMap<SocketAddr, u64>),
     > = std::collections::HashMap::new();
     for o in open.filter(|o| o.state == TcpState::CloseWait) {
-        let comm = o.owner.map(|t| t.comm);
-        let (pile, peers) = piles.entry((o.netns, comm)).or_insert_with(|| {
+        let key = ServiceSockets::key(o.netns, o.owner);
+        let (pile, peers) = piles.entry(key).or_insert_with(|| {
             (
                 Pile {
-                    netns: o.netns,
-                    comm,
-                    pids: Pids::default(),
-                    count: 0,
+                    sockets: ServiceSockets::new(key),
                     oldest_age_s: 0.0,
                     peers: Vec::new(),
                 },
                 std::collections::HashMap::new(),
             )
         });
-        pile.count += 1;
-        if let Some(owner) = o.owner {
-            pile.pids.add(owner.pid);
-        }
+        pile.sockets.add(o.owner);
         if let Some(age) = age_ns(&o, now_ns, existing_since_ns) {
             pile.oldest_age_s = pile.oldest_age_s.max(age as f64 / 1e9);
         }
@@ -166,7 +156,7 @@ pub fn close_wait_piles<'a>(
             pile
         })
         .collect();
-    out.sort_by_key(|p| (std::cmp::Reverse(p.count), p.netns));
+    out.sort_by_key(|p| (std::cmp::Reverse(p.sockets.count), p.sockets.netns));
     out
 }
 
@@ -265,9 +255,10 @@ mod tests {
         ];
         let piles = close_wait_piles(all.into_iter(), 50_000_000_000, None);
         assert_eq!(piles.len(), 2);
-        assert_eq!(piles[0].count, 3);
-        assert_eq!(piles[0].comm.unwrap().as_str(), "app");
-        assert_eq!(piles[0].pids.examples(), [7, 9]);
+        let app = &piles[0].sockets;
+        assert_eq!(app.count, 3);
+        assert_eq!(app.comm.unwrap().as_str(), "app");
+        assert_eq!(app.pids.examples(), [7, 9]);
         assert_eq!(piles[0].oldest_age_s, 49.0);
         assert_eq!(piles[0].peers[0], ("10.0.0.3:0".parse().unwrap(), 2));
         assert_eq!(piles[1].oldest_age_s, 1.0);

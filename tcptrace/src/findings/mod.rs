@@ -17,7 +17,7 @@ use crate::{
         ports::DestReport,
         stats::{BindRow, ProcessKey, ServiceCounts, ServiceKey},
     },
-    model::{Comm, Pids, ResetNames},
+    model::{ResetNames, ServiceSockets},
 };
 
 pub use rules::THRESHOLDS;
@@ -133,23 +133,13 @@ pub struct Evidence<'a> {
     pub close_waits: &'a [Pile],
     /// Timewait sockets of connections this host accepted (a server that
     /// closes first), by service.
-    pub server_timewait: &'a [ServerTimewait],
+    pub server_timewait: &'a [ServiceSockets],
     /// Listening sockets by (netns, local address).
     pub listeners: &'a [Listener],
     /// The kernel's names of the reasons for resets.
     pub reset_names: &'a ResetNames,
     /// SYN-ACKs retransmitted, by listener ((namespace, port), count).
     pub synack_retransmits: &'a [((u32, u16), u64)],
-}
-
-/// The timewait sockets of the connections one service accepted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerTimewait {
-    pub netns: u32,
-    /// `None`: owners unknown.
-    pub comm: Option<Comm>,
-    pub pids: Pids,
-    pub count: u64,
 }
 
 /// A listening socket, sampled once a second.

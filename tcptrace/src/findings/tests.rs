@@ -256,10 +256,12 @@ fn a_listener_at_its_somaxconn_cap_is_named_and_the_cap_comes_first() {
 #[test]
 fn close_wait_leaks_need_age() {
     let pile = |count, oldest_age_s| Pile {
-        netns: 7,
-        comm: Some(Comm::from_name("app")),
-        pids: pids(&[9]),
-        count,
+        sockets: ServiceSockets {
+            netns: 7,
+            comm: Some(Comm::from_name("app")),
+            pids: pids(&[9]),
+            count,
+        },
         oldest_age_s,
         peers: vec![("10.0.0.3:0".parse().unwrap(), count)],
     };
@@ -597,7 +599,7 @@ fn timewait_on_the_accepting_side_is_information() {
             binds: &[],
             by_service: &[],
             close_waits: &[],
-            server_timewait: &[ServerTimewait {
+            server_timewait: &[ServiceSockets {
                 netns: 7,
                 comm: Some(Comm::from_name("server")),
                 pids: pids(&[5]),

@@ -12,6 +12,9 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Comm, NetnsName};
 
+/// Where `ip netns` keeps its bind mounts.
+pub const IP_NETNS_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
+
 /// `ip netns` names by namespace inode, from the bind mounts in `dirs`.
 pub fn ip_netns_names(dirs: &[&str]) -> HashMap<u32, String> {
     let mut names = HashMap::default();

@@ -26,7 +26,7 @@ pub use fact::{Fact, Sink};
 pub use namespace::{COUNTERS, ListenerSample, NetnsName, Sysctls, Values};
 pub use records::{Losses, PerKind, RecordKind};
 pub use reset::{ReasonCounts, ResetNames, ResetReason};
-pub use service::{Pids, Service};
+pub use service::{Pids, Service, ServiceSockets};
 pub use socket::{Existing, Listed, Open, TwCount, TwSeed, TwSocket};
 pub use state::{TcpState, TimeInState};
 pub use task::{Comm, Task};

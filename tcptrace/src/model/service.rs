@@ -81,6 +81,42 @@ impl Pids {
     }
 }
 
+/// Sockets of one service in a namespace (or of owners unknown there): how
+/// many, and the processes holding them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSockets {
+    pub netns: u32,
+    /// The service's program; `None`: owners unknown.
+    pub comm: Option<Comm>,
+    pub pids: Pids,
+    pub count: u64,
+}
+
+impl ServiceSockets {
+    /// What sockets of `owner` in `netns` are grouped under.
+    pub fn key(netns: u32, owner: Option<&Task>) -> (u32, Option<Comm>) {
+        (netns, owner.map(|o| o.comm))
+    }
+
+    /// None yet, of the service `key`.
+    pub fn new((netns, comm): (u32, Option<Comm>)) -> Self {
+        Self {
+            netns,
+            comm,
+            pids: Pids::default(),
+            count: 0,
+        }
+    }
+
+    /// Counts one more, held by `owner`.
+    pub fn add(&mut self, owner: Option<&Task>) {
+        self.count += 1;
+        if let Some(owner) = owner {
+            self.pids.add(owner.pid);
+        }
+    }
+}
+
 impl FromIterator<u32> for Pids {
     fn from_iter<I: IntoIterator<Item = u32>>(pids: I) -> Self {
         let mut all = Self::default();

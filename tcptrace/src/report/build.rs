@@ -16,8 +16,8 @@ use crate::{
         ports::{Dest, DestReport, Held, Ports},
         stats::Stats,
     },
-    findings::{self, Evidence, Listener, ServerTimewait},
-    model::{Comm, Pids, ResetNames, Role, TcpState},
+    findings::{self, Evidence, Listener},
+    model::{Comm, ResetNames, Role, ServiceSockets, TcpState},
     pipeline::Pipeline,
 };
 
@@ -200,7 +200,7 @@ struct Scan {
     held: HashMap<Dest, Held>,
     /// Timewait sockets of connections this host accepted, by service,
     /// most first.
-    server: Vec<ServerTimewait>,
+    server: Vec<ServiceSockets>,
     /// Timewait sockets by (namespace, local port), where binds failed.
     on_port: HashMap<(u32, u16), u64>,
 }
@@ -223,7 +223,7 @@ impl Scan {
             server: Vec::new(),
             on_port: HashMap::default(),
         };
-        let mut server: HashMap<(u32, Option<Comm>), ServerTimewait> = HashMap::default();
+        let mut server: HashMap<(u32, Option<Comm>), ServiceSockets> = HashMap::default();
         for tw in pipeline.timewait_sockets() {
             match role(tw.role, namespaces, tw.netns, tw.local.port()) {
                 Some(Role::Active) => {
@@ -233,19 +233,11 @@ impl Scan {
                         .timewait += 1;
                 }
                 Some(Role::Passive) if servers => {
-                    let comm = tw.owner.map(|t| t.comm);
-                    let row = server
-                        .entry((tw.netns, comm))
-                        .or_insert_with(|| ServerTimewait {
-                            netns: tw.netns,
-                            comm,
-                            pids: Pids::default(),
-                            count: 0,
-                        });
-                    row.count += 1;
-                    if let Some(owner) = tw.owner {
-                        row.pids.add(owner.pid);
-                    }
+                    let key = ServiceSockets::key(tw.netns, tw.owner);
+                    server
+                        .entry(key)
+                        .or_insert_with(|| ServiceSockets::new(key))
+                        .add(tw.owner);
                 }
                 _ => {}
             }

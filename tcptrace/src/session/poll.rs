@@ -45,11 +45,7 @@ impl Readers {
             sockets: sockdiag::sockets_in,
             now_ns: monotonic_ns,
             name: |netns, pid| {
-                names::name_of(
-                    netns,
-                    pid,
-                    &names::ip_netns_names(&["/run/netns", "/var/run/netns"]),
-                )
+                names::name_of(netns, pid, &names::ip_netns_names(&names::IP_NETNS_DIRS))
             },
         }
     }

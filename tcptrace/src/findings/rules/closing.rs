@@ -9,10 +9,11 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
         .filter(|p| p.oldest_age_s >= CLOSE_WAIT_AGE_S)
         .map(|p| {
             let peers: Vec<String> = p.peers.iter().map(|(a, n)| format!("{} ({n})", words::endpoint(a))).collect();
-            let who = service(p.comm.as_ref(), &p.pids);
+            let s = &p.sockets;
+            let who = service(s.comm.as_ref(), &s.pids);
             Finding {
                 kind: Kind::CloseWaitLeak,
-                severity: if p.count >= CLOSE_WAIT_CRITICAL {
+                severity: if s.count >= CLOSE_WAIT_CRITICAL {
                     Severity::Critical
                 } else {
                     Severity::Warning
@@ -21,8 +22,8 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
                     "{} in {} leaves {} connections in CLOSE_WAIT (the oldest for {}): it does not close after \
                      its peer did",
                     who,
-                    namespace(ev, p.netns),
-                    p.count,
+                    namespace(ev, s.netns),
+                    s.count,
                     secs(p.oldest_age_s)
                 ),
                 explanation: format!(
@@ -31,9 +32,9 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
                     peers.join(", ")
                 ),
                 numbers: {
-                    let mut numbers = service_numbers(Some(p.netns), p.comm.as_ref(), &p.pids);
+                    let mut numbers = service_numbers(Some(s.netns), s.comm.as_ref(), &s.pids);
                     numbers.extend([
-                        ("count", json!(p.count)),
+                        ("count", json!(s.count)),
                         ("oldest_age_s", json!(p.oldest_age_s)),
                         ("peers", Value::Array(p.peers.iter().map(|(a, n)| json!({"peer": words::endpoint(a), "count": n})).collect())),
                     ]);
@@ -42,7 +43,7 @@ pub(super) fn close_wait_leaks(ev: &Evidence<'_>) -> Vec<Finding> {
                 remedy: vec![format!(
                     "Fix the application: close the socket when a read returns 0 (end of stream). Look for \
                      connection pools that never evict dead connections and leaked descriptors{}.",
-                    p.pids.examples().first().map_or_else(String::new, |pid| format!(" (ls /proc/{pid}/fd | wc -l)"))
+                    s.pids.examples().first().map_or_else(String::new, |pid| format!(" (ls /proc/{pid}/fd | wc -l)"))
                 )],
                 myths: vec![
                     "No kernel setting fixes CLOSE_WAIT: tcp_keepalive_*, tcp_fin_timeout and tcp_tw_reuse do not \
