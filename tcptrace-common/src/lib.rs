@@ -95,11 +95,53 @@ pub const KIND_BIND_FAILED: u8 = 8;
 /// `oldstate` is `SYN_SENT`.
 pub const KIND_SYN_RETRANSMIT: u8 = 9;
 
-/// `TransitionEvent::kind`: a listener retransmitted a SYN-ACK
+/// `CounterKey::kind`: a listener retransmitted a SYN-ACK
 /// (`tcp:tcp_retransmit_synack`): the client did not complete the
-/// handshake. `skaddr` is the listener, `netns` its namespace, `sport` its
-/// port, `dport` the client's, `family` theirs.
+/// handshake. Counted in the kernel per listener (`netns`, `port`), never
+/// sent as a record: a SYN flood makes a storm of them.
 pub const KIND_SYNACK_RETRANSMIT: u8 = 10;
+
+/// `CounterKey::kind`: a segment of an established (or closing) connection
+/// retransmitted (`tcp:tcp_retransmit_skb` in any state but `SYN_SENT`):
+/// counted in the kernel per (`netns`, `saddr`, `daddr`, `port`: the remote
+/// one), never sent as a record: a lossy path makes a storm of them.
+pub const KIND_RETRANSMIT: u8 = 11;
+
+/// `CounterKey::kind` `KIND_RESET_SENT`: a RST sent for no socket (a segment
+/// to a port nobody listens on, or to a connection the host forgot), counted
+/// in the kernel per local `port` (its namespace unknown), never sent as a
+/// record: a SYN flood toward a closed port makes a storm of them.
+pub const COUNTED_NO_SOCKET_RESET: u8 = KIND_RESET_SENT;
+
+/// What the eBPF side counts itself (in the per-CPU `COUNTS` map, summed
+/// by the agent) rather than sending a record for each. Fields a kind does
+/// not use are 0. `Pod`, like `TransitionEvent`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct CounterKey {
+    /// `KIND_RETRANSMIT`, `KIND_SYNACK_RETRANSMIT` or
+    /// `COUNTED_NO_SOCKET_RESET`.
+    pub kind: u8,
+    /// Explicit padding, always 0.
+    pub _pad: u8,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Host byte order; which port depends on `kind`.
+    pub port: u16,
+    /// Explicit padding, always 0.
+    pub _pad2: u16,
+    /// Inode number of the socket's network namespace, 0 if unknown.
+    pub netns: u32,
+    /// `KIND_RETRANSMIT`: the local address, encoded as in
+    /// `TransitionEvent`.
+    pub saddr: [u8; 16],
+    /// `KIND_RETRANSMIT`: the remote address, likewise.
+    pub daddr: [u8; 16],
+}
+
+/// Entries of the `COUNTS` map: the least recently counted keys make room.
+pub const MAX_COUNTED: u32 = 8192;
 
 /// `EADDRINUSE` on Linux.
 pub const EADDRINUSE: i64 = 98;
@@ -169,7 +211,8 @@ pub struct TransitionEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LostRecords {
-    /// Records lost, indexed by `KIND_*`.
+    /// Records lost (for the kinds counted in the kernel, counts that
+    /// found no room in `COUNTS`), indexed by `KIND_*`.
     pub by_kind: [u64; LOST_KINDS],
 }
 
@@ -342,12 +385,16 @@ pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 4] = [
 pub const TCP_SEND_RESET_REASON: (&str, usize, usize) = ("reason", 28, 4);
 /// The fields of `tcp:tcp_retransmit_skb` that the eBPF program reads
 /// (ports in host order).
-pub const TCP_RETRANSMIT_SKB_FIELDS: [(&str, usize, usize); 5] = [
+pub const TCP_RETRANSMIT_SKB_FIELDS: [(&str, usize, usize); 9] = [
     ("skaddr", 16, 8),
     ("state", 24, 4),
     ("sport", 28, 2),
     ("dport", 30, 2),
     ("family", 32, 2),
+    ("saddr", 34, 4),
+    ("daddr", 38, 4),
+    ("saddr_v6", 42, 16),
+    ("daddr_v6", 58, 16),
 ];
 /// The fields of `tcp:tcp_retransmit_synack` that the eBPF program reads
 /// (ports in host order).
@@ -406,7 +453,8 @@ const _: () = {
     assert!(size_of::<TransitionEvent>() == 96);
     assert!(size_of::<KernelFilter>() == 40);
     assert!(size_of::<TimewaitConfig>() == 72);
-    assert!(KIND_BIND_FAILED < LOST_KINDS as u8 && LOST_KINDS.is_power_of_two());
+    assert!(size_of::<CounterKey>() == 44);
+    assert!(KIND_RETRANSMIT < LOST_KINDS as u8 && LOST_KINDS.is_power_of_two());
 };
 
 #[cfg(feature = "user")]
@@ -421,6 +469,8 @@ mod pod {
     unsafe impl aya::Pod for super::TimewaitConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LostRecords {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CounterKey {}
 }
 
 #[cfg(test)]

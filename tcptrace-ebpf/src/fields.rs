@@ -11,3 +11,21 @@ pub fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
     // record (see `inet_sock_set_state::field!` for why it is one load).
     unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
 }
+
+/// Reads an address of `N` bytes at `offset` (2-byte aligned, as the
+/// tcp tracepoints' `saddr`/`daddr` fields are) into the first `N` bytes
+/// of an address as `TransitionEvent` encodes it. One 2-byte load per
+/// pair of bytes: the verifier refuses a context load wider than its
+/// alignment.
+#[inline(always)]
+pub fn addr<const N: usize>(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < N && i < 16 {
+        let pair = load::<u16>(ctx, offset + i).to_ne_bytes();
+        out[i] = pair[0];
+        out[i + 1] = pair[1];
+        i += 2;
+    }
+    out
+}

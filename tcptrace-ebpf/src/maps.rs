@@ -9,11 +9,12 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_get_smp_processor_id, bpf_probe_read_kernel, bpf_ringbuf_query,
     },
     macros::{btf_map, map},
-    maps::PerCpuArray,
+    maps::{LruPerCpuHashMap, PerCpuArray},
 };
 use aya_log_ebpf::warn;
 use tcptrace_common::{
-    KernelFilter, KernelOffsets, LOST_KINDS, LostRecords, MAX_CPUS, TimewaitConfig, TransitionEvent,
+    CounterKey, KernelFilter, KernelOffsets, LOST_KINDS, LostRecords, MAX_COUNTED, MAX_CPUS,
+    TimewaitConfig, TransitionEvent,
 };
 
 /// Records for the agent (`TransitionEvent`s), one ring buffer per CPU: the
@@ -33,6 +34,14 @@ pub type Ring = RingBuf<TransitionEvent, { 1 << 20 }>;
 /// Records lost because this CPU's ring was full, by kind (one entry).
 #[map]
 pub static LOST: PerCpuArray<LostRecords> = PerCpuArray::with_max_entries(1, 0);
+
+/// What is counted here rather than sent (see `CounterKey`): per CPU, so
+/// that a count is a plain increment of this CPU's value; the agent sums
+/// the CPUs. LRU: when full, the key counted least recently makes room
+/// (the agent reads the map every second).
+#[map]
+pub static COUNTS: LruPerCpuHashMap<CounterKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_COUNTED, 0);
 
 /// Per-CPU "serving a softirq right now" flag (1 or 0), maintained by the
 /// `softirq_entry`/`softirq_exit` programs.
@@ -169,6 +178,26 @@ pub fn send(event: TransitionEvent) {
     };
     entry.write(event);
     entry.submit(wakeup_flag(ring));
+}
+
+/// Counts one more of `key` in `COUNTS`; a count that finds no room is
+/// counted lost, as a record of its kind would be.
+#[inline(always)]
+pub fn count(key: &CounterKey) {
+    match COUNTS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of the entry, valid while the program
+        // runs; only a program interrupting this one on the same CPU could
+        // touch it (see `lost`).
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            // A new key: this CPU's value 1, the others' 0. Two CPUs adding
+            // it at once each set their own value, so both are counted.
+            if COUNTS.insert(key, &1, 0).is_err() {
+                // SAFETY: no preconditions.
+                lost(unsafe { bpf_get_smp_processor_id() }, key.kind);
+            }
+        }
+    }
 }
 
 /// Counts a lost record by its kind; the first of each kind on each CPU is

@@ -21,16 +21,20 @@
 //! tell a reset of the socket it follows at that address from one of a
 //! socket that took the address over unseen; the agent keeps those of
 //! sockets it follows. Resets sent for no socket (a SYN to a closed port)
-//! are sent too, with the ports of the segment they answer (reversed by
-//! the tracepoint: `saddr` is this host's side). With `RESET_REASONS`, the
-//! kernel's reason for each reset sent goes with it.
+//! are counted here per local port (the port of the segment they answer,
+//! reversed by the tracepoint: `saddr` is this host's side), not sent: a
+//! SYN flood toward a closed port would fill the rings with them. With
+//! `RESET_REASONS`, the kernel's reason for each reset sent goes with it.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use tcptrace_common::{FLAG_RESET_REASON, KIND_RESET_RECEIVED, KIND_RESET_SENT, TransitionEvent};
+use tcptrace_common::{
+    COUNTED_NO_SOCKET_RESET, CounterKey, FLAG_RESET_REASON, KIND_RESET_RECEIVED, KIND_RESET_SENT,
+    TransitionEvent,
+};
 
 use crate::{
     fields::load,
-    maps::{FILTER, RESET_REASONS, netns_of, send},
+    maps::{FILTER, RESET_REASONS, count, netns_of, send},
     softirq::task,
 };
 
@@ -42,19 +46,29 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let family: u16 = load(&ctx, 32);
     let lport = u16::from_be(load(&ctx, 34));
     let rport = u16::from_be(load(&ctx, 62));
-    if FILTER.load().accepts(family, lport, rport) {
-        let reason = match RESET_REASONS.load() {
-            0 => None,
-            _ => Some(load::<u32>(&ctx, 28) as u8),
-        };
-        try_reset(
-            sk,
-            load::<i32>(&ctx, 24) as u8,
-            KIND_RESET_SENT,
-            (lport, rport),
-            reason,
-        );
+    if !FILTER.load().accepts(family, lport, rport) {
+        return 0;
     }
+    if sk == 0 {
+        count(&CounterKey {
+            kind: COUNTED_NO_SOCKET_RESET,
+            family,
+            port: lport,
+            ..CounterKey::default()
+        });
+        return 0;
+    }
+    let reason = match RESET_REASONS.load() {
+        0 => None,
+        _ => Some(load::<u32>(&ctx, 28) as u8),
+    };
+    try_reset(
+        sk,
+        load::<i32>(&ctx, 24) as u8,
+        KIND_RESET_SENT,
+        (lport, rport),
+        reason,
+    );
     0
 }
 
@@ -71,8 +85,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `ports`: the socket's local and remote port, in host order; `sk` 0: no
-/// socket (its namespace unknown).
+/// `ports`: the socket's local and remote port, in host order.
 #[inline(always)]
 fn try_reset(sk: u64, state: u8, kind: u8, (sport, dport): (u16, u16), reason: Option<u8>) {
     let (pid, tid, comm, mut flags) = task();
@@ -92,10 +105,7 @@ fn try_reset(sk: u64, state: u8, kind: u8, (sport, dport): (u16, u16), reason: O
         dport,
         flags,
         kind,
-        netns: match sk {
-            0 => 0,
-            sk => netns_of(sk),
-        },
+        netns: netns_of(sk),
         ..TransitionEvent::default()
     });
 }

@@ -132,7 +132,7 @@ pub async fn run<W: io::Write>(
             }
             _ = drain_tick.tick() => drain(&mut rings, tracer, session, false)?,
             _ = counters_tick.tick() => {
-                let result = session.every_second();
+                let result = counted(tracer, session)?.and_then(|()| session.every_second());
                 if let Some(until) = timing.until {
                     session.progress(until, tracer.recursion_misses());
                 }
@@ -150,6 +150,7 @@ pub async fn run<W: io::Write>(
                     None => std::future::pending().await,
                 }
             } => drain(&mut rings, tracer, session, false)?
+                .and(counted(tracer, session)?)
                 .and_then(|()| session.summary(tracer.recursion_misses())),
             Some(guard) = async {
                 match logger.as_mut() {
@@ -169,7 +170,8 @@ pub async fn run<W: io::Write>(
                 }
             } => {
                 // What the rings hold is counted first.
-                let result = drain(&mut rings, tracer, session, false)?;
+                let result = drain(&mut rings, tracer, session, false)?
+                    .and(counted(tracer, session)?);
                 let misses = tracer.recursion_misses();
                 if let Some(e) = endpoint.as_mut() {
                     e.answer(scrape, |refused| session.scrape(misses, refused));
@@ -181,6 +183,7 @@ pub async fn run<W: io::Write>(
             _ = sighup.recv() => break,
             _ = sigquit.recv() => break,
             _ = sigusr1.recv() => drain(&mut rings, tracer, session, false)?
+                .and(counted(tracer, session)?)
                 .and_then(|()| session.summary_asked(tracer.recursion_misses())),
         };
         if let Err(err) = result {
@@ -190,6 +193,7 @@ pub async fn run<W: io::Write>(
     // Whatever arrived before the signal is still printed and counted, and
     // the final summary has fresh loss counters.
     match drain(&mut rings, tracer, session, true)?
+        .and(counted(tracer, session)?)
         .and_then(|()| session.every_second())
         .and_then(|()| session.finish(tracer.recursion_misses()))
     {
@@ -225,4 +229,13 @@ fn drain<W: io::Write>(
     rings.end_drain();
     let read_ns = crate::kernel::monotonic_ns();
     Ok(session.end_drain(tracer.lost()?, read_ns))
+}
+
+/// Hands the session what the kernel side counted itself, read now. The
+/// outer error is the kernel side's, the inner one the output's.
+fn counted<W: io::Write>(
+    tracer: &Tracer,
+    session: &mut Session<W>,
+) -> Result<io::Result<()>, BpfError> {
+    Ok(session.counted(tracer.counted()?))
 }

@@ -89,6 +89,22 @@ fn client(mode: &str, addr: SocketAddr) -> ! {
         drop(kept);
         std::process::exit(0)
     }
+    // `stream:N`: N connections sending 1000 bytes each every 100 ms for
+    // 4 s, then closed.
+    if mode == "stream" {
+        let mut conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        say("connected");
+        for _ in 0..40 {
+            for conn in &mut conns {
+                conn.write_all(&[b'x'; 1000]).unwrap();
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        drop(conns);
+        say("done");
+        thread::sleep(Duration::from_millis(1500));
+        std::process::exit(0)
+    }
     // `flood:N`: N connects at once, left pending.
     if mode == "flood" {
         let kept: Vec<socket2::Socket> = (0..n)
@@ -410,7 +426,82 @@ fn syns_dropped() {
         syn_sent["p50_ns"].as_u64().unwrap() >= 900_000_000,
         "{syn_sent}"
     );
+    // Per destination, each connect in the bucket of one retransmit (0.5
+    // to 1.5 s), named in the finding.
+    let dest = summary["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["raddr"] == SERVER_IP && d["rport"] == PORT)
+        .unwrap();
+    assert_eq!(dest["connect_seconds"]["bounds"][4], 1.5, "{dest}");
+    assert_eq!(dest["connect_seconds"]["counts"][4], 12, "{dest}");
+    assert_eq!(stalled["slow_connects"], 12, "{stalled}");
     drop(server);
+}
+
+/// Data toward the server dropped for 1.5 s while 12 connections send:
+/// each retransmits (200 ms, then 400, 800...), counted in the kernel per
+/// destination, and the destination stands out.
+fn data_lost() {
+    let net = Net::new("fdl");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tracer = Tracer::start(&["--json", "--summary", "--netns", &netns]);
+    let addr = format!("{SERVER_IP}:{PORT}");
+    let mut server = Peer::spawn(&net.server, "tt-server", "server", "eof-then-close", &addr);
+    server.expect("ready");
+    let mut client = Peer::spawn(&net.client, "tt-client", "client", "stream:12", &addr);
+    client.expect("connected");
+    thread::sleep(Duration::from_millis(300));
+    // Segments with data (longer than a bare ACK) toward the server.
+    net.nft(
+        &net.server,
+        "table inet tt {\n chain in {\n type filter hook input priority 0;\n \
+         tcp dport 8080 meta length > 200 drop\n }\n}\n",
+    );
+    thread::sleep(Duration::from_millis(1500));
+    net.nft(&net.server, "delete table inet tt\n");
+    client.expect("done");
+    thread::sleep(Duration::from_millis(1500));
+    let finished = tracer.stop_lossless();
+    drop(server);
+    let summary = finished.records("summary").pop().unwrap();
+    let dest = summary["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["raddr"] == SERVER_IP && d["rport"] == PORT)
+        .unwrap_or_else(|| panic!("{:#?}", summary["ports"]));
+    let n = dest["retransmits"].as_u64().unwrap();
+    // At least one each, at 200 ms, 600 ms and 1.4 s after the first loss.
+    eprintln!("{n} retransmits toward the server");
+    assert!(n >= 24, "{dest}");
+    assert_eq!(dest["connects"], 12, "{dest}");
+    let lost = summary["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "retransmits")
+        .unwrap_or_else(|| panic!("{:#?}", summary["findings"]));
+    assert_eq!(lost["severity"], "warning", "{lost}");
+    assert_eq!(lost["retransmits"], n, "{lost}");
+    let headline = lost["headline"].as_str().unwrap();
+    assert!(
+        headline.starts_with(&format!(
+            "packets toward {SERVER_IP}:{PORT} are lost: {n} segments from tt-client["
+        )),
+        "{headline}"
+    );
+    // The connections' own connects were quick: no SYN was lost.
+    let counts = &dest["connect_seconds"]["counts"];
+    assert_eq!(
+        counts.as_array().unwrap()[..4]
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        12,
+        "{counts}"
+    );
 }
 
 /// The clients' final ACKs dropped toward a server that accepts: its
@@ -576,6 +667,7 @@ fn main() {
             ("close_with_unread_data", close_with_unread_data),
             ("keepalive_gives_up", keepalive_gives_up),
             ("syns_dropped", syns_dropped),
+            ("data_lost", data_lost),
             ("synacks_unanswered", synacks_unanswered),
             ("healthy_server_closes_first", healthy_server_closes_first),
             ("listen_overflow", listen_overflow),

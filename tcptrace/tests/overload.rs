@@ -41,8 +41,12 @@ const BURST: usize = 2000;
 const CLIENT_THREADS: usize = 4;
 const VERDICTS: [&str; 4] = ["peer", "local", "abort-sent", "abort-received"];
 
+/// The tests here each overload the machine: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let net = Net::new("ovl");
     let port = PORT.to_string();
     // The reference prints its records: the test waits on them.
@@ -212,6 +216,60 @@ fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
         );
     }
     assert_eq!(expected["verdicts"]["unknown"], 0);
+}
+
+/// A storm of connects to a port nobody listens on, through the same tiny
+/// rings: the transitions overflow them, but the resets for no socket are
+/// counted in the kernel, never sent, so every one is counted.
+#[test]
+fn a_reset_storm_is_counted_in_the_kernel_whatever_the_rings_lose() {
+    const CLOSED: u16 = 4243;
+    const STORM: usize = 20_000;
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new("ovs");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let small = Tracer::start(&[
+        "--json",
+        "--summary",
+        "--netns",
+        &netns,
+        "--ring-size",
+        "32K",
+        "--wakeup",
+        "32K",
+        "--drain-interval",
+        "50",
+    ]);
+    let addr: SocketAddr = format!("{SERVER_IP}:{CLOSED}").parse().unwrap();
+    let threads: Vec<_> = (0..CLIENT_THREADS)
+        .map(|t| {
+            let ns = net.client.clone();
+            thread::spawn(move || {
+                join(&ns, "ovs-client");
+                for _ in (t..STORM).step_by(CLIENT_THREADS) {
+                    let refused = TcpStream::connect(addr).unwrap_err();
+                    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    thread::sleep(Duration::from_millis(1500));
+    let got = summary(&small.stop());
+    let lost = got["lost_by_kind"]["transition"].as_u64().unwrap();
+    assert!(lost > 0, "the storm did not overflow the rings: {got}");
+    assert_eq!(got["lost_by_kind"]["reset_sent"], 0, "{got}");
+    let on_port: u64 = got["resets_no_socket"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["lport"] == CLOSED)
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(on_port, STORM as u64, "{}", got["resets_no_socket"]);
+    eprintln!("{STORM} resets counted, {lost} transitions lost");
 }
 
 /// The states a closed record has times for, in order.

@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     aggregate::{exhaustion, stats::VerdictCounts},
     model::{
-        Closed, Comm, Fact, Pids, Role, Sink, Sysctls, TcpState, TimeInState, TwEnd, TwNote,
-        Verdict,
+        Closed, Comm, Fact, Pids, ReasonCounts, Retransmits, Role, Sink, Sysctls, TcpState,
+        TimeInState, TwEnd, TwNote, Verdict,
     },
 };
 
@@ -58,11 +58,15 @@ struct Window {
 
 impl Window {
     fn add(&mut self, sec: u64) {
+        self.add_n(sec, 1);
+    }
+
+    fn add_n(&mut self, sec: u64, n: u64) {
         let slot = &mut self.slots[(sec % self.slots.len() as u64) as usize];
         if slot.0 != sec {
             *slot = (sec, 0);
         }
-        slot.1 += 1;
+        slot.1 = slot.1.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
     }
 
     /// Per second over the `WINDOW_S` full seconds before `now_sec`, or
@@ -106,6 +110,62 @@ impl Mean {
     }
 }
 
+/// Upper bounds of the connect-latency buckets, in seconds: a SYN
+/// retransmitted once makes a connect take ~1 s, twice ~3 s, three times
+/// ~7 s (the kernel waits 1 s, then 2 s, 4 s...), so those land in buckets
+/// of their own. A last bucket holds the slower ones.
+pub const CONNECT_BOUNDS_S: [f64; 7] = [0.001, 0.01, 0.1, 0.5, 1.5, 3.5, 7.5];
+
+/// The bound (0.5 s) above which a connect is slow: it waited for a SYN
+/// retransmit (1 s) or for a peer far slower than a network's round trip.
+pub const SLOW_CONNECT: usize = 3;
+
+/// Connects by time to connect (SYN_SENT to ESTABLISHED), in the buckets of
+/// `CONNECT_BOUNDS_S` and one above them; and their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ConnectLatency {
+    pub counts: [u64; CONNECT_BOUNDS_S.len() + 1],
+    pub sum_s: f64,
+}
+
+impl ConnectLatency {
+    fn add(&mut self, ns: u64) {
+        let s = ns as f64 / 1e9;
+        let bucket = CONNECT_BOUNDS_S
+            .iter()
+            .position(|bound| s <= *bound)
+            .unwrap_or(CONNECT_BOUNDS_S.len());
+        self.counts[bucket] += 1;
+        self.sum_s += s;
+    }
+
+    fn merge(&mut self, other: &ConnectLatency) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_s += other.sum_s;
+    }
+
+    /// Connects measured.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Connects at or under each bound, as a histogram's buckets count.
+    pub fn cumulative(&self) -> [u64; CONNECT_BOUNDS_S.len()] {
+        let mut sum = 0;
+        std::array::from_fn(|i| {
+            sum += self.counts[i];
+            sum
+        })
+    }
+
+    /// Connects that took longer than bound `i` of `CONNECT_BOUNDS_S`.
+    pub fn slower_than(&self, i: usize) -> u64 {
+        self.total() - self.cumulative().get(i).copied().unwrap_or(self.total())
+    }
+}
+
 /// What is counted per destination.
 #[derive(Clone, Debug, Default)]
 struct Counts {
@@ -123,6 +183,12 @@ struct Counts {
     /// Connects whose SYN was retransmitted, and the retransmits.
     syn_retried: u64,
     syn_retransmits: u64,
+    connect_latency: ConnectLatency,
+    /// Segments retransmitted (data, FIN), in all and recently.
+    retransmits: u64,
+    retransmits_recent: Window,
+    /// Resets this host sent toward it, by the kernel's reason.
+    reset_reasons: ReasonCounts,
 }
 
 impl Counts {
@@ -130,6 +196,9 @@ impl Counts {
         self.connects += other.connects;
         self.syn_retried += other.syn_retried;
         self.syn_retransmits += other.syn_retransmits;
+        self.connect_latency.merge(&other.connect_latency);
+        self.retransmits += other.retransmits;
+        self.reset_reasons.merge(&other.reset_reasons);
         for (v, n) in self.verdicts.iter_mut().zip(other.verdicts) {
             *v += n;
         }
@@ -224,6 +293,14 @@ pub struct DestReport {
     /// more), and the SYN retransmits in all.
     pub syn_retried: u64,
     pub syn_retransmits: u64,
+    /// Connects by time to connect.
+    pub connect_latency: ConnectLatency,
+    /// Segments retransmitted toward it (data, FIN: not SYNs), in all and
+    /// per second over the last `WINDOW_S` seconds.
+    pub retransmits: u64,
+    pub retransmit_rate: f64,
+    /// Resets this host sent on its connections toward it, by reason.
+    pub reset_reasons: ReasonCounts,
 }
 
 /// How close a destination is to running out, for the live warnings.
@@ -283,6 +360,10 @@ pub struct Ports {
     local_of: HashMap<(u32, SocketAddr), IpAddr>,
     /// Connections to destinations beyond the bound.
     pub folded: u64,
+    /// Segments retransmitted toward remotes that are not destinations of
+    /// this host's connects (a server's clients; connections older than
+    /// the trace that have not closed yet).
+    pub retransmits_elsewhere: u64,
 }
 
 fn sec(ts_ns: u64) -> u64 {
@@ -344,6 +425,9 @@ impl Ports {
             counts.syn_retried += 1;
             counts.syn_retransmits += u64::from(c.syn_retransmits);
         }
+        if let (Verdict::AbortSent, Some(reason)) = (c.verdict, c.reset_reason) {
+            counts.reset_reasons.add(reason);
+        }
         if let Some(owner) = c.owner {
             let known = counts.owners.iter().position(|(c, _)| *c == owner.comm);
             match known {
@@ -355,6 +439,23 @@ impl Ports {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Retransmits toward a destination of this host's connects, or else
+    /// elsewhere.
+    fn retransmits(&mut self, r: &Retransmits) {
+        let dest = Dest {
+            netns: r.netns,
+            local: r.local.ip(),
+            remote: r.remote,
+        };
+        match self.dests.get_mut(&dest) {
+            Some(counts) => {
+                counts.retransmits += r.count;
+                counts.retransmits_recent.add_n(sec(r.ts_ns), r.count);
+            }
+            None => self.retransmits_elsewhere += r.count,
         }
     }
 
@@ -429,6 +530,9 @@ impl Sink for Ports {
                 }
                 let (counts, folded) = self.entry(dest);
                 counts.connects += 1;
+                if let (TcpState::Established, TimeInState::Measured(ns)) = (t.new, t.in_old) {
+                    counts.connect_latency.add(ns);
+                }
                 counts.recent.add(sec(t.ts_ns));
                 counts.first_sec.get_or_insert(sec(t.ts_ns));
                 if folded {
@@ -457,6 +561,7 @@ impl Sink for Ports {
                 }
             }
             Fact::Closed(c) => self.closed(c),
+            Fact::Retransmits(r) => self.retransmits(r),
             Fact::Record(_) | Fact::BindFailed(_) => {}
         }
         Ok(())

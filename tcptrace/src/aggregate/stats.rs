@@ -388,6 +388,8 @@ impl Sink for Stats {
             // Counted when the connection closed.
             Fact::Record(_) => {}
             Fact::BindFailed(b) => self.record_bind_failure(b),
+            // Counted per destination (`Ports`).
+            Fact::Retransmits(_) => {}
         }
         Ok(())
     }

@@ -61,11 +61,14 @@ pub enum Kind {
     /// A listener's SYN-ACKs retransmitted: clients do not complete the
     /// handshake.
     SynAckRetransmits,
+    /// Segments toward a destination retransmitted far more than toward
+    /// the others: packets lost on the way.
+    Retransmits,
     BindInUse,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Self::PortExhaustion,
         Self::ServerTimewait,
         Self::TimewaitOverflow,
@@ -78,6 +81,7 @@ impl Kind {
         Self::UpstreamUnreachable,
         Self::SynRetransmits,
         Self::SynAckRetransmits,
+        Self::Retransmits,
         Self::BindInUse,
     ];
 
@@ -96,6 +100,7 @@ impl Kind {
             Self::UpstreamUnreachable => "upstream-unreachable",
             Self::SynRetransmits => "syn-retransmits",
             Self::SynAckRetransmits => "synack-retransmits",
+            Self::Retransmits => "retransmits",
             Self::BindInUse => "bind-in-use",
         }
     }

@@ -50,6 +50,10 @@ fn dest(usage: f64, failed: u64, failing: bool, time_left_s: Option<f64>) -> Des
         verdicts,
         syn_retried: 0,
         syn_retransmits: 0,
+        connect_latency: Default::default(),
+        retransmits: 0,
+        retransmit_rate: 0.0,
+        reset_reasons: Default::default(),
     }
 }
 
@@ -530,6 +534,56 @@ fn stalled_connects_need_numbers_and_a_share() {
     assert!(out[0].remedy[1].contains("conntrack"));
 }
 
+/// Retransmits toward a destination: 20, at 0.2 a second (30 s traced:
+/// 6), and three times the other destinations' per connection.
+#[test]
+fn retransmits_toward_a_destination_that_stands_out() {
+    let ns = [netns(60, &[])];
+    let toward = |host: u8, retransmits, connects| {
+        let mut r = dest(0.0, 0, false, None);
+        r.dest.remote = format!("10.0.0.{host}:80").parse().unwrap();
+        r.retransmits = retransmits;
+        r.connects = connects;
+        r
+    };
+    assert!(run(&[toward(1, 19, 100)], &ns).is_empty(), "fewer than 20");
+    assert!(run(&[toward(1, 5, 1)], &ns).is_empty());
+    let out = run(&[toward(1, 30, 100)], &ns);
+    assert_eq!(kinds(&out), [(Kind::Retransmits, Severity::Warning)]);
+    assert!(
+        out[0].headline.starts_with(
+            "packets toward 10.0.0.1:80 are lost: 30 segments from nginx[42] in netns 7 (proxy) retransmitted (0.3 per connection"
+        ),
+        "{}",
+        out[0].headline
+    );
+    assert!(out[0].remedy[1].contains("MTU"));
+    // Loss everywhere alike (the host's own link) is not one destination's.
+    assert!(run(&[toward(1, 30, 100), toward(2, 20, 100)], &ns).is_empty());
+    let out = run(&[toward(1, 30, 100), toward(2, 5, 100)], &ns);
+    assert_eq!(kinds(&out), [(Kind::Retransmits, Severity::Warning)]);
+    // A long run at a slow pace says nothing, unless the last seconds are fast.
+    let slow = |rate| {
+        let mut r = toward(1, 30, 100);
+        r.retransmit_rate = rate;
+        let ev_ports = [r];
+        diagnose(&Evidence {
+            elapsed_s: 3600.0,
+            ports: &ev_ports,
+            namespaces: &ns,
+            binds: &[],
+            by_service: &[],
+            close_waits: &[],
+            server_timewait: &[],
+            listeners: &[],
+            reset_names: &ResetNames::default(),
+            synack_retransmits: &[],
+        })
+    };
+    assert!(slow(0.0).is_empty());
+    assert_eq!(kinds(&slow(0.5)), [(Kind::Retransmits, Severity::Warning)]);
+}
+
 /// A listener's SYN-ACKs retransmitted: 10 is a warning, the pool of
 /// listeners beyond those counted says nothing.
 #[test]
@@ -654,4 +708,14 @@ fn failed_binds_and_the_ranking() {
     assert!(out[2].headline.contains("server[5] in netns 7 cannot bind *:8081 (EADDRINUSE, 1 times): 3 timewait sockets hold port 8081"), "{}", out[2].headline);
     assert_eq!(worst(&out), Some(Severity::Critical));
     assert_eq!(worst(&[]), None);
+}
+
+/// The findings document lists every threshold as the code has it.
+#[test]
+fn the_document_lists_the_thresholds_of_the_code() {
+    let doc = include_str!("../../doc/findings.md");
+    for (what, value) in crate::findings::THRESHOLDS {
+        let row = format!("| {what} | {value} |");
+        assert!(doc.contains(&row), "doc/findings.md lacks {row}");
+    }
 }

@@ -8,15 +8,15 @@ use std::{
 };
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, FLAG_NET_DYING, FLAG_PROCESS_CTX, FLAG_RESET_REASON, KIND_BIND_FAILED,
-    KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT, KIND_SYNACK_RETRANSMIT,
-    KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED, KIND_TW_REQUEST,
-    TransitionEvent,
+    AF_INET, AF_INET6, COUNTED_NO_SOCKET_RESET, CounterKey, FLAG_NET_DYING, FLAG_PROCESS_CTX,
+    FLAG_RESET_REASON, KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_RETRANSMIT,
+    KIND_SYN_RETRANSMIT, KIND_SYNACK_RETRANSMIT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL,
+    KIND_TW_EXPIRED, KIND_TW_REQUEST, TransitionEvent,
 };
 
 use crate::model::{
-    BindFailure, Comm, DecodeError, Event, Reset, ResetDirection, ResetReason, StateChange, Task,
-    TcpState, TwAction, TwEvent,
+    BindFailure, Comm, Counted, DecodeError, Event, Reset, ResetDirection, ResetReason,
+    StateChange, Task, TcpState, TwAction, TwEvent,
 };
 
 fn state(value: u8) -> Result<TcpState, DecodeError> {
@@ -86,12 +86,6 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
                 sock: raw.skaddr,
             });
         }
-        KIND_SYNACK_RETRANSMIT => {
-            return Ok(Event::SynAckRetransmit {
-                netns: raw.netns,
-                port: raw.sport,
-            });
-        }
         KIND_RESET_SENT => ResetDirection::Sent,
         KIND_RESET_RECEIVED => ResetDirection::Received,
         other => return Err(DecodeError::Kind(other)),
@@ -107,6 +101,26 @@ pub fn from_raw(raw: &TransitionEvent) -> Result<Event, DecodeError> {
     }))
 }
 
+/// Decodes a key of what the kernel side counts itself.
+pub fn counted(key: &CounterKey) -> Result<Counted, DecodeError> {
+    match key.kind {
+        COUNTED_NO_SOCKET_RESET => Ok(Counted::NoSocketReset { port: key.port }),
+        KIND_SYNACK_RETRANSMIT => Ok(Counted::SynAckRetransmit {
+            netns: key.netns,
+            port: key.port,
+        }),
+        KIND_RETRANSMIT => {
+            let (local, remote) = addresses(key.family, &key.saddr, &key.daddr)?;
+            Ok(Counted::Retransmit {
+                netns: key.netns,
+                local,
+                remote: SocketAddr::new(remote, key.port),
+            })
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
 fn task(raw: &TransitionEvent) -> Option<Task> {
     (raw.flags & FLAG_PROCESS_CTX != 0).then(|| Task {
         pid: raw.pid,
@@ -115,16 +129,25 @@ fn task(raw: &TransitionEvent) -> Option<Task> {
     })
 }
 
+/// Two addresses of `family`, as the wire types encode them.
+fn addresses(
+    family: u16,
+    local: &[u8; 16],
+    remote: &[u8; 16],
+) -> Result<(IpAddr, IpAddr), DecodeError> {
+    match family {
+        AF_INET => Ok((ipv4(local), ipv4(remote))),
+        AF_INET6 => Ok((
+            IpAddr::V6(Ipv6Addr::from(*local)),
+            IpAddr::V6(Ipv6Addr::from(*remote)),
+        )),
+        other => Err(DecodeError::Family(other)),
+    }
+}
+
 /// The endpoints of a record, decoded by its family.
 fn endpoints(raw: &TransitionEvent) -> Result<(SocketAddr, SocketAddr), DecodeError> {
-    let (local_ip, remote_ip) = match raw.family {
-        AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
-        AF_INET6 => (
-            IpAddr::V6(Ipv6Addr::from(raw.saddr)),
-            IpAddr::V6(Ipv6Addr::from(raw.daddr)),
-        ),
-        other => return Err(DecodeError::Family(other)),
-    };
+    let (local_ip, remote_ip) = addresses(raw.family, &raw.saddr, &raw.daddr)?;
     Ok((
         SocketAddr::new(local_ip, raw.sport),
         SocketAddr::new(remote_ip, raw.dport),
@@ -276,5 +299,52 @@ mod tests {
             panic!("not a reset")
         };
         assert_eq!(r.reason, Some(ResetReason(12)));
+    }
+
+    #[test]
+    fn decodes_what_the_kernel_side_counts() {
+        let mut key = CounterKey {
+            kind: KIND_RETRANSMIT,
+            family: AF_INET,
+            port: 5432,
+            netns: 7,
+            ..CounterKey::default()
+        };
+        key.saddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        key.daddr[..4].copy_from_slice(&[10, 0, 0, 7]);
+        assert_eq!(
+            counted(&key),
+            Ok(Counted::Retransmit {
+                netns: 7,
+                local: "10.0.0.2".parse().unwrap(),
+                remote: "10.0.0.7:5432".parse().unwrap(),
+            })
+        );
+        key.family = 99;
+        assert_eq!(counted(&key), Err(DecodeError::Family(99)));
+        let key = CounterKey {
+            kind: COUNTED_NO_SOCKET_RESET,
+            port: 9,
+            ..CounterKey::default()
+        };
+        assert_eq!(counted(&key), Ok(Counted::NoSocketReset { port: 9 }));
+        let key = CounterKey {
+            kind: KIND_SYNACK_RETRANSMIT,
+            port: 443,
+            netns: 3,
+            ..CounterKey::default()
+        };
+        assert_eq!(
+            counted(&key),
+            Ok(Counted::SynAckRetransmit {
+                netns: 3,
+                port: 443
+            })
+        );
+        let key = CounterKey {
+            kind: KIND_TRANSITION,
+            ..CounterKey::default()
+        };
+        assert_eq!(counted(&key), Err(DecodeError::Kind(KIND_TRANSITION)));
     }
 }

@@ -9,12 +9,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{ArrayOfMaps, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{ArrayOfMaps, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
-use tcptrace_common::{KernelFilter, KernelOffsets, LostRecords, TimewaitConfig};
+use tcptrace_common::{CounterKey, KernelFilter, KernelOffsets, LostRecords, TimewaitConfig};
 
-use crate::model::PerKind;
+use crate::{
+    kernel::decode,
+    model::{PerKind, Reading},
+};
 
 /// The eBPF object built by build.rs; empty when the build skipped it
 /// (`AYA_BUILD_SKIP=1`, for checks on machines without bpf-linker).
@@ -121,6 +124,7 @@ pub struct Config {
 pub struct Tracer {
     ebpf: Ebpf,
     lost: PerCpuArray<MapData, LostRecords>,
+    counts: PerCpuHashMap<MapData, CounterKey, u64>,
 }
 
 impl Tracer {
@@ -166,7 +170,8 @@ impl Tracer {
         }
 
         let lost = take_map(&mut ebpf, "LOST")?;
-        Ok((Self { ebpf, lost }, events))
+        let counts = take_map(&mut ebpf, "COUNTS")?;
+        Ok((Self { ebpf, lost, counts }, events))
     }
 
     /// The eBPF ring of aya-log records, for `-v`.
@@ -188,6 +193,30 @@ impl Tracer {
             }
         }
         Ok(PerKind::from(sum))
+    }
+
+    /// What the eBPF side counted itself so far (`COUNTS`), each key's
+    /// count summed over CPUs. A key evicted to make room starts again from
+    /// 0. Every key is one lookup: the map holds the keys counted, few on a
+    /// healthy host.
+    pub fn counted(&self) -> Result<Reading, BpfError> {
+        let mut counted = Vec::new();
+        for entry in self.counts.iter() {
+            match entry {
+                Ok((key, per_cpu)) => {
+                    counted.push((decode::counted(&key), per_cpu.iter().sum()));
+                }
+                // A key evicted between listing it and reading it.
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(BpfError::Map {
+                        name: "COUNTS",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(counted)
     }
 
     /// Program runs the kernel skipped because another BPF program was running

@@ -3,7 +3,7 @@
 //! conclude from them — the owner, the time in state — is another type,
 //! [`Transition`], made by the connection tracker from a [`StateChange`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::model::{RecordKind, ResetReason, Task, TcpState, TimeInState};
 
@@ -95,11 +95,51 @@ pub enum Event {
         ts_ns: u64,
         sock: u64,
     },
-    /// A listener's SYN-ACK retransmitted: its namespace and port.
-    SynAckRetransmit {
+}
+
+/// What the kernel side counts itself rather than sending records (see
+/// `tcptrace_common::CounterKey`), one key of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// RSTs sent for no socket, by local port (namespace unknown).
+    NoSocketReset { port: u16 },
+    /// SYN-ACKs a listener retransmitted.
+    SynAckRetransmit { netns: u32, port: u16 },
+    /// Segments retransmitted by a socket from `local` to `remote`.
+    Retransmit {
         netns: u32,
-        port: u16,
+        local: IpAddr,
+        remote: SocketAddr,
     },
+}
+
+/// What the kernel side had counted at one reading: each key (or why it
+/// could not be decoded) with its total since it entered the map.
+pub type Reading = Vec<(Result<Counted, DecodeError>, u64)>;
+
+impl Counted {
+    /// The kind of record each count stands for (a reset for no socket
+    /// was sent as one before it was counted in the kernel).
+    pub const fn kind(&self) -> RecordKind {
+        match self {
+            Self::NoSocketReset { .. } => RecordKind::ResetSent,
+            Self::SynAckRetransmit { .. } => RecordKind::SynAckRetransmit,
+            Self::Retransmit { .. } => RecordKind::Retransmit,
+        }
+    }
+}
+
+/// Segments retransmitted toward a remote since the last reading: data (or
+/// FIN) the peer did not acknowledge in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retransmits {
+    /// When they were read.
+    pub ts_ns: u64,
+    pub netns: u32,
+    /// The local address (port 0: the sockets are not told apart).
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub count: u64,
 }
 
 impl Event {
@@ -119,7 +159,6 @@ impl Event {
             },
             Self::BindFailed(_) => RecordKind::BindFailed,
             Self::SynRetransmit { .. } => RecordKind::SynRetransmit,
-            Self::SynAckRetransmit { .. } => RecordKind::SynAckRetransmit,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
 };
 
-use crate::model::{BindFailure, Closed, Task, Transition};
+use crate::model::{BindFailure, Closed, Retransmits, Task, Transition};
 
 /// One thing that happened, as the trackers concluded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub enum Fact<'a> {
     Record(&'a Closed),
     /// A bind() failed: the address was in use.
     BindFailed(&'a BindFailure),
+    /// Segments retransmitted toward a remote, as the kernel side counted
+    /// them since the last reading.
+    Retransmits(&'a Retransmits),
 }
 
 /// The remote end of what has none (a bind()).
@@ -36,6 +39,7 @@ impl Fact<'_> {
             Self::Transition(t) => (t.owner.as_ref(), &t.local, &t.remote, t.netns),
             Self::Closed(c) | Self::Record(c) => (c.owner.as_ref(), &c.local, &c.remote, c.netns),
             Self::BindFailed(b) => (b.task.as_ref(), &b.local, &NO_REMOTE, b.netns),
+            Self::Retransmits(r) => (None, &r.local, &r.remote, r.netns),
         }
     }
 }

@@ -19,8 +19,8 @@ pub(crate) mod fixtures;
 
 pub use closed::{Closed, ClosedTw, Role, StateTimes, Verdict};
 pub use event::{
-    BindFailure, DecodeError, Event, Reset, ResetDirection, StateChange, Transition, TwAction,
-    TwEnd, TwEvent, TwNote,
+    BindFailure, Counted, DecodeError, Event, Reading, Reset, ResetDirection, Retransmits,
+    StateChange, Transition, TwAction, TwEnd, TwEvent, TwNote,
 };
 pub use fact::{Fact, Sink};
 pub use namespace::{COUNTERS, ListenerSample, NetnsName, Sysctls, Values};

@@ -5,7 +5,7 @@
 //! never wrong.
 
 use tcptrace_common::{
-    KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_SYN_RETRANSMIT,
+    KIND_BIND_FAILED, KIND_RESET_RECEIVED, KIND_RESET_SENT, KIND_RETRANSMIT, KIND_SYN_RETRANSMIT,
     KIND_SYNACK_RETRANSMIT, KIND_TRANSITION, KIND_TW_ARMED, KIND_TW_CANCEL, KIND_TW_EXPIRED,
     KIND_TW_REQUEST, LOST_KINDS, LostRecords,
 };
@@ -24,12 +24,15 @@ pub enum RecordKind {
     BindFailed,
     /// A connecting socket's SYN retransmitted.
     SynRetransmit,
-    /// A listener's SYN-ACK retransmitted.
+    /// A listener's SYN-ACK retransmitted (counted in the kernel: lost
+    /// only where its count found no room).
     SynAckRetransmit,
+    /// A segment retransmitted (counted in the kernel, likewise).
+    Retransmit,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Transition,
         Self::ResetSent,
         Self::ResetReceived,
@@ -40,6 +43,7 @@ impl RecordKind {
         Self::BindFailed,
         Self::SynRetransmit,
         Self::SynAckRetransmit,
+        Self::Retransmit,
     ];
 
     /// Its `KIND_*` number on the wire.
@@ -55,6 +59,7 @@ impl RecordKind {
             Self::BindFailed => KIND_BIND_FAILED,
             Self::SynRetransmit => KIND_SYN_RETRANSMIT,
             Self::SynAckRetransmit => KIND_SYNACK_RETRANSMIT,
+            Self::Retransmit => KIND_RETRANSMIT,
         }
     }
 
@@ -70,6 +75,7 @@ impl RecordKind {
             Self::BindFailed => "bind_failed",
             Self::SynRetransmit => "syn_retransmit",
             Self::SynAckRetransmit => "synack_retransmit",
+            Self::Retransmit => "retransmit",
         }
     }
 }
@@ -89,7 +95,11 @@ impl PerKind {
     }
 
     pub fn add(&mut self, kind: RecordKind) {
-        self.0[usize::from(kind.wire())] += 1;
+        self.add_n(kind, 1);
+    }
+
+    pub fn add_n(&mut self, kind: RecordKind, n: u64) {
+        self.0[usize::from(kind.wire())] += n;
     }
 
     pub fn get(&self, kind: RecordKind) -> u64 {

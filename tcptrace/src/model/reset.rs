@@ -18,6 +18,15 @@ impl ReasonCounts {
         }
     }
 
+    pub fn merge(&mut self, other: &ReasonCounts) {
+        for &(reason, n) in &other.0 {
+            match self.0.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, total)) => *total += n,
+                None => self.0.push((reason, n)),
+            }
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.0.iter().map(|(_, n)| n).sum()
     }
@@ -27,6 +36,16 @@ impl ReasonCounts {
         let mut rows = self.0.clone();
         rows.sort_by_key(|&(r, n)| (std::cmp::Reverse(n), r));
         rows
+    }
+}
+
+impl FromIterator<ResetReason> for ReasonCounts {
+    fn from_iter<I: IntoIterator<Item = ResetReason>>(reasons: I) -> Self {
+        let mut counts = Self::default();
+        for reason in reasons {
+            counts.add(reason);
+        }
+        counts
     }
 }
 

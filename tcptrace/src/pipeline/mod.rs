@@ -15,8 +15,8 @@ use tcptrace_common::KernelFilter;
 
 use crate::{
     model::{
-        Closed, DecodeError, Event, Existing, Fact, Listed, Losses, Open, PerKind, Sink, TcpState,
-        TwCount, TwSeed, TwSocket,
+        Closed, Counted, DecodeError, Event, Existing, Fact, Listed, Losses, Open, PerKind,
+        Reading, Retransmits, Sink, TcpState, TwCount, TwSeed, TwSocket,
     },
     pipeline::filter::Filter,
     track::{
@@ -64,6 +64,8 @@ pub struct Pipeline {
     pub no_socket_resets: Tally<u16>,
     /// SYN-ACKs retransmitted, by listener (namespace, port).
     pub synack_retransmits: Tally<(u32, u16)>,
+    /// What the kernel side had counted at the last reading, by key.
+    counted: HashMap<Counted, u64>,
 }
 
 /// Counts by key, at most `MAX_KEYS` keys; the others under a pool key
@@ -74,12 +76,12 @@ pub struct Tally<K: std::hash::Hash + Eq>(HashMap<K, u64>);
 impl<K: std::hash::Hash + Eq + Copy + Ord + Default> Tally<K> {
     const MAX_KEYS: usize = 1024;
 
-    pub fn add(&mut self, key: K) {
+    pub fn add(&mut self, key: K, n: u64) {
         let key = match self.0.len() >= Self::MAX_KEYS && !self.0.contains_key(&key) {
             true => K::default(),
             false => key,
         };
-        *self.0.entry(key).or_default() += 1;
+        *self.0.entry(key).or_default() += n;
     }
 
     /// (key, count), most first.
@@ -113,6 +115,7 @@ impl Pipeline {
             undecodable: 0,
             no_socket_resets: Tally::default(),
             synack_retransmits: Tally::default(),
+            counted: HashMap::default(),
         }
     }
 
@@ -176,16 +179,8 @@ impl Pipeline {
                 }
                 self.emit(sink, Fact::BindFailed(&b))
             }
-            Ok(Event::SynAckRetransmit { netns, port }) => {
-                self.synack_retransmits.add((netns, port));
-                Ok(())
-            }
             Ok(Event::SynRetransmit { sock, .. }) => {
                 self.conns.on_syn_retransmit(sock);
-                Ok(())
-            }
-            Ok(Event::Reset(r)) if r.sock == 0 => {
-                self.no_socket_resets.add(r.ports.0);
                 Ok(())
             }
             Ok(Event::Reset(r)) => match self.conns.on_reset(&r) {
@@ -197,6 +192,61 @@ impl Pipeline {
                 Ok(())
             }
         }
+    }
+
+    /// What the kernel side counted itself, as read at `now_ns` (each
+    /// key's count since it entered the map): what grew since the last
+    /// reading is counted. A key missing from the reading was evicted; one
+    /// that came back counts from 0 again.
+    pub fn counted(
+        &mut self,
+        reading: Reading,
+        now_ns: u64,
+        sink: &mut impl Sink,
+    ) -> io::Result<()> {
+        let mut last = std::mem::take(&mut self.counted);
+        let mut result = Ok(());
+        for (key, total) in reading {
+            let key = match key {
+                Ok(key) => key,
+                Err(err) => {
+                    self.undecodable(&err);
+                    continue;
+                }
+            };
+            let before = last.remove(&key).unwrap_or(0);
+            self.counted.insert(key, total);
+            let grew = match total >= before {
+                true => total - before,
+                // Evicted and counted again since: all of it is new.
+                false => total,
+            };
+            if grew == 0 {
+                continue;
+            }
+            self.received.add_n(key.kind(), grew);
+            match key {
+                Counted::NoSocketReset { port } => self.no_socket_resets.add(port, grew),
+                Counted::SynAckRetransmit { netns, port } => {
+                    self.synack_retransmits.add((netns, port), grew);
+                }
+                Counted::Retransmit {
+                    netns,
+                    local,
+                    remote,
+                } => {
+                    let r = Retransmits {
+                        ts_ns: now_ns,
+                        netns,
+                        local: std::net::SocketAddr::new(local, 0),
+                        remote,
+                        count: grew,
+                    };
+                    result = result.and_then(|()| self.emit(sink, Fact::Retransmits(&r)));
+                }
+            }
+        }
+        result
     }
 
     /// A record that could not even be copied out of its ring.

@@ -34,6 +34,7 @@ impl Sink for Recorder {
             ),
             Fact::Closed(c) => format!("C {} {}", c.verdict.name(), pid(c.owner.as_ref())),
             Fact::BindFailed(b) => format!("B {} {}", b.local.port(), pid(b.task.as_ref())),
+            Fact::Retransmits(r) => format!("X {} {}", r.remote, r.count),
             Fact::Record(c) => format!(
                 "R {} {}{}",
                 c.verdict.name(),
@@ -285,6 +286,43 @@ fn undecodable_records_are_counted_not_passed_on() {
     run.pipeline.undecodable(&DecodeError::Short(3, 96));
     assert_eq!(run.pipeline.undecodable, 2);
     assert!(run.sink.0.is_empty());
+}
+
+/// What the kernel side counts itself arrives as totals per key: what grew
+/// since the last reading is counted, a key evicted and counted again
+/// from 0 counts all it has, and retransmits pass the filters as facts.
+#[test]
+fn kernel_counts_are_counted_by_what_grew() {
+    let filter = Filter {
+        raddrs: vec!["10.0.0.1/32".parse().unwrap()],
+        ..Filter::default()
+    };
+    let mut run = Run::new(filter, true);
+    let retransmits = |host: u8| Counted::Retransmit {
+        netns: 1,
+        local: "10.0.0.2".parse().unwrap(),
+        remote: format!("10.0.0.{host}:80").parse().unwrap(),
+    };
+    let reset = Counted::NoSocketReset { port: 9 };
+    let synack = Counted::SynAckRetransmit { netns: 1, port: 80 };
+    let read = |run: &mut Run, reading: &[(Counted, u64)]| {
+        let reading = reading.iter().map(|&(k, n)| (Ok(k), n)).collect();
+        run.pipeline.counted(reading, 5, &mut run.sink).unwrap();
+    };
+    read(
+        &mut run,
+        &[(reset, 3), (retransmits(1), 4), (retransmits(9), 2)],
+    );
+    read(&mut run, &[(reset, 5), (retransmits(1), 4), (synack, 1)]);
+    // Evicted, then counted again from 0; an undecodable key is counted.
+    read(&mut run, &[(reset, 2), (retransmits(1), 7)]);
+    run.pipeline
+        .counted(vec![(Err(DecodeError::Kind(99)), 1)], 5, &mut run.sink)
+        .unwrap();
+    assert_eq!(run.pipeline.no_socket_resets.rows(), [(9, 7)]);
+    assert_eq!(run.pipeline.synack_retransmits.rows(), [((1, 80), 1)]);
+    assert_eq!(run.sink.0, ["X 10.0.0.1:80 4", "X 10.0.0.1:80 3"]);
+    assert_eq!(run.pipeline.undecodable, 1);
 }
 
 #[test]

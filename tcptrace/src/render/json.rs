@@ -324,7 +324,7 @@ impl JsonPrinter {
     ) -> io::Result<()> {
         self.time.clear();
         self.clock.push_rfc3339(&mut self.time, now_mono_ns);
-        let mut record = ports::dest_json(r, netns_name);
+        let mut record = ports::dest_json(r, netns_name, &self.reset_names);
         if let Some(map) = record.as_object_mut() {
             map.insert("type".into(), json!("ports_alert"));
             map.insert("time".into(), json!(self.time));

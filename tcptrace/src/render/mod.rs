@@ -100,6 +100,8 @@ impl<W: io::Write> Sink for LiveLog<'_, W> {
             Fact::Closed(_) => Ok(()),
             Fact::Record(c) => self.printer.closed(self.out, c),
             Fact::BindFailed(b) => self.printer.bind_failed(self.out, b),
+            // Counts per destination, not events of a connection.
+            Fact::Retransmits(_) => Ok(()),
         }
     }
 }

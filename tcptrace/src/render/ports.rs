@@ -8,10 +8,10 @@ use serde_json::{Map, Value, json};
 use crate::{
     aggregate::{
         netns::NetnsReport,
-        ports::{DestReport, Level},
+        ports::{CONNECT_BOUNDS_S, DestReport, Level},
         stats::VerdictCounts,
     },
-    model::{COUNTERS, NetnsName, Verdict},
+    model::{COUNTERS, NetnsName, ReasonCounts, ResetNames, Verdict},
     words::{self, netns_label, push_endpoint},
 };
 
@@ -244,12 +244,21 @@ fn verdicts(counts: &VerdictCounts) -> Value {
     )
 }
 
+/// Resets by reason, most first, named by the kernel.
+pub fn reasons_json(reasons: &ReasonCounts, names: &ResetNames) -> Map<String, Value> {
+    reasons
+        .most_first()
+        .into_iter()
+        .map(|(reason, n)| (names.name(reason), n.into()))
+        .collect()
+}
+
 fn ns(s: Option<f64>) -> Value {
     s.map_or(Value::Null, |s| json!((s * 1e9).round() as u64))
 }
 
 /// One destination as a JSON object (the `ports` array, the alerts).
-pub fn dest_json(r: &DestReport, netns_name: Option<&str>) -> Value {
+pub fn dest_json(r: &DestReport, netns_name: Option<&str>, names: &ResetNames) -> Value {
     let other = r.dest.is_other();
     json!({
         "other": other,
@@ -287,15 +296,27 @@ pub fn dest_json(r: &DestReport, netns_name: Option<&str>) -> Value {
         "failing": r.failing,
         "syn_retried": r.syn_retried,
         "syn_retransmits": r.syn_retransmits,
+        "connect_seconds": {
+            "bounds": CONNECT_BOUNDS_S,
+            "counts": r.connect_latency.counts,
+            "sum": r.connect_latency.sum_s,
+        },
+        "retransmits": r.retransmits,
+        "retransmits_per_s": r.retransmit_rate,
+        "reset_reasons": reasons_json(&r.reset_reasons, names),
         "verdicts": verdicts(&r.verdicts),
     })
 }
 
 /// The `ports` array of a JSON summary.
-pub fn ports_json(rows: &[DestReport], name: impl Fn(u32) -> Option<String>) -> Value {
+pub fn ports_json(
+    rows: &[DestReport],
+    name: impl Fn(u32) -> Option<String>,
+    names: &ResetNames,
+) -> Value {
     Value::Array(
         rows.iter()
-            .map(|r| dest_json(r, name(r.dest.netns).as_deref()))
+            .map(|r| dest_json(r, name(r.dest.netns).as_deref(), names))
             .collect(),
     )
 }

@@ -8,9 +8,10 @@ use serde_json::{Map, Value, json};
 use crate::{
     aggregate::{
         distribution::Distribution,
+        ports::{CONNECT_BOUNDS_S, DestReport, SLOW_CONNECT},
         stats::{BindRow, VerdictCounts},
     },
-    model::{Comm, PerKind, ReasonCounts, ResetNames, TwEnd, Verdict},
+    model::{Comm, PerKind, TwEnd, Verdict},
     render::{findings, ports, text::push_ms},
     report::{Report, TimewaitReport},
     words,
@@ -30,14 +31,6 @@ fn ms(ns: u64) -> String {
 }
 
 /// Resets by the kernel's reason, as `{NAME: count}`.
-fn reason_map(names: &ResetNames, reasons: &ReasonCounts) -> Map<String, Value> {
-    reasons
-        .most_first()
-        .into_iter()
-        .map(|(reason, n)| (names.name(reason), n.into()))
-        .collect()
-}
-
 /// Every record kind with its count.
 fn per_kind(counts: &PerKind) -> Map<String, Value> {
     counts
@@ -90,6 +83,45 @@ RESETS SENT (the kernel's reason)"
                 (netns, port) => format!(":{port} netns {netns}"),
             };
             writeln!(out, "  {label:<28} {n:>8}")?;
+        }
+    }
+    let lossy: Vec<&DestReport> = r
+        .ports
+        .iter()
+        .filter(|d| d.retransmits > 0 || d.connect_latency.slower_than(SLOW_CONNECT) > 0)
+        .take(TABLE_ROWS)
+        .collect();
+    if !lossy.is_empty() || r.retransmits_elsewhere > 0 {
+        writeln!(
+            out,
+            "\nLOSS TOWARD DESTINATIONS (segments retransmitted; connects slower than {} s)",
+            CONNECT_BOUNDS_S[SLOW_CONNECT]
+        )?;
+        writeln!(
+            out,
+            "  {:<40} {:>11} {:>8} {:>9} {:>9}",
+            "DESTINATION", "RETRANSMITS", "PER S", "CONNECTS", "SLOW"
+        )?;
+        for d in lossy {
+            let label = match d.dest.is_other() {
+                true => "(others)".to_owned(),
+                false => format!("{} -> {}", d.dest.local, words::endpoint(&d.dest.remote)),
+            };
+            writeln!(
+                out,
+                "  {label:<40} {:>11} {:>8.1} {:>9} {:>9}",
+                d.retransmits,
+                d.retransmit_rate,
+                d.connect_latency.total(),
+                d.connect_latency.slower_than(SLOW_CONNECT),
+            )?;
+        }
+        if r.retransmits_elsewhere > 0 {
+            writeln!(
+                out,
+                "  {:<40} {:>11}",
+                "(toward others: clients, older connections)", r.retransmits_elsewhere
+            )?;
         }
     }
     if !r.resets.no_socket.is_empty() {
@@ -387,7 +419,7 @@ pub fn to_json(r: &Report, time: &str) -> Value {
                 "netns": k.map(|k| k.netns), "comm": k.map(|k| k.comm.as_str().into_owned()),
                 "processes": c.pids.count(), "processes_capped": c.pids.capped(),
                 "pids": c.pids.examples(), "verdicts": verdict_map(&c.verdicts),
-                "reset_reasons": reason_map(&r.resets.names, &c.reasons),
+                "reset_reasons": ports::reasons_json(&c.reasons, &r.resets.names),
             })
         })
         .collect();
@@ -436,6 +468,7 @@ pub fn to_json(r: &Report, time: &str) -> Value {
         "resets_no_socket": r.resets.no_socket.iter().map(|&(port, n)| {
             json!({"lport": (port != 0).then_some(port), "count": n})
         }).collect::<Vec<_>>(),
+        "retransmits_elsewhere": r.retransmits_elsewhere,
         "synack_retransmits": r.synack_retransmits.iter().map(|&((netns, port), n)| {
             json!({"netns": (netns != 0).then_some(netns), "lport": (port != 0).then_some(port), "count": n})
         }).collect::<Vec<_>>(),
@@ -444,7 +477,7 @@ pub fn to_json(r: &Report, time: &str) -> Value {
         "open": open,
         "findings": findings::to_json(&r.findings),
         "timewait": r.timewait.as_ref().map(|tw| timewait_json(tw, |netns| r.netns_name(netns))),
-        "ports": ports::ports_json(&r.ports, |netns| r.netns_name(netns)),
+        "ports": ports::ports_json(&r.ports, |netns| r.netns_name(netns), &r.resets.names),
         "bind_failures": r.binds.iter().map(|b| json!({
             "netns": b.netns,
             "netns_name": r.netns_name(b.netns),

@@ -130,6 +130,7 @@ pub fn build(src: Sources<'_>, now_ns: u64, want: Want) -> Report {
         ports: rows,
         destinations_tracked: ports.tracked(),
         folded_connections: ports.folded,
+        retransmits_elsewhere: ports.retransmits_elsewhere,
         binds,
         namespaces: netns_rows,
         listeners,

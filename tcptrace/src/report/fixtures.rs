@@ -70,7 +70,7 @@ pub(crate) fn report_stats() -> Stats {
 /// A destination running out of ports, and its namespace.
 pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
     use crate::{
-        aggregate::ports::{Dest, Held, TimewaitHold},
+        aggregate::ports::{ConnectLatency, Dest, Held, TimewaitHold},
         model::{COUNTERS, NetnsName, Sysctls},
     };
     let mut verdicts = VerdictCounts::default();
@@ -106,6 +106,13 @@ pub(crate) fn ports_and_namespaces() -> (Vec<DestReport>, Vec<NetnsReport>) {
         verdicts,
         syn_retried: 4,
         syn_retransmits: 5,
+        connect_latency: ConnectLatency {
+            counts: [980, 5, 0, 0, 4, 1, 0, 0],
+            sum_s: 7.2,
+        },
+        retransmits: 40,
+        retransmit_rate: 2.5,
+        reset_reasons: [12, 12].into_iter().map(ResetReason).collect(),
     };
     let mut since_start = [0; COUNTERS.len()];
     since_start[0] = 993;
@@ -185,6 +192,7 @@ pub(crate) fn full_report(
         ports: ports.to_vec(),
         destinations_tracked: ports.len(),
         folded_connections: 0,
+        retransmits_elsewhere: 3,
         binds: binds.to_vec(),
         namespaces: namespaces.to_vec(),
         listeners: Vec::new(),

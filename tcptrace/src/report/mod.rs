@@ -55,6 +55,10 @@ pub struct Report {
     pub destinations_tracked: usize,
     /// Connections counted as "other" because the destination table was full.
     pub folded_connections: u64,
+    /// Segments retransmitted toward remotes that are not destinations of
+    /// this host's connects (a server's clients, connections older than
+    /// the trace); those toward destinations are in `ports`.
+    pub retransmits_elsewhere: u64,
     /// Failed binds (EADDRINUSE), most first.
     pub binds: Vec<BindRow>,
     /// The namespaces shown, with their names, sysctls and counters.

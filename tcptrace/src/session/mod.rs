@@ -25,7 +25,7 @@ use crate::{
     aggregate::{listeners::Listeners, netns::NetnsTable, ports::Ports, stats::Stats},
     findings::{self, Severity},
     host::snapshot::Snapshot,
-    model::{DecodeError, Event, NetnsName, PerKind, ResetNames, Sink, TwCount, TwSeed},
+    model::{DecodeError, Event, NetnsName, PerKind, Reading, ResetNames, Sink, TwCount, TwSeed},
     pipeline::Pipeline,
     render::{
         LiveLog, Printer,
@@ -233,6 +233,14 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             self.pipeline.end_batch(lost, read_ns, now_ns, &mut sink)?;
         }
         self.sinks.out.flush()
+    }
+
+    /// What the kernel side counted itself, as just read (see
+    /// `Pipeline::counted`).
+    pub fn counted(&mut self, reading: Reading) -> io::Result<()> {
+        let now_ns = (self.readers.now_ns)();
+        let mut sink = self.sinks.all();
+        self.pipeline.counted(reading, now_ns, &mut sink)
     }
 
     /// Once a second: says on stderr what was lost or not followed since the

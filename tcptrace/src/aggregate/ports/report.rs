@@ -106,17 +106,19 @@ impl Ports {
             let mut pooled = self.dests.get(&Dest::OTHER).cloned().unwrap_or_default();
             // Sockets toward destinations not followed are counted there.
             let mut pooled_held = held.get(&Dest::OTHER).copied().unwrap_or_default();
-            let mut rate = 0.0;
+            let (mut rate, mut retransmit_rate) = (0.0, 0.0);
             for dest in &rest {
                 let c = &self.dests[*dest];
                 pooled.merge(c);
                 rate += c.recent.rate(now, c.first_sec.unwrap_or(now));
+                retransmit_rate += c.retransmits_recent.rate(now, c.first_sec.unwrap_or(now));
                 let h = held.get(*dest).copied().unwrap_or_default();
                 pooled_held.open += h.open;
                 pooled_held.timewait += h.timewait;
             }
             let mut other = row(&Dest::OTHER, &pooled, pooled_held, None, &at);
             other.rate += rate;
+            other.retransmit_rate += retransmit_rate;
             other.owners.clear();
             rows.push(other);
         }
@@ -224,5 +226,11 @@ fn row(dest: &Dest, counts: &Counts, held: Held, sysctls: Option<&Sysctls>, at: 
         verdicts: counts.verdicts,
         syn_retried: counts.syn_retried,
         syn_retransmits: counts.syn_retransmits,
+        connect_latency: counts.connect_latency,
+        retransmits: counts.retransmits,
+        retransmit_rate: counts
+            .retransmits_recent
+            .rate(now, counts.first_sec.unwrap_or(now)),
+        reset_reasons: counts.reset_reasons.clone(),
     }
 }

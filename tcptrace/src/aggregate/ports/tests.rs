@@ -281,3 +281,76 @@ fn one_alert_per_crossing() {
     let rows = report(&ports, &held);
     assert_eq!(ports.alerts(&rows)[0].0, Level::Failing);
 }
+
+/// Connects land in the bucket of their time to connect (a SYN
+/// retransmitted once: ~1 s); retransmits count toward the destination of
+/// this host's connects, the others elsewhere; resets sent, by reason.
+#[test]
+fn connect_latency_retransmits_and_reset_reasons_per_destination() {
+    let mut ports = Ports::default();
+    for (i, ms) in [0.2, 0.3, 1003.0, 3010.0, 20_000.0].into_iter().enumerate() {
+        let mut t = Script { ts: 0 }.tr(
+            1,
+            "10.0.0.2:40000",
+            UP,
+            TcpState::SynSent,
+            TcpState::Established,
+            None,
+        );
+        t.ts_ns = (i as u64 + 1) * SEC;
+        t.in_old = TimeInState::Measured((ms * 1e6) as u64);
+        ports.fact(Fact::Transition(&t)).unwrap();
+    }
+    let retransmits = |remote: &str, count: u64, ts_ns: u64| Retransmits {
+        ts_ns,
+        netns: 1,
+        local: "10.0.0.2:0".parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        count,
+    };
+    for r in [
+        retransmits(UP, 30, 5 * SEC),
+        retransmits(UP, 10, 6 * SEC),
+        retransmits("10.0.0.9:51000", 7, 6 * SEC),
+    ] {
+        ports.fact(Fact::Retransmits(&r)).unwrap();
+    }
+    let mut c = Closed {
+        ts_ns: 6 * SEC,
+        sock: 1,
+        netns: 1,
+        local: "10.0.0.2:40000".parse().unwrap(),
+        remote: UP.parse().unwrap(),
+        role: Role::Active,
+        owner: Some(task(7, "proxy")),
+        verdict: Verdict::AbortSent,
+        lifetime_ns: Some(1),
+        in_state: StateTimes::default(),
+        missed: false,
+        reset_reason: Some(crate::model::ResetReason(11)),
+        syn_retransmits: 0,
+        timewait: None,
+    };
+    ports.fact(Fact::Closed(&c)).unwrap();
+    c.verdict = Verdict::Local;
+    ports.fact(Fact::Closed(&c)).unwrap();
+
+    let rows = ports.report(&HashMap::default(), |_| None, None, 7 * SEC, 10);
+    let r = &rows[0];
+    assert_eq!(r.connect_latency.counts, [2, 0, 0, 0, 1, 1, 0, 1]);
+    assert!((r.connect_latency.sum_s - 24.0135).abs() < 1e-3);
+    assert_eq!(r.connect_latency.cumulative(), [2, 2, 2, 2, 3, 4, 4]);
+    assert_eq!(r.connect_latency.slower_than(SLOW_CONNECT), 3);
+    assert_eq!(r.retransmits, 40);
+    // 40 over the 6 seconds since the first connect.
+    assert!(
+        (r.retransmit_rate - 40.0 / 6.0).abs() < 1e-9,
+        "{}",
+        r.retransmit_rate
+    );
+    assert_eq!(ports.retransmits_elsewhere, 7);
+    assert_eq!(
+        r.reset_reasons.most_first(),
+        [(crate::model::ResetReason(11), 1)]
+    );
+}

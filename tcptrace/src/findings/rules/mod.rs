@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     aggregate::{
         netns::NetnsReport,
-        ports::{DestReport, TimewaitHold},
+        ports::{CONNECT_BOUNDS_S, DestReport, SLOW_CONNECT, TimewaitHold},
         stats::ProcessKey,
     },
     findings::{Evidence, Finding, Kind, Severity},
@@ -51,9 +51,15 @@ const SYN_RETRIED_MIN: u64 = 5;
 const SYN_RETRIED_SHARE: f64 = 0.1;
 /// SYN-ACKs a listener retransmitted worth a warning.
 const SYNACK_RETRANSMITS_MIN: u64 = 10;
+/// Segments retransmitted toward a destination worth a warning: at least
+/// this many, at this pace (over the run, or its last seconds), and this
+/// many times more per connection than toward the other destinations.
+const RETRANSMITS_MIN: u64 = 20;
+const RETRANSMITS_RATE: f64 = 0.2;
+const RETRANSMITS_STANDOUT: f64 = 3.0;
 
 /// The thresholds, for the documentation: (what, value).
-pub const THRESHOLDS: [(&str, &str); 12] = [
+pub const THRESHOLDS: [(&str, &str); 13] = [
     ("port usage toward a destination (warning)", "50 %"),
     ("ports run out within (warning)", "600 s"),
     ("connects failing for lack of a port (critical)", "any"),
@@ -80,6 +86,10 @@ pub const THRESHOLDS: [(&str, &str); 12] = [
     ),
     ("SYN-ACKs retransmitted by a listener (warning)", "10"),
     (
+        "segments retransmitted toward a destination (warning)",
+        "20, 0.2 a second, and 3 times the others' per connection",
+    ),
+    (
         "TcpExtTCPTimeWaitOverflow, ListenOverflows, SYN cookies or SYN drops (warning)",
         "any since start",
     ),
@@ -90,7 +100,7 @@ pub(super) fn all(ev: &Evidence<'_>) -> Vec<Finding> {
     use self::{
         binds::binds_in_use,
         closing::{aborts, close_wait_leaks},
-        ports::{port_exhaustion, syn_retransmits, upstream_failures},
+        ports::{port_exhaustion, retransmits, syn_retransmits, upstream_failures},
         queues::{listen_overflow, syn_queue, synack_retransmits},
         timewait::{server_timewait, timewait_overflow},
     };
@@ -98,6 +108,7 @@ pub(super) fn all(ev: &Evidence<'_>) -> Vec<Finding> {
     found.extend(ev.ports.iter().filter_map(|r| port_exhaustion(ev, r)));
     found.extend(ev.ports.iter().filter_map(|r| upstream_failures(ev, r)));
     found.extend(ev.ports.iter().filter_map(|r| syn_retransmits(ev, r)));
+    found.extend(ev.ports.iter().filter_map(|r| retransmits(ev, r)));
     found.extend(server_timewait(ev));
     found.extend(ev.namespaces.iter().filter_map(timewait_overflow));
     found.extend(close_wait_leaks(ev));

@@ -211,6 +211,7 @@ pub(super) fn syn_retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Findi
     let remote = words::endpoint(&r.dest.remote);
     let share = r.syn_retried as f64 / r.connects.max(1) as f64 * 100.0;
     let per = r.syn_retransmits as f64 / r.syn_retried as f64;
+    let slow = r.connect_latency.slower_than(SLOW_CONNECT);
     Some(Finding {
         kind: Kind::SynRetransmits,
         severity: Severity::Warning,
@@ -222,10 +223,14 @@ pub(super) fn syn_retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Findi
             r.syn_retried,
             r.connects,
         ),
-        explanation: "A SYN went unanswered and the kernel sent it again after 1 s (then 2 s, 4 s...): \
-                      each such connect took a second or more. The far side drops SYNs: its listen queue \
-                      is full, or a firewall or a full conntrack table drops them on the way."
-            .into(),
+        explanation: format!(
+            "A SYN went unanswered and the kernel sent it again after 1 s (then 2 s, 4 s...): \
+             each such connect took a second or more ({slow} of the {} connects measured took over \
+             {} s). The far side drops SYNs: its listen queue is full, or a firewall or a full \
+             conntrack table drops them on the way.",
+            r.connect_latency.total(),
+            CONNECT_BOUNDS_S[SLOW_CONNECT],
+        ),
         numbers: vec![
             ("netns", json!(r.dest.netns)),
             ("raddr", json!(r.dest.remote.ip().to_string())),
@@ -233,6 +238,7 @@ pub(super) fn syn_retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Findi
             ("connects", json!(r.connects)),
             ("syn_retried", json!(r.syn_retried)),
             ("syn_retransmits", json!(r.syn_retransmits)),
+            ("slow_connects", json!(slow)),
         ],
         remedy: vec![
             format!(
@@ -246,6 +252,77 @@ pub(super) fn syn_retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Findi
         ],
         myths: vec![
             "Raising the client's connect timeout hides the stall; it does not remove it.".into(),
+        ],
+        bites_in_s: None,
+    })
+}
+
+/// Segments toward one destination retransmitted far more than toward the
+/// others: packets are lost on the way to it, or it does not acknowledge
+/// in time. Loss shared by every destination (a host's own link) is not
+/// this finding's: only a destination that stands out.
+pub(super) fn retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> {
+    let pace = r.retransmits as f64 / ev.elapsed_s.max(1.0);
+    if r.dest.is_other()
+        || r.retransmits < RETRANSMITS_MIN
+        || (pace < RETRANSMITS_RATE && r.retransmit_rate < RETRANSMITS_RATE)
+    {
+        return None;
+    }
+    let per_connect = |retransmits: u64, connects: u64| retransmits as f64 / connects.max(1) as f64;
+    let (rest, rest_connects) = ev
+        .ports
+        .iter()
+        .filter(|o| o.dest != r.dest)
+        .fold((0, 0), |(n, c), o| (n + o.retransmits, c + o.connects));
+    let mine = per_connect(r.retransmits, r.connects);
+    let others = per_connect(rest, rest_connects);
+    if mine < RETRANSMITS_STANDOUT * others {
+        return None;
+    }
+    let remote = words::endpoint(&r.dest.remote);
+    Some(Finding {
+        kind: Kind::Retransmits,
+        severity: Severity::Warning,
+        headline: format!(
+            "packets toward {remote} are lost: {} segments from {} in {} retransmitted ({mine:.1} per \
+             connection, {:.1} a second lately; other destinations {others:.2} per connection)",
+            r.retransmits,
+            owners(r),
+            namespace(ev, r.dest.netns),
+            r.retransmit_rate,
+        ),
+        explanation: "The kernel sent data (or a FIN) again because the peer did not acknowledge it in \
+                      time: the segment or its acknowledgement was lost. Each loss stalls the connection \
+                      for at least a retransmission timeout (200 ms or more) and halves its sending rate; \
+                      requests toward this destination are slow while the others are not."
+            .into(),
+        numbers: vec![
+            ("netns", json!(r.dest.netns)),
+            ("raddr", json!(r.dest.remote.ip().to_string())),
+            ("rport", json!(r.dest.remote.port())),
+            ("retransmits", json!(r.retransmits)),
+            ("retransmits_per_s", json!(r.retransmit_rate)),
+            ("connects", json!(r.connects)),
+            ("others_per_connection", json!(others)),
+        ],
+        remedy: vec![
+            format!(
+                "The path to {}: drops and errors on the interfaces on the way (ip -s link, ethtool -S), \
+                 a congested or policed link, a firewall dropping some packets.",
+                r.dest.remote.ip()
+            ),
+            "Large segments lost while small ones pass: an MTU black hole (ICMP \"fragmentation needed\" \
+             filtered); check the path MTU, or enable net.ipv4.tcp_mtu_probing=1."
+                .into(),
+            format!(
+                "On {}: a peer too busy to read drops on its side (nstat -az TcpExtTCPRcvQDrop, \
+                 TcpExtTCPBacklogDrop).",
+                r.dest.remote.ip()
+            ),
+        ],
+        myths: vec![
+            "Raising timeouts or retries in the client hides the loss; it does not remove it.".into(),
         ],
         bites_in_s: None,
     })

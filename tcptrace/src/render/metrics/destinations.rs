@@ -1,6 +1,7 @@
 //! Per destination: ports held, capacity, hold time, time left, connects and their verdicts.
 
 use super::*;
+use crate::aggregate::ports::{CONNECT_BOUNDS_S, ConnectLatency};
 
 /// One destination's line: its labels and values (those that mean nothing
 /// for a sum, such as capacity, are `None` for "other").
@@ -16,6 +17,8 @@ pub(super) struct DestLine {
     failed: u64,
     syn_retried: u64,
     syn_retransmits: u64,
+    retransmits: u64,
+    connect_latency: ConnectLatency,
     verdicts: crate::aggregate::stats::VerdictCounts,
 }
 
@@ -50,6 +53,8 @@ pub(super) fn destinations(
                 failed: r.failed,
                 syn_retried: r.syn_retried,
                 syn_retransmits: r.syn_retransmits,
+                retransmits: r.retransmits,
+                connect_latency: r.connect_latency,
                 verdicts: r.verdicts,
             });
             continue;
@@ -66,6 +71,8 @@ pub(super) fn destinations(
             failed: 0,
             syn_retried: 0,
             syn_retransmits: 0,
+            retransmits: 0,
+            connect_latency: ConnectLatency::default(),
             verdicts: Default::default(),
         });
         o.held += r.held.total();
@@ -128,7 +135,7 @@ pub(super) fn destinations(
         }
     }
     type Count = fn(&DestLine) -> u64;
-    let counters: [(&str, &'static str, Count); 4] = [
+    let counters: [(&str, &'static str, Count); 5] = [
         (
             "tcptrace_destination_connects_total",
             "connect()s toward a destination.",
@@ -149,6 +156,11 @@ pub(super) fn destinations(
             "SYN retransmits of the connect()s toward a destination.",
             |d| d.syn_retransmits,
         ),
+        (
+            "tcptrace_destination_retransmits_total",
+            "Segments (data, FIN) retransmitted toward a destination: packets lost on the way or not acknowledged in time.",
+            |d| d.retransmits,
+        ),
     ];
     // Counters only for destinations of their own: a sum over "other"
     // would go down whenever one leaves it (rate() would see resets).
@@ -159,6 +171,22 @@ pub(super) fn destinations(
             let l = labels(d);
             e.sample(&as_refs(&l), get(d));
         }
+    }
+    e.family(
+        "tcptrace_destination_connect_seconds",
+        Type::Histogram,
+        "Time to connect toward a destination (SYN_SENT to ESTABLISHED): a retransmitted SYN adds 1 s, then 2 s, 4 s.",
+    );
+    for d in own() {
+        let l = labels(d);
+        let c = &d.connect_latency;
+        e.histogram(
+            &as_refs(&l),
+            &CONNECT_BOUNDS_S,
+            &c.cumulative(),
+            c.total(),
+            c.sum_s,
+        );
     }
     e.family(
         "tcptrace_destination_connections_closed_total",

@@ -36,7 +36,7 @@ pub(super) fn itself(e: &mut Exposition, s: &Scrape<'_>, folded: [(&str, usize);
     e.family(
         "tcptrace_records_received_total",
         Type::Counter,
-        "Records tcptrace got from the kernel side, by kind (with the ring_full losses of the same kind: all it caused).",
+        "Records tcptrace got from the kernel side, by kind (with the ring_full losses of the same kind: all it caused); for the kinds the kernel side counts itself (retransmits, SYN-ACK retransmits, resets for no socket), what it counted.",
     );
     for (kind, n) in s.report.received.iter() {
         e.sample(&[("kind", kind.name())], n);

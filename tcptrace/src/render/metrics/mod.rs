@@ -139,6 +139,12 @@ pub fn render(s: &Scrape<'_>) -> (String, usize) {
         &namespaces,
         s.limits,
     );
+    e.family(
+        "tcptrace_retransmits_elsewhere_total",
+        Type::Counter,
+        "Segments retransmitted toward remotes that are not destinations of this host's connects (a server's clients, connections older than the trace).",
+    );
+    e.sample(&[], s.report.retransmits_elsewhere);
     let folded_listeners = listeners(&mut e, s, &namespaces);
     let netns_rows: Vec<&NetnsReport> = s
         .report
