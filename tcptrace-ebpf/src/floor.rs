@@ -4,12 +4,17 @@
 //! tell that cost from tcptrace's own.
 
 use aya_ebpf::{
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn floor_inet_sock_set_state(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn floor_inet_sock_set_state_btf(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

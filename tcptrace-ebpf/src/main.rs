@@ -14,6 +14,7 @@ mod binds;
 mod fields;
 mod floor;
 mod inet_sock_set_state;
+mod inet_sock_set_state_btf;
 mod maps;
 mod resets;
 mod retransmits;

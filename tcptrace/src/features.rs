@@ -33,6 +33,10 @@ pub struct Features {
     pub reset_names: ResetNames,
     /// Connecting sockets' SYNs retransmitted are seen.
     pub retransmits: bool,
+    /// Where the BTF tracepoint program reads a socket; `None`: the
+    /// transitions come through the classic tracepoint (dearer, the same
+    /// records).
+    pub sock_btf: Option<btf::SockOffsets>,
 }
 
 /// Why TIME_WAIT cannot be tracked on this kernel.
@@ -51,7 +55,8 @@ pub enum TimewaitError {
 /// What the kernel is pretended to lack (`--pretend-missing`, for the tests
 /// of how tcptrace degrades): kernel symbols (`tw_timer_handler`,
 /// `reqsk_timer_handler`), tracepoints (`timer_start`, `sys_exit_bind`...),
-/// BTF members (`net.ns.inum`), tracepoint fields (`reason`).
+/// BTF members (`net.ns.inum`), tracepoint fields (`reason`), program
+/// types (`tp_btf`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Missing<'a>(pub &'a [String]);
 
@@ -86,6 +91,19 @@ pub fn probe(
                 "warning: network namespaces unavailable ({err}); netns is shown as 0"
             ));
             KernelOffsets::default()
+        }
+    };
+    let sock_btf = match btf.as_ref().map_err(ToString::to_string).and_then(|btf| {
+        match missing.has("tp_btf") {
+            true => Err("tp_btf is missing (pretended)".to_owned()),
+            false => btf::sock_offsets(btf).map_err(|e| e.to_string()),
+        }
+    }) {
+        Ok(offsets) => Some(offsets),
+        Err(err) => {
+            // Nothing is lost: the classic tracepoint sends the same records.
+            log::debug!("transitions through the classic tracepoint: {err}");
+            None
         }
     };
     let tracefs = preflight::ensure_tracefs()?;
@@ -162,6 +180,7 @@ pub fn probe(
         binds,
         reset_names,
         retransmits,
+        sock_btf,
     })
 }
 

@@ -189,6 +189,7 @@ fn run(
         binds: features.binds,
         reset_reasons: !features.reset_names.is_empty(),
         retransmits: features.retransmits,
+        sock_btf: features.sock_btf,
         floor: config.bench_floor,
     })?;
 

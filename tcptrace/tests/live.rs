@@ -866,6 +866,54 @@ fn two_instances_each_see_every_transition() {
     }
 }
 
+/// The transitions come through the BTF tracepoint where the kernel's BTF
+/// allows, else through the classic one: the same records either way
+/// (IPv4, IPv6, an abort, a refused connect), field by field but the time.
+#[test]
+fn the_btf_and_classic_tracepoints_send_the_same_records() {
+    let btf = Tracer::start(&["--json"]);
+    let classic = Tracer::start(&["--json", "--pretend-missing", "tp_btf"]);
+    let mut servers: Vec<SocketAddr> = ["127.0.0.1:0", "[::1]:0"]
+        .iter()
+        .map(|bind| client_closes_first(bind, Duration::ZERO).0)
+        .collect();
+    // An abort, and a connect to a port nobody listens on.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let aborted = listener.local_addr().unwrap();
+    let client = TcpStream::connect(aborted).unwrap();
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    drop(listener);
+    servers.push(aborted);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert!(TcpStream::connect(closed).is_err());
+    servers.push(closed);
+    thread::sleep(Duration::from_millis(100));
+    let (btf, classic) = (btf.stop_lossless(), classic.stop_lossless());
+    let fields = |r: &Value| -> Value {
+        let mut r = r.clone();
+        let map = r.as_object_mut().unwrap();
+        for time in ["time", "ts_ns", "dur", "dur_ns"] {
+            map.remove(time);
+        }
+        r
+    };
+    let (btf, classic) = (btf.records("transition"), classic.records("transition"));
+    for server in &servers {
+        let ours = |records: &[Value]| -> Vec<Value> {
+            touching(records, server).into_iter().map(fields).collect()
+        };
+        let (a, b) = (ours(&btf), ours(&classic));
+        assert!(a.len() >= 2, "{server}: {a:#?}");
+        assert_eq!(a, b, "{server}");
+    }
+}
+
 /// A closed terminal (SIGHUP) and Ctrl-\\ (SIGQUIT) end tracing as Ctrl-C
 /// does, with the summary, nothing lost on the way out.
 #[test]

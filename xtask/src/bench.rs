@@ -172,6 +172,8 @@ struct Sample {
     lost: u64,
     /// Agent CPU per received event, ns.
     agent_ns_per_event: f64,
+    /// Agent CPU per connection of the churn, µs.
+    agent_us_per_conn: f64,
     /// The same, of its main thread only (the loop that drains the rings):
     /// what bounds the rate it keeps up with.
     loop_ns_per_event: f64,
@@ -487,6 +489,7 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
         caused: report["transitions"].as_u64().unwrap_or(0),
         received,
         lost,
+        agent_us_per_conn: cpu * 1e6 / connections,
         agent_ns_per_event: if received > 0 {
             cpu * 1e9 / received as f64
         } else {
@@ -642,10 +645,11 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
     let base_cpu = median(samples[0].iter().map(|s| s.churn_cpu_us_per_conn).collect());
     let mut rows = Vec::new();
     println!(
-        "\n{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "\n{:<24} {:>8} {:>15} {:>22} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
         "configuration",
         "conn/s",
         "ratio (min-max)",
+        "added CPU µs/conn",
         "churn CPU",
         "caused",
         "received",
@@ -656,10 +660,11 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
         "maps"
     );
     println!(
-        "{:<24} {:>8} {:>15} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "{:<24} {:>8} {:>15} {:>22} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
         "",
         "median",
         "to baseline",
+        "total = kernel + agent",
         "µs/conn",
         "",
         "",
@@ -677,6 +682,20 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
             .collect();
         let (lo, hi) = spread(&ratios);
         let m = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+        // What the tracer adds to each connection: the churn's own CPU
+        // (the programs run in its system calls and softirqs) over the
+        // baseline of the same repetition, and the agent's.
+        let kernel: Vec<f64> = runs
+            .iter()
+            .zip(&samples[0])
+            .map(|(s, base)| s.churn_cpu_us_per_conn - base.churn_cpu_us_per_conn)
+            .collect();
+        let total: Vec<f64> = kernel
+            .iter()
+            .zip(runs)
+            .map(|(k, s)| k + s.agent_us_per_conn)
+            .collect();
+        let (kernel, agent, total) = (median(kernel), m(|s| s.agent_us_per_conn), median(total));
         let row = json!({
             "configuration": config.name.trim(),
             "binary": if config.compared { args.compare.as_ref().map(|p| p.display().to_string()) } else { None },
@@ -686,6 +705,9 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
             "ratio_min": lo,
             "ratio_max": hi,
             "churn_cpu_us_per_conn_median": m(|s| s.churn_cpu_us_per_conn),
+            "added_us_per_conn_median": total,
+            "added_kernel_us_per_conn_median": kernel,
+            "added_agent_us_per_conn_median": agent,
             "churn_cpu_ratio": m(|s| s.churn_cpu_us_per_conn) / base_cpu,
             "caused_per_run": runs.first().map_or(0, |s| s.caused),
             "received_median": m(|s| s.received as f64),
@@ -697,12 +719,13 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
             "kernel_map_kib": runs.iter().map(|s| s.kernel_map_kib).max(),
         });
         println!(
-            "{:<24} {:>8.0} {:>5.2} ({:.2}-{:.2}) {:>10.2} {:>10} {:>10.0} {:>10} {:>9.0} {:>9.0} {:>10} {:>9}",
+            "{:<24} {:>8.0} {:>5.2} ({:.2}-{:.2}) {:>22} {:>10.2} {:>10} {:>10.0} {:>10} {:>9.0} {:>9.0} {:>10} {:>9}",
             config.name,
             m(|s| s.conns_per_s),
             median(ratios.clone()),
             lo,
             hi,
+            format!("{total:.1} = {kernel:.1} + {agent:.1}"),
             m(|s| s.churn_cpu_us_per_conn),
             runs.first().map_or(0, |s| s.caused),
             m(|s| s.received as f64),

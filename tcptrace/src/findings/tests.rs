@@ -714,7 +714,7 @@ fn failed_binds_and_the_ranking() {
 #[test]
 fn the_document_lists_the_thresholds_of_the_code() {
     let doc = include_str!("../../doc/findings.md");
-    for (what, value) in crate::findings::THRESHOLDS {
+    for (what, value) in THRESHOLDS {
         let row = format!("| {what} | {value} |");
         assert!(doc.contains(&row), "doc/findings.md lacks {row}");
     }

@@ -248,6 +248,63 @@ pub fn kernel_offsets(btf: &Btf) -> Result<tcptrace_common::KernelOffsets, BtfEr
     })
 }
 
+/// The offsets the BTF twin of the transitions' program reads a socket
+/// with, from the start of its `struct tcp_sock` (see
+/// `inet_sock_set_state_btf` in the eBPF crate), and the namespace's
+/// number in its `struct net`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub family: u32,
+    pub dport: u32,
+    pub daddr: u32,
+    pub v6_daddr: u32,
+    pub v6_saddr: u32,
+    pub net: u32,
+    pub sport: u32,
+    pub saddr: u32,
+    pub net_inum: u32,
+}
+
+impl SockOffsets {
+    /// (the eBPF global's name, its value), for the loader.
+    pub fn globals(&self) -> [(&'static str, u32); 9] {
+        [
+            ("SK_FAMILY", self.family),
+            ("SK_DPORT", self.dport),
+            ("SK_DADDR", self.daddr),
+            ("SK_V6_DADDR", self.v6_daddr),
+            ("SK_V6_SADDR", self.v6_saddr),
+            ("SK_NET", self.net),
+            ("INET_SPORT", self.sport),
+            ("INET_SADDR", self.saddr),
+            ("NET_INUM", self.net_inum),
+        ]
+    }
+}
+
+/// Where the BTF twin of the transitions' program finds what it reads.
+pub fn sock_offsets(btf: &Btf) -> Result<SockOffsets, BtfError> {
+    const INET: [&str; 2] = ["inet_conn", "icsk_inet"];
+    let inet = |member: &str| btf.member_offset("tcp_sock", &[INET[0], INET[1], member]);
+    let common = |member: &str| {
+        btf.member_offset("tcp_sock", &[INET[0], INET[1], "sk", "__sk_common", member])
+    };
+    Ok(SockOffsets {
+        family: common("skc_family")?,
+        dport: common("skc_dport")?,
+        daddr: common("skc_daddr")?,
+        v6_daddr: common("skc_v6_daddr")?,
+        v6_saddr: common("skc_v6_rcv_saddr")?,
+        net: btf.member_offset(
+            "tcp_sock",
+            &[INET[0], INET[1], "sk", "__sk_common", "skc_net", "net"],
+        )?,
+        sport: inet("inet_sport")?,
+        saddr: inet("inet_saddr")?,
+        net_inum: btf.member_offset("net", &["ns", "inum"])?,
+    })
+}
+
 /// The offsets the timewait programs need (callback addresses left 0 for the
 /// caller). The namespace reference count is optional: without it, purged
 /// timewait sockets are reported as killed.

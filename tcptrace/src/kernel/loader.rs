@@ -10,11 +10,12 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{ArrayOfMaps, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
 };
 use tcptrace_common::{CounterKey, KernelFilter, KernelOffsets, LostRecords, TimewaitConfig};
 
 use crate::{
+    host::btf::SockOffsets,
     kernel::decode,
     model::{PerKind, Reading},
 };
@@ -30,12 +31,14 @@ enum Hook {
     Raw(&'static str),
     /// A classic tracepoint: (category, name).
     Classic(&'static str, &'static str),
+    /// A BTF tracepoint: (program, tracepoint).
+    Btf(&'static str, &'static str),
 }
 
 impl Hook {
     const fn name(self) -> &'static str {
         match self {
-            Self::Raw(name) | Self::Classic(_, name) => name,
+            Self::Raw(name) | Self::Classic(_, name) | Self::Btf(name, _) => name,
         }
     }
 }
@@ -59,13 +62,16 @@ const RETRANSMIT_HOOKS: [Hook; 2] = [
     Hook::Classic("tcp", "tcp_retransmit_skb"),
     Hook::Classic("tcp", "tcp_retransmit_synack"),
 ];
-/// Classic tracepoint programs; the state transitions last, once everything
-/// they rely on is in place.
-const TRACEPOINT_HOOKS: [Hook; 3] = [
+/// Classic tracepoint programs, before the state transitions.
+const RESET_HOOKS: [Hook; 2] = [
     Hook::Classic("tcp", "tcp_send_reset"),
     Hook::Classic("tcp", "tcp_receive_reset"),
-    Hook::Classic("sock", "inet_sock_set_state"),
 ];
+/// The state transitions, last, once everything they rely on is in place:
+/// through the BTF tracepoint where the kernel's BTF says where to read a
+/// socket, else through the classic one (the same records, dearer).
+const TRANSITIONS_BTF: Hook = Hook::Btf("inet_sock_set_state_btf", "inet_sock_set_state");
+const TRANSITIONS_CLASSIC: Hook = Hook::Classic("sock", "inet_sock_set_state");
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
@@ -79,6 +85,8 @@ pub enum BpfError {
     MissingProgram(String),
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("cannot read the kernel's BTF: {0}")]
+    Btf(String),
     #[error("cannot count the CPUs ({0}): {1}")]
     Cpus(&'static str, std::io::Error),
     #[error("eBPF program {name}: {}", short(source))]
@@ -117,6 +125,8 @@ pub struct Config {
     pub reset_reasons: bool,
     /// Attach the program that sees SYNs retransmitted.
     pub retransmits: bool,
+    /// Read the transitions through the BTF tracepoint, at these offsets.
+    pub sock_btf: Option<SockOffsets>,
     /// Attach the empty "floor" programs instead (benchmark only).
     pub floor: bool,
 }
@@ -134,7 +144,17 @@ impl Tracer {
     pub fn attach(config: &Config) -> Result<(Self, Vec<RingBuf<MapData>>), BpfError> {
         check_object()?;
         let cpus = possible_cpus()?;
-        let mut ebpf = EbpfLoader::new()
+        // The kernel's BTF, parsed by aya (only the BTF program needs it).
+        let btf = match config.sock_btf {
+            Some(_) => Some(aya::Btf::from_sys_fs().map_err(|e| BpfError::Btf(e.to_string()))?),
+            None => None,
+        };
+        let sock_globals = config.sock_btf.map(|offsets| offsets.globals());
+        let mut loader = EbpfLoader::new();
+        for (name, value) in sock_globals.iter().flatten() {
+            loader.override_global(name, value, true);
+        }
+        let mut ebpf = loader
             .map_max_entries("EVENTS", cpus)
             .override_global("WAKEUP_BYTES", &config.wakeup_bytes, true)
             .override_global("FILTER", &config.filter, true)
@@ -159,14 +179,19 @@ impl Tracer {
             true => &RETRANSMIT_HOOKS[..],
             false => &[],
         };
+        let transitions = match &btf {
+            Some(_) => TRANSITIONS_BTF,
+            None => TRANSITIONS_CLASSIC,
+        };
         let hooks = SOFTIRQ_HOOKS
             .into_iter()
             .chain(timewait.iter().map(|name| Hook::Raw(name)))
             .chain(binds.iter().copied())
             .chain(retransmits.iter().copied())
-            .chain(TRACEPOINT_HOOKS);
+            .chain(RESET_HOOKS)
+            .chain([transitions]);
         for hook in hooks {
-            attach(&mut ebpf, hook, config.floor)?;
+            attach(&mut ebpf, hook, config.floor, btf.as_ref())?;
         }
 
         let lost = take_map(&mut ebpf, "LOST")?;
@@ -244,7 +269,12 @@ pub fn check_object() -> Result<(), BpfError> {
 
 /// Loads and attaches the program of `hook`: the benchmark's empty one
 /// ("floor_" prefix) with `floor`.
-fn attach(ebpf: &mut Ebpf, hook: Hook, floor: bool) -> Result<(), BpfError> {
+fn attach(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    floor: bool,
+    btf: Option<&aya::Btf>,
+) -> Result<(), BpfError> {
     let name = format!("{}{}", if floor { "floor_" } else { "" }, hook.name());
     // aya reports a tracefs file it could not open as "tracefs not found",
     // whatever the reason: where the reason is the fd limit, say so.
@@ -268,6 +298,12 @@ fn attach(ebpf: &mut Ebpf, hook: Hook, floor: bool) -> Result<(), BpfError> {
             let program: &mut TracePoint = program_mut(ebpf, &name)?;
             program.load().map_err(err)?;
             program.attach(category, tracepoint).map_err(err)?;
+        }
+        Hook::Btf(_, tracepoint) => {
+            let btf = btf.ok_or_else(|| BpfError::Btf(format!("{name} needs it")))?;
+            let program: &mut BtfTracePoint = program_mut(ebpf, &name)?;
+            program.load(tracepoint, btf).map_err(err)?;
+            program.attach().map_err(err)?;
         }
     }
     Ok(())
