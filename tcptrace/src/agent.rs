@@ -1,7 +1,7 @@
 //! The agent's loop, and only the loop: wait on the rings' wake-ups, the
 //! periodic drain, the once-a-second checks, the summary interval, the
-//! scrapes of the metrics endpoint, the eBPF log and the signals, and hand
-//! each to the session.
+//! scrapes of the metrics endpoint, the eBPF log, the signals and the live
+//! view's keys, and hand each to the session (or the view).
 
 use std::{io, time::Duration};
 
@@ -18,6 +18,7 @@ use crate::{
         loader::{BpfError, Tracer},
         rings::Rings,
     },
+    render::top::term::Top,
     session::Session,
 };
 
@@ -83,16 +84,28 @@ pub struct Timing {
     pub until: Option<Duration>,
 }
 
+/// Where the loop's reports go.
+pub struct Outputs {
+    /// The metrics endpoint's scrapes.
+    pub endpoint: Option<Served>,
+    /// `top`: the view, drawn every interval instead of a summary.
+    pub top: Option<Top>,
+}
+
 /// Runs until a signal or a closed stdout. Must be called inside a tokio
 /// runtime with I/O and time enabled.
-pub async fn run<W: io::Write>(
+pub async fn run<W: io::Write, E: io::Write>(
     tracer: &mut Tracer,
     rings: Vec<RingBuf<MapData>>,
-    session: &mut Session<W>,
+    session: &mut Session<W, E>,
     timing: &Timing,
-    mut endpoint: Option<Served>,
+    outputs: Outputs,
     signals: Signals,
 ) -> Result<Ending, AgentError> {
+    let Outputs {
+        mut endpoint,
+        mut top,
+    } = outputs;
     let mut rings = Rings::new(rings).map_err(AgentError::Poll)?;
     let mut logger = match timing.verbose {
         true => tracer.logger().and_then(|l| {
@@ -124,6 +137,12 @@ pub async fn run<W: io::Write>(
     if let Err(err) = session.begin() {
         return output_failed(err);
     }
+    // The view's first frame at once, not an interval later.
+    if let Some(t) = top.as_mut()
+        && let Err(err) = t.report(session.view(tracer.recursion_misses()))
+    {
+        return output_failed(err);
+    }
     loop {
         let result = tokio::select! {
             woken = rings.woken() => {
@@ -149,9 +168,25 @@ pub async fn run<W: io::Write>(
                     Some(tick) => tick.tick().await,
                     None => std::future::pending().await,
                 }
-            } => drain(&mut rings, tracer, session, false)?
-                .and(counted(tracer, session)?)
-                .and_then(|()| session.summary(tracer.recursion_misses())),
+            } => {
+                let result = drain(&mut rings, tracer, session, false)?
+                    .and(counted(tracer, session)?);
+                let misses = tracer.recursion_misses();
+                match top.as_mut() {
+                    Some(t) => result.and_then(|()| t.report(session.view(misses))),
+                    None => result.and_then(|()| session.summary(misses)),
+                }
+            }
+            Some(input) = async {
+                match top.as_mut() {
+                    Some(t) => t.input().await,
+                    None => std::future::pending().await,
+                }
+            } => match top.as_mut().map(|t| t.handle(input)) {
+                Some(Ok(true)) => break,
+                Some(Err(err)) => Err(err),
+                _ => Ok(()),
+            },
             Some(guard) = async {
                 match logger.as_mut() {
                     Some(l) => l.readable_mut().await.ok(),
@@ -190,6 +225,8 @@ pub async fn run<W: io::Write>(
             return output_failed(err);
         }
     }
+    // The terminal back as it was, before anything else is said.
+    drop(top);
     // Whatever arrived before the signal is still printed and counted, and
     // the final summary has fresh loss counters.
     match drain(&mut rings, tracer, session, true)?
@@ -214,10 +251,10 @@ fn output_failed(err: io::Error) -> Result<Ending, AgentError> {
 /// else those older than the merge margin), then the kernel side's loss
 /// counts as they stand after them, and lets it flush once. The outer
 /// error is the kernel side's, the inner one the output's.
-fn drain<W: io::Write>(
+fn drain<W: io::Write, E: io::Write>(
     rings: &mut Rings,
     tracer: &Tracer,
-    session: &mut Session<W>,
+    session: &mut Session<W, E>,
     all: bool,
 ) -> Result<io::Result<()>, BpfError> {
     let cutoff = rings.read(all, |err| session.undecodable(&err));
@@ -233,9 +270,9 @@ fn drain<W: io::Write>(
 
 /// Hands the session what the kernel side counted itself, read now. The
 /// outer error is the kernel side's, the inner one the output's.
-fn counted<W: io::Write>(
+fn counted<W: io::Write, E: io::Write>(
     tracer: &Tracer,
-    session: &mut Session<W>,
+    session: &mut Session<W, E>,
 ) -> Result<io::Result<()>, BpfError> {
     Ok(session.counted(tracer.counted()?))
 }

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser as _;
 use tcptrace::{
-    agent::{self, AgentError, Ending, Timing},
+    agent::{self, AgentError, Ending, Outputs, Timing},
     cli::{self, Cli, Config, Rings},
     endpoint, features,
     findings::Severity,
@@ -20,8 +20,9 @@ use tcptrace::{
         JsonPrinter, Printer, TextPrinter,
         clock::{WallClock, Zone},
         output::{Output, Sizes, Stdout},
+        top::term::{self, Status, Top},
     },
-    session::Session,
+    session::{Readers, Session},
 };
 
 /// A line on stderr, "tcptrace: " first. One that cannot be written (stderr
@@ -84,6 +85,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `top` without a terminal to draw on: bad usage, before anything else.
+    if config.top
+        && let Err(err) = term::check_terminal()
+    {
+        say!("{err}");
+        return ExitCode::from(2);
+    }
     // Bound before anything is attached: a port in use is bad usage too.
     let listener = match config.metrics.map(endpoint::bind).transpose() {
         Ok(listener) => listener,
@@ -206,10 +214,16 @@ fn run(
         Ok(Stdout::open())
     })
     .context("starting the output thread")?;
-    let mut session = Session::new(pipeline, printer, out, timewait);
+    // With `top`, the screen covers stderr: the warnings go to its bottom line.
+    let status = config.top.then(Status::default);
+    let warnings: Box<dyn io::Write> = match &status {
+        Some(status) => Box::new(status.clone()),
+        None => Box::new(io::stderr()),
+    };
+    let mut session = Session::with(pipeline, printer, out, warnings, timewait, Readers::host());
     session.limit_metrics(config.metrics_limits);
     session.name_resets(features.reset_names.clone());
-    if config.quiet {
+    if config.quiet || config.top {
         session.quiet();
     }
     // After attaching, so that no socket falls between the two.
@@ -291,12 +305,16 @@ fn run(
         verbose: config.verbose,
         until: config.diagnose,
     };
+    let top = status.map(Top::start).transpose()?;
     let ending = runtime.block_on(agent::run(
         &mut tracer,
         ring_maps,
         &mut session,
         &timing,
-        served,
+        Outputs {
+            endpoint: served,
+            top,
+        },
         signals,
     ))?;
     // What the output thread still holds is written before the exit line.

@@ -111,6 +111,13 @@ fn every_bad_value_is_one_line_and_exit_2() {
         (&["--metrics-listeners", "many"], "--metrics-listeners"),
         (&["--metrics-namespaces", "5000"], "--metrics-namespaces"),
         (&["--generate", "tcsh"], "--generate"),
+        // The test's stdout is a pipe, not a terminal.
+        (
+            &["top"],
+            "stdout is not one; for text, use --summary --interval 1",
+        ),
+        (&["top", "--json"], "--json does not apply to it"),
+        (&["top", "--metrics", "0"], "--metrics does not apply to it"),
         (&["--no-such-option"], "--no-such-option"),
         (&["frobnicate"], "frobnicate"),
     ];

@@ -812,6 +812,20 @@ fn prometheus_scrapes_a_scenario() {
         "all expired"
     );
 
+    // Its ports taken again, so that the destination drains (its time left
+    // is known while it does): every panel of the dashboard shows data.
+    let mut again = Peer::spawn(
+        &net.client,
+        "prom-client",
+        "client",
+        &format!("{CONNECTIONS}/0"),
+        &dest,
+    );
+    again.expect("done");
+    dashboard_queries_return_data(&prometheus);
+    again.tell("exit");
+    again.wait();
+
     client.tell("exit");
     client.wait();
     server.tell("exit");
@@ -823,6 +837,43 @@ fn prometheus_scrapes_a_scenario() {
         "--quiet: nothing on stdout"
     );
     drop(net);
+}
+
+/// The Grafana dashboard shipped in the package: every panel's query (its
+/// template variables substituted as Grafana would with "All" chosen) is
+/// valid PromQL, and returns data at least once while the scenario runs.
+fn dashboard_queries_return_data(prometheus: &Prometheus) {
+    let dashboard: Value = serde_json::from_str(include_str!("../dist/grafana-dashboard.json"))
+        .expect("the dashboard is JSON");
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let expr = [
+                ("$instance", ".*"),
+                ("$netns_name", ".*"),
+                ("$__rate_interval", "1m"),
+                ("$__interval", "15s"),
+                ("$__range", "5m"),
+            ]
+            .iter()
+            .fold(expr.to_owned(), |e, (var, value)| e.replace(var, value));
+            assert!(!expr.contains('$'), "an unknown variable in {expr}");
+            exprs.push((panel["title"].as_str().unwrap_or_default().to_owned(), expr));
+        }
+    }
+    assert!(exprs.len() >= 30, "{} queries", exprs.len());
+    // Each is valid (the query API answers 400 otherwise); each returns
+    // data at some point in the next 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !exprs.is_empty() {
+        exprs.retain(|(_, expr)| prometheus.query(expr).is_empty());
+        if exprs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "panels without data: {exprs:#?}");
+        thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The peers' side: `server echo ADDR` accepts and closes after its

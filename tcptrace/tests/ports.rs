@@ -572,6 +572,162 @@ fn diagnose_exit_status() {
     assert_eq!(quiet.status.code(), Some(0), "{:?}", quiet.stderr);
 }
 
+/// A terminal, tmux's: `tcptrace top` is typed into a shell there, and the
+/// screen read back.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn new(session: &str) -> Self {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", session])
+            .output();
+        common::net::run(
+            "tmux",
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "160",
+                "-y",
+                "45",
+                "bash --norc",
+            ],
+        );
+        Tmux {
+            session: session.into(),
+        }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend(keys);
+        common::net::run("tmux", &args);
+    }
+
+    fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn shows(&self, what: impl Fn(&str) -> bool, waiting_for: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if what(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {waiting_for}:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn flag(&self, format: &str) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.session, format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
+}
+
+/// `tcptrace top` in a real terminal while a proxy runs out of ports: the
+/// exhausted destination on top with its bar full and its finding in red
+/// at the head; `s` sorts by another column, `/` filters it away, `q`
+/// gives the terminal back as it was.
+fn top_in_a_terminal() {
+    let net = Net::new("ptp");
+    net.sysctl(&net.client, "net.ipv4.ip_local_port_range", "40000 40019");
+    let netns = format!("{},{}", net.client_ino, net.server_ino);
+    let tmux = Tmux::new("tcptrace-top-test");
+    tmux.keys(&[
+        &format!(
+            "clear; echo before-top; {} top --netns {netns}",
+            common::BIN
+        ),
+        "Enter",
+    ]);
+    tmux.shows(
+        |s| s.contains("tcptrace top") && s.contains("DESTINATIONS by ports"),
+        "the view",
+    );
+    assert_eq!(tmux.flag("#{alternate_on}"), "1");
+    let upstream = format!("{SERVER_IP}:{PORT}");
+    let mut server = Peer::spawn(&net.server, "tt-upstream", "server", "-", &upstream);
+    server.expect("ready");
+    // 20 ports, 10 connections a second for 4 s: connects fail.
+    let mut proxy = Peer::spawn(&net.client, "tt-proxy", "proxy", "per-request:4", &upstream);
+    proxy.expect("started");
+    let done = proxy.expect("done");
+    assert!(!done.contains("eaddrnotavail=0"), "{done}");
+    let row = format!("{SERVER_IP}:{PORT} tt-proxy[");
+    let screen = tmux.shows(
+        |s| {
+            s.contains("CRIT")
+                && s.lines()
+                    .any(|l| l.starts_with(&row) && l.contains("[##########]"))
+        },
+        "the exhausted destination, its bar full, and its finding",
+    );
+    let lines: Vec<&str> = screen.lines().collect();
+    let crit = lines.iter().position(|l| l.starts_with("CRIT")).unwrap();
+    assert!(
+        lines[crit].contains("tt-proxy") && lines[crit].contains(&format!("{SERVER_IP}:{PORT}")),
+        "{screen}"
+    );
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("DESTINATION"))
+        .unwrap();
+    assert!(
+        lines[header + 1].starts_with(&row),
+        "the exhausted destination first:\n{screen}"
+    );
+    proxy.wait();
+    tmux.keys(&["s"]);
+    tmux.shows(|s| s.contains("DESTINATIONS by new/s"), "the sort by new/s");
+    tmux.keys(&["/", "tt-upstream", "Enter"]);
+    let filtered = tmux.shows(|s| s.contains("filter \"tt-upstream\""), "the filter");
+    assert!(!filtered.contains(&row), "filtered away:\n{filtered}");
+    assert!(
+        filtered.contains("tt-upstream["),
+        "its service stays:\n{filtered}"
+    );
+    tmux.keys(&["q"]);
+    let after = tmux.shows(
+        |s| !s.contains("DESTINATIONS") && s.trim_end().ends_with('#'),
+        "the shell's prompt back",
+    );
+    assert!(
+        after.contains("before-top"),
+        "what was there is there:\n{after}"
+    );
+    assert_eq!(
+        tmux.flag("#{alternate_on}"),
+        "0",
+        "off the alternate screen"
+    );
+    assert_eq!(tmux.flag("#{cursor_flag}"), "1", "the cursor shown");
+    drop(server);
+}
+
 fn main() {
     common::scenario_main(
         peer,
@@ -584,6 +740,7 @@ fn main() {
             ("keepalive_upstream", keepalive_upstream),
             ("failed_bind", failed_bind),
             ("diagnose_exit_status", diagnose_exit_status),
+            ("top_in_a_terminal", top_in_a_terminal),
         ],
     )
 }

@@ -46,15 +46,18 @@ struct Config {
     compared: bool,
     /// Scrape its metrics endpoint every second while the churn runs.
     scraped: bool,
+    /// Give it a terminal (a pseudo-terminal, read and thrown away): `top`.
+    terminal: bool,
 }
 
-const CONFIGS: [Config; 8] = [
+const CONFIGS: [Config; 9] = [
     Config {
         name: "baseline (no tracer)",
         args: None,
         paused: false,
         compared: false,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "floor (empty programs)",
@@ -62,6 +65,7 @@ const CONFIGS: [Config; 8] = [
         paused: false,
         compared: false,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "live log to a file (TIME_WAIT on)",
@@ -69,6 +73,7 @@ const CONFIGS: [Config; 8] = [
         paused: false,
         compared: false,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "--json to a file",
@@ -76,6 +81,7 @@ const CONFIGS: [Config; 8] = [
         paused: false,
         compared: false,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "--summary --no-timewait",
@@ -83,6 +89,7 @@ const CONFIGS: [Config; 8] = [
         paused: false,
         compared: false,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "--summary",
@@ -90,6 +97,7 @@ const CONFIGS: [Config; 8] = [
         paused: false,
         compared: false,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "--summary --metrics, scraped 1/s",
@@ -97,6 +105,15 @@ const CONFIGS: [Config; 8] = [
         paused: false,
         compared: false,
         scraped: true,
+        terminal: false,
+    },
+    Config {
+        name: "top, drawn every second",
+        args: Some(&["top"]),
+        paused: false,
+        compared: false,
+        scraped: false,
+        terminal: true,
     },
     Config {
         name: "kernel side only (agent stopped)",
@@ -104,6 +121,7 @@ const CONFIGS: [Config; 8] = [
         paused: true,
         compared: false,
         scraped: false,
+        terminal: false,
     },
 ];
 
@@ -115,6 +133,7 @@ const COMPARED: [Config; 3] = [
         paused: false,
         compared: true,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "  --json, --compare",
@@ -122,6 +141,7 @@ const COMPARED: [Config; 3] = [
         paused: false,
         compared: true,
         scraped: false,
+        terminal: false,
     },
     Config {
         name: "  --summary, --compare",
@@ -129,6 +149,7 @@ const COMPARED: [Config; 3] = [
         paused: false,
         compared: true,
         scraped: false,
+        terminal: false,
     },
 ];
 
@@ -262,11 +283,31 @@ fn fresh_output(out: &Path) {
     unsafe { libc::sync() };
 }
 
-fn start_tracer(binary: &Path, args: &[&str], out: &Path) -> Result<RunningTracer> {
-    let mut child = Command::new(binary)
-        .args(args)
-        .stdout(fs::File::create(out)?)
-        .stderr(Stdio::piped())
+fn start_tracer(binary: &Path, args: &[&str], out: &Path, terminal: bool) -> Result<RunningTracer> {
+    let mut command = Command::new(binary);
+    command.args(args).stderr(Stdio::piped());
+    match terminal {
+        // A 160x45 pseudo-terminal for stdin and stdout; what is drawn on
+        // it is read and thrown away.
+        true => {
+            let size = nix::pty::Winsize {
+                ws_row: 45,
+                ws_col: 160,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(Some(&size), None)?;
+            command
+                .stdin(fs::File::from(pty.slave.try_clone()?))
+                .stdout(fs::File::from(pty.slave));
+            let mut screen = fs::File::from(pty.master);
+            thread::spawn(move || std::io::copy(&mut screen, &mut std::io::sink()));
+        }
+        false => {
+            command.stdout(fs::File::create(out)?);
+        }
+    }
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let (tx, rx) = mpsc::channel();
@@ -440,7 +481,7 @@ fn run_once(config: &Config, binary: &Path, out_dir: &Path, args: &BenchArgs) ->
                     .trim_start_matches('-')
             ));
             fresh_output(&out);
-            Some(start_tracer(binary, &tracer_args, &out)?)
+            Some(start_tracer(binary, &tracer_args, &out, config.terminal)?)
         }
         None => None,
     };
@@ -556,7 +597,7 @@ fn start_in_churn(binary: &Path, out_dir: &Path, args: &ChurnArgs) -> Result<Mid
     let churn = thread::spawn(move || churn(&churn_args));
     thread::sleep(Duration::from_secs(1));
     let started = std::time::Instant::now();
-    let tracer = start_tracer(binary, &[], &out);
+    let tracer = start_tracer(binary, &[], &out, false);
     let seconds = started.elapsed().as_secs_f64();
     let report = churn
         .join()
@@ -577,7 +618,7 @@ fn start_in_churn(binary: &Path, out_dir: &Path, args: &ChurnArgs) -> Result<Mid
 fn startup(binary: &Path, out_dir: &Path) -> Result<(u64, f64)> {
     let timewait = timewait_on_host();
     let started = std::time::Instant::now();
-    let tracer = start_tracer(binary, &["--summary"], &out_dir.join("startup.out"))?;
+    let tracer = start_tracer(binary, &["--summary"], &out_dir.join("startup.out"), false)?;
     let seconds = started.elapsed().as_secs_f64();
     stop_tracer(tracer)?;
     Ok((timewait, seconds))
@@ -825,6 +866,7 @@ pub(crate) fn soak(args: SoakArgs, root: &Path) -> Result<()> {
         &binary,
         &["--quiet", "--metrics", "127.0.0.1:0"],
         &out_dir.join("soak.out"),
+        false,
     )?;
     let addr = metrics_addr(&tracer)?;
     let pid = tracer.child.id();

@@ -68,7 +68,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Installs the binary `built`, its man page, completions and the shipped
-/// files (alert rules, example scrape configuration) under `layout`.
+/// files (alert rules, example scrape configuration, Grafana dashboard)
+/// under `layout`.
 pub(crate) fn install(built: &Path, layout: &Layout) -> Result<()> {
     write(&layout.bin, &fs::read(built)?)?;
     set_mode(&layout.bin, 0o755)?;
@@ -78,7 +79,7 @@ pub(crate) fn install(built: &Path, layout: &Layout) -> Result<()> {
     write(&layout.bash, &output(built, &["--generate", "bash"])?)?;
     write(&layout.zsh, &output(built, &["--generate", "zsh"])?)?;
     write(&layout.fish, &output(built, &["--generate", "fish"])?)?;
-    for file in ["alerts.yml", "prometheus.yml"] {
+    for file in ["alerts.yml", "prometheus.yml", "grafana-dashboard.json"] {
         write(
             &layout.share.join(file),
             &fs::read(Path::new(DIST).join(file))?,
@@ -226,6 +227,7 @@ pub(crate) fn check(root: &Path, deb: &Path) -> Result<()> {
         "./lib/systemd/system/tcptrace.service",
         "./usr/share/tcptrace/alerts.yml",
         "./usr/share/tcptrace/prometheus.yml",
+        "./usr/share/tcptrace/grafana-dashboard.json",
     ] {
         ensure!(
             listed.lines().any(|l| l.ends_with(path)),

@@ -160,7 +160,8 @@ fn cargo_fuzz(root: &Path) -> Result<()> {
 /// metrics endpoint and checks the exposition and the alert rules; `dpkg-deb`
 /// builds the package; nginx, haproxy, redis, PostgreSQL (with pgbench) and
 /// Debian's python3 are the real servers and clients the findings are
-/// checked against (tests/servers.rs). `ip` (iproute2) ships with the
+/// checked against (tests/servers.rs); `tmux` is the real terminal `tcptrace
+/// top` is driven in (tests/ports.rs). `ip` (iproute2) ships with the
 /// machine.
 fn debian_packages() -> Result<()> {
     let mut missing: Vec<&str> = [
@@ -175,6 +176,7 @@ fn debian_packages() -> Result<()> {
         ("pgbench", "postgresql"),
         ("initdb", "postgresql"),
         ("python3", "python3"),
+        ("tmux", "tmux"),
     ]
     .into_iter()
     .filter(|(bin, _)| {

@@ -23,6 +23,11 @@ pub enum Command {
         #[arg(long = "for", value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         secs: u64,
     },
+    /// The outage on one screen, live: findings worst first, destinations
+    /// by port usage, services by who closes first, listeners' queues,
+    /// drawn again every --interval seconds (1 by default). Keys: s sort,
+    /// / filter, p pause, ? help, q quit. Needs a terminal.
+    Top,
 }
 
 #[derive(Debug, Parser)]

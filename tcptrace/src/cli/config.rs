@@ -22,6 +22,8 @@ pub enum ConfigError {
     Comm(String),
     #[error("--quiet runs a daemon; diagnose reports at its end: use one or the other")]
     QuietDiagnose,
+    #[error("top draws on the terminal; --{0} does not apply to it")]
+    TopOutput(&'static str),
     #[error(
         "--wakeup {0}: below a page, tcptrace would be woken for nearly every record, which \
          costs the host more than the tracing; for a lower latency, shorten --drain-interval"
@@ -128,6 +130,8 @@ pub struct Config {
     pub interval: Option<Duration>,
     /// `diagnose --for`: how long to trace before the findings.
     pub diagnose: Option<Duration>,
+    /// `top`: the live view on the terminal, drawn every `interval`.
+    pub top: bool,
     /// The filters applied by the agent.
     pub filter: Filter,
     /// The filters applied in the kernel (family, ports).
@@ -151,12 +155,25 @@ pub struct Config {
 impl Config {
     pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
         let kernel_filter = filter::kernel_filter(cli.ipv4, cli.ipv6, &cli.lport, &cli.rport)?;
-        let diagnose = cli
-            .command
-            .map(|Command::Diagnose { secs }| Duration::from_secs(secs));
+        let diagnose = match cli.command {
+            Some(Command::Diagnose { secs }) => Some(Duration::from_secs(secs)),
+            _ => None,
+        };
+        let top = cli.command == Some(Command::Top);
         cli.comm.iter().try_for_each(|c| check_comm(c))?;
         if cli.quiet && diagnose.is_some() {
             return Err(ConfigError::QuietDiagnose);
+        }
+        if top {
+            let refused = [
+                ("json", cli.json),
+                ("summary", cli.summary),
+                ("quiet", cli.quiet),
+                ("metrics", cli.metrics.is_some()),
+            ];
+            if let Some((option, _)) = refused.into_iter().find(|(_, given)| *given) {
+                return Err(ConfigError::TopOutput(option));
+            }
         }
         Ok(Self {
             output: Output {
@@ -169,10 +186,15 @@ impl Config {
                 },
             },
             verbose: cli.verbose,
-            live: !(cli.summary || cli.quiet || diagnose.is_some()),
+            live: !(cli.summary || cli.quiet || diagnose.is_some() || top),
             quiet: cli.quiet,
-            interval: cli.interval.map(Duration::from_secs),
+            interval: match (cli.interval, top) {
+                (Some(secs), _) => Some(Duration::from_secs(secs)),
+                (None, true) => Some(Duration::from_secs(1)),
+                (None, false) => None,
+            },
             diagnose,
+            top,
             filter: Filter {
                 pids: cli.pid,
                 comms: cli.comm,
@@ -337,6 +359,26 @@ mod tests {
         }
         assert_eq!(Size(3 << 20).to_string(), "3M");
         assert_eq!(Size(4097).to_string(), "4097");
+    }
+
+    #[test]
+    fn top_draws_every_second_and_prints_nothing_else() {
+        let top = config(&["tcptrace", "top"]);
+        assert!(top.top && !top.live && top.diagnose.is_none());
+        assert_eq!(top.interval, Some(Duration::from_secs(1)));
+        assert_eq!(
+            config(&["tcptrace", "top", "--interval", "5"]).interval,
+            Some(Duration::from_secs(5))
+        );
+        for option in ["--json", "--summary"] {
+            let err = Config::resolve(Cli::try_parse_from(["tcptrace", "top", option]).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!("top draws on the terminal; {option} does not apply to it")
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod output;
 pub mod ports;
 pub mod summary;
 mod text;
+pub mod top;
 pub mod totals;
 
 use std::io;

@@ -15,7 +15,7 @@ use crate::{
     words::{self, netns_label, push_endpoint},
 };
 
-fn seconds(s: Option<f64>) -> String {
+pub(crate) fn seconds(s: Option<f64>) -> String {
     match s {
         Some(s) if s >= 100.0 => format!("{s:.0} s"),
         Some(s) if s >= 1.0 || s == 0.0 => format!("{s:.1} s"),

@@ -36,6 +36,9 @@ use crate::{
 
 /// Destinations listed in a summary; the rest are pooled as "other".
 pub const PORTS_ROWS: usize = 20;
+/// Destinations the live view gets before the rest are pooled: more than
+/// a screen shows, so that its filter and sort have them all.
+const TOP_ROWS: usize = 200;
 
 /// Scrapes closer together than this share one exposition.
 const SCRAPE_REUSE: Duration = Duration::from_millis(100);
@@ -360,6 +363,16 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             previous: self.previous_scrape,
             refused_connections: refused,
         })
+    }
+
+    /// The report for the live view (`top`): as a summary's, with as many
+    /// destinations as a screen can show, and no summary's side effects.
+    pub fn view(&mut self, recursion_misses: u64) -> Report {
+        let want = Want {
+            rows: TOP_ROWS,
+            summary: false,
+        };
+        self.report(want, recursion_misses)
     }
 
     /// Prints a summary of everything since start (not in daemon mode).

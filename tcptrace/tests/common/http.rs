@@ -41,7 +41,29 @@ pub(crate) fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
+    let body = match head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        true => dechunk(body),
+        false => body.to_owned(),
+    };
+    (status, head.to_owned(), body)
+}
+
+/// A chunked body's content (Prometheus's API answers large results so).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
