@@ -383,6 +383,10 @@ pub const TCP_SEND_RESET_FIELDS: [(&str, usize, usize); 4] = [
 /// The field of `tcp:tcp_send_reset` that carries the kernel's reason for a
 /// RST (Linux 6.10 and later), read where the format has it there.
 pub const TCP_SEND_RESET_REASON: (&str, usize, usize) = ("reason", 28, 4);
+/// `tcp:tcp_retransmit_skb`'s `err` (Linux 6.17 and later): the tracepoint
+/// fires for attempts that failed too (the segment still queued, a zero
+/// window...), which are no retransmit; read where the format has it.
+pub const TCP_RETRANSMIT_SKB_ERR: (&str, usize, usize) = ("err", 76, 4);
 /// The fields of `tcp:tcp_retransmit_skb` that the eBPF program reads
 /// (ports in host order).
 pub const TCP_RETRANSMIT_SKB_FIELDS: [(&str, usize, usize); 9] = [

@@ -20,7 +20,8 @@
 //! address at every entry cost it ~0.3 µs per connection. (An LRU hash map
 //! by thread cost ~2 µs. Two threads whose ids share their low bits,
 //! binding at the same instant, can miss a failure, or in the rarest race
-//! see the other's address.) Any socket type: the arguments do not say TCP
+//! read an address through the other's pointer: a wrong address, or none
+//! where it does not read.) Any socket type: the arguments do not say TCP
 //! from UDP without following the file descriptor.
 
 use aya_ebpf::{

@@ -76,6 +76,12 @@ pub static FILTER: Global<KernelFilter> = Global::new(KernelFilter {
 #[unsafe(no_mangle)]
 pub static RESET_REASONS: Global<u8> = Global::new(0);
 
+/// Whether `tcp:tcp_retransmit_skb` has its `err` field where
+/// `TCP_RETRANSMIT_SKB_ERR` says (the agent checks the format): 1 to skip
+/// the attempts that failed.
+#[unsafe(no_mangle)]
+pub static RETRANSMIT_ERR: Global<u8> = Global::new(0);
+
 /// Structure offsets from the running kernel's BTF (0: unavailable).
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {

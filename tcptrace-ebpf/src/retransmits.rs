@@ -19,11 +19,16 @@
 //!                        field:__u8 daddr[4];       offset:38; size:4;
 //!                        field:__u8 saddr_v6[16];   offset:42; size:16;
 //!                        field:__u8 daddr_v6[16];   offset:58; size:16;
+//!                        field:int err;             offset:76; size:4;   (6.17+)
 //! tcp_retransmit_synack: field:const void * skaddr; offset:8;  size:8;   (the listener)
 //!                        field:__u16 sport;         offset:24; size:2;   (host order)
 //!                        field:__u16 dport;         offset:26; size:2;
 //!                        field:__u16 family;        offset:28; size:2;
 //! ```
+//!
+//! Since 6.17 `tcp_retransmit_skb` fires for attempts that failed too
+//! (`err`: the previous copy still queued, a zero window, no memory): with
+//! `RETRANSMIT_ERR` those are skipped, as no segment was sent again.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use tcptrace_common::{
@@ -33,7 +38,7 @@ use tcptrace_common::{
 
 use crate::{
     fields::{addr, load},
-    maps::{FILTER, count, netns_of, send},
+    maps::{FILTER, RETRANSMIT_ERR, count, netns_of, send},
     softirq::task,
 };
 
@@ -42,6 +47,9 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let sk: u64 = load(&ctx, 16);
     let (sport, dport, family): (u16, u16, u16) = (load(&ctx, 28), load(&ctx, 30), load(&ctx, 32));
     if sk == 0 || !FILTER.load().accepts(family, sport, dport) {
+        return 0;
+    }
+    if RETRANSMIT_ERR.load() != 0 && load::<i32>(&ctx, 76) != 0 {
         return 0;
     }
     if load::<i32>(&ctx, 24) == i32::from(tcp_state::SYN_SENT) {

@@ -177,7 +177,7 @@ pub async fn run<W: io::Write, E: io::Write>(
                     None => result.and_then(|()| session.summary(misses)),
                 }
             }
-            Some(input) = async {
+            input = async {
                 match top.as_mut() {
                     Some(t) => t.input().await,
                     None => std::future::pending().await,
@@ -217,9 +217,16 @@ pub async fn run<W: io::Write, E: io::Write>(
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
             _ = sigquit.recv() => break,
-            _ = sigusr1.recv() => drain(&mut rings, tracer, session, false)?
-                .and(counted(tracer, session)?)
-                .and_then(|()| session.summary_asked(tracer.recursion_misses())),
+            _ = sigusr1.recv() => {
+                let result = drain(&mut rings, tracer, session, false)?
+                    .and(counted(tracer, session)?);
+                let misses = tracer.recursion_misses();
+                // The screen is the summary: a text one would land on it.
+                match top.as_mut() {
+                    Some(t) => result.and_then(|()| t.report(session.view(misses))),
+                    None => result.and_then(|()| session.summary_asked(misses)),
+                }
+            }
         };
         if let Err(err) = result {
             return output_failed(err);

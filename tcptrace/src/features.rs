@@ -31,8 +31,12 @@ pub struct Features {
     /// The kernel's reasons for the resets it sends, named as it names
     /// them; empty: reasons are off.
     pub reset_names: ResetNames,
-    /// Connecting sockets' SYNs retransmitted are seen.
+    /// Retransmits are seen: connecting sockets' SYNs (records), listeners'
+    /// SYN-ACKs and data (counted in the kernel).
     pub retransmits: bool,
+    /// The retransmit tracepoint says which attempts failed (6.17+): those
+    /// are skipped.
+    pub retransmit_err: bool,
     /// Where the BTF tracepoint program reads a socket; `None`: the
     /// transitions come through the classic tracepoint (dearer, the same
     /// records).
@@ -93,10 +97,12 @@ pub fn probe(
             KernelOffsets::default()
         }
     };
+    // Only where namespaces are known: the BTF program reads them itself.
     let sock_btf = match btf.as_ref().map_err(ToString::to_string).and_then(|btf| {
-        match missing.has("tp_btf") {
-            true => Err("tp_btf is missing (pretended)".to_owned()),
-            false => btf::sock_offsets(btf).map_err(|e| e.to_string()),
+        match (missing.has("tp_btf"), offsets.net_inum) {
+            (true, _) => Err("tp_btf is missing (pretended)".to_owned()),
+            (false, 0) => Err("namespaces are unavailable".to_owned()),
+            (false, _) => btf::sock_offsets(btf).map_err(|e| e.to_string()),
         }
     }) {
         Ok(offsets) => Some(offsets),
@@ -155,11 +161,23 @@ pub fn probe(
         Ok(()) => true,
         Err(err) => {
             notice(&format!(
-                "warning: SYN and SYN-ACK retransmits not counted: {err}"
+                "warning: retransmits (SYN, SYN-ACK and data) not counted: {err}"
             ));
             false
         }
     };
+    // Before 6.17 the tracepoint fires only for segments sent again.
+    let retransmit_err = retransmits
+        && fs::read_to_string(tracefs.path.join("events/tcp/tcp_retransmit_skb/format")).is_ok_and(
+            |format| {
+                preflight::check_layout(
+                    "tcp:tcp_retransmit_skb",
+                    &format,
+                    &[tcptrace_common::TCP_RETRANSMIT_SKB_ERR],
+                )
+                .is_ok()
+            },
+        );
     let reset_names = fs::read_to_string(tracefs.path.join("events/tcp/tcp_send_reset/format"))
         .map_err(|err| err.to_string())
         .and_then(|format| preflight::reset_reasons(&format))
@@ -180,6 +198,7 @@ pub fn probe(
         binds,
         reset_names,
         retransmits,
+        retransmit_err,
         sock_btf,
     })
 }

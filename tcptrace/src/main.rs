@@ -197,6 +197,7 @@ fn run(
         binds: features.binds,
         reset_reasons: !features.reset_names.is_empty(),
         retransmits: features.retransmits,
+        retransmit_err: features.retransmit_err,
         sock_btf: features.sock_btf,
         floor: config.bench_floor,
     })?;
@@ -305,7 +306,7 @@ fn run(
         verbose: config.verbose,
         until: config.diagnose,
     };
-    let top = status.map(Top::start).transpose()?;
+    let top = status.clone().map(Top::start).transpose()?;
     let ending = runtime.block_on(agent::run(
         &mut tracer,
         ring_maps,
@@ -317,6 +318,10 @@ fn run(
         },
         signals,
     ))?;
+    // What the screen covered, now that it is gone.
+    if let Some(status) = &status {
+        let _ = io::stderr().write_all(status.take().as_bytes());
+    }
     // What the output thread still holds is written before the exit line.
     let ending = match session.out_mut().finish() {
         Ok(()) => ending,

@@ -118,6 +118,7 @@ fn every_bad_value_is_one_line_and_exit_2() {
         ),
         (&["top", "--json"], "--json does not apply to it"),
         (&["top", "--metrics", "0"], "--metrics does not apply to it"),
+        (&["top", "-v"], "--verbose does not apply to it"),
         (&["--no-such-option"], "--no-such-option"),
         (&["frobnicate"], "frobnicate"),
     ];

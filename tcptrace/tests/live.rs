@@ -1035,7 +1035,7 @@ fn a_missing_kernel_feature_is_one_line_and_the_rest_works() {
         ),
         (
             "tcp_retransmit_skb",
-            "tcptrace: warning: SYN and SYN-ACK retransmits not counted: tracepoint tcp:tcp_retransmit_skb not found in tracefs (needs Linux 5.5 or newer)",
+            "tcptrace: warning: retransmits (SYN, SYN-ACK and data) not counted: tracepoint tcp:tcp_retransmit_skb not found in tracefs (needs Linux 5.5 or newer)",
         ),
         (
             "reason",

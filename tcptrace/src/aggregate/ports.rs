@@ -425,7 +425,8 @@ impl Ports {
             counts.syn_retried += 1;
             counts.syn_retransmits += u64::from(c.syn_retransmits);
         }
-        if let (Verdict::AbortSent, Some(reason)) = (c.verdict, c.reset_reason) {
+        // As the services' and RESETS SENT count them.
+        if let Some(reason) = c.reset_reason {
             counts.reset_reasons.add(reason);
         }
         if let Some(owner) = c.owner {

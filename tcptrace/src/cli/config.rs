@@ -170,6 +170,8 @@ impl Config {
                 ("summary", cli.summary),
                 ("quiet", cli.quiet),
                 ("metrics", cli.metrics.is_some()),
+                // Its log would be written over the screen.
+                ("verbose", cli.verbose),
             ];
             if let Some((option, _)) = refused.into_iter().find(|(_, given)| *given) {
                 return Err(ConfigError::TopOutput(option));

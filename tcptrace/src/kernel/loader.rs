@@ -85,7 +85,7 @@ pub enum BpfError {
     MissingProgram(String),
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
-    #[error("cannot read the kernel's BTF: {0}")]
+    #[error("eBPF program {0} needs the kernel's BTF")]
     Btf(String),
     #[error("cannot count the CPUs ({0}): {1}")]
     Cpus(&'static str, std::io::Error),
@@ -123,8 +123,10 @@ pub struct Config {
     pub binds: bool,
     /// Read the kernel's reason of each reset sent.
     pub reset_reasons: bool,
-    /// Attach the program that sees SYNs retransmitted.
+    /// Attach the programs that see retransmits.
     pub retransmits: bool,
+    /// Skip the retransmit attempts that failed (the tracepoint says so).
+    pub retransmit_err: bool,
     /// Read the transitions through the BTF tracepoint, at these offsets.
     pub sock_btf: Option<SockOffsets>,
     /// Attach the empty "floor" programs instead (benchmark only).
@@ -145,10 +147,13 @@ impl Tracer {
         check_object()?;
         let cpus = possible_cpus()?;
         // The kernel's BTF, parsed by aya (only the BTF program needs it).
-        let btf = match config.sock_btf {
-            Some(_) => Some(aya::Btf::from_sys_fs().map_err(|e| BpfError::Btf(e.to_string()))?),
-            None => None,
-        };
+        let btf = config.sock_btf.and_then(|_| match aya::Btf::from_sys_fs() {
+            Ok(btf) => Some(btf),
+            Err(err) => {
+                log::debug!("transitions through the classic tracepoint: BTF: {err}");
+                None
+            }
+        });
         let sock_globals = config.sock_btf.map(|offsets| offsets.globals());
         let mut loader = EbpfLoader::new();
         for (name, value) in sock_globals.iter().flatten() {
@@ -161,6 +166,7 @@ impl Tracer {
             .override_global("OFFSETS", &config.offsets, true)
             .override_global("TIMEWAIT", &config.timewait.unwrap_or_default(), true)
             .override_global("RESET_REASONS", &u8::from(config.reset_reasons), true)
+            .override_global("RETRANSMIT_ERR", &u8::from(config.retransmit_err), true)
             .override_global(aya_log::LEVEL, &config.log_level, false)
             .load(OBJECT)?;
         // Every CPU's ring is in place before any program can run.
@@ -179,19 +185,28 @@ impl Tracer {
             true => &RETRANSMIT_HOOKS[..],
             false => &[],
         };
-        let transitions = match &btf {
-            Some(_) => TRANSITIONS_BTF,
-            None => TRANSITIONS_CLASSIC,
-        };
         let hooks = SOFTIRQ_HOOKS
             .into_iter()
             .chain(timewait.iter().map(|name| Hook::Raw(name)))
             .chain(binds.iter().copied())
             .chain(retransmits.iter().copied())
-            .chain(RESET_HOOKS)
-            .chain([transitions]);
+            .chain(RESET_HOOKS);
         for hook in hooks {
             attach(&mut ebpf, hook, config.floor, btf.as_ref())?;
+        }
+        // The transitions: the BTF program where it loads, else the classic
+        // one (the same records; a verifier that refuses the BTF program's
+        // reads costs only what the classic tracepoint costs).
+        let btf_attached = match &btf {
+            Some(btf) => attach(&mut ebpf, TRANSITIONS_BTF, config.floor, Some(btf))
+                .map_err(|err| {
+                    log::debug!("transitions through the classic tracepoint: {err}");
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !btf_attached {
+            attach(&mut ebpf, TRANSITIONS_CLASSIC, config.floor, None)?;
         }
 
         let lost = take_map(&mut ebpf, "LOST")?;
@@ -300,7 +315,7 @@ fn attach(
             program.attach(category, tracepoint).map_err(err)?;
         }
         Hook::Btf(_, tracepoint) => {
-            let btf = btf.ok_or_else(|| BpfError::Btf(format!("{name} needs it")))?;
+            let btf = btf.ok_or_else(|| BpfError::Btf(name.clone()))?;
             let program: &mut BtfTracePoint = program_mut(ebpf, &name)?;
             program.load(tracepoint, btf).map_err(err)?;
             program.attach().map_err(err)?;

@@ -72,7 +72,13 @@ impl Filter {
         (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
             && (self.comms.is_empty()
                 || owner.is_some_and(|o| self.comms.iter().any(|c| *c == o.comm.as_str())))
-            && matches(&self.laddrs, local.ip())
+            && self.accepts_place(local, remote, netns)
+    }
+
+    /// The address and namespace filters alone, for what has no owner to
+    /// match (retransmits counted per destination).
+    pub fn accepts_place(&self, local: &SocketAddr, remote: &SocketAddr, netns: u32) -> bool {
+        matches(&self.laddrs, local.ip())
             && matches(&self.raddrs, remote.ip())
             && self.accepts_netns(netns)
     }

@@ -214,6 +214,11 @@ impl Pipeline {
                     continue;
                 }
             };
+            // A key listed twice (the map's walk restarts when the key it
+            // stood on was evicted meanwhile) counts once.
+            if self.counted.contains_key(&key) {
+                continue;
+            }
             let before = last.remove(&key).unwrap_or(0);
             self.counted.insert(key, total);
             let grew = match total >= before {
@@ -409,7 +414,12 @@ impl Pipeline {
 fn emit(filter: &Filter, accept_all: bool, sink: &mut impl Sink, fact: Fact<'_>) -> io::Result<()> {
     let accepted = accept_all || {
         let (owner, local, remote, netns) = fact.socket();
-        filter.accepts(owner, local, remote, netns)
+        match fact {
+            // Counted per destination, with no owner: the destinations the
+            // owner filters keep are those their connects made.
+            Fact::Retransmits(_) => filter.accepts_place(local, remote, netns),
+            _ => filter.accepts(owner, local, remote, netns),
+        }
     };
     match accepted {
         true => sink.fact(fact),

@@ -315,7 +315,11 @@ fn kernel_counts_are_counted_by_what_grew() {
     );
     read(&mut run, &[(reset, 5), (retransmits(1), 4), (synack, 1)]);
     // Evicted, then counted again from 0; an undecodable key is counted.
-    read(&mut run, &[(reset, 2), (retransmits(1), 7)]);
+    // A key listed twice in one reading counts once.
+    read(
+        &mut run,
+        &[(reset, 2), (retransmits(1), 7), (retransmits(1), 7)],
+    );
     run.pipeline
         .counted(vec![(Err(DecodeError::Kind(99)), 1)], 5, &mut run.sink)
         .unwrap();

@@ -30,7 +30,6 @@ fn ms(ns: u64) -> String {
     s
 }
 
-/// Resets by the kernel's reason, as `{NAME: count}`.
 /// Every record kind with its count.
 fn per_kind(counts: &PerKind) -> Map<String, Value> {
     counts
@@ -112,7 +111,7 @@ RESETS SENT (the kernel's reason)"
                 "  {label:<40} {:>11} {:>8.1} {:>9} {:>9}",
                 d.retransmits,
                 d.retransmit_rate,
-                d.connect_latency.total(),
+                d.connects,
                 d.connect_latency.slower_than(SLOW_CONNECT),
             )?;
         }

@@ -333,6 +333,7 @@ fn connect_latency_retransmits_and_reset_reasons_per_destination() {
     };
     ports.fact(Fact::Closed(&c)).unwrap();
     c.verdict = Verdict::Local;
+    c.reset_reason = None;
     ports.fact(Fact::Closed(&c)).unwrap();
 
     let rows = ports.report(&HashMap::default(), |_| None, None, 7 * SEC, 10);

@@ -28,11 +28,14 @@ use super::{
 use crate::report::Report;
 
 /// What the keyboard thread hands over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     Key(Key),
     /// The terminal changed size: draw again.
     Resize,
+    /// The keyboard cannot be read any more (why): said on the screen,
+    /// whose only way out is then a signal (raw mode makes Ctrl-C a key).
+    Lost(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,11 @@ pub enum TopError {
 pub struct Status(Rc<RefCell<Vec<u8>>>);
 
 impl Status {
+    /// Everything still held, for stderr once the screen is gone.
+    pub fn take(&self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut *self.0.borrow_mut())).into_owned()
+    }
+
     /// The last complete line written, without "tcptrace: ".
     fn last(&self) -> Option<String> {
         let bytes = self.0.borrow();
@@ -63,9 +71,9 @@ impl io::Write for Status {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut lines = self.0.borrow_mut();
         lines.extend_from_slice(buf);
-        // Only the last lines matter.
-        if lines.len() > 4096 {
-            let cut = lines.len() - 1024;
+        // The last lines (said on stderr at the end), bounded.
+        if lines.len() > 64 << 10 {
+            let cut = lines.len() - (16 << 10);
             lines.drain(..cut);
         }
         Ok(buf.len())
@@ -124,19 +132,22 @@ impl Top {
         std::thread::Builder::new()
             .name("keys".into())
             .spawn(move || {
-                if crate::host::privileges::keep_only(&[]).is_err() {
+                if let Err(err) = crate::host::privileges::keep_only(&[]) {
+                    let _ = tx.blocking_send(Input::Lost(err.to_string()));
                     return;
                 }
-                while let Ok(event) = event::read() {
-                    let input = match event {
-                        Event::Key(k) if k.kind != KeyEventKind::Release => {
+                loop {
+                    let input = match event::read() {
+                        Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {
                             key(k.code, k.modifiers)
                         }
-                        Event::Resize(..) => Some(Input::Resize),
-                        _ => None,
+                        Ok(Event::Resize(..)) => Some(Input::Resize),
+                        Ok(_) => None,
+                        Err(err) => Some(Input::Lost(err.to_string())),
                     };
+                    let lost = matches!(input, Some(Input::Lost(_)));
                     if let Some(input) = input
-                        && tx.blocking_send(input).is_err()
+                        && (tx.blocking_send(input).is_err() || lost)
                     {
                         return;
                     }
@@ -160,9 +171,12 @@ impl Top {
         })
     }
 
-    /// The next key or resize.
-    pub async fn input(&mut self) -> Option<Input> {
-        self.inputs.recv().await
+    /// The next key or resize; never, once the keyboard is lost.
+    pub async fn input(&mut self) -> Input {
+        match self.inputs.recv().await {
+            Some(input) => input,
+            None => std::future::pending().await,
+        }
     }
 
     /// A new report: drawn, unless the screen is paused.
@@ -181,6 +195,14 @@ impl Top {
             Input::Key(k) => self.app.key(k),
             Input::Resize => {
                 self.terminal.autoresize()?;
+                Action::Redraw
+            }
+            Input::Lost(why) => {
+                use io::Write as _;
+                let _ = writeln!(
+                    self.status,
+                    "tcptrace: the keyboard cannot be read ({why}): kill tcptrace (SIGTERM) to quit"
+                );
                 Action::Redraw
             }
         };
