@@ -139,7 +139,9 @@ pub async fn run<W: io::Write, E: io::Write>(
     }
     // The view's first frame at once, not an interval later.
     if let Some(t) = top.as_mut()
-        && let Err(err) = t.report(session.view(tracer.recursion_misses()))
+        && let Err(err) = session
+            .view(tracer.recursion_misses())
+            .and_then(|r| t.report(r))
     {
         return output_failed(err);
     }
@@ -173,7 +175,9 @@ pub async fn run<W: io::Write, E: io::Write>(
                     .and(counted(tracer, session)?);
                 let misses = tracer.recursion_misses();
                 match top.as_mut() {
-                    Some(t) => result.and_then(|()| t.report(session.view(misses))),
+                    Some(t) => result
+                        .and_then(|()| session.view(misses))
+                        .and_then(|r| t.report(r)),
                     None => result.and_then(|()| session.summary(misses)),
                 }
             }
@@ -223,7 +227,9 @@ pub async fn run<W: io::Write, E: io::Write>(
                 let misses = tracer.recursion_misses();
                 // The screen is the summary: a text one would land on it.
                 match top.as_mut() {
-                    Some(t) => result.and_then(|()| t.report(session.view(misses))),
+                    Some(t) => result
+                        .and_then(|()| session.view(misses))
+                        .and_then(|r| t.report(r)),
                     None => result.and_then(|()| session.summary_asked(misses)),
                 }
             }

@@ -224,7 +224,9 @@ fn run(
     let mut session = Session::with(pipeline, printer, out, warnings, timewait, Readers::host());
     session.limit_metrics(config.metrics_limits);
     session.name_resets(features.reset_names.clone());
-    if config.quiet || config.top {
+    if config.top {
+        session.view_only();
+    } else if config.quiet {
         session.quiet();
     }
     // After attaching, so that no socket falls between the two.

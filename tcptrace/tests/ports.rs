@@ -725,6 +725,26 @@ fn top_in_a_terminal() {
         "off the alternate screen"
     );
     assert_eq!(tmux.flag("#{cursor_flag}"), "1", "the cursor shown");
+    // SIGTERM (a service manager, kill) gives the terminal back too.
+    tmux.keys(&[
+        &format!(
+            "clear; echo before-term; {} top --netns {netns}",
+            common::BIN
+        ),
+        "Enter",
+    ]);
+    tmux.shows(|s| s.contains("DESTINATIONS by ports"), "the view again");
+    common::net::run("pkill", &["-TERM", "-f", &format!("top --netns {netns}")]);
+    let after = tmux.shows(
+        |s| !s.contains("DESTINATIONS") && s.trim_end().ends_with('#'),
+        "the shell's prompt back after SIGTERM",
+    );
+    assert!(after.contains("before-term"), "{after}");
+    assert_eq!(
+        tmux.flag("#{alternate_on}"),
+        "0",
+        "SIGTERM: off the alternate screen"
+    );
     drop(server);
 }
 

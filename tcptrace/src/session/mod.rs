@@ -22,7 +22,12 @@ use bytes::Bytes;
 pub use self::poll::Readers;
 use self::{doubts::Doubts, warnings::Warnings};
 use crate::{
-    aggregate::{listeners::Listeners, netns::NetnsTable, ports::Ports, stats::Stats},
+    aggregate::{
+        listeners::Listeners,
+        netns::NetnsTable,
+        ports::{DestReport, Ports},
+        stats::Stats,
+    },
     findings::{self, Severity},
     host::snapshot::Snapshot,
     model::{DecodeError, Event, NetnsName, PerKind, Reading, ResetNames, Sink, TwCount, TwSeed},
@@ -37,8 +42,9 @@ use crate::{
 /// Destinations listed in a summary; the rest are pooled as "other".
 pub const PORTS_ROWS: usize = 20;
 /// Destinations the live view gets before the rest are pooled: more than
-/// a screen shows, so that its filter and sort have them all.
-const TOP_ROWS: usize = 200;
+/// a 200-column screen shows (with those at 40 % of their ports or failing
+/// always among them), few enough that a frame costs what a summary does.
+const TOP_ROWS: usize = 50;
 
 /// Scrapes closer together than this share one exposition.
 const SCRAPE_REUSE: Duration = Duration::from_millis(100);
@@ -99,6 +105,8 @@ pub struct Session<W: io::Write, E: io::Write = io::Stderr> {
     start_time_s: f64,
     /// Daemon mode: no summaries on stdout.
     quiet: bool,
+    /// `top`: the ports' warnings come with each frame.
+    view_only: bool,
     /// Connections whose CLOSE may have been lost.
     doubts: Doubts,
     /// When the last drain read the rings (monotonic ns).
@@ -152,6 +160,7 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             last_exposition: None,
             start_time_s: 0.0,
             quiet: false,
+            view_only: false,
             doubts: Doubts::default(),
             drained_ns: 0,
         }
@@ -259,7 +268,11 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         );
         self.poll_namespaces(now);
         self.clear_doubts(now)?;
-        self.ports_alerts(now)
+        match self.view_only {
+            // Said with each frame.
+            true => Ok(()),
+            false => self.ports_alerts(now),
+        }
     }
 
     /// The worst finding of the last summary.
@@ -301,10 +314,15 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
             now_ns,
             PORTS_ROWS,
         );
+        self.alerts_of(&rows, now_ns)
+    }
+
+    /// The warnings of `rows`, the destinations now.
+    fn alerts_of(&mut self, rows: &[DestReport], now_ns: u64) -> io::Result<()> {
         let alerts: Vec<_> = self
             .sinks
             .ports
-            .alerts(&rows)
+            .alerts(rows)
             .into_iter()
             .map(|(level, r)| (level, r.clone()))
             .collect();
@@ -365,14 +383,25 @@ impl<W: io::Write, E: io::Write> Session<W, E> {
         })
     }
 
+    /// The live view (`top`) from now on: nothing printed, and the ports'
+    /// warnings taken from the view's reports (one pass over the timewait
+    /// sockets a frame, not two).
+    pub fn view_only(&mut self) {
+        self.quiet();
+        self.view_only = true;
+    }
+
     /// The report for the live view (`top`): as a summary's, with as many
-    /// destinations as a screen can show, and no summary's side effects.
-    pub fn view(&mut self, recursion_misses: u64) -> Report {
+    /// destinations as a screen can show, and no summary's side effects
+    /// but the ports' warnings.
+    pub fn view(&mut self, recursion_misses: u64) -> io::Result<Report> {
         let want = Want {
             rows: TOP_ROWS,
             summary: false,
         };
-        self.report(want, recursion_misses)
+        let report = self.report(want, recursion_misses);
+        self.alerts_of(&report.ports, report.at_ns)?;
+        Ok(report)
     }
 
     /// Prints a summary of everything since start (not in daemon mode).
