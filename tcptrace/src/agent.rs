@@ -170,17 +170,7 @@ pub async fn run<W: io::Write, E: io::Write>(
                     Some(tick) => tick.tick().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                let result = drain(&mut rings, tracer, session, false)?
-                    .and(counted(tracer, session)?);
-                let misses = tracer.recursion_misses();
-                match top.as_mut() {
-                    Some(t) => result
-                        .and_then(|()| session.view(misses))
-                        .and_then(|r| t.report(r)),
-                    None => result.and_then(|()| session.summary(misses)),
-                }
-            }
+            } => summary(&mut rings, tracer, session, top.as_mut(), false)?,
             input = async {
                 match top.as_mut() {
                     Some(t) => t.input().await,
@@ -221,18 +211,7 @@ pub async fn run<W: io::Write, E: io::Write>(
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
             _ = sigquit.recv() => break,
-            _ = sigusr1.recv() => {
-                let result = drain(&mut rings, tracer, session, false)?
-                    .and(counted(tracer, session)?);
-                let misses = tracer.recursion_misses();
-                // The screen is the summary: a text one would land on it.
-                match top.as_mut() {
-                    Some(t) => result
-                        .and_then(|()| session.view(misses))
-                        .and_then(|r| t.report(r)),
-                    None => result.and_then(|()| session.summary_asked(misses)),
-                }
-            }
+            _ = sigusr1.recv() => summary(&mut rings, tracer, session, top.as_mut(), true)?,
         };
         if let Err(err) = result {
             return output_failed(err);
@@ -279,6 +258,27 @@ fn drain<W: io::Write, E: io::Write>(
     rings.end_drain();
     let read_ns = crate::kernel::monotonic_ns();
     Ok(session.end_drain(tracer.lost()?, read_ns))
+}
+
+/// A summary (`asked`: by SIGUSR1, in every mode), or with `top` a frame:
+/// the screen is the summary, a text one would land on it. What the rings
+/// hold and the kernel counted goes in first.
+fn summary<W: io::Write, E: io::Write>(
+    rings: &mut Rings,
+    tracer: &Tracer,
+    session: &mut Session<W, E>,
+    top: Option<&mut Top>,
+    asked: bool,
+) -> Result<io::Result<()>, BpfError> {
+    let result = drain(rings, tracer, session, false)?.and(counted(tracer, session)?);
+    let misses = tracer.recursion_misses();
+    Ok(match (top, asked) {
+        (Some(t), _) => result
+            .and_then(|()| session.view(misses))
+            .and_then(|r| t.report(r)),
+        (None, false) => result.and_then(|()| session.summary(misses)),
+        (None, true) => result.and_then(|()| session.summary_asked(misses)),
+    })
 }
 
 /// Hands the session what the kernel side counted itself, read now. The

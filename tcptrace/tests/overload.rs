@@ -41,6 +41,21 @@ const BURST: usize = 2000;
 const CLIENT_THREADS: usize = 4;
 const VERDICTS: [&str; 4] = ["peer", "local", "abort-sent", "abort-received"];
 
+/// A tcptrace with `args` and far too small rings: 32 KiB per CPU, never
+/// woken early, read every 50 ms.
+fn tiny_rings(args: &[&str]) -> Tracer {
+    let mut args = args.to_vec();
+    args.extend([
+        "--ring-size",
+        "32K",
+        "--wakeup",
+        "32K",
+        "--drain-interval",
+        "50",
+    ]);
+    Tracer::start(&args)
+}
+
 /// The tests here each overload the machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -51,18 +66,7 @@ fn a_burst_through_tiny_rings_is_exactly_accounted_and_never_wrong() {
     let port = PORT.to_string();
     // The reference prints its records: the test waits on them.
     let reference = Tracer::start(&["--json", "--lport", &port]);
-    let small = Tracer::start(&[
-        "--json",
-        "--lport",
-        &port,
-        "--ring-size",
-        "32K",
-        // Never woken early, read every 50 ms: the burst overflows.
-        "--wakeup",
-        "32K",
-        "--drain-interval",
-        "50",
-    ]);
+    let small = tiny_rings(&["--json", "--lport", &port]);
 
     let server = Server::start(&net.server);
     let addr: SocketAddr = format!("{SERVER_IP}:{PORT}").parse().unwrap();
@@ -228,18 +232,7 @@ fn a_reset_storm_is_counted_in_the_kernel_whatever_the_rings_lose() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let net = Net::new("ovs");
     let netns = format!("{},{}", net.client_ino, net.server_ino);
-    let small = Tracer::start(&[
-        "--json",
-        "--summary",
-        "--netns",
-        &netns,
-        "--ring-size",
-        "32K",
-        "--wakeup",
-        "32K",
-        "--drain-interval",
-        "50",
-    ]);
+    let small = tiny_rings(&["--json", "--summary", "--netns", &netns]);
     let addr: SocketAddr = format!("{SERVER_IP}:{CLOSED}").parse().unwrap();
     let threads: Vec<_> = (0..CLIENT_THREADS)
         .map(|t| {

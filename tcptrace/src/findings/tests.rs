@@ -86,8 +86,13 @@ fn netns(fin_timeout: u32, counters: &[(&str, u64)]) -> NetnsReport {
 
 /// Evidence with only `ports` and `namespaces`; the rest empty.
 fn run(ports: &[DestReport], namespaces: &[NetnsReport]) -> Vec<Finding> {
+    run_for(30.0, ports, namespaces)
+}
+
+/// `run`, over `elapsed_s` traced.
+fn run_for(elapsed_s: f64, ports: &[DestReport], namespaces: &[NetnsReport]) -> Vec<Finding> {
     diagnose(&Evidence {
-        elapsed_s: 30.0,
+        elapsed_s,
         ports,
         namespaces,
         binds: &[],
@@ -535,7 +540,8 @@ fn stalled_connects_need_numbers_and_a_share() {
 }
 
 /// Retransmits toward a destination: 20, at 0.2 a second (30 s traced:
-/// 6), and three times the other destinations' per connection.
+/// 6), half a retransmit per connection, and three times the other
+/// destinations' per connection.
 #[test]
 fn retransmits_toward_a_destination_that_stands_out() {
     let ns = [netns(60, &[])];
@@ -546,39 +552,31 @@ fn retransmits_toward_a_destination_that_stands_out() {
         r.connects = connects;
         r
     };
-    assert!(run(&[toward(1, 19, 100)], &ns).is_empty(), "fewer than 20");
-    assert!(run(&[toward(1, 5, 1)], &ns).is_empty());
-    let out = run(&[toward(1, 30, 100)], &ns);
+    assert!(run(&[toward(1, 19, 10)], &ns).is_empty(), "fewer than 20");
+    // A busy healthy path: pgbench -C toward PostgreSQL, 20 in 571.
+    assert!(
+        run(&[toward(1, 20, 571)], &ns).is_empty(),
+        "rare per connection"
+    );
+    let out = run(&[toward(1, 60, 100)], &ns);
     assert_eq!(kinds(&out), [(Kind::Retransmits, Severity::Warning)]);
     assert!(
         out[0].headline.starts_with(
-            "packets toward 10.0.0.1:80 are lost: 30 segments from nginx[42] in netns 7 (proxy) retransmitted (0.3 per connection"
+            "packets toward 10.0.0.1:80 are lost: 60 segments from nginx[42] in netns 7 (proxy) retransmitted (0.6 per connection"
         ),
         "{}",
         out[0].headline
     );
     assert!(out[0].remedy[1].contains("MTU"));
     // Loss everywhere alike (the host's own link) is not one destination's.
-    assert!(run(&[toward(1, 30, 100), toward(2, 20, 100)], &ns).is_empty());
-    let out = run(&[toward(1, 30, 100), toward(2, 5, 100)], &ns);
+    assert!(run(&[toward(1, 60, 100), toward(2, 50, 100)], &ns).is_empty());
+    let out = run(&[toward(1, 60, 100), toward(2, 10, 100)], &ns);
     assert_eq!(kinds(&out), [(Kind::Retransmits, Severity::Warning)]);
     // A long run at a slow pace says nothing, unless the last seconds are fast.
     let slow = |rate| {
-        let mut r = toward(1, 30, 100);
+        let mut r = toward(1, 60, 100);
         r.retransmit_rate = rate;
-        let ev_ports = [r];
-        diagnose(&Evidence {
-            elapsed_s: 3600.0,
-            ports: &ev_ports,
-            namespaces: &ns,
-            binds: &[],
-            by_service: &[],
-            close_waits: &[],
-            server_timewait: &[],
-            listeners: &[],
-            reset_names: &ResetNames::default(),
-            synack_retransmits: &[],
-        })
+        run_for(3600.0, &[r], &ns)
     };
     assert!(slow(0.0).is_empty());
     assert_eq!(kinds(&slow(0.5)), [(Kind::Retransmits, Severity::Warning)]);

@@ -277,7 +277,7 @@ pub(super) fn retransmits(ev: &Evidence<'_>, r: &DestReport) -> Option<Finding> 
         .fold((0, 0), |(n, c), o| (n + o.retransmits, c + o.connects));
     let mine = per_connect(r.retransmits, r.connects);
     let others = per_connect(rest, rest_connects);
-    if mine < RETRANSMITS_STANDOUT * others {
+    if mine < RETRANSMITS_PER_CONNECTION || mine < RETRANSMITS_STANDOUT * others {
         return None;
     }
     let remote = words::endpoint(&r.dest.remote);
