@@ -240,23 +240,19 @@ impl Tracer {
     /// 0. Every key is one lookup: the map holds the keys counted, few on a
     /// healthy host.
     pub fn counted(&self) -> Result<Reading, BpfError> {
-        let mut counted = Vec::new();
-        for entry in self.counts.iter() {
-            match entry {
-                Ok((key, per_cpu)) => {
-                    counted.push((decode::counted(&key), per_cpu.iter().sum()));
-                }
-                // A key evicted between listing it and reading it.
-                Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(BpfError::Map {
+        // (aya's iterator itself skips a key evicted between listing it and
+        // reading it.)
+        self.counts
+            .iter()
+            .map(|entry| {
+                entry
+                    .map(|(key, per_cpu)| (decode::counted(&key), per_cpu.iter().sum()))
+                    .map_err(|source| BpfError::Map {
                         name: "COUNTS",
                         source,
-                    });
-                }
-            }
-        }
-        Ok(counted)
+                    })
+            })
+            .collect()
     }
 
     /// Program runs the kernel skipped because another BPF program was running
