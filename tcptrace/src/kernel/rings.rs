@@ -28,16 +28,27 @@ use crate::{
 /// How far behind the start of a read the cutoff is.
 pub const MARGIN_NS: u64 = 10_000_000;
 
+/// Drains between two looks at whether the lanes' memory can go back: a
+/// few seconds at the default drain interval. A lane that grows for the
+/// backlog of every pause (a frame of `top`, a scrape) keeps its memory
+/// rather than giving it back and faulting it in again a second later.
+const SHRINK_EVERY: u32 = 512;
+
 /// Records read from each CPU's ring, not yet handed out.
 #[derive(Debug, Default)]
 pub struct Merger {
     lanes: Vec<VecDeque<TransitionEvent>>,
+    /// The most records one lane held since the last look at shrinking.
+    peak: usize,
+    /// Drains since then.
+    drains: u32,
 }
 
 impl Merger {
     pub fn new(lanes: usize) -> Self {
         Self {
             lanes: (0..lanes).map(|_| VecDeque::new()).collect(),
+            ..Self::default()
         }
     }
 
@@ -45,6 +56,7 @@ impl Merger {
     pub fn push(&mut self, lane: usize, event: TransitionEvent) {
         if let Some(queue) = self.lanes.get_mut(lane) {
             queue.push_back(event);
+            self.peak = self.peak.max(queue.len());
         }
     }
 
@@ -86,13 +98,21 @@ impl Merger {
         self.lanes.iter().all(VecDeque::is_empty)
     }
 
-    /// Returns the memory of lanes that grew for a burst and are small again.
+    /// Call after each drain: every `SHRINK_EVERY` drains, returns the
+    /// memory of lanes that grew for a burst and stayed small since.
     pub fn shrink(&mut self) {
+        self.drains += 1;
+        if self.drains < SHRINK_EVERY {
+            return;
+        }
+        let keep = self.peak * 2;
         for queue in &mut self.lanes {
-            if queue.capacity() > 16_384 && queue.len() < queue.capacity() / 8 {
-                queue.shrink_to(queue.len() * 2);
+            if queue.capacity() > 16_384 && keep < queue.capacity() / 4 {
+                queue.shrink_to(keep);
             }
         }
+        self.peak = 0;
+        self.drains = 0;
     }
 }
 
@@ -237,7 +257,23 @@ mod tests {
             m.push(0, at(ts, 0));
         }
         assert_eq!(drain(&mut m, 99_990).len(), 99_990);
+        let grown = m.lanes[0].capacity();
+        // The burst's memory stays for the next look...
         m.shrink();
+        assert_eq!(m.lanes[0].capacity(), grown);
+        for _ in 1..SHRINK_EVERY {
+            m.shrink();
+        }
+        assert_eq!(
+            m.lanes[0].capacity(),
+            grown,
+            "the burst was seen in this window"
+        );
+        // ...and goes back after a whole window without one.
+        for _ in 0..SHRINK_EVERY {
+            m.shrink();
+        }
+        assert!(m.lanes[0].capacity() < grown / 4);
         assert_eq!(m.len(), 10);
         assert_eq!(m.pop_before(u64::MAX, |e| e.ts_ns), Some(99_990));
     }
