@@ -1,6 +1,7 @@
 //! Reading a classic tracepoint's record: each field at the constant offset
 //! the agent checked against the running kernel's format file before it
-//! loaded the program that reads it.
+//! loaded the program that reads it. And reading a BTF tracepoint's typed
+//! pointers, at offsets from the kernel's BTF.
 
 use aya_ebpf::{EbpfContext as _, programs::TracePointContext};
 
@@ -28,4 +29,15 @@ pub fn addr<const N: usize>(ctx: &TracePointContext, offset: usize) -> [u8; 16] 
         i += 2;
     }
     out
+}
+
+/// Reads the `T` at `offset` from `base`, a pointer a BTF tracepoint was
+/// handed (the verifier turns it into a load that cannot fault). `offset`
+/// must be a value the verifier knows: a load-time global of its own.
+#[inline(always)]
+pub fn at<T>(base: *const u8, offset: u32) -> T {
+    // SAFETY: `base` is a pointer the kernel typed by BTF and `offset` a
+    // member's offset in that type (both checked by the verifier, which
+    // makes the load fault-free).
+    unsafe { core::ptr::read_volatile(base.add(offset as usize).cast::<T>()) }
 }

@@ -72,3 +72,18 @@ pub fn floor_timer_cancel(_ctx: RawTracePointContext) -> i32 {
 pub fn floor_timer_expire_entry(_ctx: RawTracePointContext) -> i32 {
     0
 }
+
+#[btf_tracepoint(function = "timer_start")]
+pub fn floor_timer_start_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "timer_cancel")]
+pub fn floor_timer_cancel_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "timer_expire_entry")]
+pub fn floor_timer_expire_entry_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}

@@ -30,6 +30,7 @@ use aya_ebpf::{
 use tcptrace_common::{AF_INET, KIND_TRANSITION, TransitionEvent};
 
 use crate::{
+    fields::at,
     maps::{FILTER, send},
     softirq::task,
 };
@@ -68,16 +69,6 @@ pub static NET_INUM: Global<u32> = Global::new(0);
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
     try_inet_sock_set_state(&ctx);
     0
-}
-
-/// Reads the `T` at `offset` from `base`, a BTF pointer (the verifier turns
-/// it into a load that cannot fault).
-#[inline(always)]
-fn at<T>(base: *const u8, offset: u32) -> T {
-    // SAFETY: `base` is a pointer the kernel typed by BTF and `offset` a
-    // member's offset in that type (both checked by the verifier, which
-    // makes the load fault-free).
-    unsafe { core::ptr::read_volatile(base.add(offset as usize).cast::<T>()) }
 }
 
 /// Reads a 16-byte address at `offset` from `base` as two 8-byte loads.

@@ -20,6 +20,7 @@ mod resets;
 mod retransmits;
 mod softirq;
 mod timewait;
+mod timewait_btf;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -7,7 +7,9 @@
 //! Raw tracepoints: these fire for every timer on the host (several per TCP
 //! connection), and a classic tracepoint builds its whole record before the
 //! program runs — measured here, that alone cost the connection churn about
-//! a tenth of its throughput with empty programs. The raw arguments
+//! a tenth of its throughput with empty programs. Where the kernel's BTF is
+//! at hand their twins in `timewait_btf` run instead (each timer's test a
+//! plain load, not a helper call), and share the code below. The raw arguments
 //! (`include/trace/events/timer.h`, Linux 6.18):
 //!
 //! ```text
@@ -68,17 +70,13 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     if function == config.tw_handler {
-        let expires: u64 = read(timer, config.timer_expires).unwrap_or(0);
-        // SAFETY: a helper without preconditions.
-        let now = unsafe { bpf_jiffies64() };
-        let _ = try_emit(
+        armed(
             &config,
-            timer - u64::from(config.tw_timer),
-            KIND_TW_ARMED,
-            expires.wrapping_sub(now),
+            timer,
+            read(timer, config.timer_expires).unwrap_or(0),
         );
     } else if function == config.reqsk_handler && config.reqsk_handler != 0 {
-        let _ = try_reopened(&config, timer - u64::from(config.rsk_timer));
+        request_armed(&config, timer);
     }
     0
 }
@@ -107,8 +105,34 @@ pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
 fn if_timewait(timer: u64, kind: u8) {
     let config = TIMEWAIT.load();
     if read::<u64>(timer, config.timer_function) == Some(config.tw_handler) {
-        let _ = try_emit(&config, timer - u64::from(config.tw_timer), kind, 0);
+        ended(&config, timer, kind);
     }
+}
+
+/// A timewait socket's timer, `timer`, was armed to expire at `expires`
+/// (jiffies).
+#[inline(always)]
+pub fn armed(config: &TimewaitConfig, timer: u64, expires: u64) {
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_jiffies64() };
+    let _ = try_emit(
+        config,
+        timer - u64::from(config.tw_timer),
+        KIND_TW_ARMED,
+        expires.wrapping_sub(now),
+    );
+}
+
+/// A timewait socket's timer, `timer`, was cancelled or ran out (`kind`).
+#[inline(always)]
+pub fn ended(config: &TimewaitConfig, timer: u64, kind: u8) {
+    let _ = try_emit(config, timer - u64::from(config.tw_timer), kind, 0);
+}
+
+/// A request socket's SYN-ACK timer, `timer`, was armed.
+#[inline(always)]
+pub fn request_armed(config: &TimewaitConfig, timer: u64) {
+    let _ = try_reopened(config, timer - u64::from(config.rsk_timer));
 }
 
 /// The endpoints of a socket, from its `struct sock_common`.

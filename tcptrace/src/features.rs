@@ -41,6 +41,9 @@ pub struct Features {
     /// transitions come through the classic tracepoint (dearer, the same
     /// records).
     pub sock_btf: Option<btf::SockOffsets>,
+    /// The timewait programs may be BTF tracepoints (their test of each
+    /// timer a plain load); else raw ones (the same records, dearer).
+    pub timer_btf: bool,
 }
 
 /// Why TIME_WAIT cannot be tracked on this kernel.
@@ -200,6 +203,7 @@ pub fn probe(
         retransmits,
         retransmit_err,
         sock_btf,
+        timer_btf: !missing.has("tp_btf"),
     })
 }
 
@@ -234,8 +238,8 @@ pub fn timewait_config(
     let reqsk = reqsk.filter(|_| !missing.has("reqsk_timer_handler"));
     config.tw_handler = tw.ok_or(TimewaitError::NoHandler)?;
     config.reqsk_handler = reqsk.unwrap_or(0);
-    // Attached as raw tracepoints (arguments, not a record: no layout to
-    // check), so only their presence is.
+    // Attached as BTF or raw tracepoints (arguments, not a record: no
+    // layout to check), so only their presence is.
     for name in TIMEWAIT_PROGRAMS {
         if !tracefs.join("events/timer").join(name).is_dir() || missing.has(name) {
             return Err(TimewaitError::Tracepoint(name));

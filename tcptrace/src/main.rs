@@ -199,6 +199,7 @@ fn run(
         retransmits: features.retransmits,
         retransmit_err: features.retransmit_err,
         sock_btf: features.sock_btf,
+        timer_btf: features.timer_btf,
         floor: config.bench_floor,
     })?;
 

@@ -866,9 +866,10 @@ fn two_instances_each_see_every_transition() {
     }
 }
 
-/// The transitions come through the BTF tracepoint where the kernel's BTF
-/// allows, else through the classic one: the same records either way
-/// (IPv4, IPv6, an abort, a refused connect), field by field but the time.
+/// The transitions and the timewait sockets come through BTF tracepoints
+/// where the kernel's BTF allows, else through the classic and raw ones:
+/// the same records either way (IPv4, IPv6, an abort, a refused connect, a
+/// timewait socket armed and killed), field by field but the time.
 #[test]
 fn the_btf_and_classic_tracepoints_send_the_same_records() {
     let btf = Tracer::start(&["--json"]);
@@ -877,6 +878,13 @@ fn the_btf_and_classic_tracepoints_send_the_same_records() {
         .iter()
         .map(|bind| client_closes_first(bind, Duration::ZERO).0)
         .collect();
+    // The IPv4 client's timewait socket ends early: a cancel, not an expiry.
+    let ss = Command::new("ss")
+        .args(["-K", "-tn", "state", "time-wait", "dst"])
+        .arg(servers[0].to_string())
+        .output()
+        .expect("ss (iproute2)");
+    assert!(ss.status.success(), "{ss:?}");
     // An abort, and a connect to a port nobody listens on.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let aborted = listener.local_addr().unwrap();
@@ -912,6 +920,13 @@ fn the_btf_and_classic_tracepoints_send_the_same_records() {
         assert!(a.len() >= 2, "{server}: {a:#?}");
         assert_eq!(a, b, "{server}");
     }
+    let timewait = |event: &str| {
+        touching(&btf, &servers[0])
+            .iter()
+            .filter(|r| r["timewait"]["event"] == event)
+            .count()
+    };
+    assert_eq!((timewait("begins"), timewait("ends")), (1, 1), "{btf:#?}");
 }
 
 /// A closed terminal (SIGHUP) and Ctrl-\\ (SIGQUIT) end tracing as Ctrl-C

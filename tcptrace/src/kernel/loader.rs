@@ -52,6 +52,13 @@ const SOFTIRQ_HOOKS: [Hook; 2] = [Hook::Raw("softirq_exit"), Hook::Raw("softirq_
 /// transitions, so that no timewait socket's start is missed for a
 /// connection whose CLOSE is seen.
 pub const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
+/// Their BTF twins, used where the kernel's BTF is at hand: each timer's
+/// test is then a plain load instead of a helper call.
+const TIMEWAIT_BTF: [Hook; 3] = [
+    Hook::Btf("timer_start_btf", "timer_start"),
+    Hook::Btf("timer_cancel_btf", "timer_cancel"),
+    Hook::Btf("timer_expire_entry_btf", "timer_expire_entry"),
+];
 /// The programs that see failed binds (classic syscall tracepoints).
 const BIND_HOOKS: [Hook; 2] = [
     Hook::Classic("syscalls", "sys_enter_bind"),
@@ -129,6 +136,8 @@ pub struct Config {
     pub retransmit_err: bool,
     /// Read the transitions through the BTF tracepoint, at these offsets.
     pub sock_btf: Option<SockOffsets>,
+    /// Attach the timewait programs as BTF tracepoints where BTF is at hand.
+    pub timer_btf: bool,
     /// Attach the empty "floor" programs instead (benchmark only).
     pub floor: bool,
 }
@@ -146,17 +155,30 @@ impl Tracer {
     pub fn attach(config: &Config) -> Result<(Self, Vec<RingBuf<MapData>>), BpfError> {
         check_object()?;
         let cpus = possible_cpus()?;
-        // The kernel's BTF, parsed by aya (only the BTF program needs it).
-        let btf = config.sock_btf.and_then(|_| match aya::Btf::from_sys_fs() {
-            Ok(btf) => Some(btf),
-            Err(err) => {
-                log::debug!("transitions through the classic tracepoint: BTF: {err}");
-                None
-            }
-        });
+        // The kernel's BTF, parsed by aya (only the BTF programs need it).
+        let timer_btf = config.timer_btf && config.timewait.is_some();
+        let wants_btf = config.sock_btf.is_some() || timer_btf;
+        let btf = wants_btf
+            .then(aya::Btf::from_sys_fs)
+            .and_then(|parsed| match parsed {
+                Ok(btf) => Some(btf),
+                Err(err) => {
+                    log::debug!("no BTF tracepoints: BTF: {err}");
+                    None
+                }
+            });
         let sock_globals = config.sock_btf.map(|offsets| offsets.globals());
+        let timer_globals = config.timewait.map(|c| {
+            [
+                ("TIMER_FUNCTION", c.timer_function),
+                ("TIMER_EXPIRES", c.timer_expires),
+            ]
+        });
         let mut loader = EbpfLoader::new();
         for (name, value) in sock_globals.iter().flatten() {
+            loader.override_global(name, value, true);
+        }
+        for (name, value) in timer_globals.iter().flatten() {
             loader.override_global(name, value, true);
         }
         let mut ebpf = loader
@@ -173,10 +195,17 @@ impl Tracer {
         let events = per_cpu_rings(&mut ebpf, cpus, config.ring_bytes)?;
 
         let timewait = match config.timewait {
-            Some(_) => &TIMEWAIT_PROGRAMS[..],
+            Some(_) => &TIMEWAIT_BTF[..],
             None => &[],
         };
         // The softirq flag must be maintained before transitions are classified.
+        for hook in SOFTIRQ_HOOKS {
+            attach(&mut ebpf, hook, config.floor, None)?;
+        }
+        for (hook, name) in timewait.iter().zip(TIMEWAIT_PROGRAMS) {
+            let btf = btf.as_ref().filter(|_| timer_btf);
+            attach_either(&mut ebpf, *hook, Hook::Raw(name), config.floor, btf)?;
+        }
         let binds = match config.binds {
             true => &BIND_HOOKS[..],
             false => &[],
@@ -185,29 +214,25 @@ impl Tracer {
             true => &RETRANSMIT_HOOKS[..],
             false => &[],
         };
-        let hooks = SOFTIRQ_HOOKS
-            .into_iter()
-            .chain(timewait.iter().map(|name| Hook::Raw(name)))
-            .chain(binds.iter().copied())
+        let hooks = binds
+            .iter()
+            .copied()
             .chain(retransmits.iter().copied())
             .chain(RESET_HOOKS);
         for hook in hooks {
-            attach(&mut ebpf, hook, config.floor, btf.as_ref())?;
+            attach(&mut ebpf, hook, config.floor, None)?;
         }
         // The transitions: the BTF program where it loads, else the classic
         // one (the same records; a verifier that refuses the BTF program's
         // reads costs only what the classic tracepoint costs).
-        let btf_attached = match &btf {
-            Some(btf) => attach(&mut ebpf, TRANSITIONS_BTF, config.floor, Some(btf))
-                .map_err(|err| {
-                    log::debug!("transitions through the classic tracepoint: {err}");
-                })
-                .is_ok(),
-            None => false,
-        };
-        if !btf_attached {
-            attach(&mut ebpf, TRANSITIONS_CLASSIC, config.floor, None)?;
-        }
+        let transitions_btf = config.sock_btf.and(btf.as_ref());
+        attach_either(
+            &mut ebpf,
+            TRANSITIONS_BTF,
+            TRANSITIONS_CLASSIC,
+            config.floor,
+            transitions_btf,
+        )?;
 
         let lost = take_map(&mut ebpf, "LOST")?;
         let counts = take_map(&mut ebpf, "COUNTS")?;
@@ -276,6 +301,24 @@ pub fn check_object() -> Result<(), BpfError> {
         true => Err(BpfError::NoObject),
         false => Ok(()),
     }
+}
+
+/// Attaches `btf_hook` where the kernel's BTF is at hand and the kernel
+/// takes its program, else `fallback`: the same records, dearer.
+fn attach_either(
+    ebpf: &mut Ebpf,
+    btf_hook: Hook,
+    fallback: Hook,
+    floor: bool,
+    btf: Option<&aya::Btf>,
+) -> Result<(), BpfError> {
+    if let Some(btf) = btf {
+        match attach(ebpf, btf_hook, floor, Some(btf)) {
+            Ok(()) => return Ok(()),
+            Err(err) => log::debug!("{} instead: {err}", fallback.name()),
+        }
+    }
+    attach(ebpf, fallback, floor, None)
 }
 
 /// Loads and attaches the program of `hook`: the benchmark's empty one
