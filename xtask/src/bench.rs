@@ -202,30 +202,34 @@ struct Sample {
     kernel_map_kib: u64,
 }
 
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-}
-
-/// utime + stime of a process (all its threads), in seconds.
+/// CPU time of a process (all its threads), in seconds.
 fn process_cpu(pid: u32) -> Result<f64> {
-    cpu_of(&format!("/proc/{pid}/stat"))
+    let mut total = 0.0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended since the listing is simply not counted.
+        if let Ok(cpu) = cpu_of(&task?.path().join("schedstat")) {
+            total += cpu;
+        }
+    }
+    Ok(total)
 }
 
-/// utime + stime of a process's main thread, in seconds.
+/// CPU time of a process's main thread, in seconds.
 fn main_thread_cpu(pid: u32) -> Result<f64> {
-    cpu_of(&format!("/proc/{pid}/task/{pid}/stat"))
+    cpu_of(Path::new(&format!("/proc/{pid}/task/{pid}/schedstat")))
 }
 
-/// utime + stime from a `stat` file of /proc, in seconds.
-fn cpu_of(path: &str) -> Result<f64> {
+/// The time on a CPU from a thread's `schedstat` (nanoseconds, first
+/// field), in seconds: `stat`'s utime and stime count whole clock ticks
+/// (10 ms), 20 ns an event over a run of 500 000 records.
+fn cpu_of(path: &Path) -> Result<f64> {
     let stat = fs::read_to_string(path)?;
-    // Fields after the command (which may contain spaces) start after ')'.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / ticks_per_second())
+    let ns: f64 = stat
+        .split_whitespace()
+        .next()
+        .context("empty schedstat")?
+        .parse()?;
+    Ok(ns / 1e9)
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
