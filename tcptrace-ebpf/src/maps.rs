@@ -217,7 +217,7 @@ fn lost(cpu: u32, kind: u8) {
     let index = usize::from(kind) & (LOST_KINDS - 1);
     // SAFETY: this CPU's slot, a valid u64 of the map's value while the
     // program runs. Not atomic (the BPF target has no atomic read-modify-
-    // write in `core`): a timer's raw tracepoint program interrupting this
+    // write in `core`): a timer's program interrupting this
     // one between its load and store, on the same CPU and also losing a
     // record, would lose one count.
     let before = unsafe {

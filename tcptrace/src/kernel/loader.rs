@@ -48,9 +48,9 @@ impl Hook {
 /// misattribute that CPU's transitions meanwhile.
 const SOFTIRQ_HOOKS: [Hook; 2] = [Hook::Raw("softirq_exit"), Hook::Raw("softirq_entry")];
 /// The timewait programs, named after the `timer:` tracepoints they attach to
-/// as raw tracepoints when TIME_WAIT is tracked, before the state
-/// transitions, so that no timewait socket's start is missed for a
-/// connection whose CLOSE is seen.
+/// (as raw tracepoints where their BTF twins below cannot be) when TIME_WAIT
+/// is tracked, before the state transitions, so that no timewait socket's
+/// start is missed for a connection whose CLOSE is seen.
 pub const TIMEWAIT_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
 /// Their BTF twins, used where the kernel's BTF is at hand: each timer's
 /// test is then a plain load instead of a helper call.

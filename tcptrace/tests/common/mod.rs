@@ -172,6 +172,17 @@ impl Drop for Tracer {
 
 /// The ids of the BPF programs process `pid` holds (its fdinfo's `prog_id`).
 pub(crate) fn prog_ids_of(pid: u32) -> Vec<u32> {
+    fdinfo_values(pid, "prog_id:")
+}
+
+/// The types of the BPF programs process `pid` holds (`prog_type`:
+/// 17 raw tracepoint, 26 tracing, as BTF tracepoints are).
+pub(crate) fn prog_types_of(pid: u32) -> Vec<u32> {
+    fdinfo_values(pid, "prog_type:")
+}
+
+/// The value of `key` in each of process `pid`'s fdinfo files that has it.
+fn fdinfo_values(pid: u32, key: &str) -> Vec<u32> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return Vec::new();
     };
@@ -179,7 +190,7 @@ pub(crate) fn prog_ids_of(pid: u32) -> Vec<u32> {
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .filter_map(|info| {
             info.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().parse().ok())
         })
         .collect()
