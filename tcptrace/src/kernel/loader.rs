@@ -202,9 +202,9 @@ impl Tracer {
         for hook in SOFTIRQ_HOOKS {
             attach(&mut ebpf, hook, config.floor, None)?;
         }
+        let timers_btf = btf.as_ref().filter(|_| timer_btf);
         for (hook, name) in timewait.iter().zip(TIMEWAIT_PROGRAMS) {
-            let btf = btf.as_ref().filter(|_| timer_btf);
-            attach_either(&mut ebpf, *hook, Hook::Raw(name), config.floor, btf)?;
+            attach_either(&mut ebpf, *hook, Hook::Raw(name), config.floor, timers_btf)?;
         }
         let binds = match config.binds {
             true => &BIND_HOOKS[..],

@@ -31,9 +31,9 @@ pub const MARGIN_NS: u64 = 10_000_000;
 /// Drains between two looks at whether the lanes' memory can go back: ~10 s
 /// at the default drain interval on a quiet host, less on a busy one (each
 /// wake-up drains too), more with a longer `--drain-interval`. A lane that
-/// grows for the
-/// backlog of every pause (a frame of `top`, a scrape) keeps its memory
-/// rather than giving it back and faulting it in again a second later.
+/// grows for the backlog of every pause (a frame of `top`, a scrape) keeps
+/// its memory rather than giving it back and faulting it in again a second
+/// later.
 const SHRINK_EVERY: u32 = 512;
 
 /// Records read from each CPU's ring, not yet handed out.
