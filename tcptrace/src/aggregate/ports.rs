@@ -227,6 +227,39 @@ impl Held {
     }
 }
 
+/// The ports held now, counted socket by socket: each under its
+/// destination where the table follows it, else under the pool of the
+/// others (so in at most `MAX_DESTINATIONS` + 1 entries). The table's
+/// destinations are all there from the start, so that a socket costs one
+/// lookup: a report feeds it every timewait socket of the host, up to
+/// 262 144 of them.
+pub struct HeldCount {
+    by_dest: HashMap<Dest, Held>,
+    other: Held,
+}
+
+impl HeldCount {
+    /// Where a socket toward `dest` is counted.
+    pub fn toward(&mut self, dest: &Dest) -> &mut Held {
+        match self.by_dest.get_mut(dest) {
+            Some(held) => held,
+            None => &mut self.other,
+        }
+    }
+
+    /// The count, by destination (`Dest::OTHER`: the pool), with those
+    /// holding none in it too.
+    pub fn finish(self) -> HashMap<Dest, Held> {
+        let Self { mut by_dest, other } = self;
+        if other != Held::default() {
+            let pooled = by_dest.entry(Dest::OTHER).or_default();
+            pooled.open += other.open;
+            pooled.timewait += other.timewait;
+        }
+        by_dest
+    }
+}
+
 /// Why a port stays held as long as it does, after its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimewaitHold {
@@ -465,13 +498,14 @@ impl Ports {
         self.dests.len() - usize::from(self.dests.contains_key(&Dest::OTHER))
     }
 
-    /// The destination a socket toward `dest` is counted under: its own if
-    /// the table follows it, else the pool of the others (so that the ports
-    /// held are counted in at most `MAX_DESTINATIONS` + 1 entries).
-    pub fn counted_as(&self, dest: Dest) -> Dest {
-        match self.dests.contains_key(&dest) {
-            true => dest,
-            false => Dest::OTHER,
+    /// A count of the ports held now, to be fed every socket that holds
+    /// one (see [`HeldCount`]).
+    pub fn held_count(&self) -> HeldCount {
+        let mut by_dest = HashMap::with_capacity_and_hasher(self.dests.len(), Default::default());
+        by_dest.extend(self.dests.keys().map(|&d| (d, Held::default())));
+        HeldCount {
+            by_dest,
+            other: Held::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::{
         listeners::Listeners,
         netns::NetnsTable,
         open::{close_wait_piles, open_by_state, sockets_by_netns},
-        ports::{Dest, DestReport, Held, Ports},
+        ports::{Dest, DestReport, Held, HeldCount, Ports},
         stats::Stats,
     },
     findings::{self, Evidence, Listener},
@@ -219,19 +219,13 @@ impl Scan {
         servers: bool,
         by_port: bool,
     ) -> Self {
-        let mut scan = Self {
-            held: Self::held_open(pipeline, ports),
-            server: Vec::new(),
-            on_port: HashMap::default(),
-        };
+        let mut held = Self::held_open(pipeline, ports);
+        let mut on_port: HashMap<(u32, u16), u64> = HashMap::default();
         let mut server: HashMap<(u32, Option<Comm>), ServiceSockets> = HashMap::default();
         for tw in pipeline.timewait_sockets() {
             match role(tw.role, namespaces, tw.netns, tw.local.port()) {
                 Some(Role::Active) => {
-                    scan.held
-                        .entry(dest(ports, tw.netns, tw.local, tw.remote))
-                        .or_default()
-                        .timewait += 1;
+                    held.toward(&dest(tw.netns, tw.local, tw.remote)).timewait += 1
                 }
                 Some(Role::Passive) if servers => {
                     let key = ServiceSockets::key(tw.netns, tw.owner);
@@ -243,23 +237,24 @@ impl Scan {
                 _ => {}
             }
             if by_port {
-                *scan.on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
+                *on_port.entry((tw.netns, tw.local.port())).or_default() += 1;
             }
         }
-        scan.server = server.into_values().collect();
-        scan.server
-            .sort_by_key(|r| (std::cmp::Reverse(r.count), r.netns, r.comm));
-        scan
+        let mut server: Vec<ServiceSockets> = server.into_values().collect();
+        server.sort_by_key(|r| (std::cmp::Reverse(r.count), r.netns, r.comm));
+        Self {
+            held: held.finish(),
+            server,
+            on_port,
+        }
     }
 
     /// The ports held by open connections this host opened.
-    fn held_open(pipeline: &Pipeline, ports: &Ports) -> HashMap<Dest, Held> {
-        let mut held: HashMap<Dest, Held> = HashMap::default();
+    fn held_open(pipeline: &Pipeline, ports: &Ports) -> HeldCount {
+        let mut held = ports.held_count();
         for o in pipeline.open() {
             if o.role == Role::Active && o.state != TcpState::Listen && o.local.port() != 0 {
-                held.entry(dest(ports, o.netns, o.local, o.remote))
-                    .or_default()
-                    .open += 1;
+                held.toward(&dest(o.netns, o.local, o.remote)).open += 1;
             }
         }
         held
@@ -281,13 +276,11 @@ fn role(traced: Option<Role>, namespaces: &NetnsTable, netns: u32, port: u16) ->
     )
 }
 
-/// The destination a socket's port is counted toward. Measured: one entry
-/// per timewait socket's destination (a churn from fresh source addresses)
-/// made this a third of the agent's time, so the table pools them.
-fn dest(ports: &Ports, netns: u32, local: SocketAddr, remote: SocketAddr) -> Dest {
-    ports.counted_as(Dest {
+/// The destination of a socket this host opened.
+fn dest(netns: u32, local: SocketAddr, remote: SocketAddr) -> Dest {
+    Dest {
         netns,
         local: local.ip(),
         remote,
-    })
+    }
 }

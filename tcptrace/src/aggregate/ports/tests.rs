@@ -239,6 +239,36 @@ fn bounded_with_the_rest_pooled() {
 }
 
 #[test]
+fn ports_held_toward_destinations_not_followed_are_pooled() {
+    let mut ports = Ports::default();
+    leave_syn_sent(&mut ports, SEC, "10.0.0.2:40000");
+    let mut held = ports.held_count();
+    held.toward(&dest("10.0.0.2")).open += 1;
+    held.toward(&dest("10.0.0.2")).timewait += 2;
+    // Not followed (say a connection older than the trace): the pool.
+    held.toward(&dest("10.0.0.3")).timewait += 1;
+    held.toward(&dest("10.0.0.4")).open += 1;
+    let held = held.finish();
+    assert_eq!(
+        held[&dest("10.0.0.2")],
+        Held {
+            open: 1,
+            timewait: 2
+        }
+    );
+    assert_eq!(
+        held[&Dest::OTHER],
+        Held {
+            open: 1,
+            timewait: 1
+        }
+    );
+    assert_eq!(held.len(), 2);
+    // Nothing toward the others: no pool.
+    assert!(!ports.held_count().finish().contains_key(&Dest::OTHER));
+}
+
+#[test]
 fn levels_rise_at_the_thresholds_and_fall_with_hysteresis() {
     use Level::*;
     assert_eq!(level(Some(0.49), false, Fine), Fine);
