@@ -29,6 +29,11 @@ pub(crate) struct BenchArgs {
     /// cost measured in one run.
     #[arg(long, value_name = "BINARY")]
     pub compare: Option<PathBuf>,
+    /// Run only the configurations whose name starts with one of these (the
+    /// baseline always, as the ratios need it), and skip the start-up
+    /// measurements: a quicker look at one mode.
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
     #[command(flatten)]
     pub churn: ChurnArgs,
 }
@@ -154,10 +159,13 @@ const COMPARED: [Config; 3] = [
 ];
 
 /// The configurations of a run, in the order they are interleaved: each
-/// compared one right after its counterpart.
-fn configs(compare: bool) -> Vec<Config> {
+/// compared one right after its counterpart. `only`: as `--only`.
+fn configs(compare: bool, only: &[String]) -> Vec<Config> {
     let mut all = Vec::new();
-    for config in CONFIGS {
+    for (i, config) in CONFIGS.into_iter().enumerate() {
+        if i > 0 && !only.is_empty() && !only.iter().any(|o| config.name.starts_with(o.as_str())) {
+            continue;
+        }
         all.push(config);
         if compare
             && let Some(twin) = COMPARED
@@ -637,10 +645,14 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
     }
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
-    let configs = configs(args.compare.is_some());
+    let configs = configs(args.compare.is_some(), &args.only);
+    let startups_too = args.only.is_empty();
     // Start-up on a quiet host first; again after the churn, with the
     // timewait sockets it left.
-    let mut startups = vec![startup(&binary, &out_dir)?];
+    let mut startups = Vec::new();
+    if startups_too {
+        startups.push(startup(&binary, &out_dir)?);
+    }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     // This binary's runs, then the --compare binary's.
     let mut mid_churn: [Vec<MidChurn>; 2] = Default::default();
@@ -669,6 +681,9 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
         if rep % 2 == 1 {
             both.reverse();
         }
+        if !startups_too {
+            both.clear();
+        }
         for (compared, binary) in both {
             let mid = start_in_churn(binary, &out_dir, &args.churn)
                 .with_context(|| format!("started during the churn (repetition {})", rep + 1))?;
@@ -683,7 +698,9 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
             mid_churn[usize::from(compared)].push(mid);
         }
     }
-    startups.push(startup(&binary, &out_dir)?);
+    if startups_too {
+        startups.push(startup(&binary, &out_dir)?);
+    }
     // Each run is compared with the baseline run of the same repetition, a
     // few seconds apart: the machine's speed drifts more between repetitions
     // than within one.
@@ -836,6 +853,31 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keeps_the_baseline_and_the_named() {
+        let names = |only: &[&str], compare| -> Vec<&str> {
+            let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+            configs(compare, &only).iter().map(|c| c.name).collect()
+        };
+        assert_eq!(names(&[], false).len(), CONFIGS.len());
+        assert_eq!(
+            names(&["top", "--summary"], false)[..2],
+            ["baseline (no tracer)", "--summary --no-timewait"]
+        );
+        assert_eq!(
+            names(&["top"], true),
+            ["baseline (no tracer)", "top, drawn every second"]
+        );
+        assert_eq!(
+            names(&["--json"], true),
+            [
+                "baseline (no tracer)",
+                "--json to a file",
+                "  --json, --compare"
+            ]
+        );
+    }
 
     #[test]
     fn paused_rings_hold_a_whole_run() {
