@@ -645,6 +645,16 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
     }
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|o| !CONFIGS.iter().any(|c| c.name.starts_with(o.as_str())))
+    {
+        bail!(
+            "--only {unknown}: no configuration's name starts with it (names: {})",
+            CONFIGS.map(|c| format!("{:?}", c.name)).join(" ")
+        );
+    }
     let configs = configs(args.compare.is_some(), &args.only);
     let startups_too = args.only.is_empty();
     // Start-up on a quiet host first; again after the churn, with the
@@ -841,7 +851,7 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
         "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
     let result = json!({"machine": machine, "connections": args.churn.connections, "threads": args.churn.threads,
-        "server_first": args.churn.server_first, "repeat": args.repeat, "results": rows,
+        "server_first": args.churn.server_first, "repeat": args.repeat, "only": args.only, "results": rows,
         "startup": startups.iter().map(|(tw, s)| json!({"timewait_on_host": tw, "seconds": s})).collect::<Vec<_>>(),
         "startup_during_churn": mid_churn.iter().zip([false, true]).flat_map(|(runs, compared)| runs.iter().map(move |m| json!({"compared": compared, "timewait_on_host": m.timewait, "seconds": m.seconds, "lost_records": m.lost}))).collect::<Vec<_>>()});
     let path: PathBuf = out_dir.join("results.json");
@@ -862,8 +872,14 @@ mod tests {
         };
         assert_eq!(names(&[], false).len(), CONFIGS.len());
         assert_eq!(
-            names(&["top", "--summary"], false)[..2],
-            ["baseline (no tracer)", "--summary --no-timewait"]
+            names(&["top", "--summary"], false),
+            [
+                "baseline (no tracer)",
+                "--summary --no-timewait",
+                "--summary",
+                "--summary --metrics, scraped 1/s",
+                "top, drawn every second"
+            ]
         );
         assert_eq!(
             names(&["top"], true),
