@@ -130,6 +130,13 @@ const CONFIGS: [Config; 9] = [
     },
 ];
 
+impl Config {
+    /// Whether `--only name` picks it.
+    fn named(&self, name: &str) -> bool {
+        self.name.starts_with(name)
+    }
+}
+
 /// With `--compare`: the same as these, run with the other binary.
 const COMPARED: [Config; 3] = [
     Config {
@@ -163,7 +170,7 @@ const COMPARED: [Config; 3] = [
 fn configs(compare: bool, only: &[String]) -> Vec<Config> {
     let mut all = Vec::new();
     for (i, config) in CONFIGS.into_iter().enumerate() {
-        if i > 0 && !only.is_empty() && !only.iter().any(|o| config.name.starts_with(o.as_str())) {
+        if i > 0 && !only.is_empty() && !only.iter().any(|o| config.named(o)) {
             continue;
         }
         all.push(config);
@@ -648,7 +655,7 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
     if let Some(unknown) = args
         .only
         .iter()
-        .find(|o| !CONFIGS.iter().any(|c| c.name.starts_with(o.as_str())))
+        .find(|o| !CONFIGS.iter().any(|c| c.named(o)))
     {
         bail!(
             "--only {unknown}: no configuration's name starts with it (names: {})",
@@ -683,6 +690,9 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
             );
             samples[i].push(s);
         }
+        if !startups_too {
+            continue;
+        }
         // The --compare binary too, right before or after (in turn): a
         // change to start-up measured in one run.
         let mut both: Vec<(bool, &PathBuf)> = std::iter::once((false, &binary))
@@ -690,9 +700,6 @@ pub(crate) fn run(args: BenchArgs, root: &Path) -> Result<()> {
             .collect();
         if rep % 2 == 1 {
             both.reverse();
-        }
-        if !startups_too {
-            both.clear();
         }
         for (compared, binary) in both {
             let mid = start_in_churn(binary, &out_dir, &args.churn)
